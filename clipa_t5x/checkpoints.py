@@ -1,0 +1,221 @@
+"""Orbax checkpoints: periodic saves, automatic resume, and stage hand-off.
+
+Each checkpoint ``MODEL_DIR/checkpoint_<step>/`` holds three items:
+``params``, ``opt_state`` (both sharded arrays; every host writes its own
+part) and ``meta`` (JSON: step, examples seen, data position, stage). Orbax
+writes into a temporary directory and renames it when complete, so a save
+interrupted half-way is never listed, never picked up on resume.
+
+Restores go straight into the *current* mesh's shardings, whatever mesh wrote
+the checkpoint. A fine-tune stage restores only the parameters of the previous
+stage (``restore_params``), resizing the text position embedding when the
+text length changed (8 → 32 in CLIPA-v2), and starts a fresh optimizer.
+"""
+
+import dataclasses
+import re
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from clipa_t5x.train_state import TrainState
+
+_ITEMS = ("params", "opt_state", "meta")
+STEP_PREFIX = "checkpoint"
+
+
+@dataclasses.dataclass(frozen=True)
+class SaveCheckpointConfig:
+  """t5x's name. ``period``: steps between saves; ``keep``: how many to keep (None = all)."""
+  period: int = 1000
+  keep: Optional[int] = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreCheckpointConfig:
+  """Where a stage's initial parameters come from (t5x's name and fields).
+
+  Attributes:
+    path: a checkpoint directory (``…/checkpoint_<step>``) or a model/stage
+      directory whose latest checkpoint is used.
+    mode: ``'specific'`` (the path is one checkpoint) or ``'latest'``.
+    assignment_map: ``[(regex_on_new_param_path, old_path_or_None)]``: rename
+      parameters, or ``None`` to leave a parameter at its fresh initialisation.
+    fallback_to_scratch: parameters absent from the checkpoint keep their
+      fresh initialisation instead of raising.
+  """
+  path: str = ""
+  mode: str = "latest"
+  assignment_map: Sequence[Tuple[str, Optional[str]]] = ()
+  fallback_to_scratch: bool = False
+
+
+def _manager(directory: str, keep: Optional[int] = None,
+             read_only: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=not read_only, read_only=read_only, step_prefix=STEP_PREFIX,
+      # Saves block until written: simpler failure semantics; the step after a
+      # save is only a small fraction of a checkpoint period.
+      enable_async_checkpointing=False)
+  return ocp.CheckpointManager(directory, options=options, item_names=_ITEMS)
+
+
+class Checkpointer:
+  """Saves every ``period`` steps and restores the latest complete checkpoint."""
+
+  def __init__(self, directory: str, config: SaveCheckpointConfig = SaveCheckpointConfig()):
+    self.directory = directory
+    self.config = config
+    self._manager = _manager(directory, config.keep)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def should_save(self, step: int) -> bool:
+    return self.config.period > 0 and step % self.config.period == 0
+
+  def save(self, state: TrainState, step: int, meta: Dict[str, Any]) -> None:
+    """Writes ``state`` at ``step`` unless that step is already saved."""
+    if step in self._manager.all_steps():
+      return
+    args = ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params),
+        opt_state=ocp.args.StandardSave(state.opt_state),
+        meta=ocp.args.JsonSave({**meta, "step": int(step)}))
+    self._manager.save(step, args=args, force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, abstract_state: TrainState, step: Optional[int] = None
+              ) -> Tuple[TrainState, Dict[str, Any]]:
+    """Restores a full train state into ``abstract_state``'s shardings."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_state.params),
+        opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
+        meta=ocp.args.JsonRestore()))
+    meta = dict(restored["meta"])
+    step_array = jax.device_put(jnp.asarray(meta["step"], jnp.int32),
+                                abstract_state.step.sharding)
+    state = TrainState(step=step_array, params=restored["params"],
+                       opt_state=restored["opt_state"])
+    return state, meta
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def resize_text_pos_embedding(pos_embedding: jax.Array, length: int) -> jax.Array:
+  """Bilinear resize of a (1, L_old, W) position embedding to (1, length, W)."""
+  _, _, width = pos_embedding.shape
+  return jax.image.resize(pos_embedding.astype(jnp.float32), (1, length, width),
+                          method="bilinear").astype(pos_embedding.dtype)
+
+
+def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
+                   fresh_params: Any) -> Any:
+  """Loads parameters from another run's checkpoint for a new stage.
+
+  Args:
+    config: where from, and how to map names.
+    abstract_params: ``ShapeDtypeStruct`` tree (with shardings) of the new model.
+    fresh_params: the new model's freshly initialised parameters (used for
+      ``assignment_map`` entries mapped to ``None`` and for
+      ``fallback_to_scratch``).
+
+  Returns:
+    Parameters shaped and sharded like ``abstract_params``. A saved text
+    ``pos_embedding`` of another length is resized bilinearly; any other shape
+    mismatch raises with the parameter's name.
+  """
+  directory, step = _resolve_checkpoint(config)
+  manager = _manager(directory, read_only=True)
+  saved_meta = manager.item_metadata(step)["params"].tree
+  saved_flat = {_path_str(p): m for p, m in
+                jax.tree_util.tree_flatten_with_path(saved_meta)[0]}
+  new_flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
+  fresh_flat = jax.tree.leaves(fresh_params)
+
+  sources = {}
+  for path, _ in new_flat:
+    name = _path_str(path)
+    source = name
+    for pattern, old in config.assignment_map:
+      if re.fullmatch(pattern, name):
+        source = None if old is None else re.sub(pattern, old, name)
+        break
+    if source is not None and source not in saved_flat:
+      if not config.fallback_to_scratch:
+        raise ValueError(
+            f"parameter {name!r} is not in checkpoint {directory} (step {step}); map it with "
+            "RestoreCheckpointConfig.assignment_map or set fallback_to_scratch=True.")
+      source = None
+    sources[name] = source
+
+  # Restore every saved leaf in its saved shape: those we use directly into the
+  # new sharding, the rest (renamed away, to be resized) replicated.
+  any_sharding = new_flat[0][1].sharding
+  replicated = jax.sharding.NamedSharding(any_sharding.mesh, jax.sharding.PartitionSpec())
+  target_of_source = {sources[_path_str(p)]: t for p, t in new_flat
+                      if sources[_path_str(p)] is not None}
+
+  def restore_target(path, meta):
+    target = target_of_source.get(_path_str(path))
+    sharding = (target.sharding if target is not None and tuple(meta.shape) == target.shape
+                else replicated)
+    return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=sharding)
+
+  target_tree = jax.tree_util.tree_map_with_path(restore_target, saved_meta)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(target_tree)))["params"]
+  manager.close()
+  restored_flat = {_path_str(p): v for p, v in
+                   jax.tree_util.tree_flatten_with_path(restored)[0]}
+
+  leaves = []
+  for ((path, target), fresh) in zip(new_flat, fresh_flat):
+    name = _path_str(path)
+    source = sources[name]
+    if source is None:
+      leaves.append(fresh)
+      continue
+    value = restored_flat[source]
+    if value.shape != target.shape:
+      if name.endswith("pos_embedding") and value.ndim == 3 and value.shape[2] == target.shape[2]:
+        value = jax.jit(resize_text_pos_embedding, static_argnums=1,
+                        out_shardings=target.sharding)(value, target.shape[1])
+      else:
+        raise ValueError(
+            f"parameter {name!r} has shape {value.shape} in the checkpoint but {target.shape} "
+            "in the model: the model config differs from the one that wrote the checkpoint.")
+    leaves.append(value.astype(target.dtype))
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _resolve_checkpoint(config: RestoreCheckpointConfig) -> Tuple[str, int]:
+  """(manager directory, step) for a RestoreCheckpointConfig."""
+  path = config.path.rstrip("/")
+  if not path:
+    raise ValueError("RestoreCheckpointConfig.path is empty; set it to a checkpoint or run directory.")
+  match = re.fullmatch(rf"(.*)/{STEP_PREFIX}_(\d+)", path)
+  if config.mode == "specific" or match:
+    if not match:
+      raise ValueError(f"mode='specific' needs a path ending in {STEP_PREFIX}_<step>, got {path!r}")
+    return match.group(1), int(match.group(2))
+  if config.mode != "latest":
+    raise ValueError(f"RestoreCheckpointConfig.mode must be 'latest' or 'specific', got {config.mode!r}")
+  manager = _manager(path, read_only=True)
+  step = manager.latest_step()
+  manager.close()
+  if step is None:
+    raise FileNotFoundError(
+        f"no complete checkpoint under {path!r} to initialise from; train the previous stage "
+        "first or fix RestoreCheckpointConfig.path.")
+  return path, step

@@ -1,0 +1,1 @@
+"""Everything that happens to a sample before it reaches the device."""

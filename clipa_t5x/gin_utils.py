@@ -1,0 +1,117 @@
+"""Gin at the edge: t5x's flag conventions, search paths, ``config.gin``.
+
+Library code never imports gin; gin files configure it through
+``from __gin__ import dynamic_registration``. This module holds the few
+functions the entry points need.
+"""
+
+import os
+import re
+from typing import Callable, List, Optional, Sequence
+
+import gin
+import jax
+
+# The package's own gin folder (repository root /gin, or installed data).
+_PACKAGE_GIN_DIRS = [
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin"),
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin"),
+]
+
+
+def default_search_paths() -> List[str]:
+  """Current directory, then the project's ``gin/`` folder."""
+  return [os.getcwd()] + [d for d in _PACKAGE_GIN_DIRS if os.path.isdir(d)]
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> List[str]:
+  """``--gin.KEY=VALUE`` → ``--gin_bindings=KEY = VALUE`` (t5x's shorthand)."""
+  out = []
+  for arg in argv:
+    match = re.fullmatch(r"--gin\.([^=]+)=(.*)", arg, flags=re.DOTALL)
+    out.append(f"--gin_bindings={match.group(1)} = {match.group(2)}" if match else arg)
+  return out
+
+
+def parse_gin_flags(gin_files: Sequence[str], gin_bindings: Sequence[str],
+                    gin_search_paths: Sequence[str] = ()) -> None:
+  """Parses files then bindings; errors name the binding and the file.
+
+  Raises:
+    FileNotFoundError: a gin file is in none of the search paths.
+    ValueError: unknown configurable or parameter, bad syntax (gin's message
+      carries the file and line).
+  """
+  if not gin_files:
+    raise ValueError("no --gin_file given; e.g. --gin_file=gin/runs/demo_cpu.gin")
+  search_paths = list(gin_search_paths) + default_search_paths()
+  for path in reversed(search_paths):
+    gin.add_config_file_search_path(path)
+  for name in gin_files:
+    if not os.path.isabs(name) and not any(
+        os.path.exists(os.path.join(p, name)) for p in search_paths):
+      if not os.path.exists(name):
+        raise FileNotFoundError(
+            f"gin file {name!r} not found in {search_paths}; check the path or add "
+            "--gin_search_paths.")
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
+                                        finalize_config=True)
+  except (ValueError, KeyError, SyntaxError, ImportError) as e:
+    raise ValueError(f"gin configuration error: {_one_line(e)}") from e
+
+
+def _one_line(error: BaseException) -> str:
+  return " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def configured(fn: Callable) -> Callable:
+  """The gin-configured version of ``fn``; missing REQUIRED values read clearly."""
+  bound = gin.get_configurable(fn)
+
+  def call(*args, **kwargs):
+    try:
+      return bound(*args, **kwargs)
+    except RuntimeError as e:
+      if "gin.REQUIRED" in str(e) or "REQUIRED" in str(e):
+        raise ValueError(f"gin configuration error: {_one_line(e)}; set it with "
+                         "--gin.NAME=VALUE or in a gin file.") from e
+      raise
+  return call
+
+
+def query_macro(name: str) -> str:
+  """The value of a gin macro such as ``MODEL_DIR``; a clear error if unset."""
+  try:
+    value = gin.query_parameter(f"%{name}")
+  except ValueError:
+    raise ValueError(f"gin macro {name} is not defined; pass --gin.{name}=... "
+                     "(strings quoted: --gin.MODEL_DIR=\"'/tmp/run'\").") from None
+  if value is None or (hasattr(value, "__class__") and "Required" in type(value).__name__):
+    raise ValueError(f"{name} is required; pass --gin.{name}=\"'...'\".")
+  return value
+
+
+def write_config(model_dir: str) -> None:
+  """Writes the resolved gin config to ``MODEL_DIR/config.gin`` (host 0 only)."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(model_dir, exist_ok=True)
+  path = os.path.join(model_dir, "config.gin")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(gin.config_str())
+  os.replace(tmp, path)
+
+
+def maybe_initialize_distributed(coordinator_address: Optional[str],
+                                 process_count: Optional[int],
+                                 process_index: Optional[int]) -> None:
+  """Starts ``jax.distributed`` when a coordinator is given (or Slurm/TPU env)."""
+  if coordinator_address is None and process_count is None:
+    return
+  if coordinator_address is None or process_count is None or process_index is None:
+    raise ValueError("multi-host needs --coordinator_address, --process_count and "
+                     "--process_index together.")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=process_count, process_id=process_index)

@@ -1,0 +1,405 @@
+"""Runs a CLIPA recipe: one or more training stages, each into its own directory.
+
+A recipe is a list of ``Stage``s (in gin, ``run.stages = [@pretrain/Stage(),
+@finetune/Stage()]``). Each stage trains into ``MODEL_DIR/<stage name>/``:
+
+* a stage that finished before (its ``stage_summary.json`` exists) is skipped;
+* a stage with checkpoints resumes from its latest one (its own checkpoint
+  always wins over the initial one);
+* otherwise it starts fresh, taking parameters from ``init_from`` (the
+  previous stage by default) with a fresh optimizer and step 0, as CLIPA-v2's
+  fine-tuning does.
+
+At the end, ``MODEL_DIR/summary.json`` lists one row per stage (tokens,
+GFLOPs per sample, wall time, zero-shot top-1) and the table is printed.
+"""
+
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import jax
+import numpy as np
+
+from clipa_t5x import checkpoints
+from clipa_t5x import flops
+from clipa_t5x import metrics_logging
+from clipa_t5x import optimizers
+from clipa_t5x import partitioning
+from clipa_t5x import train_state as train_state_lib
+from clipa_t5x import trainer as trainer_lib
+from clipa_t5x.models import clip as clip_lib
+from clipa_t5x.models import configs as model_configs
+
+STAGE_SUMMARY = "stage_summary.json"
+SUMMARY = "summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One training stage of a recipe.
+
+  Attributes:
+    name: directory name under ``MODEL_DIR`` (e.g. ``'pretrain'``).
+    mixture_or_task_name: registered SeqIO task or mixture to train on.
+    task_feature_lengths: ``{'image': side in px, 'text': tokens}``.
+    batch_size: global batch size.
+    train_steps: steps of this stage.
+    optimizer: learning rate, warmup, betas, decay.
+    mask_ratio: fraction of image patches dropped in training (0 = none).
+    mask_type: ``'random'``, ``'grid'`` or ``'block'``.
+    init_from: where the parameters come from when the stage starts: ``None``
+      = the previous stage (fresh initialisation for the first stage),
+      ``'scratch'``, or a ``RestoreCheckpointConfig``.
+    eval_image_size: resolution of evaluation (default: the training one).
+    eval_text_length: prompt length at evaluation (default: the training one).
+    eval_text_reduction: how prompts are cut to ``eval_text_length``.
+    split: data split to train on.
+  """
+  name: str
+  mixture_or_task_name: str
+  task_feature_lengths: Mapping[str, int]
+  batch_size: int
+  train_steps: int
+  optimizer: optimizers.OptimizerConfig = optimizers.OptimizerConfig()
+  mask_ratio: float = 0.0
+  mask_type: str = "random"
+  init_from: Union[None, str, checkpoints.RestoreCheckpointConfig] = None
+  eval_image_size: Optional[int] = None
+  eval_text_length: Optional[int] = None
+  eval_text_reduction: str = "truncate"
+  split: str = "train"
+
+  @property
+  def image_size(self) -> int:
+    return int(self.task_feature_lengths["image"])
+
+  @property
+  def text_length(self) -> int:
+    return int(self.task_feature_lengths["text"])
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotEvalConfig:
+  """A zero-shot classification evaluation, built anew for each stage.
+
+  Attributes:
+    name: metric prefix (``'<name>/top1'``).
+    task: SeqIO task whose examples carry ``image`` and ``label``.
+    class_names: names in label order, a package-data key (``'imagenet1k'``),
+      or a zero-argument callable returning them.
+    templates: templates with ``{c}``, or a package-data key.
+    split: split of ``task``.
+    batch_size: images per encoder call (a multiple of the data-parallel size).
+    num_examples: evaluate only this many (all if None).
+  """
+  name: str
+  task: str
+  class_names: Union[str, Sequence[str], Callable[[], Sequence[str]]] = "imagenet1k"
+  templates: Union[str, Sequence[str]] = "imagenet1k"
+  split: str = "eval"
+  batch_size: int = 256
+  num_examples: Optional[int] = None
+
+
+def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitPartitioner) -> None:
+  """Problems found before anything is compiled, each in one line."""
+  missing = {"image", "text"} - set(stage.task_feature_lengths)
+  if missing:
+    raise ValueError(f"stage {stage.name!r}: task_feature_lengths lacks {sorted(missing)}; "
+                     "give e.g. {'image': 224, 'text': 32}.")
+  patch = model_config.image.patch_size
+  for what, size in (("image", stage.image_size), ("eval image", stage.eval_image_size)):
+    if size is not None and size % patch:
+      raise ValueError(
+          f"stage {stage.name!r}: {what} size {size} is not divisible by the patch size {patch}; "
+          f"use {size - size % patch} or {size - size % patch + patch}.")
+  if stage.batch_size % partitioner.data_parallel_size:
+    raise ValueError(
+        f"stage {stage.name!r}: batch size {stage.batch_size} is not divisible by the "
+        f"data-parallel size {partitioner.data_parallel_size}; use a multiple of it.")
+  if stage.train_steps <= 0:
+    raise ValueError(f"stage {stage.name!r}: train_steps must be positive, got {stage.train_steps}.")
+
+
+def check_model_dir_writable(model_dir: str) -> None:
+  """Fails early, in one line, when ``model_dir`` cannot be written."""
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    probe = os.path.join(model_dir, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"MODEL_DIR {model_dir!r} is not writable ({e.strerror}); "
+                     "choose another --gin.MODEL_DIR or fix its permissions.") from None
+
+
+def _build_evaluators(specs: Sequence[ZeroShotEvalConfig], image_size: int, text_length: int,
+                      text_reduction: str) -> List[Any]:
+  from clipa_t5x.data import dataset as dataset_lib
+  from clipa_t5x.evaluation import zeroshot
+  evaluators = []
+  for spec in specs:
+    class_names = (zeroshot.load_classnames(spec.class_names)
+                   if isinstance(spec.class_names, str) else spec.class_names)
+    templates = (zeroshot.load_templates(spec.templates)
+                 if isinstance(spec.templates, str) else list(spec.templates))
+    lengths = {"image": image_size, "text": text_length}
+
+    def examples_fn(spec=spec, lengths=lengths):
+      ds = dataset_lib.get_eval_examples(spec.task, spec.split, lengths)
+      return ds.as_numpy_iterator()
+
+    evaluators.append(zeroshot.ZeroShotClassifier(
+        name=spec.name, examples_fn=examples_fn, class_names=class_names, templates=templates,
+        batch_size=spec.batch_size, text_length=text_length, text_reduction=text_reduction,
+        num_examples=spec.num_examples))
+  return evaluators
+
+
+class _Encoders:
+  """Jitted, partitioned ``encode_images`` / ``encode_texts`` for evaluators."""
+
+  def __init__(self, model, partitioner, param_shardings):
+    self._params = None
+    self._partitioner = partitioner
+    self._images = partitioner.partition(
+        model.encode_images, in_axis_resources=(param_shardings, partitioner.data_sharding),
+        out_axis_resources=partitioner.data_sharding)
+    self._texts = partitioner.partition(
+        model.encode_texts, in_axis_resources=(param_shardings, partitioner.data_sharding),
+        out_axis_resources=partitioner.data_sharding)
+
+  def bind(self, params) -> "_Encoders":
+    self._params = params
+    return self
+
+  def encode_images(self, images: np.ndarray) -> np.ndarray:
+    out = self._images(self._params, self._partitioner.shard_batch(images))
+    return np.asarray(jax.device_get(out))
+
+  def encode_texts(self, tokens: np.ndarray) -> np.ndarray:
+    out = self._texts(self._params, self._partitioner.shard_batch(tokens))
+    return np.asarray(jax.device_get(out))
+
+
+def _run_evaluators(evaluators, encoders: _Encoders, params) -> Dict[str, float]:
+  encoders.bind(params)
+  results: Dict[str, float] = {}
+  for evaluator in evaluators:
+    results.update(evaluator.evaluate(encoders.encode_images, encoders.encode_texts))
+  return results
+
+
+def _write_json(path: str, value: Any) -> None:
+  """Atomic JSON write (temp file + rename): never a half-written file."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _stage_row(stage: Stage, model_config, seconds: float,
+               eval_results: Mapping[str, float]) -> Dict[str, Any]:
+  per_example = flops.per_example_flops(model_config, stage.image_size, stage.text_length,
+                                        stage.mask_ratio)
+  top1 = [v for k, v in eval_results.items() if k.endswith("/top1")]
+  return {
+      "stage": stage.name,
+      "image_tokens": flops.image_tokens(stage.image_size, model_config.image.patch_size,
+                                         stage.mask_ratio),
+      "text_tokens": stage.text_length,
+      "gflops_per_sample": per_example["forward"] / 1e9,
+      "train_gflops_per_sample": per_example["train"] / 1e9,
+      "examples_seen": stage.train_steps * stage.batch_size,
+      "seconds": seconds,
+      "zeroshot_top1": top1[0] if top1 else None,
+      "eval": dict(eval_results),
+  }
+
+
+def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, model_config,
+                partitioner: partitioning.PjitPartitioner,
+                checkpoint_config: checkpoints.SaveCheckpointConfig,
+                evaluators: Sequence[ZeroShotEvalConfig], eval_period: int, log_every: int,
+                random_seed: int) -> Dict[str, Any]:
+  """Trains (or resumes) one stage; returns its summary row."""
+  from clipa_t5x.data import dataset as dataset_lib
+
+  start_time = time.time()
+  config = dataclasses.replace(model_config, mask_ratio=stage.mask_ratio,
+                               mask_type=stage.mask_type)
+  model = clip_lib.ClipaModel(config)
+  tx, lr_fn = optimizers.make_optimizer(stage.optimizer, stage.batch_size, stage.train_steps)
+  abstract, _, shardings = train_state_lib.abstract_train_state(
+      model, tx, stage.image_size, stage.text_length, partitioner)
+  checkpointer = checkpoints.Checkpointer(stage_dir, checkpoint_config)
+  rng = jax.random.key(random_seed)
+  init_rng, step_rng = jax.random.split(rng)
+
+  meta: Dict[str, Any] = {}
+  if checkpointer.latest_step() is not None:
+    state, meta = checkpointer.restore(abstract)
+    logging.info("stage %s: resuming from step %d", stage.name, meta["step"])
+    print(f"[{stage.name}] resuming from {stage_dir} step {meta['step']}", flush=True)
+  else:
+    state = train_state_lib.create_train_state(model, tx, init_rng, stage.image_size,
+                                               stage.text_length, partitioner, shardings)
+    restore = stage.init_from
+    if restore is None and previous_dir is not None:
+      restore = checkpoints.RestoreCheckpointConfig(path=previous_dir, mode="latest")
+    if isinstance(restore, str):
+      if restore != "scratch":
+        raise ValueError(f"stage {stage.name!r}: init_from must be None, 'scratch' or a "
+                         f"RestoreCheckpointConfig, got {restore!r}.")
+      restore = None
+    if restore is not None:
+      params = checkpoints.restore_params(restore, abstract.params, state.params)
+      state = state.replace(params=params)
+      print(f"[{stage.name}] initialised from {restore.path}", flush=True)
+  start_step = int(meta.get("step", 0))
+
+  layout = partitioner.get_data_layout(stage.batch_size)
+  # A resumed stage reseeds its data stream by the step it resumes from, so it
+  # does not replay the examples it already saw.
+  data_cfg = dataset_lib.DatasetConfig(
+      mixture_or_task_name=stage.mixture_or_task_name,
+      task_feature_lengths=dict(stage.task_feature_lengths), split=stage.split,
+      batch_size=stage.batch_size, shuffle=True, seed=random_seed + 1000003 * start_step)
+  batches = dataset_lib.get_dataset(data_cfg, layout.shard_id, layout.num_shards).as_numpy_iterator()
+
+  per_example = flops.per_example_flops(config, stage.image_size, stage.text_length,
+                                        stage.mask_ratio)
+  trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, stage.batch_size,
+                                flops_per_example=per_example["train"])
+  logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "train"),
+                                         os.path.join(stage_dir, "train_metrics.jsonl"))
+  eval_logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "eval"),
+                                              os.path.join(stage_dir, "eval_metrics.jsonl"))
+  eval_size = stage.eval_image_size or stage.image_size
+  eval_length = stage.eval_text_length or stage.text_length
+  built_evaluators = _build_evaluators(evaluators, eval_size, eval_length,
+                                       stage.eval_text_reduction)
+  encoders = _Encoders(model, partitioner, shardings.params)
+
+  def save(step, state):
+    checkpointer.save(state, step, {"stage": stage.name,
+                                    "examples_seen": step * stage.batch_size})
+
+  def on_step_end(step, state):
+    if checkpointer.should_save(step):
+      save(step, state)
+    if eval_period and step % eval_period == 0 and step < stage.train_steps and built_evaluators:
+      eval_logger.write(step, _run_evaluators(built_evaluators, encoders, state.params))
+
+  remaining = stage.train_steps - start_step
+  if remaining > 0:
+    try:
+      first_batch = next(batches)
+    except StopIteration:
+      raise ValueError(f"stage {stage.name!r}: task {stage.mixture_or_task_name!r} split "
+                       f"{stage.split!r} gave no batch; check the data files.") from None
+    seconds = trainer.compile(state, first_batch, step_rng)
+    print(f"[{stage.name}] compiled the train step in {seconds:.1f}s", flush=True)
+    batches = itertools.chain([first_batch], batches)
+    progress = metrics_logging.ProgressLine(stage.name, start_step, stage.train_steps)
+    state = trainer.train(state, batches, step_rng, remaining, logger, progress,
+                          log_every=log_every, on_step_end=on_step_end)
+  final_step = int(state.step)
+  if final_step < stage.train_steps:
+    raise RuntimeError(
+        f"stage {stage.name!r}: the data ran out at step {final_step} of {stage.train_steps}; "
+        "use a repeating dataset (num_epochs=None) or fewer train_steps.")
+  save(final_step, state)
+
+  results = _run_evaluators(built_evaluators, encoders, state.params) if built_evaluators else {}
+  if results:
+    eval_logger.write(final_step, results)
+  logger.close()
+  eval_logger.close()
+  checkpointer.close()
+  row = _stage_row(stage, config, time.time() - start_time, results)
+  if jax.process_index() == 0:
+    _write_json(os.path.join(stage_dir, STAGE_SUMMARY), row)
+  return row
+
+
+def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
+  """The end-of-run table: one row per stage."""
+  header = ("stage", "image tokens", "text tokens", "GFLOPs/sample", "seconds", "zero-shot top-1")
+  lines = [header]
+  for row in rows:
+    top1 = row.get("zeroshot_top1")
+    lines.append((row["stage"], str(row["image_tokens"]), str(row["text_tokens"]),
+                  f"{row['gflops_per_sample']:.4f}", f"{row['seconds']:.1f}",
+                  "-" if top1 is None else f"{100 * top1:.1f}%"))
+  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+  out = []
+  for i, line in enumerate(lines):
+    out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+    if i == 0:
+      out.append("  ".join("-" * w for w in widths))
+  return "\n".join(out)
+
+
+def run(*,
+        model_dir: str,
+        stages: Sequence[Stage],
+        model_config: Optional[model_configs.ClipaConfig] = None,
+        partitioner: Optional[partitioning.PjitPartitioner] = None,
+        checkpoint_config: checkpoints.SaveCheckpointConfig = checkpoints.SaveCheckpointConfig(),
+        evaluators: Sequence[ZeroShotEvalConfig] = (),
+        eval_period: int = 0,
+        log_every: int = 10,
+        random_seed: int = 0) -> List[Dict[str, Any]]:
+  """Trains every stage in order; returns (and writes) the summary rows.
+
+  Args:
+    model_dir: t5x's ``MODEL_DIR``; each stage trains in a subdirectory.
+    stages: the recipe.
+    model_config: the model (``configs.get_config('H/14')``); required.
+    partitioner: defaults to a data-parallel ``PjitPartitioner``.
+    checkpoint_config: save period and how many checkpoints to keep.
+    evaluators: zero-shot evaluations run at the end of each stage and every
+      ``eval_period`` steps (0 = only at the end).
+    log_every: steps between metric logs.
+    random_seed: seed of initialisation, masking and data order.
+  """
+  if model_config is None:
+    raise ValueError("run: model_config is required; include a gin/models/*.gin file.")
+  if not stages:
+    raise ValueError("run: no stages given; set run.stages in the run's gin file.")
+  names = [s.name for s in stages]
+  if len(set(names)) != len(names):
+    raise ValueError(f"run: stage names must be unique, got {names}.")
+  partitioner = partitioner or partitioning.PjitPartitioner()
+  check_model_dir_writable(model_dir)
+  for stage in stages:
+    _check_stage(stage, model_config, partitioner)
+
+  rows: List[Dict[str, Any]] = []
+  previous_dir = None
+  for stage in stages:
+    stage_dir = os.path.join(model_dir, stage.name)
+    done_path = os.path.join(stage_dir, STAGE_SUMMARY)
+    if os.path.exists(done_path):
+      with open(done_path) as f:
+        rows.append(json.load(f))
+      print(f"[{stage.name}] already finished; skipping (delete {done_path} to redo it)",
+            flush=True)
+    else:
+      rows.append(train_stage(
+          stage, previous_dir, stage_dir=stage_dir, model_config=model_config,
+          partitioner=partitioner, checkpoint_config=checkpoint_config, evaluators=evaluators,
+          eval_period=eval_period, log_every=log_every, random_seed=random_seed))
+    previous_dir = stage_dir
+
+  if jax.process_index() == 0:
+    _write_json(os.path.join(model_dir, SUMMARY), rows)
+    print("\n" + format_summary_table(rows), flush=True)
+  return rows

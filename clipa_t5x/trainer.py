@@ -1,0 +1,145 @@
+"""The partitioned train step and the loop that feeds it.
+
+``make_train_step`` is a pure function of (state, batch, rng); ``Trainer``
+jits it once with the state's shardings pinned on both sides and the state
+donated, then runs it over a host iterator, logging every ``log_every`` steps.
+Metrics are fetched from the device only at log steps, so the host never
+waits on the accelerator in between.
+"""
+
+import time
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from clipa_t5x import metrics_logging
+from clipa_t5x import partitioning
+from clipa_t5x.train_state import TrainState
+
+Batch = Mapping[str, np.ndarray]
+
+
+def make_train_step(model, tx: optax.GradientTransformation,
+                    learning_rate_fn: Callable[[jax.Array], jax.Array]
+                    ) -> Callable[[TrainState, Batch, jax.Array], Tuple[TrainState, Dict]]:
+  """Returns ``step(state, batch, rng) -> (new_state, metrics)``.
+
+  The step's randomness (patch masking) is ``fold_in(rng, state.step)``, so a
+  resumed run draws exactly the masks an uninterrupted one would.
+  """
+
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array):
+    step_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(model.loss_fn, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, batch, step_rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["param_norm"] = optax.global_norm(params)
+    metrics["learning_rate"] = learning_rate_fn(state.step)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+class Trainer:
+  """Runs the jitted, partitioned train step and reports its metrics.
+
+  Args:
+    model: a ``ClipaModel`` (``loss_fn(params, batch, rng)``).
+    tx: the optax transformation.
+    learning_rate_fn: step -> learning rate (logged).
+    partitioner: the ``PjitPartitioner``.
+    state_shardings: ``TrainState`` of ``NamedSharding`` (from ``abstract_train_state``).
+    global_batch_size: examples per step over all hosts.
+    flops_per_example: training FLOPs of one example (forward + backward), for
+      achieved FLOP/s in the logs; 0 to skip.
+  """
+
+  def __init__(self, model, tx, learning_rate_fn, partitioner: partitioning.PjitPartitioner,
+               state_shardings: TrainState, global_batch_size: int,
+               flops_per_example: float = 0.0):
+    self._partitioner = partitioner
+    self._batch_size = global_batch_size
+    self._flops_per_example = flops_per_example
+    step_fn = make_train_step(model, tx, learning_rate_fn)
+    self._compiled = None
+    self._step = partitioner.partition(
+        step_fn,
+        in_axis_resources=(state_shardings, partitioner.data_sharding, partitioner.replicated),
+        out_axis_resources=(state_shardings, partitioner.replicated),
+        donate_argnums=(0,))
+
+  def compile(self, state: TrainState, batch: Batch, rng: jax.Array) -> float:
+    """Compiles the step ahead of time for ``batch``'s shapes; returns seconds taken.
+
+    ``batch`` is a host-local batch (only shapes and dtypes are used). Later
+    steps run the compiled executable, so shape drift fails loudly instead of
+    silently recompiling.
+    """
+    start = time.time()
+    local_rows = self._batch_size // jax.process_count()
+    global_batch = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((self._batch_size,) + tuple(x.shape[1:]), x.dtype,
+                                       sharding=self._partitioner.data_sharding), batch)
+    for name, x in batch.items():
+      if x.shape[0] != local_rows:
+        raise ValueError(f"host batch {name!r} has {x.shape[0]} rows, expected "
+                         f"{local_rows} (global batch {self._batch_size} / "
+                         f"{jax.process_count()} hosts).")
+    self._compiled = self._step.lower(state, global_batch, rng).compile()
+    return time.time() - start
+
+  def step(self, state: TrainState, host_batch: Batch, rng: jax.Array):
+    """One step on this host's slice of the batch."""
+    step_fn = self._compiled if self._compiled is not None else self._step
+    return step_fn(state, self._partitioner.shard_batch(host_batch), rng)
+
+  def train(self, state: TrainState, batches: Iterator[Batch], rng: jax.Array,
+            num_steps: int, logger: metrics_logging.MetricsLogger,
+            progress: Optional[metrics_logging.ProgressLine] = None,
+            log_every: int = 10,
+            on_step_end: Optional[Callable[[int, TrainState], None]] = None) -> TrainState:
+    """Runs up to ``num_steps`` steps (fewer if ``batches`` runs out).
+
+    ``on_step_end(step, state)`` runs on every host after each step
+    (checkpointing, evaluation) with the new step number and state. Returns the final state.
+    """
+    last_log_time = time.time()
+    step = last_log_step = int(state.step)
+    pending = None
+    for _ in range(num_steps):
+      try:
+        host_batch = next(batches)
+      except StopIteration:
+        break
+      state, metrics = self.step(state, host_batch, rng)
+      pending = metrics
+      step += 1  # counted on the host: reading state.step would wait for the device
+      if step % log_every == 0:
+        self._log(step, pending, logger, progress, last_log_time, last_log_step)
+        last_log_time, last_log_step, pending = time.time(), step, None
+      if on_step_end is not None:
+        on_step_end(step, state)
+    if pending is not None:
+      self._log(step, pending, logger, progress, last_log_time, last_log_step)
+    return state
+
+  def _log(self, step, metrics, logger, progress, since_time, since_step):
+    values = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+    elapsed = max(time.time() - since_time, 1e-9)
+    steps = max(step - since_step, 1)
+    values["step_time"] = elapsed / steps
+    values["samples_per_second"] = steps * self._batch_size / elapsed
+    values["examples_seen"] = step * self._batch_size
+    if self._flops_per_example:
+      values["achieved_tflops_per_second"] = (
+          values["samples_per_second"] * self._flops_per_example / 1e12)
+    logger.write(step, values)
+    if progress is not None:
+      progress.report(step, values["loss"], values["samples_per_second"])

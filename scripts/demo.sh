@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job: the CLIPA-v2 schedule in miniature on generated shapes data, on CPU.
+# Installs what is needed, generates the data on first use, trains both stages,
+# evaluates zero-shot and prints the summary table. Rerunning skips finished stages.
+# Usage: bash scripts/demo.sh [MODEL_DIR]      (default: runs/demo_cpu)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+MODEL_DIR=${1:-runs/demo_cpu}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+exec .venv/bin/python -m clipa_t5x.train \
+  --gin_file=gin/runs/demo_cpu.gin \
+  --gin.MODEL_DIR="'${MODEL_DIR}'"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs what is needed (scripts/setup_env.sh), then runs the test suite.
+# Extra arguments go to pytest, e.g.  bash scripts/test.sh -m "not slow"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+exec .venv/bin/python -m pytest "$@"

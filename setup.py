@@ -1,0 +1,63 @@
+"""clipa_t5x: CLIPA-v2 as a t5x-style JAX trainer with SeqIO data and gin configs."""
+
+import os
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _version() -> str:
+  with open(os.path.join(HERE, "clipa_t5x", "__init__.py")) as f:
+    for line in f:
+      if line.startswith("__version__"):
+        return line.split("=")[1].strip().strip('"')
+  raise RuntimeError("no __version__ in clipa_t5x/__init__.py")
+
+
+# Ranges that admit the tested set in constraints-py3*.txt. tensorflow is pinned
+# to the exact release tensorflow-text 2.21 is built against (a mismatch fails at
+# import with undefined symbols); tensorboard is needed by clu's metric writers.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2",
+    "jaxlib>=0.10.2",
+    "flax>=0.10",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "clu==0.0.12",
+    "gin-config>=0.5.0",
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.*",
+    "tensorflow-datasets>=4.9",
+    "tensorboard>=2.21,<2.22",
+    "numpy",
+    "pillow",
+    "absl-py",
+]
+
+setup(
+    name="clipa_t5x",
+    version=_version(),
+    description="CLIPA-v2 (inverse scaling CLIP training) as a t5x-style JAX trainer",
+    long_description=open(os.path.join(HERE, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=["clipa_t5x", "clipa_t5x.data", "clipa_t5x.models", "clipa_t5x.evaluation",
+              "clipa_t5x.tasks", "clipa_t5x.gin"],
+    # The design card's top-level folders ship inside the package.
+    package_dir={"clipa_t5x.tasks": "tasks", "clipa_t5x.gin": "gin"},
+    package_data={
+        "clipa_t5x.data": ["assets/*"],
+        "clipa_t5x.evaluation": ["assets/*"],
+        "clipa_t5x.gin": ["*.gin", "*/*.gin"],
+    },
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest", "tokenizers"],
+        # Only tools/build_syntax_priority.py needs it (the table ships built).
+        "tools": ["lemminflect==0.2.3"],
+    },
+    entry_points={"console_scripts": ["clipa-train=clipa_t5x.train:console_main"]},
+)
