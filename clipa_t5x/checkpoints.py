@@ -59,7 +59,12 @@ def _manager(directory: str, keep: Optional[int] = None,
       # Saves block until written: simpler failure semantics; the step after a
       # save is only a small fraction of a checkpoint period.
       enable_async_checkpointing=False)
-  return ocp.CheckpointManager(directory, options=options, item_names=_ITEMS)
+  # Handlers named up front, so a fresh manager can read metadata before any
+  # save or restore call has told it what each item is.
+  handlers = {"params": ocp.StandardCheckpointHandler(),
+              "opt_state": ocp.StandardCheckpointHandler(),
+              "meta": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
 class Checkpointer:

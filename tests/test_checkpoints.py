@@ -1,0 +1,115 @@
+"""Orbax checkpoints: round trip, retention, resharding, stage hand-off."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from clipa_t5x import checkpoints
+from clipa_t5x import partitioning
+from clipa_t5x import train_state
+import helpers  # tests/helpers.py
+
+
+def _state(partitioner, text_length=helpers.TEXT_LENGTH, seed=0):
+  model, tx, _, abstract, _, shardings = helpers.tiny_setup(partitioner, text_length=text_length)
+  state = train_state.create_train_state(model, tx, jax.random.key(seed), helpers.IMAGE_SIZE,
+                                         text_length, partitioner, shardings)
+  return state, abstract
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_save_restore_round_trip_onto_another_mesh(tmp_path):
+  one = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  state, _ = _state(one)
+  state = state.replace(step=state.step + 7)
+  ckpt = checkpoints.Checkpointer(str(tmp_path), checkpoints.SaveCheckpointConfig(period=5, keep=2))
+  ckpt.save(state, 7, {"stage": "s", "examples_seen": 56})
+  assert ckpt.latest_step() == 7
+  # Restore on a 2x2 mesh with model parallelism: values identical, new shardings.
+  mesh = partitioning.PjitPartitioner(num_partitions=2)
+  _, abstract = _state(mesh, seed=1)
+  restored, meta = checkpoints.Checkpointer(str(tmp_path)).restore(abstract)
+  assert meta == {"stage": "s", "examples_seen": 56, "step": 7}
+  assert int(restored.step) == 7
+  _assert_trees_equal(state.params, restored.params)
+  _assert_trees_equal(state.opt_state, restored.opt_state)
+  for leaf, target in zip(jax.tree.leaves(restored.params), jax.tree.leaves(abstract.params)):
+    assert leaf.sharding.is_equivalent_to(target.sharding, leaf.ndim)
+
+
+def test_keep_and_period(tmp_path):
+  partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  state, _ = _state(partitioner)
+  ckpt = checkpoints.Checkpointer(str(tmp_path), checkpoints.SaveCheckpointConfig(period=5, keep=2))
+  assert ckpt.should_save(10) and not ckpt.should_save(11)
+  for step in (5, 10, 15):
+    ckpt.save(state, step, {})
+  ckpt.save(state, 15, {})  # already saved: a no-op, not an error
+  assert sorted(d for d in os.listdir(tmp_path) if d.startswith("checkpoint_")) == [
+      "checkpoint_10", "checkpoint_15"]
+
+
+def test_an_unfinished_save_is_never_picked_up(tmp_path):
+  partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  state, _ = _state(partitioner)
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+  ckpt.save(state, 3, {})
+  # What an interrupted Orbax save leaves behind: a temporary directory.
+  os.makedirs(tmp_path / "checkpoint_9.orbax-checkpoint-tmp-123" / "params")
+  assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 3
+
+
+def test_restore_params_resizes_the_text_position_embedding(tmp_path):
+  partitioner = partitioning.PjitPartitioner(num_partitions=2)
+  short, _ = _state(partitioner, text_length=8)
+  checkpoints.Checkpointer(str(tmp_path)).save(short, 4, {})
+  fresh, abstract = _state(partitioner, text_length=32, seed=3)
+  params = checkpoints.restore_params(
+      checkpoints.RestoreCheckpointConfig(path=str(tmp_path)), abstract.params, fresh.params)
+  old = np.asarray(short.params["txt"]["pos_embedding"])
+  new = np.asarray(params["txt"]["pos_embedding"])
+  assert old.shape[1] == 8 and new.shape[1] == 32
+  np.testing.assert_allclose(new, np.asarray(jax.image.resize(old, new.shape, "bilinear")),
+                             atol=1e-6)
+  # Everything else is copied unchanged.
+  flat_old = dict(jax.tree_util.tree_flatten_with_path(short.params)[0])
+  for path, value in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if "pos_embedding" not in jax.tree_util.keystr(path):
+      np.testing.assert_array_equal(np.asarray(value), np.asarray(flat_old[path]))
+
+
+def test_restore_params_assignment_map_and_errors(tmp_path):
+  partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  saved, _ = _state(partitioner)
+  checkpoints.Checkpointer(str(tmp_path)).save(saved, 2, {})
+  fresh, abstract = _state(partitioner, seed=5)
+  # None keeps the fresh initialisation of the matching parameters.
+  params = checkpoints.restore_params(
+      checkpoints.RestoreCheckpointConfig(path=str(tmp_path / "checkpoint_2"), mode="specific",
+                                          assignment_map=[(r"log_temperature", None)]),
+      abstract.params, fresh.params)
+  np.testing.assert_array_equal(np.asarray(params["log_temperature"]),
+                                np.asarray(fresh.params["log_temperature"]))
+  # A rename to a parameter that does not exist is a clear error...
+  with pytest.raises(ValueError, match="not in checkpoint"):
+    checkpoints.restore_params(
+        checkpoints.RestoreCheckpointConfig(path=str(tmp_path),
+                                            assignment_map=[(r"log_temperature", "nope")]),
+        abstract.params, fresh.params)
+  # ... unless fallback_to_scratch says to initialise it.
+  params = checkpoints.restore_params(
+      checkpoints.RestoreCheckpointConfig(path=str(tmp_path), fallback_to_scratch=True,
+                                          assignment_map=[(r"log_temperature", "nope")]),
+      abstract.params, fresh.params)
+  np.testing.assert_array_equal(np.asarray(params["log_temperature"]),
+                                np.asarray(fresh.params["log_temperature"]))
+  with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+    checkpoints.restore_params(
+        checkpoints.RestoreCheckpointConfig(path=str(tmp_path / "empty")), abstract.params,
+        fresh.params)

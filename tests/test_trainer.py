@@ -1,0 +1,64 @@
+"""The partitioned train step: learns, and gives the same numbers on any mesh."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from clipa_t5x import metrics_logging
+from clipa_t5x import partitioning
+from clipa_t5x import train_state
+from clipa_t5x import trainer as trainer_lib
+import helpers  # tests/helpers.py
+
+
+def _run(partitioner, steps, batches, tmp_path, mask_ratio=0.0, name="run"):
+  model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner, mask_ratio=mask_ratio)
+  state = train_state.create_train_state(model, tx, jax.random.key(0), helpers.IMAGE_SIZE,
+                                         helpers.TEXT_LENGTH, partitioner, shardings)
+  trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, global_batch_size=8,
+                                flops_per_example=1e6)
+  trainer.compile(state, batches[0], jax.random.key(1))
+  jsonl = tmp_path / f"{name}.jsonl"
+  logger = metrics_logging.MetricsLogger(str(tmp_path / name), str(jsonl))
+  state = trainer.train(state, iter(batches * steps), jax.random.key(1), steps, logger,
+                        log_every=1)
+  logger.close()
+  rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+  return state, rows
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+  partitioner = partitioning.PjitPartitioner(num_partitions=1)
+  state, rows = _run(partitioner, 12, [helpers.random_batch(seed=0)], tmp_path)
+  losses = [r["loss"] for r in rows]
+  assert int(state.step) == 12 and len(rows) == 12
+  assert losses[-1] < 0.5 * losses[0], losses
+  for key in ("learning_rate", "temperature", "grad_norm", "samples_per_second", "step_time",
+              "examples_seen", "i2t_accuracy", "t2i_accuracy", "achieved_tflops_per_second"):
+    assert key in rows[-1]
+  assert rows[-1]["examples_seen"] == 12 * 8
+
+
+def test_2x2_mesh_gives_the_same_losses_as_one_device(tmp_path):
+  batches = [helpers.random_batch(seed=s) for s in range(3)]
+  one = partitioning.PjitPartitioner(num_partitions=1, devices=jax.devices()[:1])
+  mesh = partitioning.PjitPartitioner(num_partitions=2)
+  assert dict(mesh.mesh.shape) == {"data": 2, "model": 2}
+  _, rows_one = _run(one, 3, batches, tmp_path, mask_ratio=0.5, name="one")
+  _, rows_mesh = _run(mesh, 3, batches, tmp_path, mask_ratio=0.5, name="mesh")
+  np.testing.assert_allclose([r["loss"] for r in rows_one], [r["loss"] for r in rows_mesh],
+                             rtol=2e-5)
+  np.testing.assert_allclose([r["grad_norm"] for r in rows_one],
+                             [r["grad_norm"] for r in rows_mesh], rtol=2e-4)
+
+
+def test_compile_rejects_a_wrong_host_batch():
+  partitioner = partitioning.PjitPartitioner(num_partitions=1)
+  model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner)
+  state = train_state.create_train_state(model, tx, jax.random.key(0), helpers.IMAGE_SIZE,
+                                         helpers.TEXT_LENGTH, partitioner, shardings)
+  trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, global_batch_size=8)
+  with pytest.raises(ValueError, match="rows, expected 8"):
+    trainer.compile(state, helpers.random_batch(batch_size=6), jax.random.key(1))
