@@ -55,7 +55,9 @@ class RestoreCheckpointConfig:
 def _manager(directory: str, keep: Optional[int] = None,
              read_only: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=not read_only, read_only=read_only, step_prefix=STEP_PREFIX,
+      # read_only only stops directory creation: Orbax's own read_only mode
+      # logs warnings on every use.
+      max_to_keep=keep, create=not read_only, step_prefix=STEP_PREFIX,
       # Saves block until written: simpler failure semantics; the step after a
       # save is only a small fraction of a checkpoint period.
       enable_async_checkpointing=False)

@@ -5,6 +5,8 @@ Library code never imports gin; gin files configure it through
 functions the entry points need.
 """
 
+import copy
+import logging
 import os
 import re
 from typing import Callable, List, Optional, Sequence
@@ -54,11 +56,16 @@ def parse_gin_flags(gin_files: Sequence[str], gin_bindings: Sequence[str],
         raise FileNotFoundError(
             f"gin file {name!r} not found in {search_paths}; check the path or add "
             "--gin_search_paths.")
+  # gin logs an ERROR for every search path an include is *not* found in,
+  # before it finds it in the next; silence that noise, real failures raise.
+  logging.disable(logging.ERROR)
   try:
     gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
                                         finalize_config=True)
-  except (ValueError, KeyError, SyntaxError, ImportError) as e:
+  except (ValueError, KeyError, SyntaxError, ImportError, IOError) as e:
     raise ValueError(f"gin configuration error: {_one_line(e)}") from e
+  finally:
+    logging.disable(logging.NOTSET)
 
 
 def _one_line(error: BaseException) -> str:
@@ -73,9 +80,16 @@ def configured(fn: Callable) -> Callable:
     try:
       return bound(*args, **kwargs)
     except RuntimeError as e:
-      if "gin.REQUIRED" in str(e) or "REQUIRED" in str(e):
+      # gin's message: "Required bindings for `fn` not provided in config: [...]".
+      if "gin.REQUIRED" in str(e) or "Required bindings for" in str(e):
         raise ValueError(f"gin configuration error: {_one_line(e)}; set it with "
                          "--gin.NAME=VALUE or in a gin file.") from e
+      raise
+    except TypeError as e:
+      # Only ``fn``'s own unbound parameters; a TypeError from inside it is a bug.
+      if str(e).startswith((f"{fn.__qualname__}() missing", f"{fn.__name__}() missing")):
+        raise ValueError(f"gin configuration error: {_one_line(e)}; bind it in a gin file "
+                         "or with --gin_bindings.") from e
       raise
   return call
 
@@ -87,7 +101,11 @@ def query_macro(name: str) -> str:
   except ValueError:
     raise ValueError(f"gin macro {name} is not defined; pass --gin.{name}=... "
                      "(strings quoted: --gin.MODEL_DIR=\"'/tmp/run'\").") from None
-  if value is None or (hasattr(value, "__class__") and "Required" in type(value).__name__):
+  # Copying evaluates references (``NAME = %OTHER``, ``%gin.REQUIRED``), as gin does
+  # for a configurable's arguments.
+  if value is not gin.REQUIRED:
+    value = copy.deepcopy(value)
+  if value is None or value is gin.REQUIRED:
     raise ValueError(f"{name} is required; pass --gin.{name}=\"'...'\".")
   return value
 

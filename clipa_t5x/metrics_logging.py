@@ -59,7 +59,7 @@ class MetricsLogger:
 class ProgressLine:
   """A one-line progress report with ETA, printed on host 0."""
 
-  def __init__(self, name: str, first_step: int, total_steps: int, stream=sys.stdout):
+  def __init__(self, name: str, first_step: int, total_steps: int, stream=None):
     self._name = name
     self._first_step = first_step
     self._total = total_steps
@@ -75,4 +75,4 @@ class ProgressLine:
     eta_text = _format_seconds(eta) if done > 0 else "?"
     print(f"[{self._name}] step {step}/{self._total}  loss {loss:.4f}  "
           f"{samples_per_second:,.0f} samples/s  elapsed {_format_seconds(elapsed)}  "
-          f"ETA {eta_text}", file=self._stream, flush=True)
+          f"ETA {eta_text}", file=self._stream or sys.stdout, flush=True)

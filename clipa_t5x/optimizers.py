@@ -26,9 +26,11 @@ def learning_rate_schedule(base_learning_rate: float,
   """Linear warmup from 0 to ``base × batch/256``, then cosine decay to 0."""
   if total_steps <= 0:
     raise ValueError(f"total_steps must be positive, got {total_steps}")
-  if not 0 <= warmup_steps <= total_steps:
+  # warmup == total would leave the cosine part zero steps, which optax rejects.
+  if not 0 <= warmup_steps < total_steps:
     raise ValueError(
-        f"warmup_steps={warmup_steps} must lie in [0, total_steps={total_steps}]")
+        f"warmup_steps={warmup_steps} must lie in [0, total_steps={total_steps}); "
+        "shorten the warmup or train longer.")
   peak = base_learning_rate * batch_size / 256
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup_steps,

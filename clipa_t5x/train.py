@@ -61,7 +61,10 @@ def main(argv: Sequence[str]) -> None:
 
 def console_main(argv: List[str] = None) -> None:
   """Entry point (rewrites ``--gin.K=V`` into ``--gin_bindings``)."""
-  app.run(main, argv=gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv))
+  argv = gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv)
+  if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
+    argv.append("--verbosity=-1")  # warnings and errors only; --verbosity=0 for INFO logs
+  app.run(main, argv=argv)
 
 
 if __name__ == "__main__":
