@@ -1,0 +1,148 @@
+"""The CLIPA two-tower model and its t5x ``BaseModel``-like wrapper.
+
+``TwoTower`` is the Flax module: an image tower, a text tower and a learnable
+log-temperature, returning L2-normalised features. ``ClipaModel`` is the plain
+Python object the trainer talks to: it builds the initial (boxed) variables and
+computes the contrastive loss from *unboxed* parameters.
+"""
+
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clipa_t5x.losses import INIT_LOG_TEMPERATURE, l2_normalize, softmax_contrastive_loss
+from clipa_t5x.models import layers
+from clipa_t5x.models.configs import ClipaConfig, make_model  # noqa: F401 (re-export)
+from clipa_t5x.models.text import TextTransformer
+from clipa_t5x.models.vit import MASK_RNG, VisionTransformer
+
+
+class TwoTower(nn.Module):
+  """Image and text towers plus a learnable ``log_temperature`` scalar.
+
+  Attributes:
+    config: the model sizes and options. Parameters live under ``img``,
+      ``txt`` and ``log_temperature``.
+  """
+  config: ClipaConfig
+
+  def setup(self):
+    c = self.config
+    dtype = layers.canonical_dtype(c.dtype)
+    self.img = VisionTransformer(
+        width=c.image.width,
+        depth=c.image.depth,
+        heads=c.image.heads,
+        mlp_dim=c.image.mlp_dim,
+        patch_size=c.image.patch_size,
+        out_dim=c.embed_dim,
+        dtype=dtype,
+        remat_policy=c.remat_policy,
+        mask_ratio=c.mask_ratio,
+        mask_type=c.mask_type,
+    )
+    self.txt = TextTransformer(
+        width=c.text.width,
+        depth=c.text.depth,
+        heads=c.text.heads,
+        mlp_dim=c.text.mlp_dim,
+        vocab_size=c.text.vocab_size,
+        out_dim=c.embed_dim,
+        dtype=dtype,
+        remat_policy=c.remat_policy,
+    )
+    self.log_temperature = self.param(
+        "log_temperature", layers.boxed(nn.initializers.constant(INIT_LOG_TEMPERATURE), ()),
+        (), jnp.float32)
+
+  def encode_images(self, images: jax.Array, train: bool = False) -> jax.Array:
+    """L2-normalised image features [B, embed_dim] (float32)."""
+    return l2_normalize(self.img(images, train=train).astype(jnp.float32))
+
+  def encode_texts(self, tokens: jax.Array) -> jax.Array:
+    """L2-normalised text features [B, embed_dim] (float32)."""
+    return l2_normalize(self.txt(tokens).astype(jnp.float32))
+
+  def __call__(self, images: jax.Array, texts: jax.Array,
+               train: bool = False) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns ``(zimg, ztxt, log_temperature)``; features are L2-normalised."""
+    return (self.encode_images(images, train=train), self.encode_texts(texts),
+            self.log_temperature)
+
+
+class ClipaModel:
+  """t5x ``BaseModel``-like wrapper around ``TwoTower``.
+
+  Args:
+    config: a ``ClipaConfig`` (see ``configs.get_config``).
+  """
+
+  def __init__(self, config: ClipaConfig):
+    if not isinstance(config, ClipaConfig):
+      raise ValueError(f"ClipaModel needs a ClipaConfig, got {type(config).__name__}.")
+    self.config = config
+    self.module = TwoTower(config)
+
+  def get_initial_variables(self, rng: jax.Array, image_size: int,
+                            text_length: int) -> Dict[str, Any]:
+    """Initialises the model; parameters are boxed ``nn.LogicallyPartitioned``.
+
+    Args:
+      rng: PRNG key for the parameter initialisers.
+      image_size: square input resolution (any multiple of the patch size).
+      text_length: token length; fixes the text ``pos_embedding`` length.
+
+    Returns:
+      ``{'params': ...}`` with boxed leaves; use ``nn.get_partition_spec`` for
+      the logical specs and ``nn.meta.unbox`` for plain arrays. Works under
+      ``jax.eval_shape`` (bind the two ints with ``functools.partial``).
+    """
+    image_size, text_length = int(image_size), int(text_length)
+    if image_size < 1 or text_length < 1:
+      raise ValueError(
+          f"image_size and text_length must be positive, got {image_size} and {text_length}.")
+    images = jnp.zeros((1, image_size, image_size, 3), jnp.uint8)
+    texts = jnp.zeros((1, text_length), jnp.int32)
+    variables = self.module.init({"params": rng}, images, texts, train=False)
+    return dict(variables)
+
+  def _apply(self, params: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+    return self.module.apply({"params": params}, *args, **kwargs)
+
+  def loss_fn(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
+              rng: Optional[jax.Array]) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Softmax contrastive loss of a batch (training mode).
+
+    Args:
+      params: unboxed parameters (``variables['params']`` after ``nn.meta.unbox``).
+      batch: ``{'image': uint8 [B, H, W, 3], 'text': int32 [B, L]}``.
+      rng: key for the patch mask. ``None`` (t5x's ``eval_fn``) runs without
+        masking, i.e. ``train=False``.
+
+    Returns:
+      ``(loss, metrics)`` from ``softmax_contrastive_loss``.
+    """
+    missing = {"image", "text"} - set(batch)
+    if missing:
+      raise ValueError(f"batch lacks feature(s) {sorted(missing)}; expected 'image' and 'text'.")
+    train = rng is not None
+    rngs = {MASK_RNG: rng} if train else {}
+    zimg, ztxt, log_t = self._apply(params, batch["image"], batch["text"], train=train,
+                                    rngs=rngs)
+    return softmax_contrastive_loss(zimg, ztxt, log_t)
+
+  def eval_fn(self, params: Mapping[str, Any],
+              batch: Mapping[str, jax.Array]) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """``loss_fn`` without masking (t5x's eval_fn)."""
+    return self.loss_fn(params, batch, None)
+
+  def encode_images(self, params: Mapping[str, Any], images: jax.Array) -> jax.Array:
+    """L2-normalised image features [B, embed_dim]; never masked."""
+    return self._apply(params, images, train=False, method=TwoTower.encode_images)
+
+  def encode_texts(self, params: Mapping[str, Any], tokens: jax.Array) -> jax.Array:
+    """L2-normalised text features [B, embed_dim]."""
+    return self._apply(params, tokens, method=TwoTower.encode_texts)
+

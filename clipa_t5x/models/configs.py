@@ -1,0 +1,187 @@
+"""Sizes of the CLIPA two-tower models, as frozen dataclasses.
+
+The named variants follow the released CLIPA-v2 models (big_vision / t5x
+branches of UCSC-VLAA/CLIPA): the image tower letter also picks the text tower
+(``S/16`` has an S text tower, ``bigG/14`` the 1280-wide text tower of the t5x
+branch). ``Ti/8`` and ``Mu/8`` are tiny variants for tests and CPU demos.
+
+Everything here is plain data; gin binds ``make_model`` / ``get_config`` at
+the edge.
+"""
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+REMAT_POLICIES = ("none", "full", "dots_saveable")
+MASK_TYPES = ("random", "grid", "block")
+DTYPES = ("float32", "bfloat16", "float16")
+# Rows of the text token table: BERT-uncased has 30,522 ids, padded to 32,000.
+TEXT_VOCAB_SIZE = 32000
+
+
+@dataclasses.dataclass(frozen=True)
+class TowerConfig:
+  """Size of one transformer tower.
+
+  Attributes:
+    width: model width (``embed`` axis).
+    depth: number of pre-LN encoder blocks.
+    heads: attention heads; ``width`` must be divisible by it.
+    mlp_dim: hidden size of the MLP (``mlp`` axis).
+    patch_size: square patch size (image tower only).
+    vocab_size: rows of the token table (text tower only).
+  """
+  width: int
+  depth: int
+  heads: int
+  mlp_dim: int
+  patch_size: Optional[int] = None
+  vocab_size: Optional[int] = None
+
+  def __post_init__(self):
+    for name in ("width", "depth", "heads", "mlp_dim"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"TowerConfig.{name} must be a positive int, got {value!r}.")
+    if self.width % self.heads:
+      raise ValueError(
+          f"TowerConfig.width={self.width} is not divisible by heads={self.heads}; "
+          "pick a head count that divides the width.")
+    for name in ("patch_size", "vocab_size"):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f"TowerConfig.{name} must be a positive int or None, got {value!r}.")
+
+  @property
+  def head_dim(self) -> int:
+    """Width of one attention head (``kv`` axis)."""
+    return self.width // self.heads
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipaConfig:
+  """A CLIPA two-tower model.
+
+  Attributes:
+    image: image tower size (``patch_size`` required).
+    text: text tower size (``vocab_size`` required).
+    embed_dim: output dimension of both projection heads (``proj`` axis).
+    dtype: compute dtype name ('float32', 'bfloat16' or 'float16'); parameters
+      are always float32.
+    remat_policy: per-block rematerialisation: 'none', 'full' or 'dots_saveable'.
+    mask_ratio: fraction of image patches dropped during training (0 = off).
+    mask_type: 'random', 'grid' (ratio must be 0.75) or 'block'.
+  """
+  image: TowerConfig
+  text: TowerConfig
+  embed_dim: int
+  dtype: str = "float32"
+  remat_policy: str = "none"
+  mask_ratio: float = 0.0
+  mask_type: str = "random"
+
+  def __post_init__(self):
+    if not isinstance(self.image, TowerConfig) or self.image.patch_size is None:
+      raise ValueError("ClipaConfig.image must be a TowerConfig with a patch_size.")
+    if not isinstance(self.text, TowerConfig) or self.text.vocab_size is None:
+      raise ValueError("ClipaConfig.text must be a TowerConfig with a vocab_size.")
+    if not isinstance(self.embed_dim, int) or self.embed_dim < 1:
+      raise ValueError(f"ClipaConfig.embed_dim must be a positive int, got {self.embed_dim!r}.")
+    if self.dtype not in DTYPES:
+      raise ValueError(f"ClipaConfig.dtype={self.dtype!r} is not one of {DTYPES}.")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(
+          f"ClipaConfig.remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}.")
+    if self.mask_type not in MASK_TYPES:
+      raise ValueError(f"ClipaConfig.mask_type={self.mask_type!r} is not one of {MASK_TYPES}.")
+    if not 0.0 <= float(self.mask_ratio) < 1.0:
+      raise ValueError(
+          f"ClipaConfig.mask_ratio={self.mask_ratio} must be in [0, 1); use 0 to disable masking.")
+    if self.mask_type == "grid" and self.mask_ratio not in (0.0, 0.75):
+      raise ValueError(
+          f"mask_type='grid' keeps one patch per 2x2 window, i.e. mask_ratio=0.75, but "
+          f"mask_ratio={self.mask_ratio}; set mask_ratio=0.75 or use mask_type='random'.")
+
+
+def _tower(width: int, depth: int, mlp_dim: int, heads: int, **kw: Any) -> TowerConfig:
+  return TowerConfig(width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, **kw)
+
+
+def _variant(image: TowerConfig, text: TowerConfig, embed_dim: int) -> ClipaConfig:
+  return ClipaConfig(image=image, text=text, embed_dim=embed_dim)
+
+
+_V = TEXT_VOCAB_SIZE
+# Sizes as width/depth/mlp/heads (reference §3).
+VARIANTS: Dict[str, ClipaConfig] = {
+    "Ti/8": _variant(_tower(64, 2, 256, 4, patch_size=8),
+                     _tower(64, 2, 256, 4, vocab_size=_V), 64),
+    "Mu/8": _variant(_tower(128, 4, 512, 4, patch_size=8),
+                     _tower(128, 4, 512, 4, vocab_size=_V), 128),
+    "S/16": _variant(_tower(384, 12, 1536, 6, patch_size=16),
+                     _tower(384, 12, 1536, 6, vocab_size=_V), 384),
+    "B/16": _variant(_tower(768, 12, 3072, 12, patch_size=16),
+                     _tower(512, 12, 2048, 8, vocab_size=_V), 512),
+    "L/14": _variant(_tower(1024, 24, 4096, 16, patch_size=14),
+                     _tower(768, 12, 3072, 12, vocab_size=_V), 768),
+    "H/14": _variant(_tower(1280, 32, 5120, 16, patch_size=14),
+                     _tower(1024, 24, 4096, 16, vocab_size=_V), 1024),
+    "bigG/14": _variant(_tower(1664, 48, 8192, 16, patch_size=14),
+                        _tower(1280, 32, 5120, 20, vocab_size=_V), 1280),
+}
+
+
+def _merge_tower(base: TowerConfig, value: Any, field: str) -> TowerConfig:
+  """Accepts a TowerConfig, or a dict of TowerConfig fields to change."""
+  if isinstance(value, TowerConfig):
+    return value
+  if isinstance(value, dict):
+    known = {f.name for f in dataclasses.fields(TowerConfig)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+      raise ValueError(
+          f"Unknown {field} override(s) {unknown}; valid TowerConfig fields: {sorted(known)}.")
+    return dataclasses.replace(base, **value)
+  raise ValueError(
+      f"Override {field}= must be a TowerConfig or a dict of its fields, got {type(value).__name__}.")
+
+
+def get_config(name: str, **overrides: Any) -> ClipaConfig:
+  """Returns the named variant, with some fields replaced.
+
+  Args:
+    name: one of ``VARIANTS`` ('Ti/8', 'Mu/8', 'S/16', 'B/16', 'L/14', 'H/14',
+      'bigG/14').
+    **overrides: ``ClipaConfig`` fields to replace, e.g. ``dtype='bfloat16'``,
+      ``mask_ratio=0.3``. ``image`` / ``text`` take a ``TowerConfig`` or a dict
+      of tower fields to change, e.g. ``image={'patch_size': 16}``.
+
+  Returns:
+    A validated, frozen ``ClipaConfig``.
+  """
+  if name not in VARIANTS:
+    raise ValueError(f"Unknown CLIPA variant {name!r}; known variants: {sorted(VARIANTS)}.")
+  base = VARIANTS[name]
+  known = {f.name for f in dataclasses.fields(ClipaConfig)}
+  unknown = sorted(set(overrides) - known)
+  if unknown:
+    raise ValueError(f"Unknown ClipaConfig override(s) {unknown}; valid fields: {sorted(known)}.")
+  for field in ("image", "text"):
+    if field in overrides:
+      overrides[field] = _merge_tower(getattr(base, field), overrides[field], field)
+  return dataclasses.replace(base, **overrides)
+
+
+def make_model(variant: str, **overrides: Any) -> "ClipaModel":  # noqa: F821
+  """Builds a ``ClipaModel`` from a variant name (gin-friendly factory).
+
+  Args:
+    variant: a name in ``VARIANTS``, e.g. 'H/14'.
+    **overrides: ``ClipaConfig`` fields to replace (see ``get_config``).
+
+  Returns:
+    The wrapped model (``clipa_t5x.models.clip.ClipaModel``).
+  """
+  # Imported here: clip.py depends on this module.
+  from clipa_t5x.models.clip import ClipaModel
+  return ClipaModel(get_config(variant, **overrides))

@@ -1,0 +1,287 @@
+"""Transformer building blocks shared by the CLIPA image and text towers.
+
+Every parameter is created through ``nn.with_logical_partitioning`` so it is
+boxed with logical axis names (``embed``, ``mlp``, ``heads``, ``kv``); the
+partitioner maps those names onto the device mesh. Activations that matter
+for sharding are pinned with ``nn.with_logical_constraint`` (a no-op when no
+mesh is set).
+
+Numerics: parameters are float32; matmuls run in the module ``dtype``; the
+attention softmax and LayerNorm statistics are always float32.
+"""
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Initializer = Callable[..., Any]
+Dtype = Any
+
+# Logical names of the activations we constrain.
+RESIDUAL_AXES = ("batch", "length", "embed")
+MLP_HIDDEN_AXES = ("batch", "length", "mlp")
+QKV_AXES = ("batch", "length", "heads", "kv")
+
+REMAT_POLICIES = ("none", "full", "dots_saveable")
+LAYERNORM_EPS = 1e-6
+
+
+def boxed(init: Initializer, names: Sequence[Optional[str]]) -> Initializer:
+  """Shorthand for ``nn.with_logical_partitioning(init, names)``."""
+  return nn.with_logical_partitioning(init, tuple(names))
+
+
+def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
+  """Pins an activation's sharding by logical names (no-op without a mesh)."""
+  return nn.with_logical_constraint(x, tuple(names))
+
+
+def canonical_dtype(dtype: Any) -> jnp.dtype:
+  """Turns 'float32' / 'bfloat16' / jnp dtypes into a ``jnp.dtype``."""
+  try:
+    return jnp.dtype(dtype)
+  except TypeError as e:
+    raise ValueError(f"Unknown dtype {dtype!r}; use 'float32' or 'bfloat16'.") from e
+
+
+def layer_norm(dtype: Dtype, name: Optional[str] = None) -> nn.LayerNorm:
+  """LayerNorm with eps 1e-6, float32 statistics and ``embed``-named params."""
+  return nn.LayerNorm(
+      epsilon=LAYERNORM_EPS,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      force_float32_reductions=True,
+      scale_init=boxed(nn.initializers.ones, ("embed",)),
+      bias_init=boxed(nn.initializers.zeros, ("embed",)),
+      name=name,
+  )
+
+
+def _flat_init(init: Initializer, num_in_axes: int) -> Initializer:
+  """Runs a 2-D initialiser on the (fan_in, fan_out) view of an N-D kernel.
+
+  Reshaping happens *before* boxing: flax's DenseGeneral reshapes an already
+  boxed value, which breaks under a mesh (names of rank 3 on a 2-D value).
+  """
+  def flat(rng: jax.Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> jax.Array:
+    fan_in = int(np.prod(shape[:num_in_axes]))
+    fan_out = int(np.prod(shape[num_in_axes:]))
+    return jnp.reshape(init(rng, (fan_in, fan_out), dtype), shape)
+  return flat
+
+
+class DenseGeneral(nn.Module):
+  """Contracts the last ``len(in_names)`` axes of x with an N-D named kernel.
+
+  Attributes:
+    features: output feature shape, e.g. (heads, head_dim) or (width,).
+    in_names / out_names: logical names of the contracted / produced axes; the
+      kernel is named ``in_names + out_names`` and the bias ``out_names``.
+    dtype: compute dtype (params are float32).
+    kernel_init: a 2-D initialiser, applied to the (fan_in, fan_out) view.
+    bias_init: bias initialiser.
+  """
+  features: Tuple[int, ...]
+  in_names: Tuple[Optional[str], ...]
+  out_names: Tuple[Optional[str], ...]
+  dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.initializers.xavier_uniform()
+  bias_init: Initializer = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Applies ``x · kernel + bias``."""
+    n_in = len(self.in_names)
+    features = tuple(self.features)
+    if len(features) != len(self.out_names):
+      raise ValueError(f"features {features} and out_names {self.out_names} differ in rank.")
+    kernel = self.param(
+        "kernel", boxed(_flat_init(self.kernel_init, n_in), self.in_names + self.out_names),
+        tuple(x.shape[-n_in:]) + features, jnp.float32)
+    bias = self.param("bias", boxed(self.bias_init, self.out_names), features, jnp.float32)
+    in_axes = tuple(range(x.ndim - n_in, x.ndim))
+    y = jax.lax.dot_general(
+        x.astype(self.dtype), kernel.astype(self.dtype),
+        ((in_axes, tuple(range(n_in))), ((), ())))
+    return y + bias.astype(self.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+  """Bidirectional multi-head self-attention without any mask.
+
+  Attributes:
+    heads: number of heads; the input width must be divisible by it.
+    dtype: compute dtype.
+    qkv_kernel_init: initialiser of the query/key/value kernels.
+    out_kernel_init: initialiser of the output kernel.
+  """
+  heads: int
+  dtype: Dtype = jnp.float32
+  qkv_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Self-attention over ``x`` [B, L, W] → [B, L, W]."""
+    width = x.shape[-1]
+    if width % self.heads:
+      raise ValueError(f"Width {width} is not divisible by heads={self.heads}.")
+    head_dim = width // self.heads
+
+    def projection(name: str) -> jax.Array:
+      y = DenseGeneral(
+          features=(self.heads, head_dim),
+          in_names=("embed",),
+          out_names=("heads", "kv"),
+          dtype=self.dtype,
+          kernel_init=self.qkv_kernel_init,
+          name=name,
+      )(x)
+      return constrain(y, QKV_AXES)
+
+    q, k, v = projection("query"), projection("key"), projection("value")
+    q = q * jnp.asarray(head_dim**-0.5, q.dtype)
+    # float32 logits and softmax even under bf16 compute, for stability.
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    y = constrain(y, QKV_AXES)
+    return DenseGeneral(
+        features=(width,),
+        in_names=("heads", "kv"),
+        out_names=("embed",),
+        dtype=self.dtype,
+        kernel_init=self.out_kernel_init,
+        name="out",
+    )(y)
+
+
+class MlpBlock(nn.Module):
+  """Dense → GELU (tanh approximation) → Dense.
+
+  Attributes:
+    mlp_dim: hidden width (``mlp`` axis).
+    dtype: compute dtype.
+    in_kernel_init / out_kernel_init: kernel initialisers of the two layers.
+  """
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  in_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Applies the MLP to ``x`` [B, L, W] → [B, L, W]."""
+    width = x.shape[-1]
+    h = nn.Dense(
+        self.mlp_dim,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=boxed(self.in_kernel_init, ("embed", "mlp")),
+        bias_init=boxed(nn.initializers.zeros, ("mlp",)),
+        name="fc_in",
+    )(x)
+    h = nn.gelu(h, approximate=True)
+    h = constrain(h, MLP_HIDDEN_AXES)
+    return nn.Dense(
+        width,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=boxed(self.out_kernel_init, ("mlp", "embed")),
+        bias_init=boxed(nn.initializers.zeros, ("embed",)),
+        name="fc_out",
+    )(h)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)). No dropout."""
+  heads: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  qkv_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  attn_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  mlp_in_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  mlp_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Applies the block to the residual stream ``x`` [B, L, W]."""
+    x = constrain(x, RESIDUAL_AXES)
+    y = layer_norm(self.dtype, name="norm_attn")(x)
+    y = MultiHeadAttention(
+        heads=self.heads,
+        dtype=self.dtype,
+        qkv_kernel_init=self.qkv_kernel_init,
+        out_kernel_init=self.attn_out_kernel_init,
+        name="attention",
+    )(y)
+    x = constrain(x + y, RESIDUAL_AXES)
+    y = layer_norm(self.dtype, name="norm_mlp")(x)
+    y = MlpBlock(
+        mlp_dim=self.mlp_dim,
+        dtype=self.dtype,
+        in_kernel_init=self.mlp_in_kernel_init,
+        out_kernel_init=self.mlp_out_kernel_init,
+        name="mlp",
+    )(y)
+    return constrain(x + y, RESIDUAL_AXES)
+
+
+def remat_block_class(remat_policy: str) -> type:
+  """The block class to instantiate for a remat policy.
+
+  Args:
+    remat_policy: 'none' (store all activations), 'full' (recompute the whole
+      block in the backward pass) or 'dots_saveable' (keep matmul outputs,
+      recompute the rest).
+
+  Returns:
+    ``EncoderBlock`` or its ``nn.remat`` wrapper.
+  """
+  if remat_policy == "none":
+    return EncoderBlock
+  if remat_policy == "full":
+    return nn.remat(EncoderBlock, policy=None)
+  if remat_policy == "dots_saveable":
+    return nn.remat(EncoderBlock, policy=jax.checkpoint_policies.dots_saveable)
+  raise ValueError(f"Unknown remat_policy {remat_policy!r}; use one of {REMAT_POLICIES}.")
+
+
+class Encoder(nn.Module):
+  """A stack of ``depth`` pre-LN blocks (a plain Python loop, no scan).
+
+  Attributes:
+    depth, heads, mlp_dim: tower size.
+    dtype: compute dtype.
+    remat_policy: see ``remat_block_class``.
+    *_kernel_init: kernel initialisers passed to every block.
+  """
+  depth: int
+  heads: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  remat_policy: str = "none"
+  qkv_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  attn_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  mlp_in_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  mlp_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Runs the blocks on ``x`` [B, L, W] (no final LayerNorm)."""
+    block_cls = remat_block_class(self.remat_policy)
+    for i in range(self.depth):
+      x = block_cls(
+          heads=self.heads,
+          mlp_dim=self.mlp_dim,
+          dtype=self.dtype,
+          qkv_kernel_init=self.qkv_kernel_init,
+          attn_out_kernel_init=self.attn_out_kernel_init,
+          mlp_in_kernel_init=self.mlp_in_kernel_init,
+          mlp_out_kernel_init=self.mlp_out_kernel_init,
+          name=f"encoderblock_{i}",
+      )(x)
+    return x

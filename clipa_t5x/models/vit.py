@@ -1,0 +1,290 @@
+"""CLIPA image tower: a ViT with fixed 2-D sin-cos positions and patch masking.
+
+As in the released CLIPA-v2 models: bias-free conv patch embedding, a zero
+``cls`` token always prepended, a fixed sin-cos position embedding recomputed
+from the patch grid (so 70 px → 224 px → 336 px needs no interpolation), no
+LayerNorm before the blocks, mean pooling over the patch tokens (cls
+excluded) followed by LayerNorm, and a bias-free projection head.
+
+Training may drop patch tokens (FLIP-style ``random``, or the ``grid`` /
+``block`` variants of the CLIPA paper); masking is applied after the position
+embedding, so every kept token keeps its own position.
+"""
+
+import math
+from typing import Any, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clipa_t5x.models import layers
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MASK_TYPES = ("random", "grid", "block")
+MASK_RNG = "mask"
+
+
+def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10000.) -> np.ndarray:
+  """Fixed 2-D sin-cos position embedding of an ``h × w`` patch grid.
+
+  For ``k < width/4``: ω_k = 1 / temperature^(k / (width/4 − 1)); the row of the
+  patch at (row y, column x) is [sin(xω), cos(xω), sin(yω), cos(yω)]. Rows are
+  in row-major patch order. The cls token gets no position embedding.
+
+  Args:
+    h: grid rows.
+    w: grid columns.
+    width: embedding width; must be a multiple of 4 and at least 8.
+    temperature: frequency base.
+
+  Returns:
+    float32 array [h * w, width] (a numpy constant, not a parameter).
+  """
+  if width % 4 or width < 8:
+    raise ValueError(
+        f"sin-cos 2-D position embedding needs a width that is a multiple of 4 and >= 8, "
+        f"got {width}; change the image tower width.")
+  quarter = width // 4
+  omega = 1.0 / temperature**(np.arange(quarter, dtype=np.float64) / (quarter - 1))
+  y, x = np.mgrid[:h, :w]
+  x_angles = x.reshape(-1, 1).astype(np.float64) * omega[None, :]
+  y_angles = y.reshape(-1, 1).astype(np.float64) * omega[None, :]
+  pe = np.concatenate(
+      [np.sin(x_angles), np.cos(x_angles), np.sin(y_angles), np.cos(y_angles)], axis=1)
+  return pe.astype(np.float32)
+
+
+def num_kept(num_patches: int, mask_ratio: float) -> int:
+  """Patches kept by random/block masking: floor(N·(1−ratio)).
+
+  A tiny tolerance absorbs float error (10 patches at ratio 0.9 keep 1, not 0).
+  """
+  keep = int(num_patches * (1.0 - mask_ratio) + 1e-6)
+  if keep < 1:
+    raise ValueError(
+        f"mask_ratio={mask_ratio} keeps no patch of {num_patches}; lower mask_ratio.")
+  return keep
+
+
+def random_keep_indices(rng: jax.Array, batch: int, num_patches: int,
+                        mask_ratio: float) -> jax.Array:
+  """Per sample, a uniformly random subset of ``num_kept`` patch indices.
+
+  Args:
+    rng: PRNG key.
+    batch: number of samples.
+    num_patches: patches per image N.
+    mask_ratio: fraction dropped.
+
+  Returns:
+    int32 [batch, K] distinct indices into the N patches (in random order).
+  """
+  keep = num_kept(num_patches, mask_ratio)
+  noise = jax.random.uniform(rng, (batch, num_patches))
+  return jnp.argsort(noise, axis=1)[:, :keep].astype(jnp.int32)
+
+
+def grid_keep_indices(rng: jax.Array, batch: int, grid_h: int, grid_w: int) -> jax.Array:
+  """Keeps one patch per 2×2 window, at one random offset per sample (ratio 0.75).
+
+  Args:
+    rng: PRNG key.
+    batch: number of samples.
+    grid_h, grid_w: patch grid; both must be even.
+
+  Returns:
+    int32 [batch, grid_h·grid_w/4] row-major patch indices.
+  """
+  if grid_h % 2 or grid_w % 2:
+    raise ValueError(
+        f"grid masking needs an even patch grid, got {grid_h}x{grid_w}; pick an image size "
+        "that gives an even number of patches per side, or use mask_type='random'.")
+  offsets = jax.random.randint(rng, (batch, 2), 0, 2)
+  rows = 2 * jnp.arange(grid_h // 2)[None, :, None] + offsets[:, 0, None, None]
+  cols = 2 * jnp.arange(grid_w // 2)[None, None, :] + offsets[:, 1, None, None]
+  return (rows * grid_w + cols).reshape(batch, -1).astype(jnp.int32)
+
+
+def block_shape(grid_h: int, grid_w: int, keep: int) -> Tuple[int, int]:
+  """Rows × columns of the square-ish block that holds ``keep`` patches.
+
+  Rows = ceil(sqrt(keep)) (capped by the grid), columns = ceil(keep / rows);
+  if that is wider than the grid, the block takes the full width and
+  ceil(keep / grid_w) rows. Only the first ``keep`` cells of the block in
+  row-major order are kept, so the last block row may be partial.
+  """
+  rows = min(grid_h, math.ceil(math.sqrt(keep)))
+  cols = math.ceil(keep / rows)
+  if cols > grid_w:
+    cols = grid_w
+    rows = math.ceil(keep / cols)
+  return rows, cols
+
+
+def block_keep_indices(rng: jax.Array, batch: int, grid_h: int, grid_w: int,
+                       mask_ratio: float) -> jax.Array:
+  """Keeps one contiguous block of ``num_kept`` patches at a random position.
+
+  Args:
+    rng: PRNG key.
+    batch: number of samples.
+    grid_h, grid_w: patch grid.
+    mask_ratio: fraction dropped; K = floor(N·(1−ratio)) patches are kept, laid
+      out as in ``block_shape``.
+
+  Returns:
+    int32 [batch, K] row-major patch indices.
+  """
+  keep = num_kept(grid_h * grid_w, mask_ratio)
+  rows, cols = block_shape(grid_h, grid_w, keep)
+  cells = np.arange(keep)
+  dr, dc = jnp.asarray(cells // cols), jnp.asarray(cells % cols)
+  key_r, key_c = jax.random.split(rng)
+  top = jax.random.randint(key_r, (batch, 1), 0, grid_h - rows + 1)
+  left = jax.random.randint(key_c, (batch, 1), 0, grid_w - cols + 1)
+  return ((top + dr[None]) * grid_w + left + dc[None]).astype(jnp.int32)
+
+
+def mask_patches(tokens: jax.Array, rng: jax.Array, *, grid_hw: Tuple[int, int],
+                 mask_ratio: float, mask_type: str) -> jax.Array:
+  """Drops patch tokens of ``tokens`` [B, N, W] (no cls) → [B, K, W].
+
+  Args:
+    tokens: patch tokens, position embedding already added, row-major.
+    rng: PRNG key; each sample draws its own mask.
+    grid_hw: (rows, columns) of the patch grid, rows·columns = N.
+    mask_ratio: fraction dropped; 'grid' requires 0.75.
+    mask_type: 'random', 'grid' or 'block'.
+
+  Returns:
+    The kept tokens.
+  """
+  batch, n = tokens.shape[:2]
+  gh, gw = grid_hw
+  if gh * gw != n:
+    raise ValueError(f"grid {gh}x{gw} does not match {n} patch tokens.")
+  if mask_type == "random":
+    idx = random_keep_indices(rng, batch, n, mask_ratio)
+  elif mask_type == "grid":
+    if abs(mask_ratio - 0.75) > 1e-9:
+      raise ValueError(
+          f"mask_type='grid' always drops 3 of every 4 patches (ratio 0.75), got "
+          f"mask_ratio={mask_ratio}; set mask_ratio=0.75.")
+    idx = grid_keep_indices(rng, batch, gh, gw)
+  elif mask_type == "block":
+    idx = block_keep_indices(rng, batch, gh, gw, mask_ratio)
+  else:
+    raise ValueError(f"Unknown mask_type {mask_type!r}; use one of {MASK_TYPES}.")
+  return jnp.take_along_axis(tokens, idx[:, :, None], axis=1)
+
+
+class VisionTransformer(nn.Module):
+  """CLIPA ViT image encoder → [B, out_dim] (not L2-normalised).
+
+  Attributes:
+    width, depth, heads, mlp_dim: tower size.
+    patch_size: square patch size.
+    out_dim: output dimension of the projection head.
+    dtype: compute dtype (params are float32).
+    remat_policy: 'none', 'full' or 'dots_saveable'.
+    mask_ratio: fraction of patches dropped when ``train=True`` (0 = none).
+    mask_type: 'random', 'grid' or 'block'.
+  """
+  width: int
+  depth: int
+  heads: int
+  mlp_dim: int
+  patch_size: int
+  out_dim: int
+  dtype: Any = jnp.float32
+  remat_policy: str = "none"
+  mask_ratio: float = 0.0
+  mask_type: str = "random"
+
+  def setup(self):
+    xavier = nn.initializers.xavier_uniform()
+    self.embedding = nn.Conv(
+        self.width,
+        kernel_size=(self.patch_size, self.patch_size),
+        strides=(self.patch_size, self.patch_size),
+        padding="VALID",
+        use_bias=False,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=layers.boxed(xavier, (None, None, None, "embed")),
+    )
+    self.cls = self.param(
+        "cls", layers.boxed(nn.initializers.zeros, (None, None, "embed")),
+        (1, 1, self.width), jnp.float32)
+    self.encoder = layers.Encoder(
+        depth=self.depth,
+        heads=self.heads,
+        mlp_dim=self.mlp_dim,
+        dtype=self.dtype,
+        remat_policy=self.remat_policy,
+        qkv_kernel_init=xavier,
+        attn_out_kernel_init=xavier,
+        mlp_in_kernel_init=xavier,
+        mlp_out_kernel_init=xavier,
+    )
+    self.encoder_norm = layers.layer_norm(self.dtype)
+    self.head = nn.Dense(
+        self.out_dim,
+        use_bias=False,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=layers.boxed(nn.initializers.normal(stddev=self.width**-0.5),
+                                 ("embed", "proj")),
+    )
+
+  def _check_images(self, images: jax.Array) -> Tuple[int, int]:
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(
+          f"images must be [batch, height, width, 3], got shape {tuple(images.shape)}.")
+    h, w = images.shape[1:3]
+    p = self.patch_size
+    if h % p or w % p:
+      raise ValueError(
+          f"Image size {h}x{w} is not divisible by the patch size {p}; resize images to a "
+          f"multiple of {p} (e.g. {max(p, h // p * p)}x{max(p, w // p * p)}).")
+    return h // p, w // p
+
+  def tokens(self, images: jax.Array, *, train: bool) -> jax.Array:
+    """The token sequence fed to the encoder: cls + (kept) patch tokens.
+
+    Args:
+      images: uint8 or float [B, H, W, 3] in 0..255.
+      train: masking is applied only when True and ``mask_ratio > 0`` (needs
+        the ``'mask'`` rng).
+
+    Returns:
+      [B, 1 + K, width] in the compute dtype; token 0 is cls (no position).
+    """
+    gh, gw = self._check_images(images)
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+    std = jnp.asarray(IMAGENET_STD, jnp.float32)
+    x = (images.astype(jnp.float32) / 255.0 - mean) / std
+    x = self.embedding(x.astype(self.dtype))
+    x = x.reshape(x.shape[0], gh * gw, self.width)
+    x = x + jnp.asarray(posemb_sincos_2d(gh, gw, self.width), self.dtype)[None]
+    if train and self.mask_ratio > 0:
+      if not self.has_rng(MASK_RNG):
+        raise ValueError(
+            f"Patch masking (mask_ratio={self.mask_ratio}) needs a 'mask' rng: call "
+            "apply(..., rngs={'mask': key}) or pass train=False.")
+      x = mask_patches(x, self.make_rng(MASK_RNG), grid_hw=(gh, gw),
+                       mask_ratio=self.mask_ratio, mask_type=self.mask_type)
+    cls = jnp.broadcast_to(self.cls.astype(self.dtype), (x.shape[0], 1, self.width))
+    x = jnp.concatenate([cls, x], axis=1)
+    return layers.constrain(x, layers.RESIDUAL_AXES)
+
+  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    """Encodes images [B, H, W, 3] (0..255) → features [B, out_dim]."""
+    x = self.encoder(self.tokens(images, train=train))
+    # Mean over patch tokens only (cls excluded), in float32, then LayerNorm.
+    pooled = jnp.mean(x[:, 1:].astype(jnp.float32), axis=1).astype(self.dtype)
+    pooled = layers.constrain(self.encoder_norm(pooled), ("batch", "embed"))
+    return layers.constrain(self.head(pooled), ("batch", "proj"))

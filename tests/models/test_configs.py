@@ -1,0 +1,90 @@
+"""Tests for clipa_t5x.models.configs."""
+import dataclasses
+
+import pytest
+
+from clipa_t5x.models import configs
+from clipa_t5x.models.clip import ClipaModel
+
+# (image w/d/mlp/heads/patch, text w/d/mlp/heads, embed) from reference §3.
+EXPECTED = {
+    "S/16": ((384, 12, 1536, 6, 16), (384, 12, 1536, 6), 384),
+    "B/16": ((768, 12, 3072, 12, 16), (512, 12, 2048, 8), 512),
+    "L/14": ((1024, 24, 4096, 16, 14), (768, 12, 3072, 12), 768),
+    "H/14": ((1280, 32, 5120, 16, 14), (1024, 24, 4096, 16), 1024),
+    "bigG/14": ((1664, 48, 8192, 16, 14), (1280, 32, 5120, 20), 1280),
+    "Ti/8": ((64, 2, 256, 4, 8), (64, 2, 256, 4), 64),
+    "Mu/8": ((128, 4, 512, 4, 8), (128, 4, 512, 4), 128),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_variant_sizes(name):
+  cfg = configs.get_config(name)
+  (iw, idp, imlp, ih, patch), (tw, tdp, tmlp, th), embed = EXPECTED[name]
+  assert (cfg.image.width, cfg.image.depth, cfg.image.mlp_dim, cfg.image.heads) == (iw, idp, imlp, ih)
+  assert cfg.image.patch_size == patch
+  assert (cfg.text.width, cfg.text.depth, cfg.text.mlp_dim, cfg.text.heads) == (tw, tdp, tmlp, th)
+  assert cfg.text.vocab_size == 32000
+  assert cfg.embed_dim == embed
+  assert (cfg.dtype, cfg.remat_policy, cfg.mask_ratio, cfg.mask_type) == (
+      "float32", "none", 0.0, "random")
+
+
+def test_variant_names_are_exactly_the_expected_ones():
+  assert set(configs.VARIANTS) == set(EXPECTED)
+
+
+def test_unknown_variant_lists_known_names():
+  with pytest.raises(ValueError, match="known variants.*H/14"):
+    configs.get_config("X/99")
+
+
+def test_overrides_replace_fields_and_keep_base():
+  cfg = configs.get_config("H/14", dtype="bfloat16", remat_policy="full", mask_ratio=0.3)
+  assert (cfg.dtype, cfg.remat_policy, cfg.mask_ratio) == ("bfloat16", "full", 0.3)
+  assert configs.VARIANTS["H/14"].dtype == "float32"  # base untouched
+
+
+def test_tower_override_by_dict_and_by_object():
+  cfg = configs.get_config("Ti/8", image={"patch_size": 4}, text={"depth": 3})
+  assert cfg.image.patch_size == 4 and cfg.image.width == 64
+  assert cfg.text.depth == 3 and cfg.text.vocab_size == 32000
+  tower = configs.TowerConfig(width=32, depth=1, heads=2, mlp_dim=64, patch_size=8)
+  assert configs.get_config("Ti/8", image=tower).image is tower
+
+
+def test_configs_are_frozen():
+  cfg = configs.get_config("Ti/8")
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.dtype = "bfloat16"
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"dtype": "float8"}, "dtype"),
+    ({"remat_policy": "some"}, "remat_policy"),
+    ({"mask_type": "stripes"}, "mask_type"),
+    ({"mask_ratio": 1.0}, "mask_ratio"),
+    ({"mask_ratio": -0.1}, "mask_ratio"),
+    ({"mask_type": "grid", "mask_ratio": 0.5}, "0.75"),
+    ({"embed_dim": 0}, "embed_dim"),
+    ({"colour": 1}, "Unknown ClipaConfig override"),
+    ({"image": {"patchsize": 8}}, "Unknown image override"),
+    ({"image": {"heads": 5}}, "not divisible by heads"),
+    ({"image": {"patch_size": None}}, "patch_size"),
+    ({"text": {"vocab_size": None}}, "vocab_size"),
+])
+def test_bad_overrides_raise_clear_errors(overrides, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    configs.get_config("Ti/8", **overrides)
+
+
+def test_grid_mask_accepts_075():
+  assert configs.get_config("Ti/8", mask_type="grid", mask_ratio=0.75).mask_ratio == 0.75
+
+
+def test_make_model_builds_wrapper():
+  model = configs.make_model("Ti/8", dtype="bfloat16")
+  assert isinstance(model, ClipaModel)
+  assert model.config == configs.get_config("Ti/8", dtype="bfloat16")
+  assert model.module.config is model.config
