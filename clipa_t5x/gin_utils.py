@@ -63,13 +63,23 @@ def parse_gin_flags(gin_files: Sequence[str], gin_bindings: Sequence[str],
     gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
                                         finalize_config=True)
   except (ValueError, KeyError, SyntaxError, ImportError, IOError) as e:
-    raise ValueError(f"gin configuration error: {_one_line(e)}") from e
+    raise ValueError(f"gin configuration error: {error_line(e)}") from e
   finally:
     logging.disable(logging.NOTSET)
 
 
-def _one_line(error: BaseException) -> str:
-  return " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+def error_line(error: BaseException) -> str:
+  """``error``'s message on one line, without gin's "In call to configurable" notes.
+
+  Args:
+    error: any exception, possibly re-raised by gin with call-site lines added.
+
+  Returns:
+    The message's non-empty lines joined with `` | ``.
+  """
+  lines = (line.strip() for line in str(error).splitlines())
+  return " | ".join(line for line in lines
+                    if line and not line.startswith("In call to configurable"))
 
 
 def configured(fn: Callable) -> Callable:
@@ -82,13 +92,13 @@ def configured(fn: Callable) -> Callable:
     except RuntimeError as e:
       # gin's message: "Required bindings for `fn` not provided in config: [...]".
       if "gin.REQUIRED" in str(e) or "Required bindings for" in str(e):
-        raise ValueError(f"gin configuration error: {_one_line(e)}; set it with "
+        raise ValueError(f"gin configuration error: {error_line(e)}; set it with "
                          "--gin.NAME=VALUE or in a gin file.") from e
       raise
     except TypeError as e:
       # Only ``fn``'s own unbound parameters; a TypeError from inside it is a bug.
       if str(e).startswith((f"{fn.__qualname__}() missing", f"{fn.__name__}() missing")):
-        raise ValueError(f"gin configuration error: {_one_line(e)}; bind it in a gin file "
+        raise ValueError(f"gin configuration error: {error_line(e)}; bind it in a gin file "
                          "or with --gin_bindings.") from e
       raise
   return call

@@ -341,7 +341,7 @@ def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
   widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
   out = []
   for i, line in enumerate(lines):
-    out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+    out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
     if i == 0:
       out.append("  ".join("-" * w for w in widths))
   return "\n".join(out)
@@ -356,7 +356,8 @@ def run(*,
         evaluators: Sequence[ZeroShotEvalConfig] = (),
         eval_period: int = 0,
         log_every: int = 10,
-        random_seed: int = 0) -> List[Dict[str, Any]]:
+        random_seed: int = 0,
+        before_run: Sequence[Any] = ()) -> List[Dict[str, Any]]:
   """Trains every stage in order; returns (and writes) the summary rows.
 
   Args:
@@ -369,7 +370,11 @@ def run(*,
       ``eval_period`` steps (0 = only at the end).
     log_every: steps between metric logs.
     random_seed: seed of initialisation, masking and data order.
+    before_run: ignored values; gin evaluates the call references put here
+      (e.g. ``[@demo.configure()]`` to set where the demo data lives) before
+      training starts.
   """
+  del before_run  # evaluated by gin when it called us
   if model_config is None:
     raise ValueError("run: model_config is required; include a gin/models/*.gin file.")
   if not stages:

@@ -31,6 +31,7 @@ from absl import logging
 from clipa_t5x import gin_utils
 
 FLAGS = flags.FLAGS
+_HELP_FLAGS = ("help", "helpshort", "helpfull", "?")
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after the files.")
 flags.DEFINE_list("gin_search_paths", [], "Directories searched for relative gin files.")
@@ -55,7 +56,7 @@ def main(argv: Sequence[str]) -> None:
   except (ValueError, FileNotFoundError) as e:
     # Configuration mistakes: one clear line; the traceback only with --verbosity=1.
     logging.debug("run failed", exc_info=True)
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {gin_utils.error_line(e)}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -64,7 +65,13 @@ def console_main(argv: List[str] = None) -> None:
   argv = gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv)
   if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
     argv.append("--verbosity=-1")  # warnings and errors only; --verbosity=0 for INFO logs
-  app.run(main, argv=argv)
+  try:
+    app.run(main, argv=argv)
+  except SystemExit as e:
+    # absl exits with 1 after printing --help; asking for help is not a failure.
+    if e.code == 1 and any(a.lstrip("-").split("=")[0] in _HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)
+    raise
 
 
 if __name__ == "__main__":
