@@ -1,0 +1,144 @@
+"""Per-host input pipelines: t5x-style ``DatasetConfig`` -> batched tf.data.
+
+Each host builds its own pipeline over its own files (``seqio.ShardInfo``)
+with batch ``global_batch // num_shards``; the trainer assembles the global
+batch from the hosts' pieces.
+"""
+
+import dataclasses
+from typing import Mapping, Optional, Type
+
+import seqio
+import tensorflow as tf
+
+from clipa_t5x.data.feature_converter import ImageTextFeatureConverter
+
+
+@dataclasses.dataclass
+class DatasetConfig:
+  """What to read, in t5x's ``utils.DatasetConfig`` shape (set from gin).
+
+  Attributes:
+    mixture_or_task_name: a registered SeqIO Task or Mixture.
+    task_feature_lengths: e.g. ``{'image': 84, 'text': 8}`` (image side,
+      text tokens).
+    split: the split to read.
+    batch_size: the *global* batch size, over all hosts.
+    shuffle: shuffle files and examples.
+    seed: data seed (shuffling and augmentation); None is random. Use the
+      same seed on every host.
+    use_cached: read SeqIO's offline cache.
+    pack: must be False for image-text pairs.
+    num_epochs: passes over the data; None repeats forever.
+  """
+  mixture_or_task_name: str
+  task_feature_lengths: Mapping[str, int]
+  split: str
+  batch_size: int
+  shuffle: bool
+  seed: Optional[int] = None
+  use_cached: bool = False
+  pack: bool = False
+  num_epochs: Optional[int] = None
+
+
+def get_provider(name: str):
+  """The registered Task or Mixture ``name``, with a helpful error if unknown.
+
+  Args:
+    name: a SeqIO Task or Mixture name.
+
+  Returns:
+    The ``seqio.Task`` or ``seqio.Mixture``.
+  """
+  if not isinstance(name, str):
+    raise ValueError(f"Expected a Task or Mixture name (str), got {name!r}.")
+  if name in seqio.MixtureRegistry.names():
+    return seqio.MixtureRegistry.get(name)
+  if name in seqio.TaskRegistry.names():
+    return seqio.TaskRegistry.get(name)
+  known = sorted(set(seqio.TaskRegistry.names()) |
+                 set(seqio.MixtureRegistry.names()))
+  raise ValueError(
+      f"No SeqIO Task or Mixture named {name!r}; registered: {known}. Import "
+      "the module that registers it first (e.g. `import clipa_t5x.tasks`).")
+
+
+def per_host_batch_size(batch_size: int, num_shards: int) -> int:
+  """``batch_size // num_shards``, refusing sizes that do not divide."""
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+  if batch_size < 1 or batch_size % num_shards:
+    raise ValueError(f"Global batch size {batch_size} must be a positive "
+                     f"multiple of the {num_shards} data shards (hosts); "
+                     "change DatasetConfig.batch_size.")
+  return batch_size // num_shards
+
+
+def get_dataset(
+    cfg: DatasetConfig,
+    shard_id: int,
+    num_shards: int,
+    feature_converter_cls: Type[seqio.FeatureConverter] = (
+        ImageTextFeatureConverter),
+    prefetch: int = 2,
+) -> tf.data.Dataset:
+  """This host's batched dataset for ``cfg``.
+
+  Args:
+    cfg: what to read.
+    shard_id: this host's data shard (t5x: from the partitioner's layout).
+    num_shards: number of data shards (hosts reading distinct data).
+    feature_converter_cls: built as ``cls(pack=cfg.pack)``.
+    prefetch: batches to prefetch.
+
+  Returns:
+    Batches ``{'image': uint8 [B, S, S, 3], 'text': int32 [B, L]}`` with
+    B = ``cfg.batch_size // num_shards`` (remainder dropped).
+  """
+  if not 0 <= shard_id < num_shards:
+    raise ValueError(f"shard_id {shard_id} is outside [0, {num_shards}).")
+  batch = per_host_batch_size(cfg.batch_size, num_shards)
+  provider = get_provider(cfg.mixture_or_task_name)
+  ds = seqio.get_dataset(
+      provider,
+      task_feature_lengths=dict(cfg.task_feature_lengths),
+      feature_converter=feature_converter_cls(pack=cfg.pack),
+      dataset_split=cfg.split,
+      use_cached=cfg.use_cached,
+      shuffle=cfg.shuffle,
+      num_epochs=cfg.num_epochs,
+      shard_info=seqio.ShardInfo(index=shard_id, num_shards=num_shards),
+      seed=cfg.seed,
+      batch_size=batch,
+      verbose=False,
+  )
+  return ds.prefetch(prefetch)
+
+
+def get_eval_examples(task_name: str, split: str,
+                      task_feature_lengths: Mapping[str, int],
+                      shard_id: int = 0, num_shards: int = 1
+                      ) -> tf.data.Dataset:
+  """Unbatched, unshuffled single pass over an eval Task, converter bypassed.
+
+  Args:
+    task_name: a registered Task (e.g. ``demo_shapes_eval``).
+    split: the split to read.
+    task_feature_lengths: lengths for its preprocessors.
+    shard_id: this host's shard.
+    num_shards: number of shards.
+
+  Returns:
+    Examples as the Task's preprocessors leave them, e.g. ``{'image': uint8
+    [S, S, 3], 'text': int32 [L], 'label': int32 []}`` (the order is fixed).
+  """
+  provider = get_provider(task_name)
+  if not isinstance(provider, seqio.Task):
+    raise ValueError(f"{task_name!r} is a Mixture; evaluation reads one "
+                     "Task, pass a Task name.")
+  shard_info = (seqio.ShardInfo(index=shard_id, num_shards=num_shards)
+                if num_shards > 1 else None)
+  return provider.get_dataset(
+      sequence_length=dict(task_feature_lengths), split=split, shuffle=False,
+      num_epochs=1, shard_info=shard_info, seed=0)

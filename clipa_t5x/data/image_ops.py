@@ -1,0 +1,414 @@
+"""Image decoding and augmentation as pure TensorFlow ops, plus SeqIO preprocessors.
+
+Images stay ``uint8`` on the host: the preprocessors here end with a uint8
+``[S, S, 3]`` tensor (S = ``sequence_length['image']``); normalisation with the
+ImageNet mean/std happens on device inside the model.
+
+CLIPA's image-token reduction is *resizing*: the training crop is resized
+straight to the (small) pretraining resolution, e.g. 70 or 84 px, so changing
+the resolution of a stage is a change of ``TASK_FEATURE_LENGTHS['image']``.
+
+Determinism: every random op is a stateless ``tf.random``/``tf.image`` op fed
+an explicit seed. The preprocessors get one seed per example from SeqIO's
+``map_over_dataset(num_seeds=1)``, which zips the data with
+``tf.data.Dataset.random(seed)``: when the Task is read with a seed
+(``seqio.get_dataset(..., seed=s)``) that stream, hence every crop and jitter,
+is a pure function of ``s``, the preprocessor's position in the Task and the
+example's position in the stream; the stream keeps running across epochs, so
+each epoch sees new augmentations. Passing ``seed=`` to a preprocessor fixes
+its stream independently of the Task seed; with neither, augmentation is
+random.
+"""
+
+import functools
+import math
+from typing import Mapping, Optional, Tuple
+
+import seqio
+import tensorflow as tf
+
+# ImageNet statistics (0-255 scale) the model normalises with, on device.
+IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+_JPEG_RATIOS = (1, 2, 4, 8)  # The DCT scale factors libjpeg supports.
+
+
+def _check_seed(seed) -> tf.Tensor:
+  seed = tf.convert_to_tensor(seed)
+  if seed.dtype not in (tf.int32, tf.int64):
+    seed = tf.cast(seed, tf.int64)
+  if seed.shape.rank is not None and seed.shape != [2]:
+    raise ValueError(f"A stateless seed must have shape [2], got {seed.shape}; "
+                     "pass e.g. tf.constant([1, 2]).")
+  return seed
+
+
+def _decode_any(image_bytes: tf.Tensor) -> tf.Tensor:
+  # expand_animations=False gives the first frame of a GIF as a 3-D tensor.
+  return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+
+
+def _decode_jpeg_scaled(image_bytes: tf.Tensor, min_side: int) -> tf.Tensor:
+  """Decodes a JPEG with the largest DCT downscale keeping ``min_side``."""
+  shape = tf.io.extract_jpeg_shape(image_bytes)
+  short = tf.minimum(shape[0], shape[1])
+  # ratio r decodes to ceil(side / r); the floor keeps a safety margin.
+  ratios = tf.constant(_JPEG_RATIOS)
+  ok = tf.math.floordiv(short, ratios) >= min_side
+  # Index of the largest ratio that still keeps min_side (0 if none does).
+  index = tf.reduce_max(tf.where(ok, tf.range(len(_JPEG_RATIOS)), 0))
+  branches = [
+      functools.partial(tf.io.decode_jpeg, image_bytes, channels=3, ratio=r)
+      for r in _JPEG_RATIOS
+  ]
+  return tf.switch_case(index, branches)
+
+
+def decode_image(image_bytes: tf.Tensor,
+                 target_size: Optional[int] = None) -> tf.Tensor:
+  """Decodes encoded image bytes to a ``uint8 [H, W, 3]`` tensor.
+
+  JPEG fast path: when ``target_size`` is given and the image's shorter side
+  is at least 2, 4 or 8 times ``target_size``, the JPEG is decoded directly at
+  1/2, 1/4 or 1/8 of its size (libjpeg DCT-domain scaling: a decode that
+  skips most of the inverse DCT work). The shorter side of the result stays
+  ``>= target_size``, so a later resize to ``target_size`` only ever
+  downsamples. PNG, GIF (first frame), BMP and WebP go through
+  ``tf.io.decode_image``. Every output is RGB (grey and CMYK converted).
+
+  Args:
+    image_bytes: scalar ``tf.string`` with the encoded image.
+    target_size: the shorter side the decoded image must keep, or None for a
+      full-size decode.
+
+  Returns:
+    ``uint8 [H, W, 3]``.
+  """
+  if target_size is not None and target_size < 1:
+    raise ValueError(f"target_size must be a positive int or None, got "
+                     f"{target_size}.")
+  if target_size is None:
+    image = _decode_any(image_bytes)
+  else:
+    image = tf.cond(
+        tf.io.is_jpeg(image_bytes),
+        lambda: _decode_jpeg_scaled(image_bytes, int(target_size)),
+        lambda: _decode_any(image_bytes))
+  image.set_shape([None, None, 3])
+  return image
+
+
+def _resize_to_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
+  """Bilinear, antialiased square resize, rounded and clipped back to uint8."""
+  resized = tf.image.resize(image, [size, size], method="bilinear",
+                            antialias=True)
+  if image.dtype == tf.uint8:
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  return tf.cast(resized, image.dtype)
+
+
+def eval_resize(image: tf.Tensor, size: int) -> tf.Tensor:
+  """Square resize to ``size x size`` with no crop (CLIPA's eval transform).
+
+  Args:
+    image: ``[H, W, 3]`` image (uint8 stays uint8, rounded).
+    size: output side in pixels.
+
+  Returns:
+    ``[size, size, 3]`` of the input dtype.
+  """
+  return _resize_to_uint8(image, size)
+
+
+def min_side_for_crop(size: int, area_range: Tuple[float, float],
+                      aspect_ratio_range: Tuple[float, float]) -> int:
+  """Shorter side an image needs so every inception crop is >= ``size``.
+
+  A crop covers area a*H*W with aspect w/h = r, so its shorter side is
+  sqrt(a*H*W*min(r, 1/r)) >= short_side * sqrt(a_min * min(r_min, 1/r_max)).
+  Decoding the JPEG with a DCT ratio that keeps ``short_side`` at or above the
+  returned value therefore never makes the crop smaller than the final
+  ``size``: the resize after the crop only downsamples (1.83 x size for
+  CLIPA's area 0.4-1 and aspect 3/4-4/3).
+
+  Args:
+    size: final crop side in pixels.
+    area_range: (min, max) fraction of the image area the crop covers.
+    aspect_ratio_range: (min, max) crop width / height.
+
+  Returns:
+    The minimum shorter side, in pixels.
+  """
+  a_min = area_range[0]
+  r = min(aspect_ratio_range[0], 1.0 / aspect_ratio_range[1])
+  return int(math.ceil(size / math.sqrt(a_min * min(r, 1.0))))
+
+
+def inception_crop(image: tf.Tensor, size: int, seed,
+                   area: Tuple[float, float] = (0.4, 1.0),
+                   aspect: Tuple[float, float] = (3 / 4, 4 / 3)) -> tf.Tensor:
+  """Random-resized ("Inception") crop, resized to ``size x size``.
+
+  Args:
+    image: ``[H, W, 3]`` image.
+    size: output side in pixels.
+    seed: stateless seed, int ``[2]``.
+    area: range of the crop's fraction of the image area.
+    aspect: range of the crop's width / height.
+
+  Returns:
+    ``[size, size, 3]`` of the input dtype (uint8 rounded and clipped).
+    After 10 failed attempts to fit a crop the whole image is used.
+  """
+  if not 0 < area[0] <= area[1] <= 1:
+    raise ValueError(f"area must satisfy 0 < min <= max <= 1, got {area}.")
+  if not 0 < aspect[0] <= aspect[1]:
+    raise ValueError(f"aspect must satisfy 0 < min <= max, got {aspect}.")
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]),
+      seed=_check_seed(seed), min_object_covered=0.0,
+      aspect_ratio_range=aspect, area_range=area, max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  crop = tf.slice(image, begin, crop_size)
+  return _resize_to_uint8(crop, size)
+
+
+def _as_float(image: tf.Tensor) -> tf.Tensor:
+  return tf.image.convert_image_dtype(image, tf.float32)
+
+
+def _as_dtype(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+  if dtype == tf.uint8:
+    return tf.cast(tf.clip_by_value(tf.round(image * 255.0), 0, 255), tf.uint8)
+  return tf.image.convert_image_dtype(image, dtype, saturate=True)
+
+
+def _clipped(op, x: tf.Tensor) -> tf.Tensor:
+  return tf.clip_by_value(op(x), 0.0, 1.0)
+
+
+def simclr_color_jitter(image: tf.Tensor, seed, strength: float = 0.4,
+                        p: float = 0.8, random_order: bool = True,
+                        hue_max_delta: Optional[float] = None) -> tf.Tensor:
+  """SimCLR colour jitter, applied with probability ``p``.
+
+  Brightness (multiplicative, SimCLR v2 style), contrast and saturation by
+  factors in [1 - 0.8*strength, 1 + 0.8*strength], hue shift up to
+  0.2*strength; CLIPA uses strength 0.4 in a random order.
+
+  Args:
+    image: ``[H, W, 3]`` uint8 or float image in [0, 1].
+    seed: stateless seed, int ``[2]``.
+    strength: jitter strength s.
+    p: probability of jittering at all.
+    random_order: apply the four ops in a random order (else the fixed order
+      brightness, contrast, saturation, hue).
+    hue_max_delta: overrides the hue shift bound 0.2*strength (a fraction of
+      the colour wheel, <= 0.5); e.g. small when colour names are labels.
+
+  Returns:
+    The jittered image, same shape and dtype.
+  """
+  hue_delta = 0.2 * strength if hue_max_delta is None else hue_max_delta
+  if strength < 0 or not 0 <= hue_delta <= 0.5:
+    raise ValueError(f"Need strength >= 0 and a hue shift in [0, 0.5], got "
+                     f"strength={strength}, hue_max_delta={hue_delta}.")
+  if strength == 0 or p <= 0:
+    return image
+  dtype = image.dtype
+  s = 0.8 * strength
+  apply_seed, order_seed, b_seed, c_seed, s_seed, h_seed = tf.unstack(
+      tf.random.experimental.stateless_split(_check_seed(seed), 6))
+
+  def brightness(x):
+    factor = tf.random.stateless_uniform([], b_seed, max(0.0, 1 - s), 1 + s)
+    return x * factor
+
+  def contrast(x):
+    return tf.image.stateless_random_contrast(x, max(0.0, 1 - s), 1 + s,
+                                              c_seed)
+
+  def saturation(x):
+    return tf.image.stateless_random_saturation(x, max(0.0, 1 - s), 1 + s,
+                                                s_seed)
+
+  def hue(x):
+    return tf.image.stateless_random_hue(x, hue_delta, h_seed)
+
+  ops = [brightness, contrast, saturation, hue]
+
+  def jitter(x):
+    if random_order:
+      order = tf.argsort(tf.random.stateless_uniform([len(ops)], order_seed))
+      for i in range(len(ops)):
+        x = tf.switch_case(order[i],
+                           [functools.partial(_clipped, op, x) for op in ops])
+    else:
+      for op in ops:
+        x = _clipped(op, x)
+    return x
+
+  x = _as_float(image)
+  do = tf.random.stateless_uniform([], apply_seed) < p
+  x = tf.cond(do, lambda: jitter(x), lambda: x)
+  return _as_dtype(x, dtype)
+
+
+def random_grayscale(image: tf.Tensor, seed, p: float = 0.2) -> tf.Tensor:
+  """Converts to 3-channel greyscale with probability ``p``.
+
+  Args:
+    image: ``[H, W, 3]`` image.
+    seed: stateless seed, int ``[2]``.
+    p: probability of the conversion.
+
+  Returns:
+    Same shape and dtype.
+  """
+  do = tf.random.stateless_uniform([], _check_seed(seed)) < p
+  return tf.cond(
+      do, lambda: tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image)),
+      lambda: image)
+
+
+def _skip_errors(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """Drops elements whose computation fails, logging a warning for each.
+
+  A web-scale crawl always holds some undecodable images; one must not stop
+  a run. tf.data cannot catch errors of a single op, so this skips any
+  element that fails up to here, e.g. also one whose tar file vanished.
+  """
+  return dataset.ignore_errors(log_warning=True)
+
+
+def _image_side(sequence_length: Optional[Mapping[str, int]],
+                key: str) -> int:
+  if not sequence_length or sequence_length.get(key) is None:
+    raise ValueError(f"The image preprocessors take the image side from "
+                     f"sequence_length['{key}'] (t5x TASK_FEATURE_LENGTHS), got "
+                     f"{sequence_length}; set e.g. {{'{key}': 224, 'text': 32}}.")
+  side = sequence_length[key]
+  if not isinstance(side, int) or side < 1:
+    raise ValueError(f"sequence_length['{key}'] must be a positive int image "
+                     f"side, got {side!r}.")
+  return side
+
+
+def _to_image(value: tf.Tensor, min_side: int) -> tf.Tensor:
+  """Decodes encoded bytes, or checks an already-decoded uint8 image."""
+  if value.dtype == tf.string:
+    return decode_image(value, target_size=min_side)
+  if value.dtype != tf.uint8 or value.shape.rank != 3:
+    raise ValueError(f"'image' must be encoded bytes (tf.string) or a uint8 "
+                     f"[H, W, 3] tensor, got {value.dtype.name} of rank "
+                     f"{value.shape.rank}.")
+  return value
+
+
+# do_not_convert: no Python control flow on tensors here, and autograph's
+# source transformation would otherwise cost seconds per pipeline build.
+@seqio.map_over_dataset(num_seeds=1)
+@tf.autograph.experimental.do_not_convert
+def _train_map(ex, seed, *, size: int, key: str, area_range, aspect_ratio_range,
+               colour_jitter: bool, jitter_strength: float, jitter_p: float,
+               jitter_hue: Optional[float], grayscale_p: float):
+  crop_seed, jitter_seed, gray_seed = tf.unstack(
+      tf.random.experimental.stateless_split(_check_seed(seed), 3))
+  image = _to_image(ex[key], min_side_for_crop(size, area_range,
+                                               aspect_ratio_range))
+  image = inception_crop(image, size, crop_seed, area_range,
+                         aspect_ratio_range)
+  if colour_jitter:
+    image = simclr_color_jitter(image, jitter_seed, jitter_strength, jitter_p,
+                                hue_max_delta=jitter_hue)
+    image = random_grayscale(image, gray_seed, grayscale_p)
+  image.set_shape([size, size, 3])
+  return {**ex, key: image}
+
+
+def train_image_preprocessor(
+    dataset: tf.data.Dataset,
+    sequence_length: Optional[Mapping[str, int]] = None,
+    colour_jitter: bool = True,
+    seed: Optional[int] = None,
+    area_range: Tuple[float, float] = (0.4, 1.0),
+    aspect_ratio_range: Tuple[float, float] = (3 / 4, 4 / 3),
+    jitter_strength: float = 0.4,
+    jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    jitter_hue: Optional[float] = None,
+    skip_bad_images: bool = True,
+    key: str = "image") -> tf.data.Dataset:
+  """SeqIO preprocessor: decode, Inception crop to S x S, SimCLR jitter + grey.
+
+  CLIPA's training transform: ``inception_crop(S, area 40-100%)`` with
+  bilinear antialiased resize, then (if ``colour_jitter``) colour jitter
+  (strength 0.4, p 0.8, random order) and greyscale (p 0.2). JPEGs are decoded
+  at the smallest DCT scale that keeps every possible crop >= S (see
+  ``min_side_for_crop``).
+
+  Args:
+    dataset: examples whose ``key`` feature is encoded bytes or uint8 HxWx3.
+    sequence_length: SeqIO's lengths; S = ``sequence_length[key]``.
+    colour_jitter: apply jitter and random greyscale after the crop.
+    seed: fixes this preprocessor's per-example seed stream; None uses the
+      Task's seed (see the module docstring).
+    area_range: crop area fraction range.
+    aspect_ratio_range: crop aspect-ratio range.
+    jitter_strength: SimCLR jitter strength.
+    jitter_p: probability of colour jitter.
+    grayscale_p: probability of greyscale.
+    jitter_hue: hue shift bound; None is CLIPA's 0.2 * strength.
+    skip_bad_images: drop (and log) examples whose image fails to decode
+      instead of stopping training; see ``_skip_errors``.
+    key: the image feature.
+
+  Returns:
+    The dataset with ``key`` replaced by uint8 ``[S, S, 3]``; other features
+    are kept.
+  """
+  kwargs = dict(size=_image_side(sequence_length, key), key=key,
+                area_range=tuple(area_range),
+                aspect_ratio_range=tuple(aspect_ratio_range),
+                colour_jitter=colour_jitter, jitter_strength=jitter_strength,
+                jitter_p=jitter_p, jitter_hue=jitter_hue,
+                grayscale_p=grayscale_p)
+  if seed is None:
+    out = _train_map(dataset, **kwargs)
+  else:
+    with seqio.utils.map_seed_manager(seed):
+      out = _train_map(dataset, **kwargs)
+  return _skip_errors(out) if skip_bad_images else out
+
+
+def eval_image_preprocessor(
+    dataset: tf.data.Dataset,
+    sequence_length: Optional[Mapping[str, int]] = None,
+    skip_bad_images: bool = False,
+    key: str = "image") -> tf.data.Dataset:
+  """SeqIO preprocessor: decode and square-resize to S x S (no crop).
+
+  CLIPA's fine-tuning/eval transform ("directly resize works better"). JPEGs
+  are decoded at the smallest DCT scale that keeps the shorter side >= S.
+
+  Args:
+    dataset: examples whose ``key`` feature is encoded bytes or uint8 HxWx3.
+    sequence_length: SeqIO's lengths; S = ``sequence_length[key]``.
+    skip_bad_images: drop (and log) undecodable images; off by default so
+      that an eval set never shrinks silently.
+    key: the image feature.
+
+  Returns:
+    The dataset with ``key`` replaced by uint8 ``[S, S, 3]``.
+  """
+  size = _image_side(sequence_length, key)
+
+  @tf.autograph.experimental.do_not_convert
+  def fn(ex):
+    image = eval_resize(_to_image(ex[key], size), size)
+    image.set_shape([size, size, 3])
+    return {**ex, key: image}
+
+  out = dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+  return _skip_errors(out) if skip_bad_images else out

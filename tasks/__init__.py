@@ -1,0 +1,7 @@
+"""SeqIO Tasks and Mixtures of clipa_t5x (installed as ``clipa_t5x.tasks``).
+
+Importing this package registers every Task; t5x-style gin files import it
+(``import clipa_t5x.tasks``) before naming ``MIXTURE_OR_TASK_NAME``.
+"""
+
+from . import demo  # noqa: F401  (relative: works as `tasks` and `clipa_t5x.tasks`)
