@@ -21,6 +21,31 @@ _PACKAGE_GIN_DIRS = [
 ]
 
 
+def _tolerant(exists: Callable[[str], bool]) -> Callable[[str], bool]:
+  """An existence check that answers False instead of raising."""
+  if getattr(exists, "_clipa_tolerant", False):
+    return exists
+
+  def check(path: str) -> bool:
+    try:
+      return exists(path)
+    except (TypeError, ValueError, ImportError):
+      return False
+  check._clipa_tolerant = True
+  return check
+
+
+def _make_file_readers_tolerant() -> None:
+  """Keeps gin's package-resource reader from crashing on namespace packages.
+
+  gin also tries ``models/x.gin`` as "file x.gin of Python package models";
+  when a directory named ``models`` without ``__init__.py`` is importable (a
+  namespace package), its check raises TypeError and the whole parse fails.
+  """
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  readers[:] = [(reader, _tolerant(exists)) for reader, exists in readers]
+
+
 def default_search_paths() -> List[str]:
   """Current directory, then the project's ``gin/`` folder."""
   return [os.getcwd()] + [d for d in _PACKAGE_GIN_DIRS if os.path.isdir(d)]
@@ -46,6 +71,7 @@ def parse_gin_flags(gin_files: Sequence[str], gin_bindings: Sequence[str],
   """
   if not gin_files:
     raise ValueError("no --gin_file given; e.g. --gin_file=gin/runs/demo_cpu.gin")
+  _make_file_readers_tolerant()
   search_paths = list(gin_search_paths) + default_search_paths()
   for path in reversed(search_paths):
     gin.add_config_file_search_path(path)
