@@ -59,5 +59,6 @@ setup(
         # Only tools/build_syntax_priority.py needs it (the table ships built).
         "tools": ["lemminflect==0.2.3"],
     },
-    entry_points={"console_scripts": ["clipa-train=clipa_t5x.train:console_main"]},
+    entry_points={"console_scripts": ["clipa-train=clipa_t5x.train:console_main",
+                                      "clipa-plan=clipa_t5x.plan:console_main"]},
 )

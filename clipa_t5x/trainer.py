@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from clipa_t5x import device_profiles
 from clipa_t5x import metrics_logging
 from clipa_t5x import partitioning
 from clipa_t5x.train_state import TrainState
@@ -59,14 +60,28 @@ class Trainer:
     global_batch_size: examples per step over all hosts.
     flops_per_example: training FLOPs of one example (forward + backward), for
       achieved FLOP/s in the logs; 0 to skip.
+    peak_flops_per_device: peak FLOP/s of one device, for ``mfu`` in the logs
+      (achieved FLOP/s / (peak x device count)). None looks the device up by
+      ``jax.devices()[0].device_kind`` in ``device_profiles``; an unknown kind
+      (e.g. CPU) logs achieved FLOP/s only.
   """
 
   def __init__(self, model, tx, learning_rate_fn, partitioner: partitioning.PjitPartitioner,
                state_shardings: TrainState, global_batch_size: int,
-               flops_per_example: float = 0.0):
+               flops_per_example: float = 0.0,
+               peak_flops_per_device: Optional[float] = None):
     self._partitioner = partitioner
     self._batch_size = global_batch_size
     self._flops_per_example = flops_per_example
+    if peak_flops_per_device is None:
+      peak_flops_per_device = device_profiles.peak_flops_for_device_kind(
+          jax.devices()[0].device_kind)
+    elif not peak_flops_per_device > 0:
+      raise ValueError(f"peak_flops_per_device must be positive (FLOP/s of one device, "
+                       f"e.g. 312e12 for an A100), got {peak_flops_per_device}.")
+    # MFU compares against every device the step runs on, over all hosts.
+    self._peak_flops = (peak_flops_per_device * jax.device_count()
+                        if peak_flops_per_device else None)
     step_fn = make_train_step(model, tx, learning_rate_fn)
     self._compiled = None
     self._step = partitioner.partition(
@@ -138,8 +153,10 @@ class Trainer:
     values["samples_per_second"] = steps * self._batch_size / elapsed
     values["examples_seen"] = step * self._batch_size
     if self._flops_per_example:
-      values["achieved_tflops_per_second"] = (
-          values["samples_per_second"] * self._flops_per_example / 1e12)
+      achieved = values["samples_per_second"] * self._flops_per_example
+      values["achieved_tflops_per_second"] = achieved / 1e12
+      if self._peak_flops:
+        values["mfu"] = achieved / self._peak_flops
     logger.write(step, values)
     if progress is not None:
       progress.report(step, values["loss"], values["samples_per_second"])

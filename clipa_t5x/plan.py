@@ -1,0 +1,270 @@
+r"""Compute planner: what a recipe costs, from the same gin files as training.
+
+Usage::
+
+  python -m clipa_t5x.plan --gin_file=gin/runs/clipav2_h14_70_224.gin \
+    [--gin_file=gin/devices/a100.gin] [--gin.KEY=VALUE ...] [--json]
+
+Per stage and in total it prints image tokens (patches the encoder sees after
+masking; the cls token is one more), text tokens, forward and training GFLOPs
+per sample (training = 3x forward, ``clipa_t5x.flops``), samples seen, total
+training FLOPs, and device-hours and cost for a device profile
+(``gin/devices/*.gin``; A100 by default). It then plans a full-token baseline
+(224 px, 32 tokens, no masking) trained on the same number of samples, and the
+ratio of the two.
+
+How the recipe is read without training: the run file binds ``runner.run``'s
+arguments; the planner parses the files (binding a dummy ``MODEL_DIR``), takes
+``runner.run``'s bindings unresolved from gin and evaluates only ``stages`` and
+``model_config``. Nothing else (partitioner, data, checkpoints) is built, so
+planning needs no devices, data or library changes.
+"""
+
+import copy
+import dataclasses
+import json
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+
+from clipa_t5x import device_profiles
+from clipa_t5x import flops
+from clipa_t5x import gin_utils
+
+BASELINE_IMAGE_SIZE = 224
+BASELINE_TEXT_LENGTH = 32
+# Without a gin/devices file: the A100 profile with gin/devices/a100.gin's assumptions.
+DEFAULT_DEVICE = "A100"
+DEFAULT_UTILIZATION = 0.275
+DEFAULT_PRICE_PER_HOUR = 1.575
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+  """The compute of one stage (FLOPs are per device-independent model FLOPs).
+
+  Attributes:
+    name: stage name.
+    image_size: training resolution in px.
+    image_tokens: patch tokens seen per image after masking (cls excluded).
+    text_tokens: caption tokens.
+    mask_ratio: fraction of patches dropped.
+    forward_gflops: forward GFLOPs of one image-text pair.
+    train_gflops: training GFLOPs of one pair (3x forward).
+    samples: examples seen (steps x batch).
+    train_flops: total training FLOPs of the stage.
+    device_hours: device-hours at the profile's peak x utilisation.
+    cost: ``device_hours`` x price per device-hour (USD).
+  """
+  name: str
+  image_size: int
+  image_tokens: int
+  text_tokens: int
+  mask_ratio: float
+  forward_gflops: float
+  train_gflops: float
+  samples: int
+  train_flops: float
+  device_hours: float
+  cost: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A recipe's stages, totals, and the full-token baseline on the same samples."""
+  device: device_profiles.DeviceProfile
+  stages: Tuple[StagePlan, ...]
+  baseline: StagePlan
+
+  @property
+  def samples(self) -> int:
+    return sum(s.samples for s in self.stages)
+
+  @property
+  def train_flops(self) -> float:
+    return sum(s.train_flops for s in self.stages)
+
+  @property
+  def device_hours(self) -> float:
+    return sum(s.device_hours for s in self.stages)
+
+  @property
+  def cost(self) -> float:
+    return sum(s.cost for s in self.stages)
+
+  @property
+  def speedup(self) -> float:
+    """Baseline FLOPs / recipe FLOPs: how much cheaper the reduced-token recipe is."""
+    return self.baseline.train_flops / self.train_flops
+
+  def to_dict(self) -> Dict[str, Any]:
+    """JSON-ready form (``--json``)."""
+    return {"device": dataclasses.asdict(self.device),
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "total": {"samples": self.samples, "train_flops": self.train_flops,
+                      "device_hours": self.device_hours, "cost": self.cost},
+            "baseline": dataclasses.asdict(self.baseline),
+            "baseline_over_recipe": self.speedup}
+
+
+def plan_stage(model_config, name: str, image_size: int, text_length: int, samples: int,
+               device: device_profiles.DeviceProfile, mask_ratio: float = 0.0) -> StagePlan:
+  """Plans one stage of ``samples`` examples on ``device``.
+
+  Args:
+    model_config: a ``ClipaConfig``.
+    name: stage name.
+    image_size: resolution in px.
+    text_length: caption tokens.
+    samples: examples seen.
+    device: the profile (peak FLOP/s, utilisation, price).
+    mask_ratio: fraction of image patches dropped.
+
+  Returns:
+    The ``StagePlan``.
+  """
+  per_example = flops.per_example_flops(model_config, image_size, text_length, mask_ratio)
+  total = per_example["train"] * samples
+  hours = total / (device.peak_flops * device.utilization) / 3600.0
+  return StagePlan(
+      name=name, image_size=image_size,
+      image_tokens=flops.image_tokens(image_size, model_config.image.patch_size, mask_ratio),
+      text_tokens=text_length, mask_ratio=float(mask_ratio),
+      forward_gflops=per_example["forward"] / 1e9, train_gflops=per_example["train"] / 1e9,
+      samples=int(samples), train_flops=total, device_hours=hours,
+      cost=hours * device.price_per_hour)
+
+
+def plan(model_config, stages: Sequence[Any], device: device_profiles.DeviceProfile) -> Plan:
+  """Plans a recipe: every ``runner.Stage`` and the 224/32 baseline on the same samples.
+
+  Args:
+    model_config: a ``ClipaConfig``.
+    stages: ``runner.Stage`` objects (or anything with ``name``, ``image_size``,
+      ``text_length``, ``batch_size``, ``train_steps``, ``mask_ratio``).
+    device: the device profile.
+
+  Returns:
+    The ``Plan``.
+  """
+  if model_config is None:
+    raise ValueError("plan: no model config; include a gin/models/*.gin file.")
+  if not stages:
+    raise ValueError("plan: no stages; set run.stages (STAGES) in the run's gin file.")
+  rows = tuple(plan_stage(model_config, s.name, s.image_size, s.text_length,
+                          s.train_steps * s.batch_size, device, s.mask_ratio) for s in stages)
+  baseline = plan_stage(model_config, f"baseline {BASELINE_IMAGE_SIZE}px/{BASELINE_TEXT_LENGTH}",
+                        BASELINE_IMAGE_SIZE, BASELINE_TEXT_LENGTH,
+                        sum(r.samples for r in rows), device)
+  return Plan(device=device, stages=rows, baseline=baseline)
+
+
+def recipe_from_gin() -> Tuple[Any, List[Any]]:
+  """``(model_config, stages)`` that the parsed gin config would train with.
+
+  Only these two of ``runner.run``'s bindings are evaluated (gin evaluates a
+  reference when it is deep-copied), so no partitioner or devices are built.
+  """
+  from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
+  import gin  # pylint: disable=import-outside-toplevel
+  bindings = gin.get_bindings(runner.run, resolve_references=False)
+  if "stages" not in bindings:
+    raise ValueError("the gin files bind no runner.run.stages; pass a run file, "
+                     "e.g. --gin_file=gin/runs/clipav2_h14_70_224.gin.")
+  stages = list(copy.deepcopy(bindings["stages"]))
+  model_config = copy.deepcopy(bindings.get("model_config"))
+  return model_config, stages
+
+
+def device_from_gin() -> device_profiles.DeviceProfile:
+  """The ``DEVICE_PROFILE`` macro (``gin/devices/*.gin``), else the A100 profile."""
+  import gin  # pylint: disable=import-outside-toplevel
+  try:
+    gin.query_parameter("%DEVICE_PROFILE")
+  except ValueError:
+    return device_profiles.get_profile(DEFAULT_DEVICE, utilization=DEFAULT_UTILIZATION,
+                                      price_per_hour=DEFAULT_PRICE_PER_HOUR)
+  return gin_utils.query_macro("DEVICE_PROFILE")
+
+
+def _count(x: float) -> str:
+  """Large numbers with a unit: 12.81B, 524.3M, 1.85e+21."""
+  for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    if abs(x) >= scale:
+      return f"{x / scale:.2f}{unit}"
+  return f"{x:g}"
+
+
+def format_plan(result: Plan) -> str:
+  """The planner's table, as printed by the CLI."""
+  d = result.device
+  header = ("stage", "res", "img tok", "txt tok", "fwd GFLOPs", "train GFLOPs", "samples",
+            "train FLOPs", "device-h", "cost $")
+
+  def row(s: StagePlan) -> Tuple[str, ...]:
+    return (s.name, str(s.image_size), str(s.image_tokens), str(s.text_tokens),
+            f"{s.forward_gflops:.2f}", f"{s.train_gflops:.2f}", _count(s.samples),
+            f"{s.train_flops:.3e}", f"{s.device_hours:,.0f}", f"{s.cost:,.0f}")
+
+  lines = [header] + [row(s) for s in result.stages]
+  lines.append(("total", "", "", "", "", "", _count(result.samples), f"{result.train_flops:.3e}",
+                f"{result.device_hours:,.0f}", f"{result.cost:,.0f}"))
+  lines.append(row(result.baseline))
+  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+
+  def fmt(line):
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                     for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+
+  rule = "  ".join("-" * w for w in widths)
+  n = len(result.stages)
+  out = [f"device: {d.name}, peak {d.peak_flops / 1e12:.0f} TFLOP/s per device (bf16 dense), "
+         f"assumed utilisation {d.utilization:.1%}, ${d.price_per_hour:.3f} per device-hour",
+         fmt(lines[0]), rule] + [fmt(line) for line in lines[1:1 + n]]
+  out += [rule, fmt(lines[1 + n]), fmt(lines[2 + n])]
+  out.append(f"baseline / recipe: {result.speedup:.2f}x the training FLOPs "
+             f"(the recipe costs {1 / result.speedup:.1%} of the baseline)")
+  out.append("img tok = patch tokens per image after masking; the encoder also sees 1 cls token "
+             "(counted in the FLOPs). training = 3x forward.")
+  return "\n".join(out)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "Gin files: a run file and optionally a "
+                          "gin/devices/*.gin profile (A100 if none).")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after the files.")
+flags.DEFINE_list("gin_search_paths", [], "Directories searched for relative gin files.")
+flags.DEFINE_bool("json", False, "Print the plan as JSON instead of a table.")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {list(argv[1:])}; see --help.")
+  try:
+    # MODEL_DIR is required by base.gin but irrelevant here; a user's binding still wins.
+    gin_utils.parse_gin_flags(FLAGS.gin_file, ["MODEL_DIR = 'unused-by-plan'"]
+                              + list(FLAGS.gin_bindings), FLAGS.gin_search_paths)
+    model_config, stages = recipe_from_gin()
+    result = plan(model_config, stages, device_from_gin())
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {gin_utils.error_line(e)}", file=sys.stderr)
+    sys.exit(2)
+  print(json.dumps(result.to_dict(), indent=2) if FLAGS.json else format_plan(result))
+
+
+def console_main(argv: Optional[List[str]] = None) -> None:
+  """Entry point (rewrites ``--gin.K=V`` into ``--gin_bindings``)."""
+  argv = gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv)
+  try:
+    app.run(main, argv=argv)
+  except SystemExit as e:
+    if e.code == 1 and any(a.lstrip("-").split("=")[0] in ("help", "helpshort", "helpfull")
+                           for a in argv[1:]):
+      sys.exit(0)
+    raise
+
+
+if __name__ == "__main__":
+  console_main()
