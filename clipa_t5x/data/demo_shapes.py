@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 # Bump when the rendered bytes change, so cached data sets are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 COLOURS: Dict[str, Tuple[int, int, int]] = {
     "red": (220, 35, 35),
@@ -232,7 +232,7 @@ def _background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     img = np.broadcast_to(base, (size, size, 3))
   elif kind == "noisy":
     base = rng.integers(100, 170)
-    noise = rng.normal(0.0, 28.0, size=(size, size, 1))
+    noise = rng.normal(0.0, 16.0, size=(size, size, 1))
     img = np.repeat(base + noise, 3, axis=2)
   elif kind == "gradient":
     a = rng.integers(0, 70, size=3).astype(np.float32)
@@ -256,7 +256,8 @@ def _jitter_colour(rng: np.random.Generator,
 def _place(rng: np.random.Generator, position: str, size_name: str,
            image_size: int) -> Tuple[float, float, float]:
   """Centre (x, y) and radius in pixels for a shape."""
-  lo, hi = (0.09, 0.13) if size_name == "small" else (0.18, 0.24)
+  # Big enough that the shape, not only its colour, survives a 32 px resize.
+  lo, hi = (0.13, 0.17) if size_name == "small" else (0.22, 0.28)
   r = rng.uniform(lo, hi) * image_size
   fx, fy = POSITIONS[position]
   jx, jy = rng.uniform(-0.04, 0.04, size=2)
