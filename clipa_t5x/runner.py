@@ -32,6 +32,7 @@ from clipa_t5x import optimizers
 from clipa_t5x import partitioning
 from clipa_t5x import train_state as train_state_lib
 from clipa_t5x import trainer as trainer_lib
+from clipa_t5x.evaluation import evaluators as evaluators_lib
 from clipa_t5x.models import clip as clip_lib
 from clipa_t5x.models import configs as model_configs
 
@@ -83,27 +84,10 @@ class Stage:
     return int(self.task_feature_lengths["text"])
 
 
-@dataclasses.dataclass(frozen=True)
-class ZeroShotEvalConfig:
-  """A zero-shot classification evaluation, built anew for each stage.
-
-  Attributes:
-    name: metric prefix (``'<name>/top1'``).
-    task: SeqIO task whose examples carry ``image`` and ``label``.
-    class_names: names in label order, a package-data key (``'imagenet1k'``),
-      or a zero-argument callable returning them.
-    templates: templates with ``{c}``, or a package-data key.
-    split: split of ``task``.
-    batch_size: images per encoder call (a multiple of the data-parallel size).
-    num_examples: evaluate only this many (all if None).
-  """
-  name: str
-  task: str
-  class_names: Union[str, Sequence[str], Callable[[], Sequence[str]]] = "imagenet1k"
-  templates: Union[str, Sequence[str]] = "imagenet1k"
-  split: str = "eval"
-  batch_size: int = 256
-  num_examples: Optional[int] = None
+# The evaluation configs live in evaluation/evaluators.py; these names keep gin
+# files that say ``runner.ZeroShotEvalConfig`` working.
+ZeroShotEvalConfig = evaluators_lib.ZeroShotEvalConfig
+RetrievalEvalConfig = evaluators_lib.RetrievalEvalConfig
 
 
 def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitPartitioner) -> None:
@@ -139,61 +123,9 @@ def check_model_dir_writable(model_dir: str) -> None:
                      "choose another --gin.MODEL_DIR or fix its permissions.") from None
 
 
-def _build_evaluators(specs: Sequence[ZeroShotEvalConfig], image_size: int, text_length: int,
-                      text_reduction: str) -> List[Any]:
-  from clipa_t5x.data import dataset as dataset_lib
-  from clipa_t5x.evaluation import zeroshot
-  evaluators = []
-  for spec in specs:
-    class_names = (zeroshot.load_classnames(spec.class_names)
-                   if isinstance(spec.class_names, str) else spec.class_names)
-    templates = (zeroshot.load_templates(spec.templates)
-                 if isinstance(spec.templates, str) else list(spec.templates))
-    lengths = {"image": image_size, "text": text_length}
-
-    def examples_fn(spec=spec, lengths=lengths):
-      ds = dataset_lib.get_eval_examples(spec.task, spec.split, lengths)
-      return ds.as_numpy_iterator()
-
-    evaluators.append(zeroshot.ZeroShotClassifier(
-        name=spec.name, examples_fn=examples_fn, class_names=class_names, templates=templates,
-        batch_size=spec.batch_size, text_length=text_length, text_reduction=text_reduction,
-        num_examples=spec.num_examples))
-  return evaluators
-
-
-class _Encoders:
-  """Jitted, partitioned ``encode_images`` / ``encode_texts`` for evaluators."""
-
-  def __init__(self, model, partitioner, param_shardings):
-    self._params = None
-    self._partitioner = partitioner
-    self._images = partitioner.partition(
-        model.encode_images, in_axis_resources=(param_shardings, partitioner.data_sharding),
-        out_axis_resources=partitioner.data_sharding)
-    self._texts = partitioner.partition(
-        model.encode_texts, in_axis_resources=(param_shardings, partitioner.data_sharding),
-        out_axis_resources=partitioner.data_sharding)
-
-  def bind(self, params) -> "_Encoders":
-    self._params = params
-    return self
-
-  def encode_images(self, images: np.ndarray) -> np.ndarray:
-    out = self._images(self._params, self._partitioner.shard_batch(images))
-    return np.asarray(jax.device_get(out))
-
-  def encode_texts(self, tokens: np.ndarray) -> np.ndarray:
-    out = self._texts(self._params, self._partitioner.shard_batch(tokens))
-    return np.asarray(jax.device_get(out))
-
-
-def _run_evaluators(evaluators, encoders: _Encoders, params) -> Dict[str, float]:
-  encoders.bind(params)
-  results: Dict[str, float] = {}
-  for evaluator in evaluators:
-    results.update(evaluator.evaluate(encoders.encode_images, encoders.encode_texts))
-  return results
+_build_evaluators = evaluators_lib.build_evaluators
+_Encoders = evaluators_lib.Encoders
+_run_evaluators = evaluators_lib.run_evaluators
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -226,8 +158,9 @@ def _stage_row(stage: Stage, model_config, seconds: float,
 def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, model_config,
                 partitioner: partitioning.PjitPartitioner,
                 checkpoint_config: checkpoints.SaveCheckpointConfig,
-                evaluators: Sequence[ZeroShotEvalConfig], eval_period: int, log_every: int,
-                random_seed: int) -> Dict[str, Any]:
+                evaluators: Sequence[Any], eval_period: int, log_every: int,
+                random_seed: int, peak_flops_per_device: Optional[float] = None
+                ) -> Dict[str, Any]:
   """Trains (or resumes) one stage; returns its summary row."""
   from clipa_t5x.data import dataset as dataset_lib
 
@@ -276,7 +209,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   per_example = flops.per_example_flops(config, stage.image_size, stage.text_length,
                                         stage.mask_ratio)
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, stage.batch_size,
-                                flops_per_example=per_example["train"])
+                                flops_per_example=per_example["train"],
+                                peak_flops_per_device=peak_flops_per_device)
   logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "train"),
                                          os.path.join(stage_dir, "train_metrics.jsonl"))
   eval_logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "eval"),
@@ -353,10 +287,11 @@ def run(*,
         model_config: Optional[model_configs.ClipaConfig] = None,
         partitioner: Optional[partitioning.PjitPartitioner] = None,
         checkpoint_config: checkpoints.SaveCheckpointConfig = checkpoints.SaveCheckpointConfig(),
-        evaluators: Sequence[ZeroShotEvalConfig] = (),
+        evaluators: Sequence[Any] = (),
         eval_period: int = 0,
         log_every: int = 10,
         random_seed: int = 0,
+        peak_flops_per_device: Optional[float] = None,
         before_run: Sequence[Any] = ()) -> List[Dict[str, Any]]:
   """Trains every stage in order; returns (and writes) the summary rows.
 
@@ -370,6 +305,9 @@ def run(*,
       ``eval_period`` steps (0 = only at the end).
     log_every: steps between metric logs.
     random_seed: seed of initialisation, masking and data order.
+    peak_flops_per_device: peak FLOP/s of one accelerator, for the ``mfu``
+      metric; None detects it from the device kind (``device_profiles``), and
+      an unknown kind (CPU) logs achieved FLOP/s without MFU.
     before_run: ignored values; gin evaluates the call references put here
       (e.g. ``[@demo.configure()]`` to set where the demo data lives) before
       training starts.
@@ -401,7 +339,8 @@ def run(*,
       rows.append(train_stage(
           stage, previous_dir, stage_dir=stage_dir, model_config=model_config,
           partitioner=partitioner, checkpoint_config=checkpoint_config, evaluators=evaluators,
-          eval_period=eval_period, log_every=log_every, random_seed=random_seed))
+          eval_period=eval_period, log_every=log_every, random_seed=random_seed,
+          peak_flops_per_device=peak_flops_per_device))
     previous_dir = stage_dir
 
   if jax.process_index() == 0:

@@ -1,0 +1,468 @@
+"""Evaluations run during training and by ``python -m clipa_t5x.eval``.
+
+Configs (bindable from gin; ``runner.ZeroShotEvalConfig`` is the same class):
+
+* ``ZeroShotEvalConfig``: zero-shot classification of a SeqIO Task or any
+  classification source of ``evaluation.datasets``;
+* ``RetrievalEvalConfig``: image<->text Recall@k of a retrieval source.
+
+``build_evaluators`` turns them into evaluators for one image size and text
+length; ``run_evaluators`` runs them with the jitted, partitioned encoders of
+``Encoders``.
+
+Distribution: the encoders are sharded over the devices of the mesh; each host
+reads its own share of the examples (``shard_id`` of ``num_shards``). Hosts
+make the same number of encoder calls (a host that has run out feeds a dummy
+batch that counts for nothing), then combine: classification sums per-host hit
+counts, retrieval gathers every host's features and ranks them all. Padding
+never counts.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+import jax
+import numpy as np
+
+from clipa_t5x.evaluation import metrics as metrics_lib
+from clipa_t5x.evaluation import retrieval as retrieval_lib
+from clipa_t5x.evaluation import zeroshot
+
+ClassNames = Union[str, Sequence[str], Callable[[], Sequence[str]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotEvalConfig:
+  """A zero-shot classification evaluation, built anew for each stage.
+
+  Attributes:
+    name: metric prefix (``'<name>/top1'``).
+    task: SeqIO task whose examples carry ``image`` and ``label`` (or give
+      ``source``).
+    class_names: names in label order, a package-data key (``'imagenet1k'``),
+      a zero-argument callable returning them, or ``'auto'``: the source's
+      own names (TFDS label names, ImageFolder folders), else ``'imagenet1k'``.
+    templates: templates with ``{c}``, or a package-data key.
+    split: split of ``task``.
+    batch_size: images per encoder call over all hosts (a multiple of the
+      data-parallel size).
+    num_examples: evaluate only this many per host (all if None).
+    source: a classification source of ``evaluation.datasets`` (instead of
+      ``task``).
+    ks: top-k accuracies to report.
+  """
+  name: str
+  task: Optional[str] = None
+  class_names: ClassNames = "auto"
+  templates: Union[str, Sequence[str]] = "imagenet1k"
+  split: str = "eval"
+  batch_size: int = 256
+  num_examples: Optional[int] = None
+  source: Any = None
+  ks: Sequence[int] = (1, 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalEvalConfig:
+  """An image<->text retrieval evaluation (Recall@k both ways).
+
+  Attributes:
+    name: metric prefix (``'<name>/image_to_text/R@1'``).
+    source: a retrieval source of ``evaluation.datasets`` (``TfdsRetrieval``,
+      ``WebDatasetRetrieval``, ``CsvRetrieval`` or ``SeqioTask`` with
+      ``captions_key``).
+    batch_size: images (and captions) per encoder call over all hosts.
+    num_examples: use only this many images per host (all if None).
+    ks: recall cut-offs.
+    block_size: block side of the chunked similarity (memory ~ block_size**2).
+  """
+  name: str
+  source: Any
+  batch_size: int = 256
+  num_examples: Optional[int] = None
+  ks: Sequence[int] = (1, 5, 10)
+  block_size: int = 1024
+
+
+# ------------------------------------------------------------------ hosts
+def _allgather(x: np.ndarray) -> np.ndarray:
+  """[P, ...] stack of every host's ``x`` (equal shapes); [1, ...] on one host."""
+  if jax.process_count() == 1:
+    return np.asarray(x)[None]
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(np.asarray(x)))
+
+
+def _gather_rows(x: np.ndarray) -> List[np.ndarray]:
+  """Every host's rows of ``x`` (row counts may differ), in host order."""
+  if jax.process_count() == 1:
+    return [x]
+  sizes = _allgather(np.int64(x.shape[0]))
+  padded = np.zeros((int(sizes.max()),) + x.shape[1:], x.dtype)
+  padded[:x.shape[0]] = x
+  gathered = _allgather(padded)
+  return [gathered[i, :int(n)] for i, n in enumerate(sizes)]
+
+
+def _any_host(flag: bool) -> bool:
+  return bool(_allgather(np.int32(flag)).any()) if jax.process_count() > 1 else flag
+
+
+def _synchronized(batches: Iterator[Any], dummy: Callable[[], Any]) -> Iterator[Any]:
+  """``batches``, then ``dummy()`` while other hosts still have batches.
+
+  Every host must call a partitioned function equally often, or the
+  collective hangs.
+  """
+  for batch in batches:
+    _any_host(True)
+    yield batch
+  while _any_host(False):
+    yield dummy()
+
+
+def _per_host(batch_size: int, num_shards: int) -> int:
+  if batch_size < 1 or batch_size % num_shards:
+    raise ValueError(f"eval batch size {batch_size} must be a positive multiple of the "
+                     f"{num_shards} hosts; change the eval config's batch_size.")
+  return batch_size // num_shards
+
+
+def _encode_synchronized(fn, inputs: np.ndarray, batch_size: int, row: np.ndarray,
+                         what: str) -> np.ndarray:
+  """``zeroshot.encode_in_batches`` with host-synchronised call counts."""
+  def batches():
+    for start in range(0, inputs.shape[0], batch_size):
+      yield inputs[start:start + batch_size]
+
+  outs = []
+  for chunk in _synchronized(batches(), lambda: row[None][:0]):
+    rows = chunk.shape[0]
+    padded = zeroshot._pad_rows(chunk if rows else row[None], batch_size)  # pylint: disable=protected-access
+    out = zeroshot._check_features(fn(padded), batch_size, what)  # pylint: disable=protected-access
+    outs.append(out[:rows])
+  return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+# -------------------------------------------------------------- evaluators
+class ClassificationEvaluator:
+  """Zero-shot top-k accuracy over this host's share; hit counts summed over hosts."""
+
+  def __init__(self, classifier: zeroshot.ZeroShotClassifier, image_size: int):
+    self.classifier = classifier
+    self.name = classifier.name
+    self.image_size = image_size
+
+  def evaluate(self, encode_images, encode_texts, tokenize=None) -> Dict[str, float]:
+    """``{'<name>/top<k>': accuracy, '<name>/num_examples': N}`` over all hosts."""
+    clf = self.classifier
+    names = clf.resolve_class_names()
+    ks = tuple(k for k in clf.ks if k <= len(names))
+    if not ks:
+      raise ValueError(f"{self.name}: every k in ks={clf.ks} exceeds the {len(names)} classes.")
+    weights = clf.compute_class_embeddings(encode_texts, tokenize, names)
+    hits = np.zeros(len(ks), np.int64)
+    total = np.zeros((), np.int64)
+    dummy_image = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
+    dummy = lambda: (dummy_image, np.zeros((0,), np.int64))
+    for images, labels in _synchronized(clf._image_batches(), dummy):  # pylint: disable=protected-access
+      out = encode_images(zeroshot._pad_rows(images, clf.batch_size))  # pylint: disable=protected-access
+      feats = zeroshot._check_features(out, clf.batch_size, "encode_images")  # pylint: disable=protected-access
+      if not labels.shape[0]:
+        continue
+      if labels.min() < 0 or labels.max() >= len(names):
+        raise ValueError(f"{self.name}: labels must lie in [0, {len(names)}) for "
+                         f"{len(names)} class names, got [{labels.min()}, {labels.max()}]; "
+                         "check the class names match the data set.")
+      logits = feats[:labels.shape[0]].astype(np.float32) @ weights.T
+      correct = metrics_lib.topk_correct(logits, labels, ks)
+      hits += np.array([int(correct[k].sum()) for k in ks])
+      total += labels.shape[0]
+    summed = _allgather(np.concatenate([hits, total[None]])).sum(axis=0)
+    hits, total = summed[:-1], int(summed[-1])
+    if total == 0:
+      raise ValueError(f"{self.name}: the eval data yielded no examples; check the split.")
+    result = {f"{self.name}/top{k}": float(h) / total for k, h in zip(ks, hits)}
+    result[f"{self.name}/num_examples"] = total
+    return result
+
+
+class ShardedRetrievalEvaluator:
+  """Recall@k: each host encodes its share; features of all hosts are ranked together."""
+
+  def __init__(self, evaluator: retrieval_lib.RetrievalEvaluator, image_size: int):
+    self.evaluator = evaluator
+    self.name = evaluator.name
+    self.image_size = image_size
+
+  def evaluate(self, encode_images, encode_texts, tokenize=None) -> Dict[str, float]:
+    ev = self.evaluator
+    if tokenize is None:
+      from clipa_t5x.data.text_reduction import encode_texts as tokenize  # lazy import
+    feats, captions, owner = [], [], []
+    num_local = 0
+    dummy_image = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
+    for images, caps in _synchronized(ev.image_batches(), lambda: (dummy_image, [])):
+      out = encode_images(zeroshot._pad_rows(images, ev.batch_size))  # pylint: disable=protected-access
+      out = zeroshot._check_features(out, ev.batch_size, "encode_images")  # pylint: disable=protected-access
+      feats.append(out[:len(caps)])
+      for c in caps:
+        captions.extend(c)
+        owner.extend([num_local] * len(c))
+        num_local += 1
+    tokens = (np.asarray(tokenize(captions, ev.text_length, ev.text_reduction)) if captions
+              else np.zeros((0, ev.text_length), np.int32))
+    text_feats = _encode_synchronized(encode_texts, tokens, ev.text_batch_size,
+                                      np.zeros((ev.text_length,), np.int32), "encode_texts")
+    image_feats = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+    # Combine hosts: image ids of host h are offset by the images of hosts < h.
+    all_images = _gather_rows(image_feats.astype(np.float32))
+    all_texts = _gather_rows(text_feats.astype(np.float32))
+    all_owner = _gather_rows(np.asarray(owner, np.int64))
+    offsets = np.cumsum([0] + [x.shape[0] for x in all_images])
+    image_feats = np.concatenate([x for x in all_images if x.size])
+    text_feats = np.concatenate([x for x in all_texts if x.size])
+    owner = np.concatenate([o + offsets[h] for h, o in enumerate(all_owner)])
+    if image_feats.shape[0] == 0:
+      raise ValueError(f"{self.name}: the eval data yielded no examples; check the split.")
+    return ev.metrics(image_feats, text_feats, owner)
+
+
+# ----------------------------------------------------------------- builder
+def _resolve_class_names(spec: ZeroShotEvalConfig, source: Any) -> ClassNames:
+  if isinstance(spec.class_names, str):
+    if spec.class_names != "auto":
+      return zeroshot.load_classnames(spec.class_names)
+    own = source.class_names if source is not None and hasattr(source, "class_names") else None
+    # Resolved at evaluation time: the data may not exist when the run starts.
+    return lambda: (own() if own is not None else None) or zeroshot.load_classnames("imagenet1k")
+  return spec.class_names
+
+
+def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
+                     text_reduction: str = "truncate", shard_id: Optional[int] = None,
+                     num_shards: Optional[int] = None) -> List[Any]:
+  """Evaluators for ``specs`` at one eval resolution and prompt length.
+
+  Args:
+    specs: ``ZeroShotEvalConfig`` / ``RetrievalEvalConfig`` instances.
+    image_size: eval image side in pixels.
+    text_length: prompt / caption length in tokens.
+    text_reduction: how texts are cut to ``text_length``.
+    shard_id: this host's data shard (default ``jax.process_index()``).
+    num_shards: number of data shards (default ``jax.process_count()``).
+
+  Returns:
+    Objects with ``name`` and ``evaluate(encode_images, encode_texts)``.
+  """
+  from clipa_t5x.evaluation import datasets
+  shard_id = jax.process_index() if shard_id is None else shard_id
+  num_shards = jax.process_count() if num_shards is None else num_shards
+  names = [getattr(s, "name", None) for s in specs]
+  if len(set(names)) != len(names):
+    raise ValueError(f"evaluator names must be unique, got {names}.")
+  out = []
+  for spec in specs:
+    if isinstance(spec, RetrievalEvalConfig):
+      if spec.source is None or not hasattr(spec.source, "examples"):
+        raise ValueError(f"retrieval eval {spec.name!r}: source must be a retrieval source "
+                         f"(e.g. datasets.TfdsRetrieval()), got {spec.source!r}.")
+      batch = _per_host(spec.batch_size, num_shards)
+      examples_fn = (lambda src=spec.source: src.examples(image_size, text_length, shard_id,
+                                                          num_shards))
+      out.append(ShardedRetrievalEvaluator(retrieval_lib.RetrievalEvaluator(
+          spec.name, examples_fn, batch_size=batch, text_length=text_length,
+          text_reduction=text_reduction, num_examples=spec.num_examples, ks=spec.ks,
+          block_size=spec.block_size), image_size))
+    elif isinstance(spec, ZeroShotEvalConfig):
+      if (spec.task is None) == (spec.source is None):
+        raise ValueError(f"zero-shot eval {spec.name!r}: give exactly one of task "
+                         f"(a SeqIO Task) or source (an evaluation.datasets source).")
+      source = spec.source or datasets.SeqioTask(spec.task, spec.split)
+      templates = (zeroshot.load_templates(spec.templates) if isinstance(spec.templates, str)
+                   else list(spec.templates))
+      batch = _per_host(spec.batch_size, num_shards)
+      examples_fn = (lambda src=source: src.examples(image_size, text_length, shard_id,
+                                                     num_shards))
+      clf = zeroshot.ZeroShotClassifier(
+          name=spec.name, examples_fn=examples_fn,
+          class_names=_resolve_class_names(spec, source), templates=templates,
+          batch_size=batch, text_length=text_length, text_reduction=text_reduction,
+          num_examples=spec.num_examples, ks=spec.ks)
+      out.append(ClassificationEvaluator(clf, image_size))
+    else:
+      raise ValueError(f"unknown evaluator config {spec!r}; use ZeroShotEvalConfig or "
+                       "RetrievalEvalConfig.")
+  return out
+
+
+# ---------------------------------------------------------------- encoders
+def _host_local_rows(x: jax.Array) -> np.ndarray:
+  """This host's rows of a batch-sharded output (all rows on one host)."""
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(x))
+  shards = {}
+  for shard in x.addressable_shards:  # model-parallel replicas repeat rows: keep one
+    shards.setdefault(shard.index[0].start or 0, shard.data)
+  return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
+
+
+class Encoders:
+  """Jitted, partitioned ``encode_images`` / ``encode_texts`` taking host-local batches."""
+
+  def __init__(self, model, partitioner, param_shardings):
+    self._params = None
+    self._partitioner = partitioner
+    self._images = partitioner.partition(
+        model.encode_images, in_axis_resources=(param_shardings, partitioner.data_sharding),
+        out_axis_resources=partitioner.data_sharding)
+    self._texts = partitioner.partition(
+        model.encode_texts, in_axis_resources=(param_shardings, partitioner.data_sharding),
+        out_axis_resources=partitioner.data_sharding)
+
+  def bind(self, params) -> "Encoders":
+    """Sets the parameters the encoders use from now on."""
+    self._params = params
+    return self
+
+  def _check_rows(self, x: np.ndarray, what: str) -> None:
+    size = self._partitioner.data_parallel_size // jax.process_count() or 1
+    if x.shape[0] % size:
+      raise ValueError(f"{what}: {x.shape[0]} rows per host is not a multiple of this host's "
+                       f"{size} data-parallel devices; use an eval batch_size that is.")
+
+  def encode_images(self, images: np.ndarray) -> np.ndarray:
+    """uint8 [b, H, W, 3] (this host's rows) -> [b, D] features."""
+    self._check_rows(images, "encode_images")
+    return _host_local_rows(self._images(self._params, self._partitioner.shard_batch(images)))
+
+  def encode_texts(self, tokens: np.ndarray) -> np.ndarray:
+    """int32 [b, L] (this host's rows) -> [b, D] features."""
+    self._check_rows(tokens, "encode_texts")
+    return _host_local_rows(self._texts(self._params, self._partitioner.shard_batch(tokens)))
+
+
+def run_evaluators(evaluators: Sequence[Any], encoders: Encoders, params) -> Dict[str, float]:
+  """Runs every evaluator with ``params``; returns their merged metrics."""
+  encoders.bind(params)
+  results: Dict[str, float] = {}
+  for evaluator in evaluators:
+    results.update(evaluator.evaluate(encoders.encode_images, encoders.encode_texts))
+  return results
+
+
+# ------------------------------------------------------- checkpoint evals
+RESULTS = "results.json"
+
+
+def format_results_table(results: Dict[str, float]) -> str:
+  """``data set  metric  value`` rows from ``{'<data set>/<metric>': value}``."""
+  lines = [("data set", "metric", "value")]
+  natural = lambda key: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
+  for key in sorted(results, key=natural):  # R@5 before R@10
+    dataset, _, metric = key.partition("/")
+    value = results[key]
+    text = str(value) if isinstance(value, int) else f"{100 * value:.2f}%" if (
+        "top" in metric or "R@" in metric) else f"{value:.4f}"
+    lines.append((dataset, metric, text))
+  widths = [max(len(line[i]) for line in lines) for i in range(3)]
+  out = []
+  for i, line in enumerate(lines):
+    out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    if i == 0:
+      out.append("  ".join("-" * w for w in widths))
+  return "\n".join(out)
+
+
+def _write_json(path: str, value: Any) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)
+
+
+def evaluate_checkpoint(*,
+             checkpoint_path: str,
+             model_config=None,
+             evaluators: Sequence[Any] = (),
+             image_size: int = 224,
+             text_length: int = 32,
+             text_reduction: str = "truncate",
+             output_dir: Optional[str] = None,
+             partitioner=None,
+             before_run: Sequence[Any] = ()) -> Dict[str, Any]:
+  """Restores a checkpoint's parameters into the gin model and runs the evaluators.
+
+  Args:
+    checkpoint_path: a model/stage directory (latest checkpoint) or a
+      ``checkpoint_<step>`` directory.
+    model_config: the model (``configs.get_config(...)``); required.
+    evaluators: ``ZeroShotEvalConfig`` / ``RetrievalEvalConfig`` list.
+    image_size: eval image side in pixels (a multiple of the patch size).
+    text_length: prompt / caption length in tokens.
+    text_reduction: how texts are cut to ``text_length``.
+    output_dir: where ``results.json`` and TensorBoard summaries go; None:
+      ``eval_<step>/`` next to the checkpoint.
+    partitioner: defaults to a data-parallel ``PjitPartitioner``.
+    before_run: ignored; gin evaluates references put here first (e.g.
+      ``[@demo.configure()]``).
+
+  Returns:
+    What ``results.json`` holds: ``checkpoint``, ``step``, ``image_size``,
+    ``text_length``, ``seconds`` and ``results`` (metric -> value).
+  """
+  del before_run
+  import optax
+  from clipa_t5x import checkpoints
+  from clipa_t5x import metrics_logging
+  from clipa_t5x import partitioning
+  from clipa_t5x import train_state as train_state_lib
+  from clipa_t5x.models import clip as clip_lib
+
+  start = time.time()
+  if model_config is None:
+    raise ValueError("evaluate: model_config is required; include a gin/models/*.gin file.")
+  if not checkpoint_path:
+    raise ValueError("CHECKPOINT_PATH is empty; pass --gin.CHECKPOINT_PATH=\"'/path'\".")
+  if not evaluators:
+    raise ValueError("no evaluators configured; set EVALUATORS in the eval gin file.")
+  patch = model_config.image.patch_size
+  if image_size % patch:
+    raise ValueError(f"eval image size {image_size} is not divisible by the patch size "
+                     f"{patch}; use {image_size - image_size % patch + patch}.")
+  if not os.path.exists(checkpoint_path) and "://" not in checkpoint_path:
+    raise ValueError(f"CHECKPOINT_PATH {checkpoint_path!r} does not exist.")
+  restore_config = checkpoints.RestoreCheckpointConfig(path=checkpoint_path)
+  directory, step = checkpoints._resolve_checkpoint(restore_config)  # pylint: disable=protected-access
+  output_dir = output_dir or os.path.join(directory, f"eval_{step}")
+
+  partitioner = partitioner or partitioning.PjitPartitioner()
+  model = clip_lib.ClipaModel(dataclasses.replace(model_config, mask_ratio=0.0))
+  abstract, _, shardings = train_state_lib.abstract_train_state(
+      model, optax.identity(), image_size, text_length, partitioner)
+  # No fresh initialisation: every parameter must come from the checkpoint.
+  params = checkpoints.restore_params(
+      dataclasses.replace(restore_config, path=os.path.join(directory, f"checkpoint_{step}"),
+                          mode="specific"), abstract.params, abstract.params)
+  built = build_evaluators(evaluators, image_size, text_length, text_reduction)
+  encoders = Encoders(model, partitioner, shardings.params)
+  results = run_evaluators(built, encoders, params)
+  record = {"checkpoint": os.path.join(directory, f"checkpoint_{step}"), "step": int(step),
+            "image_size": int(image_size), "text_length": int(text_length),
+            "text_reduction": text_reduction, "seconds": time.time() - start,
+            "results": results}
+  if jax.process_index() == 0:
+    os.makedirs(output_dir, exist_ok=True)
+    logger = metrics_logging.MetricsLogger(output_dir, os.path.join(output_dir,
+                                                                    "eval_metrics.jsonl"))
+    logger.write(int(step), results)
+    logger.close()
+    _write_json(os.path.join(output_dir, RESULTS), record)
+    print(f"\ncheckpoint {record['checkpoint']} at {image_size} px, {text_length} tokens; "
+          f"results in {os.path.join(output_dir, RESULTS)}\n" + format_results_table(results),
+          flush=True)
+  return record

@@ -1,0 +1,324 @@
+"""Image-text retrieval: Recall@k in both directions, several captions per image.
+
+Protocol (COCO / Flickr30k, as in CLIP and big_vision): every image has one or
+more captions.
+
+* image -> text: an image query is a hit at k if *any* of its captions is
+  among the k best-scoring captions;
+* text -> image: a caption query is a hit at k if *its* image is among the k
+  best-scoring images.
+
+Tie rule, the same as ``metrics.py``: candidates are ranked by score, equal
+scores by candidate index, lower first; a NaN score ranks above everything,
+and a NaN score on a correct candidate never counts as a hit. For an image
+query the best-ranked own caption decides, so its rank is the number of
+*other* images' captions ranked before it.
+
+Similarities are computed block by block (``block_size`` queries x
+``block_size`` candidates), and only counts are kept, so memory stays bounded
+at 5k images x 25k captions whatever the data set size: the largest
+intermediate is a ``[block_size, block_size]`` matrix.
+
+The evaluator ``RetrievalEvaluator`` only calls two host callables, with
+exactly ``batch_size`` (``text_batch_size``) rows, like ``zeroshot.py``.
+"""
+
+import logging
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from clipa_t5x.evaluation import zeroshot
+
+EncodeFn = Callable[[np.ndarray], Any]
+TokenizeFn = Callable[[Sequence[str], int, str], np.ndarray]
+
+
+def _similarity_block(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+  """Cosine-style scores of one block (a seam for tests to watch block sizes)."""
+  return queries @ candidates.T
+
+
+def _check_inputs(image_features: np.ndarray, text_features: np.ndarray,
+                  text_to_image: np.ndarray) -> None:
+  if image_features.ndim != 2 or text_features.ndim != 2:
+    raise ValueError(
+        f"features must be 2-D [N, D], got image {image_features.shape} and text "
+        f"{text_features.shape}.")
+  if image_features.shape[1] != text_features.shape[1]:
+    raise ValueError(
+        f"image features have D={image_features.shape[1]} but text features "
+        f"D={text_features.shape[1]}; both towers must project to the same size.")
+  if image_features.shape[0] == 0 or text_features.shape[0] == 0:
+    raise ValueError("retrieval needs at least one image and one caption, got "
+                     f"{image_features.shape[0]} and {text_features.shape[0]}.")
+  if text_to_image.shape != (text_features.shape[0],):
+    raise ValueError(
+        f"text_to_image must be [num_captions={text_features.shape[0]}], got shape "
+        f"{text_to_image.shape}.")
+  if not np.issubdtype(text_to_image.dtype, np.integer):
+    raise ValueError(f"text_to_image must hold integer image ids, got {text_to_image.dtype}.")
+  n = image_features.shape[0]
+  if text_to_image.min() < 0 or text_to_image.max() >= n:
+    raise ValueError(
+        f"text_to_image must lie in [0, {n}) for {n} images, got range "
+        f"[{text_to_image.min()}, {text_to_image.max()}].")
+  if np.bincount(text_to_image, minlength=n).min() == 0:
+    missing = int(np.argmin(np.bincount(text_to_image, minlength=n)))
+    raise ValueError(f"image {missing} has no caption; every image needs at least one.")
+
+
+def _count_before(queries: np.ndarray, candidates: np.ndarray, true_score: np.ndarray,
+                  true_index: np.ndarray, excluded: Callable[[int, int], np.ndarray],
+                  block_size: int) -> np.ndarray:
+  """Per query: candidates ranked before its correct one, excluded ones left out.
+
+  Args:
+    queries: [Q, D].
+    candidates: [C, D].
+    true_score: [Q] the correct candidate's score.
+    true_index: [Q] the correct candidate's index (for the tie rule).
+    excluded: ``(q_start, c_start) -> bool [q, c]`` candidates not to count
+      (the query's own correct candidates: comparing a candidate with itself
+      would only measure rounding).
+    block_size: rows and columns of each block.
+
+  Returns:
+    [Q] int64 ranks.
+  """
+  ranks = np.zeros(queries.shape[0], np.int64)
+  for q0 in range(0, queries.shape[0], block_size):
+    q = queries[q0:q0 + block_size]
+    ts = true_score[q0:q0 + block_size, None]
+    ti = true_index[q0:q0 + block_size, None]
+    for c0 in range(0, candidates.shape[0], block_size):
+      s = _similarity_block(q, candidates[c0:c0 + block_size])
+      index = np.arange(c0, c0 + s.shape[1])[None, :]
+      # `not (s <= t)` is True for s > t and whenever a NaN is involved.
+      before = ~(s <= ts) | ((s == ts) & (index < ti))
+      before &= ~excluded(q0, c0)[:, :s.shape[1]]
+      ranks[q0:q0 + block_size] += before.sum(axis=1)
+  return ranks
+
+
+def retrieval_ranks(image_features: np.ndarray, text_features: np.ndarray,
+                    text_to_image: Sequence[int], block_size: int = 1024
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+  """0-based rank of the correct answer of every query, in both directions.
+
+  Args:
+    image_features: [N, D] image embeddings (normalised by the caller).
+    text_features: [T, D] caption embeddings.
+    text_to_image: [T] the image index of each caption; every image needs one.
+    block_size: block side of the chunked similarity (memory ~ block_size**2).
+
+  Returns:
+    ``(image_to_text [N], text_to_image [T])`` int64 ranks; a query is a
+    top-k hit iff its rank < k. A NaN score on the correct candidate gives
+    the number of candidates (a miss for every k).
+  """
+  image_features = np.asarray(image_features, np.float32)
+  text_features = np.asarray(text_features, np.float32)
+  text_to_image = np.asarray(text_to_image)
+  _check_inputs(image_features, text_features, text_to_image)
+  if not isinstance(block_size, (int, np.integer)) or block_size < 1:
+    raise ValueError(f"block_size must be a positive int, got {block_size!r}.")
+  num_images, num_texts = image_features.shape[0], text_features.shape[0]
+  # The correct pairs' scores, computed once row by row.
+  own = np.einsum("td,td->t", text_features, image_features[text_to_image])
+
+  # text -> image: the correct image is text_to_image[t]; itself is excluded.
+  def not_self(q0, c0):
+    q = text_to_image[q0:q0 + block_size, None]
+    return q == np.arange(c0, min(c0 + block_size, num_images))[None, :]
+
+  t2i = _count_before(text_features, image_features, own, text_to_image, not_self, block_size)
+  t2i[np.isnan(own)] = num_images
+
+  # image -> text: the best own caption (highest score, then lowest index,
+  # NaN ones never) decides; the image's other captions are excluded.
+  order = np.lexsort((np.arange(num_texts), -np.nan_to_num(own, nan=-np.inf),
+                      np.isnan(own), text_to_image))
+  first = np.ones(num_texts, bool)
+  first[1:] = text_to_image[order][1:] != text_to_image[order][:-1]
+  best = np.empty(num_images, np.int64)
+  best[text_to_image[order][first]] = order[first]
+
+  def own_captions(q0, c0):
+    c = text_to_image[c0:c0 + block_size][None, :]
+    return c == np.arange(q0, min(q0 + block_size, num_images))[:, None]
+
+  i2t = _count_before(image_features, text_features, own[best], best, own_captions, block_size)
+  i2t[np.isnan(own[best])] = num_texts
+  return i2t, t2i
+
+
+def recall_at_k(image_features: np.ndarray, text_features: np.ndarray,
+                text_to_image: Sequence[int], ks: Sequence[int] = (1, 5, 10),
+                block_size: int = 1024) -> Dict[str, float]:
+  """Recall@k in both directions (see the module docstring for the protocol).
+
+  Args:
+    image_features: [N, D].
+    text_features: [T, D].
+    text_to_image: [T] image index of each caption.
+    ks: the k values (positive ints).
+    block_size: block side of the chunked similarity.
+
+  Returns:
+    ``{'image_to_text/R@k': ..., 'text_to_image/R@k': ...}`` in [0, 1].
+  """
+  _check_ks(ks)
+  i2t, t2i = retrieval_ranks(image_features, text_features, text_to_image, block_size)
+  out = {}
+  for k in ks:
+    out[f"image_to_text/R@{k}"] = float(np.mean(i2t < k))
+    out[f"text_to_image/R@{k}"] = float(np.mean(t2i < k))
+  return out
+
+
+def _check_ks(ks: Sequence[int]) -> None:
+  if isinstance(ks, (int, str)) or not ks or any(
+      not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+    raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
+
+
+def _as_captions(value: Any) -> List[str]:
+  """A caption list from a string, bytes, or an array/list of them."""
+  if isinstance(value, (str, bytes)):
+    value = [value]
+  out = []
+  for c in np.asarray(value, dtype=object).reshape(-1):
+    out.append(c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c))
+  return out
+
+
+class RetrievalEvaluator:
+  """Recall@k of an image-text model on one captioned image set.
+
+  Examples are ``{'image': uint8 [H, W, 3], 'captions': list of str}`` (a
+  single string is one caption). Images go through ``encode_images`` in
+  batches of exactly ``batch_size`` rows and captions through
+  ``encode_texts`` in batches of ``text_batch_size``; padded rows never count.
+  Metrics: ``'<name>/image_to_text/R@k'``, ``'<name>/text_to_image/R@k'``,
+  ``'<name>/num_images'``, ``'<name>/num_captions'``.
+  """
+
+  def __init__(self, name: str, examples_fn: Callable[[], Iterable[Dict[str, Any]]],
+               batch_size: int = 256, text_length: int = 32,
+               text_reduction: str = "truncate", num_examples: Optional[int] = None,
+               ks: Sequence[int] = (1, 5, 10), text_batch_size: Optional[int] = None,
+               block_size: int = 1024):
+    """Configures the evaluator; nothing is read until ``evaluate``.
+
+    Args:
+      name: metric prefix.
+      examples_fn: zero-arg callable returning a fresh iterable of examples.
+      batch_size: rows of every ``encode_images`` call.
+      text_length: token length passed to ``tokenize``.
+      text_reduction: text reduction method passed to ``tokenize``.
+      num_examples: use only the first this many images (all if None).
+      ks: recall cut-offs.
+      text_batch_size: rows of every ``encode_texts`` call (``batch_size`` if None).
+      block_size: block side of the chunked similarity.
+    """
+    if not name or not isinstance(name, str):
+      raise ValueError(f"name must be a non-empty string, got {name!r}.")
+    if not callable(examples_fn):
+      raise ValueError("examples_fn must be a zero-arg callable returning examples.")
+    text_batch_size = batch_size if text_batch_size is None else text_batch_size
+    for arg, value in (("batch_size", batch_size), ("text_batch_size", text_batch_size),
+                       ("text_length", text_length), ("block_size", block_size)):
+      if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{arg} must be a positive int, got {value!r}.")
+    if num_examples is not None and (not isinstance(num_examples, (int, np.integer))
+                                     or num_examples < 1):
+      raise ValueError(f"num_examples must be a positive int or None, got {num_examples!r}.")
+    _check_ks(ks)
+    self.name = name
+    self.examples_fn = examples_fn
+    self.batch_size = int(batch_size)
+    self.text_batch_size = int(text_batch_size)
+    self.text_length = int(text_length)
+    self.text_reduction = text_reduction
+    self.num_examples = num_examples
+    self.ks = tuple(int(k) for k in ks)
+    self.block_size = int(block_size)
+
+  def image_batches(self) -> Iterator[Tuple[np.ndarray, List[List[str]]]]:
+    """Yields ``(images [b, H, W, 3], captions per image)``, b <= batch_size, unpadded."""
+    images, captions = [], []
+    seen = 0
+    for example in self.examples_fn():
+      if self.num_examples is not None and seen >= self.num_examples:
+        break
+      if "image" not in example or "captions" not in example:
+        raise ValueError(
+            f"retrieval examples must have 'image' and 'captions', got keys {sorted(example)}.")
+      caps = _as_captions(example["captions"])
+      if not caps:
+        raise ValueError(f"{self.name}: example {seen} has no caption; drop it from the data.")
+      images.append(np.asarray(example["image"]))
+      captions.append(caps)
+      seen += 1
+      if len(images) == self.batch_size:
+        yield _stack_images(images), captions
+        images, captions = [], []
+    if images:
+      yield _stack_images(images), captions
+
+  def encode_captions(self, captions: Sequence[str], encode_texts: EncodeFn,
+                      tokenize: Optional[TokenizeFn] = None) -> np.ndarray:
+    """[T, D] caption features, in fixed-size batches."""
+    if tokenize is None:
+      from clipa_t5x.data.text_reduction import encode_texts as tokenize  # lazy: TF-free import
+    tokens = np.asarray(tokenize(list(captions), self.text_length, self.text_reduction))
+    if tokens.shape != (len(captions), self.text_length):
+      raise ValueError(
+          f"tokenize must return [{len(captions)}, {self.text_length}] tokens, got "
+          f"{tokens.shape}.")
+    return zeroshot.encode_in_batches(encode_texts, tokens, self.text_batch_size,
+                                      "encode_texts")
+
+  def encode(self, encode_images: EncodeFn, encode_texts: EncodeFn,
+             tokenize: Optional[TokenizeFn] = None
+             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image features [N, D], caption features [T, D], text_to_image [T])``."""
+    feats, captions, owner = [], [], []
+    for images, caps in self.image_batches():
+      out = encode_images(zeroshot._pad_rows(images, self.batch_size))  # pylint: disable=protected-access
+      out = zeroshot._check_features(out, self.batch_size, "encode_images")  # pylint: disable=protected-access
+      base = sum(f.shape[0] for f in feats)
+      feats.append(out[:images.shape[0]])
+      for i, c in enumerate(caps):
+        captions.extend(c)
+        owner.extend([base + i] * len(c))
+    if not feats:
+      raise ValueError(f"{self.name}: examples_fn yielded no examples; check the eval split.")
+    text_feats = self.encode_captions(captions, encode_texts, tokenize)
+    return np.concatenate(feats), text_feats, np.asarray(owner, np.int64)
+
+  def evaluate(self, encode_images: EncodeFn, encode_texts: EncodeFn,
+               tokenize: Optional[TokenizeFn] = None) -> Dict[str, float]:
+    """Encodes everything and returns the recalls (module docstring)."""
+    image_feats, text_feats, owner = self.encode(encode_images, encode_texts, tokenize)
+    return self.metrics(image_feats, text_feats, owner)
+
+  def metrics(self, image_feats: np.ndarray, text_feats: np.ndarray,
+              owner: np.ndarray) -> Dict[str, float]:
+    """Prefixed recalls and counts from features (shared by the sharded evaluator)."""
+    recalls = recall_at_k(image_feats, text_feats, owner, self.ks, self.block_size)
+    logging.info("%s: %d images, %d captions", self.name, image_feats.shape[0],
+                 text_feats.shape[0])
+    out = {f"{self.name}/{k}": v for k, v in recalls.items()}
+    out[f"{self.name}/num_images"] = int(image_feats.shape[0])
+    out[f"{self.name}/num_captions"] = int(text_feats.shape[0])
+    return out
+
+
+def _stack_images(images: List[np.ndarray]) -> np.ndarray:
+  shapes = {im.shape for im in images}
+  if len(shapes) != 1:
+    raise ValueError(f"all images must share one shape to be batched, got {sorted(shapes)}; "
+                     "resize them in the eval pipeline.")
+  return np.stack(images)
