@@ -21,51 +21,32 @@ Usage (the flags of ``clipa_t5x.train``)::
 * Multi-host: ``--coordinator_address``, ``--process_count``, ``--process_index``.
 """
 
-import sys
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
-from absl import app
 from absl import flags
-from absl import logging
 
+from clipa_t5x import cli
 from clipa_t5x import gin_utils
 
 FLAGS = flags.FLAGS
-_HELP_FLAGS = ("help", "helpshort", "helpfull", "?")
-flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after the files.")
-flags.DEFINE_list("gin_search_paths", [], "Directories searched for relative gin files.")
-flags.DEFINE_string("coordinator_address", None, "Multi-host: address:port of process 0.")
-flags.DEFINE_integer("process_count", None, "Multi-host: number of processes.")
-flags.DEFINE_integer("process_index", None, "Multi-host: index of this process.")
+cli.define_gin_flags()
+
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {list(argv[1:])}; see --help.")
+  cli.check_no_extra_args(argv)
+  cli.keep_tensorflow_off_accelerators()
   gin_utils.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count,
                                          FLAGS.process_index)
-  try:
+  with cli.config_errors_as_one_line("eval"):
     gin_utils.parse_gin_flags(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
     gin_utils.query_macro("CHECKPOINT_PATH")  # a clear error when it is missing
     from clipa_t5x.evaluation import evaluators  # after jax.distributed
     gin_utils.configured(evaluators.evaluate_checkpoint)()
-  except (ValueError, FileNotFoundError) as e:
-    logging.debug("eval failed", exc_info=True)
-    print(f"error: {gin_utils.error_line(e)}", file=sys.stderr)
-    sys.exit(2)
 
 
-def console_main(argv: List[str] = None) -> None:
+def console_main(argv: Optional[List[str]] = None) -> None:
   """Entry point (rewrites ``--gin.K=V`` into ``--gin_bindings``)."""
-  argv = gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv)
-  if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
-    argv.append("--verbosity=-1")
-  try:
-    app.run(main, argv=argv)
-  except SystemExit as e:
-    if e.code == 1 and any(a.lstrip("-").split("=")[0] in _HELP_FLAGS for a in argv[1:]):
-      sys.exit(0)
-    raise
+  cli.run_app(main, argv)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,11 @@ planning needs no devices, data or library changes.
 import copy
 import dataclasses
 import json
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from absl import app
 from absl import flags
 
+from clipa_t5x import cli
 from clipa_t5x import device_profiles
 from clipa_t5x import flops
 from clipa_t5x import gin_utils
@@ -232,38 +231,25 @@ def format_plan(result: Plan) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin files: a run file and optionally a "
-                          "gin/devices/*.gin profile (A100 if none).")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after the files.")
-flags.DEFINE_list("gin_search_paths", [], "Directories searched for relative gin files.")
+cli.define_gin_flags("Gin files: a run file and optionally a gin/devices/*.gin profile "
+                     "(A100 if none).", multihost=False)
 flags.DEFINE_bool("json", False, "Print the plan as JSON instead of a table.")
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {list(argv[1:])}; see --help.")
-  try:
+  cli.check_no_extra_args(argv)
+  with cli.config_errors_as_one_line("plan"):
     # MODEL_DIR is required by base.gin but irrelevant here; a user's binding still wins.
     gin_utils.parse_gin_flags(FLAGS.gin_file, ["MODEL_DIR = 'unused-by-plan'"]
                               + list(FLAGS.gin_bindings), FLAGS.gin_search_paths)
     model_config, stages = recipe_from_gin()
     result = plan(model_config, stages, device_from_gin())
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {gin_utils.error_line(e)}", file=sys.stderr)
-    sys.exit(2)
   print(json.dumps(result.to_dict(), indent=2) if FLAGS.json else format_plan(result))
 
 
 def console_main(argv: Optional[List[str]] = None) -> None:
   """Entry point (rewrites ``--gin.K=V`` into ``--gin_bindings``)."""
-  argv = gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv)
-  try:
-    app.run(main, argv=argv)
-  except SystemExit as e:
-    if e.code == 1 and any(a.lstrip("-").split("=")[0] in ("help", "helpshort", "helpfull")
-                           for a in argv[1:]):
-      sys.exit(0)
-    raise
+  cli.run_app(main, argv, quiet=False)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from clipa_t5x import checkpoints
+from clipa_t5x import cli
 from clipa_t5x import flops
 from clipa_t5x import metrics_logging
 from clipa_t5x import optimizers
@@ -126,14 +127,6 @@ def check_model_dir_writable(model_dir: str) -> None:
 _build_evaluators = evaluators_lib.build_evaluators
 _Encoders = evaluators_lib.Encoders
 _run_evaluators = evaluators_lib.run_evaluators
-
-
-def _write_json(path: str, value: Any) -> None:
-  """Atomic JSON write (temp file + rename): never a half-written file."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
 
 
 def _stage_row(stage: Stage, model_config, seconds: float,
@@ -259,7 +252,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   checkpointer.close()
   row = _stage_row(stage, config, time.time() - start_time, results)
   if jax.process_index() == 0:
-    _write_json(os.path.join(stage_dir, STAGE_SUMMARY), row)
+    cli.write_json_atomic(os.path.join(stage_dir, STAGE_SUMMARY), row)
   return row
 
 
@@ -272,13 +265,7 @@ def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines.append((row["stage"], str(row["image_tokens"]), str(row["text_tokens"]),
                   f"{row['gflops_per_sample']:.4f}", f"{row['seconds']:.1f}",
                   "-" if top1 is None else f"{100 * top1:.1f}%"))
-  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-  out = []
-  for i, line in enumerate(lines):
-    out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-    if i == 0:
-      out.append("  ".join("-" * w for w in widths))
-  return "\n".join(out)
+  return cli.format_table(lines)
 
 
 def run(*,
@@ -344,6 +331,6 @@ def run(*,
     previous_dir = stage_dir
 
   if jax.process_index() == 0:
-    _write_json(os.path.join(model_dir, SUMMARY), rows)
+    cli.write_json_atomic(os.path.join(model_dir, SUMMARY), rows)
     print("\n" + format_summary_table(rows), flush=True)
   return rows

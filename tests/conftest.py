@@ -10,3 +10,32 @@ import sys
 
 # Shared test builders (tests/helpers.py) importable as ``import helpers``.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def clean_gin():
+  """A gin registry without bindings before and after the test."""
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+@pytest.fixture
+def captured(monkeypatch):
+  """Replaces stage training by a recorder: ``runner.run`` is exercised, nothing trains.
+
+  Returns the list of ``(stage, previous_dir, kwargs)`` calls.
+  """
+  from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
+  calls = []
+
+  def fake_train_stage(stage, previous_dir, **kwargs):
+    calls.append((stage, previous_dir, kwargs))
+    return {"stage": stage.name, "image_tokens": 0, "text_tokens": stage.text_length,
+            "gflops_per_sample": 0.0, "seconds": 0.0, "zeroshot_top1": None}
+
+  monkeypatch.setattr(runner, "train_stage", fake_train_stage)
+  return calls

@@ -34,25 +34,7 @@ RECIPES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _clean_gin():
-  gin.clear_config()
-  yield
-  gin.clear_config()
-
-
-@pytest.fixture
-def captured(monkeypatch):
-  """Replaces stage training by a recorder: ``run`` is exercised, nothing trains."""
-  calls = []
-
-  def fake_train_stage(stage, previous_dir, **kwargs):
-    calls.append((stage, previous_dir, kwargs))
-    return {"stage": stage.name, "image_tokens": 0, "text_tokens": stage.text_length,
-            "gflops_per_sample": 0.0, "seconds": 0.0, "zeroshot_top1": None}
-
-  monkeypatch.setattr(runner, "train_stage", fake_train_stage)
-  return calls
+pytestmark = pytest.mark.usefixtures("clean_gin")  # fixtures in conftest.py
 
 
 def _run(name, tmp_path, bindings=()):

@@ -19,7 +19,6 @@ never counts.
 """
 
 import dataclasses
-import json
 import os
 import re
 import time
@@ -28,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import jax
 import numpy as np
 
+from clipa_t5x import cli
 from clipa_t5x.evaluation import metrics as metrics_lib
 from clipa_t5x.evaluation import retrieval as retrieval_lib
 from clipa_t5x.evaluation import zeroshot
@@ -369,20 +369,7 @@ def format_results_table(results: Dict[str, float]) -> str:
     text = str(value) if isinstance(value, int) else f"{100 * value:.2f}%" if (
         "top" in metric or "R@" in metric) else f"{value:.4f}"
     lines.append((dataset, metric, text))
-  widths = [max(len(line[i]) for line in lines) for i in range(3)]
-  out = []
-  for i, line in enumerate(lines):
-    out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
-    if i == 0:
-      out.append("  ".join("-" * w for w in widths))
-  return "\n".join(out)
-
-
-def _write_json(path: str, value: Any) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
+  return cli.format_table(lines)
 
 
 def evaluate_checkpoint(*,
@@ -461,7 +448,7 @@ def evaluate_checkpoint(*,
                                                                     "eval_metrics.jsonl"))
     logger.write(int(step), results)
     logger.close()
-    _write_json(os.path.join(output_dir, RESULTS), record)
+    cli.write_json_atomic(os.path.join(output_dir, RESULTS), record)
     print(f"\ncheckpoint {record['checkpoint']} at {image_size} px, {text_length} tokens; "
           f"results in {os.path.join(output_dir, RESULTS)}\n" + format_results_table(results),
           flush=True)
