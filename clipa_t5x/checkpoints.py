@@ -80,6 +80,12 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def all_steps(self) -> Sequence[int]:
+    return list(self._manager.all_steps())
+
+  def has_step(self, step: int) -> bool:
+    return step in self._manager.all_steps()
+
   def should_save(self, step: int) -> bool:
     return self.config.period > 0 and step % self.config.period == 0
 

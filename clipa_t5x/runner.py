@@ -155,7 +155,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                 random_seed: int, peak_flops_per_device: Optional[float] = None
                 ) -> Dict[str, Any]:
   """Trains (or resumes) one stage; returns its summary row."""
-  from clipa_t5x.data import dataset as dataset_lib
+  from clipa_t5x.data import dataset as dataset_lib  # TF: imported when training starts
+  from clipa_t5x.data import iterator_state
 
   start_time = time.time()
   config = dataclasses.replace(model_config, mask_ratio=stage.mask_ratio,
@@ -191,13 +192,22 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   start_step = int(meta.get("step", 0))
 
   layout = partitioner.get_data_layout(stage.batch_size)
-  # A resumed stage reseeds its data stream by the step it resumes from, so it
-  # does not replay the examples it already saw.
+  # The data position is saved with every checkpoint, so a resumed stage
+  # continues the exact stream. Checkpoints written without one (older runs)
+  # resume with the data order reseeded by the step instead of replaying it.
+  exact_resume = start_step == 0 or iterator_state.has_state(stage_dir, start_step)
   data_cfg = dataset_lib.DatasetConfig(
       mixture_or_task_name=stage.mixture_or_task_name,
       task_feature_lengths=dict(stage.task_feature_lengths), split=stage.split,
-      batch_size=stage.batch_size, shuffle=True, seed=random_seed + 1000003 * start_step)
-  batches = dataset_lib.get_dataset(data_cfg, layout.shard_id, layout.num_shards).as_numpy_iterator()
+      batch_size=stage.batch_size, shuffle=True,
+      seed=random_seed if exact_resume else random_seed + 1000003 * start_step)
+  batches = iterator_state.CheckpointableBatches(
+      dataset_lib.get_dataset(data_cfg, layout.shard_id, layout.num_shards))
+  if start_step and exact_resume:
+    batches.restore(stage_dir, start_step)
+  elif start_step:
+    print(f"[{stage.name}] no saved data position at step {start_step}: the data order is "
+          "reseeded instead of continued", flush=True)
 
   per_example = flops.per_example_flops(config, stage.image_size, stage.text_length,
                                         stage.mask_ratio)
@@ -215,8 +225,12 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   encoders = _Encoders(model, partitioner, shardings.params)
 
   def save(step, state):
+    if checkpointer.has_step(step):
+      return
+    batches.save(stage_dir, step)  # first: a complete checkpoint implies its data position
     checkpointer.save(state, step, {"stage": stage.name,
                                     "examples_seen": step * stage.batch_size})
+    iterator_state.remove_except(stage_dir, checkpointer.all_steps())
 
   def on_step_end(step, state):
     if checkpointer.should_save(step):
@@ -233,9 +247,9 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                        f"{stage.split!r} gave no batch; check the data files.") from None
     seconds = trainer.compile(state, first_batch, step_rng)
     print(f"[{stage.name}] compiled the train step in {seconds:.1f}s", flush=True)
-    batches = itertools.chain([first_batch], batches)
+    batches_with_first = itertools.chain([first_batch], batches)
     progress = metrics_logging.ProgressLine(stage.name, start_step, stage.train_steps)
-    state = trainer.train(state, batches, step_rng, remaining, logger, progress,
+    state = trainer.train(state, batches_with_first, step_rng, remaining, logger, progress,
                           log_every=log_every, on_step_end=on_step_end)
   final_step = int(state.step)
   if final_step < stage.train_steps:
