@@ -31,6 +31,7 @@ from clipa_t5x import flops
 from clipa_t5x import metrics_logging
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
+from clipa_t5x import preemption
 from clipa_t5x import train_state as train_state_lib
 from clipa_t5x import trainer as trainer_lib
 from clipa_t5x.evaluation import evaluators as evaluators_lib
@@ -233,8 +234,13 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     iterator_state.remove_except(stage_dir, checkpointer.all_steps())
 
   def on_step_end(step, state):
-    if checkpointer.should_save(step):
+    if checkpointer.should_save(step) or preemption.requested():
       save(step, state)
+    if preemption.requested():
+      logger.close()
+      eval_logger.close()
+      checkpointer.close()
+      raise preemption.Preempted(stage.name, step)
     if eval_period and step % eval_period == 0 and step < stage.train_steps and built_evaluators:
       eval_logger.write(step, _run_evaluators(built_evaluators, encoders, state.params))
 
@@ -280,6 +286,21 @@ def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
                   f"{row['gflops_per_sample']:.4f}", f"{row['seconds']:.1f}",
                   "-" if top1 is None else f"{100 * top1:.1f}%"))
   return cli.format_table(lines)
+
+
+def _run_or_skip_stage(stage: Stage, previous_dir: Optional[str], rows: List[Dict[str, Any]],
+                       *, model_dir: str, **train_kwargs) -> str:
+  """Trains ``stage`` (or loads its row if it finished before); returns its directory."""
+  stage_dir = os.path.join(model_dir, stage.name)
+  done_path = os.path.join(stage_dir, STAGE_SUMMARY)
+  if os.path.exists(done_path):
+    with open(done_path) as f:
+      rows.append(json.load(f))
+    print(f"[{stage.name}] already finished; skipping (delete {done_path} to redo it)",
+          flush=True)
+  else:
+    rows.append(train_stage(stage, previous_dir, stage_dir=stage_dir, **train_kwargs))
+  return stage_dir
 
 
 def run(*,
@@ -328,21 +349,17 @@ def run(*,
 
   rows: List[Dict[str, Any]] = []
   previous_dir = None
-  for stage in stages:
-    stage_dir = os.path.join(model_dir, stage.name)
-    done_path = os.path.join(stage_dir, STAGE_SUMMARY)
-    if os.path.exists(done_path):
-      with open(done_path) as f:
-        rows.append(json.load(f))
-      print(f"[{stage.name}] already finished; skipping (delete {done_path} to redo it)",
-            flush=True)
-    else:
-      rows.append(train_stage(
-          stage, previous_dir, stage_dir=stage_dir, model_config=model_config,
-          partitioner=partitioner, checkpoint_config=checkpoint_config, evaluators=evaluators,
-          eval_period=eval_period, log_every=log_every, random_seed=random_seed,
-          peak_flops_per_device=peak_flops_per_device))
-    previous_dir = stage_dir
+  with preemption.handle_signals():
+    try:
+      for stage in stages:
+        previous_dir = _run_or_skip_stage(
+            stage, previous_dir, rows, model_dir=model_dir, model_config=model_config,
+            partitioner=partitioner, checkpoint_config=checkpoint_config,
+            evaluators=evaluators, eval_period=eval_period, log_every=log_every,
+            random_seed=random_seed, peak_flops_per_device=peak_flops_per_device)
+    except preemption.Preempted as e:
+      print(f"[{e.stage}] {e}", flush=True)
+      return rows
 
   if jax.process_index() == 0:
     cli.write_json_atomic(os.path.join(model_dir, SUMMARY), rows)
