@@ -146,6 +146,33 @@ def query_macro(name: str) -> str:
   return value
 
 
+def check_same_config(model_dir: str, allow_change: bool = False) -> None:
+  """Refuses to train into a ``MODEL_DIR`` that holds a run with another config.
+
+  Rerunning the same command (to resume) passes; anything else would mix two
+  experiments in one directory. With ``allow_change`` the old config is kept
+  as ``config.previous.gin`` and training goes on.
+  """
+  path = os.path.join(model_dir, "config.gin")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = f.read()
+  new = gin.config_str()
+  if old == new:
+    return
+  if allow_change:
+    if jax.process_index() == 0:
+      os.replace(path, os.path.join(model_dir, "config.previous.gin"))
+    return
+  old_lines, new_lines = old.splitlines(), new.splitlines()
+  first = next((n for n in new_lines if n not in old_lines),
+               next((o for o in old_lines if o not in new_lines), ""))
+  raise ValueError(
+      f"MODEL_DIR {model_dir!r} holds a run with a different config (e.g. now {first.strip()!r}); "
+      "use another MODEL_DIR, or pass --allow_config_change to continue it anyway.")
+
+
 def write_config(model_dir: str) -> None:
   """Writes the resolved gin config to ``MODEL_DIR/config.gin`` (host 0 only)."""
   if jax.process_index() != 0:

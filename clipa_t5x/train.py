@@ -29,6 +29,8 @@ from clipa_t5x import gin_utils
 
 FLAGS = flags.FLAGS
 cli.define_gin_flags()
+flags.DEFINE_bool("allow_config_change", False,
+                  "Continue a MODEL_DIR whose config.gin differs from this run's config.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -42,6 +44,7 @@ def main(argv: Sequence[str]) -> None:
     run = gin_utils.configured(runner.run)
     model_dir = gin_utils.query_macro("MODEL_DIR")
     runner.check_model_dir_writable(model_dir)
+    gin_utils.check_same_config(model_dir, FLAGS.allow_config_change)
     gin_utils.write_config(model_dir)
     run()
 

@@ -211,3 +211,17 @@ def test_maybe_initialize_distributed_validates_flags():
   gin_utils.maybe_initialize_distributed(None, None, None)  # single host: no-op
   with pytest.raises(ValueError, match="together"):
     gin_utils.maybe_initialize_distributed("host:1234", None, 0)
+
+
+def test_check_same_config_refuses_another_run_unless_allowed(tmp_path):
+  gin.clear_config()
+  gin.bind_parameter("%MODEL_DIR", "a")
+  gin_utils.write_config(str(tmp_path))
+  gin_utils.check_same_config(str(tmp_path))  # same config: resuming is fine
+  gin.clear_config()
+  gin.bind_parameter("%MODEL_DIR", "b")
+  with pytest.raises(ValueError, match="different config.*--allow_config_change"):
+    gin_utils.check_same_config(str(tmp_path))
+  gin_utils.check_same_config(str(tmp_path), allow_change=True)
+  assert (tmp_path / "config.previous.gin").exists()
+  gin.clear_config()

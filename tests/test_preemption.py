@@ -78,7 +78,8 @@ def test_sigterm_saves_and_exits_zero_then_resumes(tmp_path):
   assert os.path.isdir(model_dir / "pretrain" / f"checkpoint_{step}")
   assert os.path.isdir(model_dir / "pretrain" / "data_iterators" / f"step_{step}")
   # The same command (here with a reachable end) resumes from that checkpoint.
-  again = subprocess.run(_command(model_dir, data_dir, step + 2), cwd=REPO, env=env,
+  again = subprocess.run(_command(model_dir, data_dir, step + 2) + ["--allow_config_change"],
+                         cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   assert f"resuming from {model_dir / 'pretrain'} step {step}" in again.stdout

@@ -27,11 +27,72 @@ from typing import Mapping, Optional, Tuple
 import seqio
 import tensorflow as tf
 
+from clipa_t5x.data import bad_records
+
 # ImageNet statistics (0-255 scale) the model normalises with, on device.
 IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 _JPEG_RATIOS = (1, 2, 4, 8)  # The DCT scale factors libjpeg supports.
+
+# Images with more pixels are skipped before decoding (a 50 MP RGB image is
+# 150 MB decoded; decompression bombs are far larger).
+MAX_IMAGE_PIXELS = 50_000_000
+_INDEX_KEY = "_bad_records_index"  # internal features of the skipping maps
+_OK_KEY = "_bad_records_ok"
+
+
+def _le(b: tf.Tensor, pos: int, width: int) -> tf.Tensor:
+  return sum(b[pos + i] * (256 ** i) for i in range(width))
+
+
+def _be(b: tf.Tensor, pos: int, width: int) -> tf.Tensor:
+  return sum(b[pos + i] * (256 ** (width - 1 - i)) for i in range(width))
+
+
+def encoded_image_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
+  """Pixel count (H*W) of an encoded image, read from its header only.
+
+  JPEG via ``tf.io.extract_jpeg_shape`` (which fails on a JPEG whose header
+  is cut); PNG from IHDR; GIF from the logical screen; BMP from the info
+  header; WebP from its VP8X, VP8 or VP8L header. Nothing is decoded.
+
+  Args:
+    image_bytes: scalar ``tf.string``.
+
+  Returns:
+    int64 scalar, -1 when the format is not recognised (decoding decides).
+  """
+  head = tf.strings.substr(tf.strings.join([image_bytes, "\0" * 32]), 0, 32)
+  b = tf.unstack(tf.cast(tf.io.decode_raw(head, tf.uint8, fixed_length=32),
+                         tf.int64))
+  # Compared on the zero-padded head: substr past the end of short input
+  # would fail.
+  start = lambda magic, pos=0: tf.equal(
+      tf.strings.substr(head, pos, len(magic)), magic)
+  png = _be(b, 16, 4) * _be(b, 20, 4)
+  gif = _le(b, 6, 2) * _le(b, 8, 2)
+  signed = lambda v: tf.where(v >= 2 ** 31, 2 ** 32 - v, v)  # |int32|
+  bmp = signed(_le(b, 18, 4)) * signed(_le(b, 22, 4))
+  vp8x = (_le(b, 24, 3) + 1) * (_le(b, 27, 3) + 1)
+  vp8 = (_le(b, 26, 2) % 16384) * (_le(b, 28, 2) % 16384)
+  bits = _le(b, 21, 4)
+  vp8l = (bits % 16384 + 1) * (bits // 16384 % 16384 + 1)
+  webp = start("RIFF") & start("WEBP", 8)
+  other = tf.where(
+      start(b"\x89PNG\r\n\x1a\n"), png, tf.where(
+          start("GIF8"), gif, tf.where(
+              start("BM"), bmp, tf.where(
+                  webp & start("VP8X", 12), vp8x, tf.where(
+                      webp & start("VP8 ", 12), vp8, tf.where(
+                          webp & start("VP8L", 12), vp8l,
+                          tf.constant(-1, tf.int64)))))))
+
+  def jpeg():
+    shape = tf.cast(tf.io.extract_jpeg_shape(image_bytes), tf.int64)
+    return shape[0] * shape[1]
+
+  return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, lambda: other)
 
 
 def _check_seed(seed) -> tf.Tensor:
@@ -272,16 +333,6 @@ def random_grayscale(image: tf.Tensor, seed, p: float = 0.2) -> tf.Tensor:
       lambda: image)
 
 
-def _skip_errors(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """Drops elements whose computation fails, logging a warning for each.
-
-  A web-scale crawl always holds some undecodable images; one must not stop
-  a run. tf.data cannot catch errors of a single op, so this skips any
-  element that fails up to here, e.g. also one whose tar file vanished.
-  """
-  return dataset.ignore_errors(log_warning=True)
-
-
 def _image_side(sequence_length: Optional[Mapping[str, int]],
                 key: str) -> int:
   if not sequence_length or sequence_length.get(key) is None:
@@ -312,19 +363,86 @@ def _to_image(value: tf.Tensor, min_side: int) -> tf.Tensor:
 @tf.autograph.experimental.do_not_convert
 def _train_map(ex, seed, *, size: int, key: str, area_range, aspect_ratio_range,
                colour_jitter: bool, jitter_strength: float, jitter_p: float,
-               jitter_hue: Optional[float], grayscale_p: float):
+               jitter_hue: Optional[float], grayscale_p: float,
+               max_pixels: Optional[int]):
   crop_seed, jitter_seed, gray_seed = tf.unstack(
       tf.random.experimental.stateless_split(_check_seed(seed), 3))
-  image = _to_image(ex[key], min_side_for_crop(size, area_range,
+
+  def transform(value):
+    image = _to_image(value, min_side_for_crop(size, area_range,
                                                aspect_ratio_range))
-  image = inception_crop(image, size, crop_seed, area_range,
-                         aspect_ratio_range)
-  if colour_jitter:
-    image = simclr_color_jitter(image, jitter_seed, jitter_strength, jitter_p,
-                                hue_max_delta=jitter_hue)
-    image = random_grayscale(image, gray_seed, grayscale_p)
+    image = inception_crop(image, size, crop_seed, area_range,
+                           aspect_ratio_range)
+    if colour_jitter:
+      image = simclr_color_jitter(image, jitter_seed, jitter_strength,
+                                  jitter_p, hue_max_delta=jitter_hue)
+      image = random_grayscale(image, gray_seed, grayscale_p)
+    return image
+
+  return _guarded(ex, key, size, transform, max_pixels)
+
+
+def _guarded(ex, key: str, size: int, transform, max_pixels: Optional[int]):
+  """Applies ``transform`` to ``ex[key]`` unless the image is too large.
+
+  With ``max_pixels`` set, an encoded image over the limit is not decoded:
+  it becomes a zero image, is counted as ``too_large_image`` and is flagged
+  for ``_drop_bad`` to remove.
+  """
+  value = ex[key]
+  out = dict(ex)
+  if max_pixels is None or value.dtype != tf.string:
+    image = transform(value)
+    if max_pixels is not None:
+      out[_OK_KEY] = tf.constant(True)
+  else:
+    too_large = encoded_image_pixels(value) > max_pixels
+
+    def skip():
+      with tf.control_dependencies([bad_records.count("too_large_image")]):
+        return tf.zeros([size, size, 3], tf.uint8)
+
+    image = tf.cond(too_large, skip, lambda: transform(value))
+    out[_OK_KEY] = tf.logical_not(too_large)
   image.set_shape([size, size, 3])
-  return {**ex, key: image}
+  out[key] = image
+  return out
+
+
+def _add_index(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """Numbers the examples, so that ``_drop_bad`` can see which failed."""
+  return dataset.enumerate().map(
+      tf.autograph.experimental.do_not_convert(
+          lambda i, ex: {**ex, _INDEX_KEY: i}))
+
+
+def _drop_bad(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """Skips failed and flagged examples, counting them in ``bad_records``.
+
+  tf.data cannot catch the error of a single op, so an example whose decode
+  fails is dropped by ``ignore_errors`` (a web-scale crawl always holds some
+  undecodable images; one must not stop a run). The examples were numbered
+  before the map (``_add_index``), so a gap in the numbers after it is the
+  count of failures, added to ``bad_image`` by a ``scan``; this assumes the
+  map keeps the order (tf.data's default, ``deterministic=True``). Failures
+  after the last good example of a finite dataset are skipped uncounted.
+  """
+  dataset = dataset.ignore_errors(log_warning=True)
+
+  @tf.autograph.experimental.do_not_convert
+  def step(last, ex):
+    index = ex[_INDEX_KEY]
+    update = bad_records.count("bad_image",
+                               tf.maximum(index - last - 1, 0))
+    with tf.control_dependencies([update]):
+      ex = {k: tf.identity(v) for k, v in ex.items() if k != _INDEX_KEY}
+    return tf.maximum(last, index), ex
+
+  dataset = dataset.scan(tf.constant(-1, tf.int64), step)
+  dataset = dataset.filter(lambda ex: ex[_OK_KEY])
+  dataset = dataset.map(tf.autograph.experimental.do_not_convert(
+      lambda ex: {k: v for k, v in ex.items() if k != _OK_KEY}))
+  return dataset.with_options(bad_records.pipeline_options())
 
 
 def train_image_preprocessor(
@@ -361,7 +479,9 @@ def train_image_preprocessor(
     grayscale_p: probability of greyscale.
     jitter_hue: hue shift bound; None is CLIPA's 0.2 * strength.
     skip_bad_images: drop (and log) examples whose image fails to decode
-      instead of stopping training; see ``_skip_errors``.
+      (counted as ``bad_records`` ``bad_image``) or has more than
+      ``MAX_IMAGE_PIXELS`` pixels by its header (``too_large_image``, never
+      decoded) instead of stopping training; see ``_drop_bad``.
     key: the image feature.
 
   Returns:
@@ -373,13 +493,16 @@ def train_image_preprocessor(
                 aspect_ratio_range=tuple(aspect_ratio_range),
                 colour_jitter=colour_jitter, jitter_strength=jitter_strength,
                 jitter_p=jitter_p, jitter_hue=jitter_hue,
-                grayscale_p=grayscale_p)
+                grayscale_p=grayscale_p,
+                max_pixels=MAX_IMAGE_PIXELS if skip_bad_images else None)
+  if skip_bad_images:
+    dataset = _add_index(dataset)
   if seed is None:
     out = _train_map(dataset, **kwargs)
   else:
     with seqio.utils.map_seed_manager(seed):
       out = _train_map(dataset, **kwargs)
-  return _skip_errors(out) if skip_bad_images else out
+  return _drop_bad(out) if skip_bad_images else out
 
 
 def eval_image_preprocessor(
@@ -395,8 +518,9 @@ def eval_image_preprocessor(
   Args:
     dataset: examples whose ``key`` feature is encoded bytes or uint8 HxWx3.
     sequence_length: SeqIO's lengths; S = ``sequence_length[key]``.
-    skip_bad_images: drop (and log) undecodable images; off by default so
-      that an eval set never shrinks silently.
+    skip_bad_images: drop (and log and count, as in
+      ``train_image_preprocessor``) undecodable or too large images; off by
+      default so that an eval set never shrinks silently.
     key: the image feature.
 
   Returns:
@@ -404,11 +528,15 @@ def eval_image_preprocessor(
   """
   size = _image_side(sequence_length, key)
 
+  max_pixels = MAX_IMAGE_PIXELS if skip_bad_images else None
+
   @tf.autograph.experimental.do_not_convert
   def fn(ex):
-    image = eval_resize(_to_image(ex[key], size), size)
-    image.set_shape([size, size, 3])
-    return {**ex, key: image}
+    return _guarded(ex, key, size,
+                    lambda v: eval_resize(_to_image(v, size), size),
+                    max_pixels)
 
+  if skip_bad_images:
+    dataset = _add_index(dataset)
   out = dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
-  return _skip_errors(out) if skip_bad_images else out
+  return _drop_bad(out) if skip_bad_images else out

@@ -33,6 +33,8 @@ from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
 import seqio
 import tensorflow as tf
 
+from clipa_t5x.data import bad_records
+
 # A split's files: a glob pattern, several, or a zero-argument callable that
 # returns either. The callable is resolved when the files are first listed, so
 # a Task registered at import time can point at data made (or configured) later.
@@ -40,6 +42,12 @@ FilePatterns = Union[str, Sequence[str], Callable[[], Union[str, Sequence[str]]]
 
 BAD_RECORD_KINDS = ("missing_image", "missing_caption", "bad_caption_encoding",
                     "missing_label", "bad_label", "truncated_shard")
+# The process-wide ``bad_records`` counter each per-source kind also feeds.
+_GLOBAL_KIND = {"missing_image": "missing_image",
+                "missing_caption": "missing_caption",
+                "bad_caption_encoding": "bad_caption_utf8",
+                "missing_label": "missing_label", "bad_label": "bad_label",
+                "truncated_shard": "corrupt_shard"}
 
 _BLOCK = 512
 _ZERO_BLOCK = b"\0" * _BLOCK
@@ -317,18 +325,22 @@ class WebDatasetSource(seqio.DataSource):
     """Counts of skipped or repaired records since this source was created.
 
     Keys (only non-zero ones are returned): ``missing_image`` and
-    ``missing_caption`` (samples skipped), ``bad_caption_encoding`` (non-UTF-8
+    ``missing_caption`` (samples skipped; an empty or all-whitespace caption
+    counts as missing), ``bad_caption_encoding`` (non-UTF-8
     caption, invalid bytes replaced by U+FFFD), ``missing_label`` and
     ``bad_label`` (label set to -1), ``truncated_shard`` (a tar ended early or
     has a corrupt header; the samples before it are read). Counts are taken
     when a file is read (again each epoch), so they may run ahead of the
-    examples consumed.
+    examples consumed. The same events also feed the process-wide
+    counters of ``bad_records`` (``snapshot()``).
     """
     return {k: int(v.numpy()) for k, v in self._counters.items()
             if int(v.numpy())}
 
   def _count(self, kind: str, n: tf.Tensor) -> tf.Operation:
-    return self._counters[kind].assign_add(tf.cast(n, tf.int64))
+    n = tf.cast(n, tf.int64)
+    return tf.group(self._counters[kind].assign_add(n),
+                    bad_records.count(_GLOBAL_KIND[kind], n))
 
   def _samples(self, path: tf.Tensor, with_labels: bool) -> tf.data.Dataset:
     """The examples of one tar file, in file order."""
@@ -362,11 +374,15 @@ class WebDatasetSource(seqio.DataSource):
     image = find(self._image_keys)
     caption = find([self._caption_key])
     has_image, has_caption = image >= 0, caption >= 0
+    safe_caption = tf.maximum(caption, 0)
+    all_text = tf.strings.strip(_substr(
+        content, tf.gather(start, safe_caption),
+        tf.where(has_caption, tf.gather(size, safe_caption), 0)))
+    # An empty caption teaches nothing: treated like a missing one.
+    has_caption &= tf.strings.length(all_text) > 0
     ok = has_image & has_caption
     take = lambda x: tf.boolean_mask(x, ok)
-    image, caption, first = take(image), take(caption), take(first)
-    text = tf.strings.strip(_substr(
-        content, tf.gather(start, caption), tf.gather(size, caption)))
+    image, first, text = take(image), take(first), take(all_text)
     fixed = tf.strings.unicode_transcode(
         text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
     updates = [
@@ -376,6 +392,8 @@ class WebDatasetSource(seqio.DataSource):
                     tf.reduce_sum(tf.cast(~has_image, tf.int64))),
         self._count("missing_caption", tf.reduce_sum(
             tf.cast(has_image & ~has_caption, tf.int64))),
+        bad_records.count("incomplete_sample",
+                          tf.reduce_sum(tf.cast(~ok, tf.int64))),
         self._count("bad_caption_encoding",
                     tf.reduce_sum(tf.cast(fixed != text, tf.int64))),
     ]
@@ -461,10 +479,139 @@ class WebDatasetSource(seqio.DataSource):
         deterministic=True)
     # The counters are state outside the pipeline; checkpoints of the
     # iterator (t5x/clu dataset checkpoints) skip them instead of failing.
-    options = tf.data.Options()
-    options.experimental_external_state_policy = (
-        tf.data.experimental.ExternalStatePolicy.IGNORE)
-    return ds.with_options(options)
+    return ds.with_options(bad_records.pipeline_options())
+
+
+class ShardedFileSource(seqio.DataSource):
+  """Base of the file-based sources: lists, shards and interleaves files.
+
+  A subclass implements ``_read_file(path, split)``, the examples of one file
+  as a ``tf.data.Dataset``; this class lists a split's files lazily (glob
+  pattern(s) or a callable returning them, through ``tf.io.gfile`` so
+  ``gs://`` works), gives host i of n the files i, i+n, ... (``ShardInfo``),
+  shuffles the file order with the seed and reads ``cycle_length`` files
+  round-robin.
+  """
+
+  def __init__(self, split_to_filepattern: Mapping[str, FilePatterns],
+               file_kind: str = "data",
+               num_input_examples: Optional[Mapping[str, int]] = None,
+               cycle_length: int = 4, caching_permitted: bool = True):
+    """Creates the source.
+
+    Args:
+      split_to_filepattern: split -> glob pattern(s) of its files, or a
+        zero-argument callable returning them (resolved when first listed).
+      file_kind: what the files are, for error messages (e.g. 'TFRecord').
+      num_input_examples: optional split -> number of examples.
+      cycle_length: files read concurrently.
+      caching_permitted: whether SeqIO may cache this source.
+    """
+    if not split_to_filepattern:
+      raise ValueError("split_to_filepattern is empty; map each split to a "
+                       f"glob of its {file_kind} files, e.g. "
+                       "{'train': 'dir/train-*'}.")
+    if cycle_length < 1:
+      raise ValueError(f"cycle_length must be >= 1, got {cycle_length}.")
+    super().__init__(splits=split_to_filepattern.keys(),
+                     num_input_examples=num_input_examples,
+                     caching_permitted=caching_permitted)
+    self._patterns = dict(split_to_filepattern)
+    self._file_kind = file_kind
+    self._cycle_length = cycle_length
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self._patterns})"
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return False
+
+  def _patterns_for(self, split: str) -> List[str]:
+    if split not in self._patterns:
+      raise ValueError(f"Unknown split {split!r}; this source has splits "
+                       f"{sorted(self._patterns)}.")
+    patterns = self._patterns[split]
+    if callable(patterns):
+      patterns = patterns()
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    """Sorted files of ``split`` (empty if nothing matches)."""
+    files = set()
+    for pattern in self._patterns_for(split):
+      files.update(tf.io.gfile.glob(pattern))
+    return sorted(files)
+
+  def _read_file(self, path: tf.Tensor, split: str) -> tf.data.Dataset:
+    raise NotImplementedError
+
+  def get_dataset(
+      self,
+      split: str = "train",
+      shuffle: bool = True,
+      seed: Optional[int] = None,
+      shard_info: Optional[seqio.ShardInfo] = None,
+      *,
+      sequence_length: Optional[Mapping[str, int]] = None,  # Unused.
+      use_cached: bool = False,  # Unused.
+      num_epochs: Optional[int] = 1,  # Unused.
+  ) -> tf.data.Dataset:
+    """Raw examples of ``split`` (one pass; SeqIO repeats).
+
+    Args:
+      split: the split to read.
+      shuffle: shuffle this shard's file order (with ``seed``); examples are
+        shuffled later by the Task's shuffle buffer.
+      seed: file-order seed; None is random.
+      shard_info: read only files ``index, index + num_shards, ...``.
+
+    Returns:
+      The examples, ``cycle_length`` files round-robin (deterministic).
+    """
+    del sequence_length, use_cached, num_epochs
+    files = list(self.list_shards(split))
+    if not files:
+      raise ValueError(
+          f"No {self._file_kind} files match {self._patterns_for(split)} for "
+          f"split {split!r}; check the path/glob or generate the data first.")
+    if shard_info is not None:
+      if len(files) < shard_info.num_shards:
+        raise ValueError(
+            f"Split {split!r} has {len(files)} {self._file_kind} files but "
+            f"{shard_info.num_shards} shards (hosts) want their own files; "
+            "write at least as many files as hosts, or read it without "
+            "shard_info.")
+      files = files[shard_info.index::shard_info.num_shards]
+
+    @tf.autograph.experimental.do_not_convert
+    def read_file(path: tf.Tensor) -> tf.data.Dataset:
+      return self._read_file(path, split)
+
+    files_ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+      files_ds = files_ds.shuffle(len(files), seed=seed)
+    ds = files_ds.interleave(
+        read_file, cycle_length=min(self._cycle_length, len(files)),
+        block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    return ds.with_options(bad_records.pipeline_options())
+
+
+def fix_caption(text: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Strips captions and repairs invalid UTF-8 (counted as bad_caption_utf8).
+
+  Args:
+    text: string tensor of captions, any shape.
+
+  Returns:
+    ``(captions, update_op)``: invalid bytes replaced by U+FFFD.
+  """
+  text = tf.strings.strip(text)
+  fixed = tf.strings.unicode_transcode(
+      text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+  return fixed, bad_records.count(
+      "bad_caption_utf8", tf.reduce_sum(tf.cast(fixed != text, tf.int64)))
 
 
 def select_features(dataset: tf.data.Dataset,
