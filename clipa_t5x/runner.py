@@ -153,8 +153,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                 partitioner: partitioning.PjitPartitioner,
                 checkpoint_config: checkpoints.SaveCheckpointConfig,
                 evaluators: Sequence[Any], eval_period: int, log_every: int,
-                random_seed: int, peak_flops_per_device: Optional[float] = None
-                ) -> Dict[str, Any]:
+                random_seed: int, peak_flops_per_device: Optional[float] = None,
+                nonfinite_policy: str = "stop") -> Dict[str, Any]:
   """Trains (or resumes) one stage; returns its summary row."""
   from clipa_t5x.data import dataset as dataset_lib  # TF: imported when training starts
   from clipa_t5x.data import iterator_state
@@ -214,7 +214,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                                         stage.mask_ratio)
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, stage.batch_size,
                                 flops_per_example=per_example["train"],
-                                peak_flops_per_device=peak_flops_per_device)
+                                peak_flops_per_device=peak_flops_per_device,
+                                nonfinite_policy=nonfinite_policy)
   logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "train"),
                                          os.path.join(stage_dir, "train_metrics.jsonl"))
   eval_logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "eval"),
@@ -314,6 +315,7 @@ def run(*,
         log_every: int = 10,
         random_seed: int = 0,
         peak_flops_per_device: Optional[float] = None,
+        nonfinite_policy: str = "stop",
         before_run: Sequence[Any] = ()) -> List[Dict[str, Any]]:
   """Trains every stage in order; returns (and writes) the summary rows.
 
@@ -330,6 +332,9 @@ def run(*,
     peak_flops_per_device: peak FLOP/s of one accelerator, for the ``mfu``
       metric; None detects it from the device kind (``device_profiles``), and
       an unknown kind (CPU) logs achieved FLOP/s without MFU.
+    nonfinite_policy: after a step with a NaN/Inf loss or gradient (which never
+      changes the state): ``'stop'`` (the last checkpoint is the last good
+      state) or ``'skip'`` (go on); ``nonfinite_steps`` is logged either way.
     before_run: ignored values; gin evaluates the call references put here
       (e.g. ``[@demo.configure()]`` to set where the demo data lives) before
       training starts.
@@ -356,7 +361,8 @@ def run(*,
             stage, previous_dir, rows, model_dir=model_dir, model_config=model_config,
             partitioner=partitioner, checkpoint_config=checkpoint_config,
             evaluators=evaluators, eval_period=eval_period, log_every=log_every,
-            random_seed=random_seed, peak_flops_per_device=peak_flops_per_device)
+            random_seed=random_seed, peak_flops_per_device=peak_flops_per_device,
+            nonfinite_policy=nonfinite_policy)
     except preemption.Preempted as e:
       print(f"[{e.stage}] {e}", flush=True)
       return rows

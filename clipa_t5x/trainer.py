@@ -7,6 +7,7 @@ Metrics are fetched from the device only at log steps, so the host never
 waits on the accelerator in between.
 """
 
+import logging
 import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -21,6 +22,11 @@ from clipa_t5x import partitioning
 from clipa_t5x.train_state import TrainState
 
 Batch = Mapping[str, np.ndarray]
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+class NonFiniteError(ValueError):
+  """Raised under ``nonfinite_policy='stop'`` when a step's loss or gradients were NaN/Inf."""
 
 
 def make_train_step(model, tx: optax.GradientTransformation,
@@ -40,6 +46,13 @@ def make_train_step(model, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
     metrics["grad_norm"] = optax.global_norm(grads)
+    # A NaN/Inf loss or gradient never reaches the state: the step is a no-op
+    # (the step counter and the data still move on) and is counted.
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    keep_if_finite = lambda new, old: jnp.where(finite, new, old)
+    params = jax.tree.map(keep_if_finite, params, state.params)
+    opt_state = jax.tree.map(keep_if_finite, opt_state, state.opt_state)
+    metrics["nonfinite"] = 1 - finite.astype(jnp.int32)
     metrics["param_norm"] = optax.global_norm(params)
     metrics["learning_rate"] = learning_rate_fn(state.step)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -64,12 +77,23 @@ class Trainer:
       (achieved FLOP/s / (peak x device count)). None looks the device up by
       ``jax.devices()[0].device_kind`` in ``device_profiles``; an unknown kind
       (e.g. CPU) logs achieved FLOP/s only.
+    nonfinite_policy: what to do after a step whose loss or gradients were
+      NaN/Inf (such a step never changes the state): ``'stop'`` raises
+      ``NonFiniteError`` at the next log step (the last checkpoint is the last
+      good state), ``'skip'`` goes on. Either way ``nonfinite_steps`` (the
+      running count) is logged.
   """
 
   def __init__(self, model, tx, learning_rate_fn, partitioner: partitioning.PjitPartitioner,
                state_shardings: TrainState, global_batch_size: int,
                flops_per_example: float = 0.0,
-               peak_flops_per_device: Optional[float] = None):
+               peak_flops_per_device: Optional[float] = None,
+               nonfinite_policy: str = "stop"):
+    if nonfinite_policy not in NONFINITE_POLICIES:
+      raise ValueError(f"nonfinite_policy must be one of {NONFINITE_POLICIES}, got "
+                       f"{nonfinite_policy!r}.")
+    self._nonfinite_policy = nonfinite_policy
+    self._nonfinite_total = None  # device-side running count: no host sync per step
     self._partitioner = partitioner
     self._batch_size = global_batch_size
     self._flops_per_example = flops_per_example
@@ -134,6 +158,8 @@ class Trainer:
       except StopIteration:
         break
       state, metrics = self.step(state, host_batch, rng)
+      self._nonfinite_total = (metrics["nonfinite"] if self._nonfinite_total is None
+                               else self._nonfinite_total + metrics["nonfinite"])
       pending = metrics
       step += 1  # counted on the host: reading state.step would wait for the device
       if step % log_every == 0:
@@ -146,7 +172,10 @@ class Trainer:
     return state
 
   def _log(self, step, metrics, logger, progress, since_time, since_step):
-    values = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+    values = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()
+              if k != "nonfinite"}
+    nonfinite = int(jax.device_get(self._nonfinite_total)) if self._nonfinite_total is not None else 0
+    values["nonfinite_steps"] = nonfinite
     elapsed = max(time.time() - since_time, 1e-9)
     steps = max(step - since_step, 1)
     values["step_time"] = elapsed / steps
@@ -160,3 +189,11 @@ class Trainer:
     logger.write(step, values)
     if progress is not None:
       progress.report(step, values["loss"], values["samples_per_second"])
+    if nonfinite:
+      message = (f"{nonfinite} step(s) up to step {step} had a NaN/Inf loss or gradient and "
+                 "were skipped (the state was left unchanged)")
+      if self._nonfinite_policy == "stop":
+        raise NonFiniteError(
+            f"{message}; stopping with the last good checkpoint kept. Lower the learning "
+            "rate, or set nonfinite_policy='skip' to go on.")
+      logging.warning(message)

@@ -62,3 +62,46 @@ def test_compile_rejects_a_wrong_host_batch():
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, global_batch_size=8)
   with pytest.raises(ValueError, match="rows, expected 8"):
     trainer.compile(state, helpers.random_batch(batch_size=6), jax.random.key(1))
+
+
+class _NanAfterModel:
+  """A linear 'model' whose loss is NaN on batches marked with text[0, 0] == -1."""
+
+  def get_initial_variables(self, rng, image_size, text_length):
+    del rng, image_size, text_length
+    return {"params": {"w": jax.numpy.ones((3,))}}
+
+  def loss_fn(self, params, batch, rng):
+    del rng
+    loss = jax.numpy.sum(params["w"] ** 2) * jax.numpy.mean(batch["image"].astype("float32"))
+    loss = jax.numpy.where(batch["text"][0, 0] == -1, jax.numpy.nan, loss)
+    return loss, {"loss": loss}
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_nonfinite_steps_leave_the_state_unchanged_and_are_reported(tmp_path, policy):
+  import optax  # pylint: disable=import-outside-toplevel
+  partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  model, tx = _NanAfterModel(), optax.sgd(0.1)
+  _, _, shardings = train_state.abstract_train_state(model, tx, 4, 2, partitioner)
+  state = train_state.create_train_state(model, tx, jax.random.key(0), 4, 2, partitioner,
+                                         shardings)
+  good = {"image": np.ones((8, 4, 4, 3), np.uint8), "text": np.zeros((8, 2), np.int32)}
+  bad = {"image": good["image"], "text": np.full((8, 2), -1, np.int32)}
+  trainer = trainer_lib.Trainer(model, tx, lambda s: 0.1, partitioner, shardings, 8,
+                                nonfinite_policy=policy)
+  logger = metrics_logging.MetricsLogger(str(tmp_path), str(tmp_path / "m.jsonl"))
+  state = trainer.train(state, iter([good]), jax.random.key(1), 1, logger, log_every=1)
+  before = np.asarray(state.params["w"])
+  if policy == "stop":
+    with pytest.raises(trainer_lib.NonFiniteError, match="NaN/Inf"):
+      trainer.train(state, iter([bad, good]), jax.random.key(1), 2, logger, log_every=1)
+    return
+  state = trainer.train(state, iter([bad]), jax.random.key(1), 1, logger, log_every=1)
+  np.testing.assert_array_equal(np.asarray(state.params["w"]), before)  # skipped
+  assert int(state.step) == 2
+  rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+  assert rows[-1]["nonfinite_steps"] == 1 and rows[0]["nonfinite_steps"] == 0
+  with pytest.raises(ValueError, match="nonfinite_policy"):
+    trainer_lib.Trainer(model, tx, lambda s: 0.1, partitioner, shardings, 8,
+                        nonfinite_policy="ignore")

@@ -1,0 +1,67 @@
+"""Tests for the DataComp-1B Tasks and Mixtures (tasks/datacomp.py)."""
+
+import importlib.util
+import os
+
+import pytest
+import seqio
+
+import clipa_t5x.tasks  # noqa: F401  (registers the Tasks)
+from clipa_t5x.tasks import datacomp
+from clipa_t5x.tasks import laion
+
+LENGTHS = {"image": 16, "text": 8}
+
+
+def _helpers():
+  # The sibling test module's data writers (pytest uses importlib mode).
+  path = os.path.join(os.path.dirname(__file__), "test_laion.py")
+  spec = importlib.util.spec_from_file_location("_laion_helpers", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture
+def restore_config():
+  saved = [vars(c).copy() for c in (laion.CORPUS, datacomp.CORPUS)]
+  yield
+  for c, s in zip((laion.CORPUS, datacomp.CORPUS), saved):
+    vars(c).update(s)
+
+
+def test_recipe_task_names_are_registered():
+  # gin/stages/*.gin and gin/runs/clipav2_*.gin name these.
+  for name in ("datacomp1b", "datacomp1b_syntax"):
+    assert name in seqio.TaskRegistry.names()
+  for name in ("laion2b_datacomp1b_mix", "laion2b_datacomp1b_syntax_mix"):
+    mix = seqio.get_mixture_or_task(name)
+    suffix = "_syntax" if "syntax" in name else ""
+    assert sorted(t.name for t in mix.tasks) == [f"datacomp1b{suffix}",
+                                                 f"laion2b{suffix}"]
+    assert mix.get_rate(mix.tasks[0]) == 1.0
+
+
+def test_missing_path_names_datacomp_settings(monkeypatch, restore_config):
+  monkeypatch.delenv("CLIPA_DATACOMP1B_PATTERN", raising=False)
+  datacomp.configure()
+  with pytest.raises(ValueError, match=r"CLIPA_DATACOMP1B_PATTERN.*"
+                     r"datacomp\.configure\.train_pattern"):
+    seqio.get_mixture_or_task("datacomp1b_syntax").get_dataset(
+        LENGTHS, split="train")
+
+
+def test_mixture_reads_both_formats(tmp_path, monkeypatch, restore_config):
+  h = _helpers()
+  monkeypatch.setenv("CLIPA_DATACOMP1B_PATTERN",
+                     h.write_tfrecords(str(tmp_path / "dc"), n=3))
+  laion.configure(train_pattern=h.write_webdataset(str(tmp_path / "laion")))
+  datacomp.configure()
+  assert datacomp.CORPUS.resolved_format() == "tfrecord"
+  mix = seqio.get_mixture_or_task("laion2b_datacomp1b_mix")
+  ds = mix.get_dataset(LENGTHS, split="train", shuffle=False, seed=0,
+                       num_epochs=1)
+  examples = list(ds.take(10).as_numpy_iterator())
+  assert len(examples) == 10
+  assert all(e["image"].shape == (16, 16, 3) for e in examples)
+  assert all(e["text"].shape == (8,) for e in examples)
