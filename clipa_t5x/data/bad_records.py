@@ -12,13 +12,15 @@ Kinds (``KINDS``):
 - ``bad_image``: image bytes that failed to decode (truncated, zero bytes,
   not an image); the example is skipped.
 - ``too_large_image``: more than ``image_ops.MAX_IMAGE_PIXELS`` pixels by the
-  size in the file header; skipped without decoding.
+  size in the file header (JPEG, PNG, GIF, BMP, WebP; other formats are
+  decoded unchecked); skipped without decoding.
 - ``missing_image``: a sample/row with no image (skipped).
 - ``missing_caption``: a sample/row with no caption or an empty one (skipped).
 - ``bad_caption_utf8``: a caption that is not valid UTF-8; invalid bytes are
   replaced by U+FFFD and the example is kept.
-- ``incomplete_sample``: a webdataset sample missing its image or caption
-  member (also counted under ``missing_image`` / ``missing_caption``).
+- ``incomplete_sample``: a webdataset sample or TFRecord record skipped for
+  a missing image or a missing/empty caption (each also counted under
+  ``missing_image`` / ``missing_caption``).
 - ``corrupt_shard``: a file that ended early or has a corrupt record; the
   records before the damage are read.
 - ``missing_label`` / ``bad_label``: label absent or not an integer (set to

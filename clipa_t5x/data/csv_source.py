@@ -134,18 +134,22 @@ class CsvSource(ShardedFileSource):
       ]
       with tf.control_dependencies(updates):
         return {"key": tf.identity(image_path), "path": full, "text": text,
-                "ok": has_image & has_caption}
+                "ok": has_image & has_caption, "end": tf.constant(False)}
 
     @tf.autograph.experimental.do_not_convert
     def read_image(ex):
-      return {"key": ex["key"], "image": tf.io.read_file(ex["path"]),
-              "text": ex["text"]}
+      image = tf.cond(ex["end"], lambda: tf.constant(""),
+                      lambda: tf.io.read_file(ex["path"]))
+      return {"key": ex["key"], "image": image, "text": ex["text"],
+              "end": ex["end"]}
 
     rows = (tf.data.TextLineDataset(path).skip(1)
             .filter(lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
             .map(parse).filter(lambda ex: ex["ok"]))
-    # An unreadable image file fails only its own element: count the gap.
-    rows = rows.enumerate()
+    # An unreadable image file fails only its own element: the gap in the
+    # numbering counts it; an end sentinel makes a failure at the end show.
+    end = {"key": "", "path": "", "text": "", "ok": True, "end": True}
+    rows = rows.concatenate(tf.data.Dataset.from_tensors(end)).enumerate()
     read = rows.map(lambda i, ex: (i, read_image(ex))).ignore_errors()
 
     @tf.autograph.experimental.do_not_convert
@@ -157,4 +161,6 @@ class CsvSource(ShardedFileSource):
         ex = {k: tf.identity(v) for k, v in ex.items()}
       return tf.maximum(last, index), ex
 
-    return read.scan(tf.constant(-1, tf.int64), step)
+    return read.scan(tf.constant(-1, tf.int64), step).filter(
+        lambda ex: tf.logical_not(ex["end"])).map(
+            lambda ex: {k: v for k, v in ex.items() if k != "end"})

@@ -40,6 +40,7 @@ _JPEG_RATIOS = (1, 2, 4, 8)  # The DCT scale factors libjpeg supports.
 MAX_IMAGE_PIXELS = 50_000_000
 _INDEX_KEY = "_bad_records_index"  # internal features of the skipping maps
 _OK_KEY = "_bad_records_ok"
+_END_KEY = "_bad_records_end"
 
 
 def _le(b: tf.Tensor, pos: int, width: int) -> tf.Tensor:
@@ -383,34 +384,54 @@ def _train_map(ex, seed, *, size: int, key: str, area_range, aspect_ratio_range,
 
 
 def _guarded(ex, key: str, size: int, transform, max_pixels: Optional[int]):
-  """Applies ``transform`` to ``ex[key]`` unless the image is too large.
+  """Applies ``transform`` to ``ex[key]`` unless the example is to be skipped.
 
-  With ``max_pixels`` set, an encoded image over the limit is not decoded:
+  With ``max_pixels`` set (skipping on; the example then carries the
+  ``_add_index`` features), an encoded image over the limit is not decoded:
   it becomes a zero image, is counted as ``too_large_image`` and is flagged
-  for ``_drop_bad`` to remove.
+  for ``_drop_bad`` to remove; so is the end-of-data sentinel, uncounted.
   """
   value = ex[key]
-  out = dict(ex)
-  if max_pixels is None or value.dtype != tf.string:
+  out = {k: v for k, v in ex.items() if k != _END_KEY}
+  if max_pixels is None:
     image = transform(value)
-    if max_pixels is not None:
-      out[_OK_KEY] = tf.constant(True)
   else:
-    too_large = encoded_image_pixels(value) > max_pixels
+    end = ex[_END_KEY]
+    too_large = tf.constant(False)
+    if value.dtype == tf.string:
+      too_large = tf.logical_not(end) & (
+          encoded_image_pixels(value) > max_pixels)
 
     def skip():
-      with tf.control_dependencies([bad_records.count("too_large_image")]):
+      update = bad_records.count("too_large_image", tf.cast(too_large,
+                                                            tf.int64))
+      with tf.control_dependencies([update]):
         return tf.zeros([size, size, 3], tf.uint8)
 
-    image = tf.cond(too_large, skip, lambda: transform(value))
-    out[_OK_KEY] = tf.logical_not(too_large)
+    image = tf.cond(end | too_large, skip, lambda: transform(value))
+    out[_OK_KEY] = tf.logical_not(end | too_large)
   image.set_shape([size, size, 3])
   out[key] = image
   return out
 
 
 def _add_index(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """Numbers the examples, so that ``_drop_bad`` can see which failed."""
+  """Numbers the examples and appends an end sentinel, for ``_drop_bad``.
+
+  The sentinel (zeros/empty strings, flagged by ``_END_KEY``) carries the
+  index one past the last example, so failures at the very end show as a
+  gap too. Datasets with non-dense features get no sentinel.
+  """
+  spec = dataset.element_spec
+  dense = all(isinstance(s, tf.TensorSpec) for s in spec.values())
+  mark = tf.autograph.experimental.do_not_convert(
+      lambda ex: {**ex, _END_KEY: tf.constant(False)})
+  dataset = dataset.map(mark)
+  if dense:
+    end = {k: tf.zeros([d if d is not None else 0 for d in s.shape],
+                       s.dtype) for k, s in spec.items()}
+    end[_END_KEY] = tf.constant(True)
+    dataset = dataset.concatenate(tf.data.Dataset.from_tensors(end))
   return dataset.enumerate().map(
       tf.autograph.experimental.do_not_convert(
           lambda i, ex: {**ex, _INDEX_KEY: i}))
@@ -424,8 +445,8 @@ def _drop_bad(dataset: tf.data.Dataset) -> tf.data.Dataset:
   undecodable images; one must not stop a run). The examples were numbered
   before the map (``_add_index``), so a gap in the numbers after it is the
   count of failures, added to ``bad_image`` by a ``scan``; this assumes the
-  map keeps the order (tf.data's default, ``deterministic=True``). Failures
-  after the last good example of a finite dataset are skipped uncounted.
+  map keeps the order (tf.data's default, ``deterministic=True``). The end
+  sentinel of ``_add_index`` makes failures at the very end count too.
   """
   dataset = dataset.ignore_errors(log_warning=True)
 

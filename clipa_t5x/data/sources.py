@@ -18,8 +18,12 @@ systems, so ``gs://`` paths work.
 
 Each raw example is ``{'key': tf.string, 'image': tf.string (encoded bytes),
 'text': tf.string}`` plus ``'label': tf.int64`` when the source reads labels
-(``KEY.cls``). Samples without an image or a caption are skipped and counted,
-never fatal; see ``WebDatasetSource.bad_record_counts``.
+(``KEY.cls``). Samples without an image or a (non-empty) caption are skipped
+and counted, never fatal; see ``WebDatasetSource.bad_record_counts`` and the
+process-wide ``bad_records.snapshot()``.
+
+``ShardedFileSource`` is the shared base of the other file-based sources
+(TFRecord, CSV): lazy listing, per-file sharding, round-robin reading.
 
 Sharding is per file: host i of n reads files i, i+n, ... (``ShardInfo``), so
 hosts never read the same bytes and need no coordination.

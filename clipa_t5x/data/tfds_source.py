@@ -149,8 +149,9 @@ class TfdsSource(seqio.DataSource):
       captions = tf.strings.strip(tf.reshape(value, [-1]))
       captions = tf.boolean_mask(captions, tf.strings.length(captions) > 0)
       n = tf.size(captions, out_type=tf.int64)
-      index = tf.math.floormod(draw, tf.maximum(n, 1))
-      text = tf.where(n > 0, tf.gather(captions, tf.minimum(index, n - 1)), "")
+      # A "" after the captions is what an image without any gets.
+      index = tf.where(n > 0, tf.math.floormod(draw, tf.maximum(n, 1)), n)
+      text = tf.gather(tf.concat([captions, [""]], 0), index)
       fixed = tf.strings.unicode_transcode(
           text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
       updates = [

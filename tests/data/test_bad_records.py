@@ -117,6 +117,7 @@ def test_bad_images_are_skipped_and_counted(preprocessor):
       _png_with_size(10000, 6000),   # t6 60 MP PNG
       png[:40],                      # t7 truncated PNG
       good,                          # t8 ok
+      b"\x89PNG\r\n\x1a\n broken",      # t9 bad, last: still counted
   ]
   before = bad_records.snapshot()
   ds = _image_dataset(images)
@@ -128,7 +129,7 @@ def test_bad_images_are_skipped_and_counted(preprocessor):
   examples = list(out.as_numpy_iterator())
   assert [e["text"] for e in examples] == [b"t0", b"t3", b"t8"]
   assert all(e["image"].shape == (16, 16, 3) for e in examples)
-  assert _delta(before) == {"bad_image": 4, "too_large_image": 2}
+  assert _delta(before) == {"bad_image": 5, "too_large_image": 2}
 
 
 def test_no_skipping_raises_on_a_bad_image():
@@ -158,7 +159,8 @@ def test_webdataset_caption_and_member_problems_are_counted(tmp_path):
       ("003.txt", b"no image"),                            # no image
       ("004.jpg", jpg), ("004.txt", b"na\xefve \xff"),     # not UTF-8
       ("005.jpg", b"garbage"), ("005.txt", b"bad image"),
-      ("006.png", jpg), ("006.txt", b"last"),  # extension need not match
+      ("006.png", jpg), ("006.txt", b"ok"),  # extension need not match
+      ("007.jpg", jpg[:100]), ("007.txt", b"truncated, last"),
   ])
   before = bad_records.snapshot()
   source = WebDatasetSource({"train": str(tmp_path / "s-*.tar")},
@@ -170,7 +172,7 @@ def test_webdataset_caption_and_member_problems_are_counted(tmp_path):
   assert examples[1]["text"] == "na\ufffdve \ufffd".encode()
   assert _delta(before) == {"missing_caption": 2, "missing_image": 1,
                             "incomplete_sample": 3, "bad_caption_utf8": 1,
-                            "bad_image": 1}
+                            "bad_image": 2}
 
 
 def test_truncated_tar_counts_corrupt_shard(tmp_path):

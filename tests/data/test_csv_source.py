@@ -83,7 +83,7 @@ def test_bad_rows_are_skipped_and_counted(root):
       "only_one_field\n"
       "3.png,also good\n", encoding="latin-1")
   with open(root / "b.csv", "ab") as f:
-    f.write(b"4.png,caf\xe9\n")
+    f.write(b"4.png,caf\xe9\ngone.png,last row, file missing\n")
   before = bad_records.snapshot()
   source = CsvSource({"train": str(root / "b.csv")},
                      image_root=str(root / "images"))
@@ -92,7 +92,7 @@ def test_bad_rows_are_skipped_and_counted(root):
                                            "caf\ufffd".encode()]
   after = bad_records.snapshot()
   delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
-  assert delta == {"missing_image": 3, "missing_caption": 1,
+  assert delta == {"missing_image": 4, "missing_caption": 1,
                    "bad_caption_utf8": 1}
 
 
