@@ -157,6 +157,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                 nonfinite_policy: str = "stop") -> Dict[str, Any]:
   """Trains (or resumes) one stage; returns its summary row."""
   from clipa_t5x.data import dataset as dataset_lib  # TF: imported when training starts
+  from clipa_t5x.data import bad_records
   from clipa_t5x.data import iterator_state
 
   start_time = time.time()
@@ -256,8 +257,12 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     print(f"[{stage.name}] compiled the train step in {seconds:.1f}s", flush=True)
     batches_with_first = itertools.chain([first_batch], batches)
     progress = metrics_logging.ProgressLine(stage.name, start_step, stage.train_steps)
-    state = trainer.train(state, batches_with_first, step_rng, remaining, logger, progress,
-                          log_every=log_every, on_step_end=on_step_end)
+    # Records skipped by the input pipeline (corrupt images, empty captions, ...)
+    # since this process started, logged as bad_records/<kind>.
+    state = trainer.train(
+        state, batches_with_first, step_rng, remaining, logger, progress, log_every=log_every,
+        on_step_end=on_step_end,
+        host_metrics=lambda: {f"bad_records/{k}": v for k, v in bad_records.snapshot().items()})
   final_step = int(state.step)
   if final_step < stage.train_steps:
     raise RuntimeError(
@@ -272,6 +277,11 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   eval_logger.close()
   checkpointer.close()
   row = _stage_row(stage, config, time.time() - start_time, results)
+  row["bad_records"] = bad_records.snapshot()
+  skipped = sum(row["bad_records"].values())
+  if skipped:
+    print(f"[{stage.name}] the input pipeline skipped {skipped} bad records so far: "
+          + ", ".join(f"{k} {v}" for k, v in row["bad_records"].items() if v), flush=True)
   if jax.process_index() == 0:
     cli.write_json_atomic(os.path.join(stage_dir, STAGE_SUMMARY), row)
   return row

@@ -143,11 +143,13 @@ class Trainer:
             num_steps: int, logger: metrics_logging.MetricsLogger,
             progress: Optional[metrics_logging.ProgressLine] = None,
             log_every: int = 10,
-            on_step_end: Optional[Callable[[int, TrainState], None]] = None) -> TrainState:
+            on_step_end: Optional[Callable[[int, TrainState], None]] = None,
+            host_metrics: Optional[Callable[[], Mapping[str, float]]] = None) -> TrainState:
     """Runs up to ``num_steps`` steps (fewer if ``batches`` runs out).
 
     ``on_step_end(step, state)`` runs on every host after each step
-    (checkpointing, evaluation) with the new step number and state. Returns the final state.
+    (checkpointing, evaluation) with the new step number and state.
+    ``host_metrics()`` adds host-side values (e.g. bad-record counts) to each log. Returns the final state.
     """
     last_log_time = time.time()
     step = last_log_step = int(state.step)
@@ -163,19 +165,21 @@ class Trainer:
       pending = metrics
       step += 1  # counted on the host: reading state.step would wait for the device
       if step % log_every == 0:
-        self._log(step, pending, logger, progress, last_log_time, last_log_step)
+        self._log(step, pending, logger, progress, last_log_time, last_log_step, host_metrics)
         last_log_time, last_log_step, pending = time.time(), step, None
       if on_step_end is not None:
         on_step_end(step, state)
     if pending is not None:
-      self._log(step, pending, logger, progress, last_log_time, last_log_step)
+      self._log(step, pending, logger, progress, last_log_time, last_log_step, host_metrics)
     return state
 
-  def _log(self, step, metrics, logger, progress, since_time, since_step):
+  def _log(self, step, metrics, logger, progress, since_time, since_step, host_metrics=None):
     values = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()
               if k != "nonfinite"}
     nonfinite = int(jax.device_get(self._nonfinite_total)) if self._nonfinite_total is not None else 0
     values["nonfinite_steps"] = nonfinite
+    if host_metrics is not None:
+      values.update(host_metrics())
     elapsed = max(time.time() - since_time, 1e-9)
     steps = max(step - since_step, 1)
     values["step_time"] = elapsed / steps
