@@ -56,7 +56,9 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # lemminflect: the test that rebuilds the shipped syntax table runs too.
-        "test": ["pytest", "tokenizers", "lemminflect==0.2.3"],
+        "test": ["pytest", "tokenizers", "lemminflect==0.2.3", "webdataset==1.0.2"],
+        # bench/data_throughput.py's reference pipeline (as open_clip reads data).
+        "bench": ["webdataset==1.0.2"],
         # Only tools/build_syntax_priority.py needs it (the table ships built).
         "tools": ["lemminflect==0.2.3"],
     },
