@@ -216,7 +216,123 @@ def _first_sample_members(path: str) -> List[str]:
 
 
 # ---------------------------------------------------------------- source ---
-class WebDatasetSource(seqio.DataSource):
+class ShardedFileSource(seqio.DataSource):
+  """Base of the file-based sources: lists, shards and interleaves files.
+
+  A subclass implements ``_read_file(path, split)``, the examples of one file
+  as a ``tf.data.Dataset``; this class lists a split's files lazily (glob
+  pattern(s) or a callable returning them, through ``tf.io.gfile`` so
+  ``gs://`` works), gives host i of n the files i, i+n, ... (``ShardInfo``),
+  shuffles the file order with the seed and reads ``cycle_length`` files
+  round-robin.
+  """
+
+  def __init__(self, split_to_filepattern: Mapping[str, FilePatterns],
+               file_kind: str = "data",
+               num_input_examples: Optional[Mapping[str, int]] = None,
+               cycle_length: int = 4, caching_permitted: bool = True):
+    """Creates the source.
+
+    Args:
+      split_to_filepattern: split -> glob pattern(s) of its files, or a
+        zero-argument callable returning them (resolved when first listed).
+      file_kind: what the files are, for error messages (e.g. 'TFRecord').
+      num_input_examples: optional split -> number of examples.
+      cycle_length: files read concurrently.
+      caching_permitted: whether SeqIO may cache this source.
+    """
+    if not split_to_filepattern:
+      raise ValueError("split_to_filepattern is empty; map each split to a "
+                       f"glob of its {file_kind} files, e.g. "
+                       "{'train': 'dir/train-*'}.")
+    if cycle_length < 1:
+      raise ValueError(f"cycle_length must be >= 1, got {cycle_length}.")
+    super().__init__(splits=split_to_filepattern.keys(),
+                     num_input_examples=num_input_examples,
+                     caching_permitted=caching_permitted)
+    self._patterns = dict(split_to_filepattern)
+    self._file_kind = file_kind
+    self._cycle_length = cycle_length
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self._patterns})"
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return False
+
+  def _patterns_for(self, split: str) -> List[str]:
+    if split not in self._patterns:
+      raise ValueError(f"Unknown split {split!r}; this source has splits "
+                       f"{sorted(self._patterns)}.")
+    patterns = self._patterns[split]
+    if callable(patterns):
+      patterns = patterns()
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    """Sorted files of ``split`` (empty if nothing matches)."""
+    files = set()
+    for pattern in self._patterns_for(split):
+      files.update(tf.io.gfile.glob(pattern))
+    return sorted(files)
+
+  def _read_file(self, path: tf.Tensor, split: str) -> tf.data.Dataset:
+    raise NotImplementedError
+
+  def get_dataset(
+      self,
+      split: str = "train",
+      shuffle: bool = True,
+      seed: Optional[int] = None,
+      shard_info: Optional[seqio.ShardInfo] = None,
+      *,
+      sequence_length: Optional[Mapping[str, int]] = None,  # Unused.
+      use_cached: bool = False,  # Unused.
+      num_epochs: Optional[int] = 1,  # Unused.
+  ) -> tf.data.Dataset:
+    """Raw examples of ``split`` (one pass; SeqIO repeats).
+
+    Args:
+      split: the split to read.
+      shuffle: shuffle this shard's file order (with ``seed``); examples are
+        shuffled later by the Task's shuffle buffer.
+      seed: file-order seed; None is random.
+      shard_info: read only files ``index, index + num_shards, ...``.
+
+    Returns:
+      The examples, ``cycle_length`` files round-robin (deterministic).
+    """
+    del sequence_length, use_cached, num_epochs
+    files = list(self.list_shards(split))
+    if not files:
+      raise ValueError(
+          f"No {self._file_kind} files match {self._patterns_for(split)} for "
+          f"split {split!r}; check the path/glob or generate the data first.")
+    if shard_info is not None:
+      if len(files) < shard_info.num_shards:
+        raise ValueError(
+            f"Split {split!r} has {len(files)} {self._file_kind} files but "
+            f"{shard_info.num_shards} shards (hosts) want their own files; "
+            "write at least as many files as hosts, or read it without "
+            "shard_info.")
+      files = files[shard_info.index::shard_info.num_shards]
+
+    @tf.autograph.experimental.do_not_convert
+    def read_file(path: tf.Tensor) -> tf.data.Dataset:
+      return self._read_file(path, split)
+
+    files_ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+      files_ds = files_ds.shuffle(len(files), seed=seed)
+    ds = files_ds.interleave(
+        read_file, cycle_length=min(self._cycle_length, len(files)),
+        block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    return ds.with_options(bad_records.pipeline_options())
+
+
+class WebDatasetSource(ShardedFileSource):
   """Reads image-text samples from webdataset tar shards, sharded by file.
 
   Example::
@@ -259,57 +375,22 @@ class WebDatasetSource(seqio.DataSource):
     if not image_keys:
       raise ValueError("image_keys is empty; give the image extensions, e.g. "
                        "('jpg', 'png').")
-    super().__init__(splits=split_to_filepattern.keys(),
+    super().__init__(split_to_filepattern, file_kind="tar",
                      num_input_examples=num_input_examples,
-                     caching_permitted=caching_permitted)
-    self._patterns = dict(split_to_filepattern)
+                     cycle_length=cycle_length, caching_permitted=caching_permitted)
     self._caption_key = caption_key.lower()
     self._image_keys = tuple(k.lower() for k in image_keys)
     self._label_key = label_key.lower() if label_key else None
     self._with_labels = with_labels
-    self._cycle_length = cycle_length
     self._resolved_labels: Dict[str, bool] = {}
     self._counter_vars: Optional[Dict[str, tf.Variable]] = None
 
-  def __repr__(self) -> str:
-    return f"{type(self).__name__}({self._patterns})"
-
-  @property
-  def supports_arbitrary_sharding(self) -> bool:
-    return False
-
-  # ------------------------------------------------------------- files ---
-  def _patterns_for(self, split: str) -> List[str]:
-    if split not in self._patterns:
-      raise ValueError(f"Unknown split {split!r}; this source has splits "
-                       f"{sorted(self._patterns)}.")
-    patterns = self._patterns[split]
-    if callable(patterns):
-      patterns = patterns()
-    return [patterns] if isinstance(patterns, str) else list(patterns)
-
-  def list_shards(self, split: str) -> Sequence[str]:
-    """Sorted tar files of ``split`` (empty if nothing matches)."""
-    files = set()
-    for pattern in self._patterns_for(split):
-      files.update(tf.io.gfile.glob(pattern))
-    return sorted(files)
-
-  def _files(self, split: str) -> List[str]:
-    files = self.list_shards(split)
-    if not files:
-      raise ValueError(
-          f"No tar files match {self._patterns_for(split)} for split "
-          f"{split!r}; check the path/glob (e.g. 'dir/train-*.tar') or "
-          "generate the data first.")
-    return list(files)
-
-  def _labels_on(self, split: str, files: Sequence[str]) -> bool:
+  def _labels_on(self, split: str) -> bool:
     if self._label_key is None or self._with_labels is not None:
       return bool(self._with_labels) and self._label_key is not None
     if split not in self._resolved_labels:
       self._resolved_labels[split] = (
-          self._label_key in _first_sample_members(files[0]))
+          self._label_key in _first_sample_members(self.list_shards(split)[0]))
     return self._resolved_labels[split]
 
   # ----------------------------------------------------------- records ---
@@ -434,172 +515,9 @@ class WebDatasetSource(seqio.DataSource):
     return tf.data.Dataset.from_tensor_slices(example).map(slice_image)
 
   # ----------------------------------------------------------- dataset ---
-  def get_dataset(
-      self,
-      split: str = "train",
-      shuffle: bool = True,
-      seed: Optional[int] = None,
-      shard_info: Optional[seqio.ShardInfo] = None,
-      *,
-      sequence_length: Optional[Mapping[str, int]] = None,  # Unused.
-      use_cached: bool = False,  # Unused.
-      num_epochs: Optional[int] = 1,  # Unused.
-  ) -> tf.data.Dataset:
-    """Raw examples of ``split`` (one pass; SeqIO repeats).
-
-    Args:
-      split: the split to read.
-      shuffle: shuffle the order of this shard's files (with ``seed``).
-        Examples are shuffled later by the Task's shuffle buffer.
-      seed: file-order seed; None is random.
-      shard_info: read only files ``index, index + num_shards, ...``.
-
-    Returns:
-      A dataset of ``{'key', 'image', 'text'[, 'label']}``, reading
-      ``cycle_length`` files round-robin (deterministic order).
-    """
-    del sequence_length, use_cached, num_epochs
-    files = self._files(split)
-    if shard_info is not None:
-      if len(files) < shard_info.num_shards:
-        raise ValueError(
-            f"Split {split!r} has {len(files)} tar files but "
-            f"{shard_info.num_shards} shards (hosts) want their own files; "
-            "write at least as many files as hosts (e.g. more, smaller "
-            "shards), or read it without shard_info.")
-      files = files[shard_info.index::shard_info.num_shards]
-    with_labels = self._labels_on(split, files)
-
-    @tf.autograph.experimental.do_not_convert
-    def read_file(path: tf.Tensor) -> tf.data.Dataset:
-      return self._samples(path, with_labels)
-
-    files_ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-      files_ds = files_ds.shuffle(len(files), seed=seed)
-    ds = files_ds.interleave(
-        read_file, cycle_length=min(self._cycle_length, len(files)),
-        block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)
-    # The counters are state outside the pipeline; checkpoints of the
-    # iterator (t5x/clu dataset checkpoints) skip them instead of failing.
-    return ds.with_options(bad_records.pipeline_options())
-
-
-class ShardedFileSource(seqio.DataSource):
-  """Base of the file-based sources: lists, shards and interleaves files.
-
-  A subclass implements ``_read_file(path, split)``, the examples of one file
-  as a ``tf.data.Dataset``; this class lists a split's files lazily (glob
-  pattern(s) or a callable returning them, through ``tf.io.gfile`` so
-  ``gs://`` works), gives host i of n the files i, i+n, ... (``ShardInfo``),
-  shuffles the file order with the seed and reads ``cycle_length`` files
-  round-robin.
-  """
-
-  def __init__(self, split_to_filepattern: Mapping[str, FilePatterns],
-               file_kind: str = "data",
-               num_input_examples: Optional[Mapping[str, int]] = None,
-               cycle_length: int = 4, caching_permitted: bool = True):
-    """Creates the source.
-
-    Args:
-      split_to_filepattern: split -> glob pattern(s) of its files, or a
-        zero-argument callable returning them (resolved when first listed).
-      file_kind: what the files are, for error messages (e.g. 'TFRecord').
-      num_input_examples: optional split -> number of examples.
-      cycle_length: files read concurrently.
-      caching_permitted: whether SeqIO may cache this source.
-    """
-    if not split_to_filepattern:
-      raise ValueError("split_to_filepattern is empty; map each split to a "
-                       f"glob of its {file_kind} files, e.g. "
-                       "{'train': 'dir/train-*'}.")
-    if cycle_length < 1:
-      raise ValueError(f"cycle_length must be >= 1, got {cycle_length}.")
-    super().__init__(splits=split_to_filepattern.keys(),
-                     num_input_examples=num_input_examples,
-                     caching_permitted=caching_permitted)
-    self._patterns = dict(split_to_filepattern)
-    self._file_kind = file_kind
-    self._cycle_length = cycle_length
-
-  def __repr__(self) -> str:
-    return f"{type(self).__name__}({self._patterns})"
-
-  @property
-  def supports_arbitrary_sharding(self) -> bool:
-    return False
-
-  def _patterns_for(self, split: str) -> List[str]:
-    if split not in self._patterns:
-      raise ValueError(f"Unknown split {split!r}; this source has splits "
-                       f"{sorted(self._patterns)}.")
-    patterns = self._patterns[split]
-    if callable(patterns):
-      patterns = patterns()
-    return [patterns] if isinstance(patterns, str) else list(patterns)
-
-  def list_shards(self, split: str) -> Sequence[str]:
-    """Sorted files of ``split`` (empty if nothing matches)."""
-    files = set()
-    for pattern in self._patterns_for(split):
-      files.update(tf.io.gfile.glob(pattern))
-    return sorted(files)
-
   def _read_file(self, path: tf.Tensor, split: str) -> tf.data.Dataset:
-    raise NotImplementedError
-
-  def get_dataset(
-      self,
-      split: str = "train",
-      shuffle: bool = True,
-      seed: Optional[int] = None,
-      shard_info: Optional[seqio.ShardInfo] = None,
-      *,
-      sequence_length: Optional[Mapping[str, int]] = None,  # Unused.
-      use_cached: bool = False,  # Unused.
-      num_epochs: Optional[int] = 1,  # Unused.
-  ) -> tf.data.Dataset:
-    """Raw examples of ``split`` (one pass; SeqIO repeats).
-
-    Args:
-      split: the split to read.
-      shuffle: shuffle this shard's file order (with ``seed``); examples are
-        shuffled later by the Task's shuffle buffer.
-      seed: file-order seed; None is random.
-      shard_info: read only files ``index, index + num_shards, ...``.
-
-    Returns:
-      The examples, ``cycle_length`` files round-robin (deterministic).
-    """
-    del sequence_length, use_cached, num_epochs
-    files = list(self.list_shards(split))
-    if not files:
-      raise ValueError(
-          f"No {self._file_kind} files match {self._patterns_for(split)} for "
-          f"split {split!r}; check the path/glob or generate the data first.")
-    if shard_info is not None:
-      if len(files) < shard_info.num_shards:
-        raise ValueError(
-            f"Split {split!r} has {len(files)} {self._file_kind} files but "
-            f"{shard_info.num_shards} shards (hosts) want their own files; "
-            "write at least as many files as hosts, or read it without "
-            "shard_info.")
-      files = files[shard_info.index::shard_info.num_shards]
-
-    @tf.autograph.experimental.do_not_convert
-    def read_file(path: tf.Tensor) -> tf.data.Dataset:
-      return self._read_file(path, split)
-
-    files_ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-      files_ds = files_ds.shuffle(len(files), seed=seed)
-    ds = files_ds.interleave(
-        read_file, cycle_length=min(self._cycle_length, len(files)),
-        block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)
-    return ds.with_options(bad_records.pipeline_options())
+    """The samples of one tar file: ``{'key', 'image', 'text'[, 'label']}``."""
+    return self._samples(path, self._labels_on(split))
 
 
 def fix_caption(text: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
