@@ -29,13 +29,13 @@ import functools
 import os
 from typing import Any, Dict, Optional
 
-import seqio
 
 from clipa_t5x.data import demo_shapes
 from clipa_t5x.data import image_ops
 from clipa_t5x.data import text_reduction
 from clipa_t5x.data.feature_converter import output_features
 from clipa_t5x.data.sources import WebDatasetSource, select_features
+from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
 
 # Overrides of the data location and generator parameters (None / empty: the
 # defaults). Read each time the files are listed, i.e. when a dataset is built.
@@ -81,29 +81,14 @@ def _source(with_labels: bool) -> WebDatasetSource:
       with_labels=with_labels)
 
 
-def _register_task(name: str, **kwargs) -> None:
-  # Remove-then-add keeps re-imports (e.g. as `tasks` and `clipa_t5x.tasks`)
-  # from raising "Attempting to register duplicate provider".
-  if name in seqio.TaskRegistry.names():
-    seqio.TaskRegistry.remove(name)
-  seqio.TaskRegistry.add(name, **kwargs)
-
-
 def register() -> None:
   """Registers the demo Tasks and Mixture (idempotent)."""
   for suffix, method in TEXT_METHODS.items():
-    _register_task(
-        f"demo_shapes{suffix}",
-        source=_source(with_labels=False),
+    common.register_task(
+        f"demo_shapes{suffix}", source=_source(with_labels=False),
         output_features=output_features(),
-        preprocessors=[
-            functools.partial(select_features, keys=("image", "text")),
-            functools.partial(image_ops.train_image_preprocessor,
-                              **TRAIN_AUGMENTATION),
-            functools.partial(text_reduction.tokenize_and_reduce,
-                              method=method, key="text"),
-        ])
-  _register_task(
+        preprocessors=common.train_preprocessors(method, TRAIN_AUGMENTATION))
+  common.register_task(
       "demo_shapes_eval",
       source=_source(with_labels=True),
       output_features=output_features(),
@@ -113,9 +98,7 @@ def register() -> None:
           functools.partial(text_reduction.tokenize_and_reduce,
                             method="truncate", key="text"),
       ])
-  if "demo_shapes_mix" in seqio.MixtureRegistry.names():
-    seqio.MixtureRegistry.remove("demo_shapes_mix")
-  seqio.MixtureRegistry.add("demo_shapes_mix", list(MIXTURE_RATES.items()))
+  common.register_mixture("demo_shapes_mix", MIXTURE_RATES)
 
 
 def class_names() -> list:

@@ -23,18 +23,16 @@ too large images are skipped and counted (``clipa_t5x.data.bad_records``).
 ``WebScaleCorpus`` here is also what ``tasks/datacomp.py`` uses.
 """
 
-import functools
 import os
 from typing import Dict, Mapping, Optional, Tuple
 
 import seqio
 import tensorflow as tf
 
-from clipa_t5x.data import image_ops
-from clipa_t5x.data import text_reduction
 from clipa_t5x.data.feature_converter import output_features
-from clipa_t5x.data.sources import WebDatasetSource, select_features
+from clipa_t5x.data.sources import WebDatasetSource
 from clipa_t5x.data.tfrecord_source import TFRecordSource
+from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
 
 FORMATS = ("webdataset", "tfrecord")
 TEXT_METHODS = {"": "truncate", "_syntax": "syntax"}
@@ -165,27 +163,12 @@ class ConfiguredSource(seqio.DataSource):
 def register_tasks(corpus: WebScaleCorpus, prefix: str) -> None:
   """Registers ``prefix`` (truncation) and ``prefix_syntax`` (idempotent)."""
   for suffix, method in TEXT_METHODS.items():
-    name = prefix + suffix
-    if name in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(
-        name,
-        source=corpus.source(),
-        output_features=output_features(),
-        preprocessors=[
-            functools.partial(select_features, keys=("image", "text")),
-            functools.partial(image_ops.train_image_preprocessor,
-                              **TRAIN_AUGMENTATION),
-            functools.partial(text_reduction.tokenize_and_reduce,
-                              method=method, key="text"),
-        ])
+    common.register_task(prefix + suffix, source=corpus.source(),
+                         output_features=output_features(),
+                         preprocessors=common.train_preprocessors(method, TRAIN_AUGMENTATION))
 
 
-def register_mixture(name: str, rates: Mapping[str, float]) -> None:
-  """Registers a Mixture of registered Tasks with rates (idempotent)."""
-  if name in seqio.MixtureRegistry.names():
-    seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, list(rates.items()))
+register_mixture = common.register_mixture
 
 
 CORPUS = WebScaleCorpus("laion", "CLIPA_LAION2B")

@@ -1,0 +1,42 @@
+"""What every Task registration here shares: the training preprocessors and idempotent adds."""
+
+import functools
+from typing import Any, Callable, List, Mapping
+
+import seqio
+
+from clipa_t5x.data import image_ops
+from clipa_t5x.data import text_reduction
+from clipa_t5x.data.sources import select_features
+
+
+def train_preprocessors(method: str, augmentation: Mapping[str, Any]) -> List[Callable]:
+  """image + caption -> ``{'image': uint8 SxSx3, 'text': int32 L}`` for training.
+
+  Args:
+    method: text reduction (``'truncate'``, ``'syntax'``, ``'random'``, ``'block'``).
+    augmentation: ``train_image_preprocessor`` keyword arguments.
+  """
+  return [
+      functools.partial(select_features, keys=("image", "text")),
+      functools.partial(image_ops.train_image_preprocessor, **augmentation),
+      functools.partial(text_reduction.tokenize_and_reduce, method=method, key="text"),
+  ]
+
+
+def register_task(name: str, **kwargs) -> None:
+  """``seqio.TaskRegistry.add`` that replaces an earlier registration.
+
+  Re-imports (e.g. as ``tasks`` and as ``clipa_t5x.tasks``) would otherwise
+  raise "Attempting to register duplicate provider".
+  """
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  seqio.TaskRegistry.add(name, **kwargs)
+
+
+def register_mixture(name: str, rates: Mapping[str, float]) -> None:
+  """Registers a Mixture of registered Tasks with rates (idempotent)."""
+  if name in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove(name)
+  seqio.MixtureRegistry.add(name, list(rates.items()))
