@@ -169,7 +169,7 @@ class ClassificationEvaluator:
     total = np.zeros((), np.int64)
     dummy_image = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
     dummy = lambda: (dummy_image, np.zeros((0,), np.int64))
-    for images, labels in _synchronized(clf._image_batches(), dummy):  # pylint: disable=protected-access
+    for images, labels in _synchronized(clf.image_batches(), dummy):
       out = encode_images(zeroshot._pad_rows(images, clf.batch_size))  # pylint: disable=protected-access
       feats = zeroshot._check_features(out, clf.batch_size, "encode_images")  # pylint: disable=protected-access
       if not labels.shape[0]:

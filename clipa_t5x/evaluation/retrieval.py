@@ -247,25 +247,18 @@ class RetrievalEvaluator:
 
   def image_batches(self) -> Iterator[Tuple[np.ndarray, List[List[str]]]]:
     """Yields ``(images [b, H, W, 3], captions per image)``, b <= batch_size, unpadded."""
-    images, captions = [], []
-    seen = 0
-    for example in self.examples_fn():
-      if self.num_examples is not None and seen >= self.num_examples:
-        break
-      if "image" not in example or "captions" not in example:
-        raise ValueError(
-            f"retrieval examples must have 'image' and 'captions', got keys {sorted(example)}.")
-      caps = _as_captions(example["captions"])
-      if not caps:
-        raise ValueError(f"{self.name}: example {seen} has no caption; drop it from the data.")
-      images.append(np.asarray(example["image"]))
-      captions.append(caps)
-      seen += 1
-      if len(images) == self.batch_size:
-        yield _stack_images(images), captions
-        images, captions = [], []
-    if images:
-      yield _stack_images(images), captions
+    offset = 0
+    for batch in zeroshot.example_batches(self.examples_fn(), self.batch_size,
+                                          self.num_examples, ("image", "captions")):
+      captions = []
+      for i, example in enumerate(batch):
+        caps = _as_captions(example["captions"])
+        if not caps:
+          raise ValueError(f"{self.name}: example {offset + i} has no caption; drop it from "
+                           "the data.")
+        captions.append(caps)
+      offset += len(batch)
+      yield zeroshot.stack_images(batch), captions
 
   def encode_captions(self, captions: Sequence[str], encode_texts: EncodeFn,
                       tokenize: Optional[TokenizeFn] = None) -> np.ndarray:
@@ -316,9 +309,3 @@ class RetrievalEvaluator:
     return out
 
 
-def _stack_images(images: List[np.ndarray]) -> np.ndarray:
-  shapes = {im.shape for im in images}
-  if len(shapes) != 1:
-    raise ValueError(f"all images must share one shape to be batched, got {sorted(shapes)}; "
-                     "resize them in the eval pipeline.")
-  return np.stack(images)

@@ -169,6 +169,37 @@ def encode_in_batches(fn: EncodeFn, inputs: np.ndarray, batch_size: int, what: s
   return np.concatenate(outs, axis=0)
 
 
+def example_batches(examples: Iterable[Dict[str, Any]], batch_size: int,
+                    num_examples: Optional[int], required: Sequence[str]
+                    ) -> Iterator[List[Dict[str, Any]]]:
+  """Groups examples into lists of at most ``batch_size`` (the first ``num_examples``)."""
+  batch: List[Dict[str, Any]] = []
+  for seen, example in enumerate(examples):
+    if num_examples is not None and seen >= num_examples:
+      break
+    missing = [k for k in required if k not in example]
+    if missing:
+      raise ValueError(f"eval examples must have {' and '.join(map(repr, required))}, got "
+                       f"keys {sorted(example)}.")
+    batch.append(example)
+    if len(batch) == batch_size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def stack_images(batch: Sequence[Dict[str, Any]]) -> np.ndarray:
+  """``[b, H, W, 3]`` from the examples' ``image``; one shape required."""
+  images = [np.asarray(ex["image"]) for ex in batch]
+  shapes = {im.shape for im in images}
+  if len(shapes) != 1:
+    raise ValueError(
+        f"all images must share one shape to be batched, got {sorted(shapes)}; resize "
+        "them in the eval pipeline.")
+  return np.stack(images)
+
+
 class ZeroShotClassifier:
   """Zero-shot top-k accuracy of an image-text model on one labelled image set.
 
@@ -288,38 +319,17 @@ class ZeroShotClassifier:
     features = encode_in_batches(encode_texts, tokens, self.text_batch_size, "encode_texts")
     return metrics_lib.class_embeddings(features, len(names), len(self.templates))
 
-  def _image_batches(self) -> Iterator[tuple]:
+  def image_batches(self) -> Iterator[tuple]:
     """Yields ``(images [b, H, W, 3], labels [b])`` with b <= batch_size, unpadded."""
-    images, labels = [], []
-    seen = 0
-    for example in self.examples_fn():
-      if self.num_examples is not None and seen >= self.num_examples:
-        break
-      if "image" not in example or "label" not in example:
+    for batch in example_batches(self.examples_fn(), self.batch_size, self.num_examples,
+                                 ("image", "label")):
+      labels = [np.asarray(ex["label"]) for ex in batch]
+      label_array = np.stack(labels)
+      if label_array.ndim != 1 or not np.issubdtype(label_array.dtype, np.integer):
         raise ValueError(
-            f"examples must have 'image' and 'label', got keys {sorted(example)}.")
-      images.append(np.asarray(example["image"]))
-      labels.append(np.asarray(example["label"]))
-      seen += 1
-      if len(images) == self.batch_size:
-        yield self._stack(images, labels)
-        images, labels = [], []
-    if images:
-      yield self._stack(images, labels)
-
-  @staticmethod
-  def _stack(images: List[np.ndarray], labels: List[np.ndarray]) -> tuple:
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-      raise ValueError(
-          f"all images must share one shape to be batched, got {sorted(shapes)}; resize "
-          "them in the eval pipeline.")
-    label_array = np.stack(labels)
-    if label_array.ndim != 1 or not np.issubdtype(label_array.dtype, np.integer):
-      raise ValueError(
-          f"each label must be a scalar integer class id, got shape {labels[0].shape} and "
-          f"dtype {label_array.dtype}.")
-    return np.stack(images), label_array.astype(np.int64)
+            f"each label must be a scalar integer class id, got shape {labels[0].shape} and "
+            f"dtype {label_array.dtype}.")
+      yield stack_images(batch), label_array.astype(np.int64)
 
   def evaluate(
       self,
@@ -366,7 +376,7 @@ class ZeroShotClassifier:
         hits[k] += int(correct.sum())
       total += labels.shape[0]
 
-    for images, labels in self._image_batches():
+    for images, labels in self.image_batches():
       out = encode_images(_pad_rows(images, self.batch_size))
       if pending is not None:
         consume(*pending)
