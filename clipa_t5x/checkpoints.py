@@ -13,7 +13,10 @@ text length changed (8 → 32 in CLIPA-v2), and starts a fresh optimizer.
 """
 
 import dataclasses
+import logging
+import os
 import re
+import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -116,6 +119,32 @@ class Checkpointer:
     state = TrainState(step=step_array, params=restored["params"],
                        opt_state=restored["opt_state"])
     return state, meta
+
+  def restore_latest_good(self, abstract_state: TrainState
+                          ) -> Optional[Tuple[TrainState, Dict[str, Any]]]:
+    """Restores the newest checkpoint that reads back whole; None if there is none.
+
+    A checkpoint that fails to read (a file truncated or deleted after it was
+    written, a disk error) is renamed ``corrupt_checkpoint_<step>_<time>`` --
+    kept for inspection, never picked up again -- with a warning, and the
+    previous one is tried.
+    """
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return self.restore(abstract_state, step)
+      except Exception as e:  # pylint: disable=broad-except  (any read failure)
+        path = os.path.join(self.directory, f"{STEP_PREFIX}_{step}")
+        moved = os.path.join(self.directory, f"corrupt_{STEP_PREFIX}_{step}_{int(time.time())}")
+        message = (f"checkpoint {path} cannot be read ({type(e).__name__}: "
+                   f"{str(e).splitlines()[0][:200] if str(e) else ''}); moved to {moved}, "
+                   "trying the previous one")
+        logging.warning(message)
+        print(f"warning: {message}", flush=True)
+        if jax.process_index() == 0:
+          os.rename(path, moved)
+        self._manager.close()
+        self._manager = _manager(self.directory, self.config.keep)
+    return None
 
   def close(self) -> None:
     self._manager.close()

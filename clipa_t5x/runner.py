@@ -172,8 +172,9 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   init_rng, step_rng = jax.random.split(rng)
 
   meta: Dict[str, Any] = {}
-  if checkpointer.latest_step() is not None:
-    state, meta = checkpointer.restore(abstract)
+  restored = checkpointer.restore_latest_good(abstract)
+  if restored is not None:
+    state, meta = restored
     logging.info("stage %s: resuming from step %d", stage.name, meta["step"])
     print(f"[{stage.name}] resuming from {stage_dir} step {meta['step']}", flush=True)
   else:

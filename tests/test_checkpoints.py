@@ -113,3 +113,31 @@ def test_restore_params_assignment_map_and_errors(tmp_path):
     checkpoints.restore_params(
         checkpoints.RestoreCheckpointConfig(path=str(tmp_path / "empty")), abstract.params,
         fresh.params)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_used(tmp_path, damage):
+  partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  state, abstract = _state(partitioner)
+  ckpt = checkpoints.Checkpointer(str(tmp_path), checkpoints.SaveCheckpointConfig(keep=None))
+  ckpt.save(state, 2, {})
+  later = state.replace(params=jax.tree.map(lambda x: x + 1, state.params))
+  ckpt.save(later, 4, {})
+  ckpt.close()
+  # Damage the newest checkpoint's array data after the fact.
+  files = sorted(p for p in (tmp_path / "checkpoint_4" / "params").rglob("*")
+                 if p.is_file() and p.stat().st_size > 0)
+  assert files
+  for path in files:
+    if damage == "truncate":
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    else:
+      path.unlink()
+  restored = checkpoints.Checkpointer(str(tmp_path)).restore_latest_good(abstract)
+  assert restored is not None
+  good, meta = restored
+  assert meta["step"] == 2
+  _assert_trees_equal(state.params, good.params)
+  names = os.listdir(tmp_path)
+  assert "checkpoint_4" not in names and any(n.startswith("corrupt_checkpoint_4_") for n in names)
+  assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 2
