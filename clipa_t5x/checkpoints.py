@@ -13,9 +13,11 @@ text length changed (8 → 32 in CLIPA-v2), and starts a fresh optimizer.
 """
 
 import dataclasses
+import errno
 import logging
 import os
 import re
+import shutil
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -72,6 +74,23 @@ def _manager(directory: str, keep: Optional[int] = None,
   return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
+def check_free_space(directory: str, abstract_state: Any) -> None:
+  """Fails before training when a local ``directory`` cannot hold one checkpoint.
+
+  Remote paths (``gs://``...) are not checked. The estimate is the state's
+  size in bytes (the sum over all hosts' shards).
+  """
+  if "://" in directory:
+    return
+  needed = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
+  os.makedirs(directory, exist_ok=True)
+  free = shutil.disk_usage(directory).free
+  if free < needed:
+    raise ValueError(
+        f"MODEL_DIR {directory!r} has {free / 2**30:.2f} GiB free but one checkpoint needs "
+        f"about {needed / 2**30:.2f} GiB; free some space or choose another MODEL_DIR.")
+
+
 class Checkpointer:
   """Saves every ``period`` steps and restores the latest complete checkpoint."""
 
@@ -100,8 +119,15 @@ class Checkpointer:
         params=ocp.args.StandardSave(state.params),
         opt_state=ocp.args.StandardSave(state.opt_state),
         meta=ocp.args.JsonSave({**meta, "step": int(step)}))
-    self._manager.save(step, args=args, force=True)
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(step, args=args, force=True)
+      self._manager.wait_until_finished()
+    except OSError as e:
+      if e.errno == errno.ENOSPC:
+        raise ValueError(
+            f"the disk of {self.directory!r} is full: checkpoint {step} was not written (the "
+            "previous ones are intact); free some space and rerun to resume.") from e
+      raise
 
   def restore(self, abstract_state: TrainState, step: Optional[int] = None
               ) -> Tuple[TrainState, Dict[str, Any]]:

@@ -167,6 +167,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   tx, lr_fn = optimizers.make_optimizer(stage.optimizer, stage.batch_size, stage.train_steps)
   abstract, _, shardings = train_state_lib.abstract_train_state(
       model, tx, stage.image_size, stage.text_length, partitioner)
+  checkpoints.check_free_space(stage_dir, abstract)
   checkpointer = checkpoints.Checkpointer(stage_dir, checkpoint_config)
   rng = jax.random.key(random_seed)
   init_rng, step_rng = jax.random.split(rng)

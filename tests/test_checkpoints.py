@@ -141,3 +141,29 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_used(tmp_path
   names = os.listdir(tmp_path)
   assert "checkpoint_4" not in names and any(n.startswith("corrupt_checkpoint_4_") for n in names)
   assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 2
+
+
+def test_check_free_space_refuses_a_too_small_disk(tmp_path, monkeypatch):
+  import collections  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  _, abstract = _state(partitioner)
+  checkpoints.check_free_space(str(tmp_path), abstract)  # plenty of room here
+  usage = collections.namedtuple("usage", "total used free")
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10, 10, 1000))
+  with pytest.raises(ValueError, match="GiB free but one checkpoint needs"):
+    checkpoints.check_free_space(str(tmp_path), abstract)
+  checkpoints.check_free_space("gs://bucket/run", abstract)  # remote: not checked
+
+
+def test_a_full_disk_during_save_is_a_clear_error(tmp_path, monkeypatch):
+  import errno  # pylint: disable=import-outside-toplevel
+  partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  state, _ = _state(partitioner)
+  ckpt = checkpoints.Checkpointer(str(tmp_path))
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(ckpt._manager, "save", full)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="is full: checkpoint 3 was not written"):
+    ckpt.save(state, 3, {})
