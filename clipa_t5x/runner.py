@@ -110,6 +110,11 @@ def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitParti
         f"data-parallel size {partitioner.data_parallel_size}; use a multiple of it.")
   if stage.train_steps <= 0:
     raise ValueError(f"stage {stage.name!r}: train_steps must be positive, got {stage.train_steps}.")
+  from clipa_t5x.data import dataset as dataset_lib  # pylint: disable=import-outside-toplevel
+  try:
+    dataset_lib.get_provider(stage.mixture_or_task_name)
+  except ValueError as e:
+    raise ValueError(f"stage {stage.name!r}: {e}") from None
 
 
 def check_model_dir_writable(model_dir: str) -> None:

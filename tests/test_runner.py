@@ -392,3 +392,11 @@ def test_e2e_resume_from_an_earlier_checkpoint(e2e):
   assert summary[1]["image_tokens"] == 11 and summary[1]["text_tokens"] == 16
   assert summary[1]["seconds"] != e2e["summary_after_first"][1]["seconds"]
   assert resumed["rows"] == summary
+
+
+def test_an_unknown_task_is_reported_before_training(model_config, partitioner):
+  with pytest.raises(ValueError, match="No SeqIO Task or Mixture named 'nope'"):
+    runner._check_stage(  # pylint: disable=protected-access
+        runner.Stage(name="s", mixture_or_task_name="nope",
+                     task_feature_lengths={"image": 16, "text": 8}, batch_size=8,
+                     train_steps=1), model_config, partitioner)
