@@ -29,6 +29,7 @@ from clipa_t5x import checkpoints
 from clipa_t5x import cli
 from clipa_t5x import flops
 from clipa_t5x import metrics_logging
+from clipa_t5x import model_info
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
 from clipa_t5x import preemption
@@ -170,7 +171,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                                mask_type=stage.mask_type)
   model = clip_lib.ClipaModel(config)
   tx, lr_fn = optimizers.make_optimizer(stage.optimizer, stage.batch_size, stage.train_steps)
-  abstract, _, shardings = train_state_lib.abstract_train_state(
+  abstract, logical_specs, shardings = train_state_lib.abstract_train_state(
       model, tx, stage.image_size, stage.text_length, partitioner)
   checkpoints.check_free_space(stage_dir, abstract)
   checkpointer = checkpoints.Checkpointer(stage_dir, checkpoint_config)
@@ -262,6 +263,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                        f"{stage.split!r} gave no batch; check the data files.") from None
     seconds = trainer.compile(state, first_batch, step_rng)
     print(f"[{stage.name}] compiled the train step in {seconds:.1f}s", flush=True)
+    model_info.write_model_info(os.path.join(stage_dir, "model-info.txt"), abstract,
+                                logical_specs, shardings, trainer.activation_bytes())
     batches_with_first = itertools.chain([first_batch], batches)
     progress = metrics_logging.ProgressLine(stage.name, start_step, stage.train_steps)
     # Records skipped by the input pipeline (corrupt images, empty captions, ...)

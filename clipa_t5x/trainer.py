@@ -134,6 +134,15 @@ class Trainer:
     self._compiled = self._step.lower(state, global_batch, rng).compile()
     return time.time() - start
 
+  def activation_bytes(self) -> Optional[int]:
+    """Per-device temporaries of the compiled step (XLA's estimate), if compiled."""
+    if self._compiled is None:
+      return None
+    try:
+      return int(self._compiled.memory_analysis().temp_size_in_bytes)
+    except (AttributeError, NotImplementedError):  # not every backend reports it
+      return None
+
   def step(self, state: TrainState, host_batch: Batch, rng: jax.Array):
     """One step on this host's slice of the batch."""
     step_fn = self._compiled if self._compiled is not None else self._step

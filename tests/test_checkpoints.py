@@ -167,3 +167,24 @@ def test_a_full_disk_during_save_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setattr(ckpt._manager, "save", full)  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="is full: checkpoint 3 was not written"):
     ckpt.save(state, 3, {})
+
+
+def test_resharding_restore_data_parallel_to_fsdp_model_parallel_and_back(tmp_path):
+  """4-device data parallelism -> 2x2 FSDP + model parallel -> back, values identical."""
+  data_parallel = partitioning.PjitPartitioner(
+      num_partitions=1, logical_axis_rules=partitioning.data_parallel_logical_axis_rules())
+  fsdp_mp = partitioning.PjitPartitioner(
+      num_partitions=2,
+      logical_axis_rules=partitioning.standard_logical_axis_rules(parameter_partitioning_dims=2))
+  state, abstract_dp = _state(data_parallel)
+  _, abstract_fsdp = _state(fsdp_mp, seed=1)
+  specs = {tuple(s.sharding.spec) for s in jax.tree.leaves(abstract_fsdp.params)}
+  assert any("data" in spec for spec in specs) and any("model" in spec for spec in specs)
+  checkpoints.Checkpointer(str(tmp_path / "a")).save(state, 1, {})
+  on_fsdp, _ = checkpoints.Checkpointer(str(tmp_path / "a")).restore(abstract_fsdp)
+  _assert_trees_equal((state.params, state.opt_state), (on_fsdp.params, on_fsdp.opt_state))
+  for leaf, target in zip(jax.tree.leaves(on_fsdp), jax.tree.leaves(abstract_fsdp)):
+    assert leaf.sharding.is_equivalent_to(target.sharding, leaf.ndim)
+  checkpoints.Checkpointer(str(tmp_path / "b")).save(on_fsdp, 1, {})
+  back, _ = checkpoints.Checkpointer(str(tmp_path / "b")).restore(abstract_dp)
+  _assert_trees_equal((state.params, state.opt_state), (back.params, back.opt_state))
