@@ -63,6 +63,8 @@ class Stage:
     eval_text_length: prompt length at evaluation (default: the training one).
     eval_text_reduction: how prompts are cut to ``eval_text_length``.
     split: data split to train on.
+    num_microbatches: encode each batch in this many pieces and accumulate the
+      exact full-batch gradient (memory lever; the same loss and gradients).
   """
   name: str
   mixture_or_task_name: str
@@ -77,6 +79,7 @@ class Stage:
   eval_text_length: Optional[int] = None
   eval_text_reduction: str = "truncate"
   split: str = "train"
+  num_microbatches: int = 1
 
   @property
   def image_size(self) -> int:
@@ -109,6 +112,12 @@ def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitParti
     raise ValueError(
         f"stage {stage.name!r}: batch size {stage.batch_size} is not divisible by the "
         f"data-parallel size {partitioner.data_parallel_size}; use a multiple of it.")
+  if stage.num_microbatches < 1 or stage.batch_size % (
+      stage.num_microbatches * partitioner.data_parallel_size):
+    raise ValueError(
+        f"stage {stage.name!r}: batch size {stage.batch_size} must split into "
+        f"num_microbatches={stage.num_microbatches} pieces, each divisible by the data-parallel "
+        f"size {partitioner.data_parallel_size}.")
   if stage.train_steps <= 0:
     raise ValueError(f"stage {stage.name!r}: train_steps must be positive, got {stage.train_steps}.")
   from clipa_t5x.data import dataset as dataset_lib  # pylint: disable=import-outside-toplevel
@@ -224,7 +233,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, stage.batch_size,
                                 flops_per_example=per_example["train"],
                                 peak_flops_per_device=peak_flops_per_device,
-                                nonfinite_policy=nonfinite_policy)
+                                nonfinite_policy=nonfinite_policy,
+                                num_microbatches=stage.num_microbatches)
   logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "train"),
                                          os.path.join(stage_dir, "train_metrics.jsonl"))
   eval_logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "eval"),

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from clipa_t5x import device_profiles
+from clipa_t5x import grad_accumulation
 from clipa_t5x import metrics_logging
 from clipa_t5x import partitioning
 from clipa_t5x.train_state import TrainState
@@ -30,18 +31,25 @@ class NonFiniteError(ValueError):
 
 
 def make_train_step(model, tx: optax.GradientTransformation,
-                    learning_rate_fn: Callable[[jax.Array], jax.Array]
+                    learning_rate_fn: Callable[[jax.Array], jax.Array],
+                    num_microbatches: int = 1
                     ) -> Callable[[TrainState, Batch, jax.Array], Tuple[TrainState, Dict]]:
   """Returns ``step(state, batch, rng) -> (new_state, metrics)``.
 
   The step's randomness (patch masking) is ``fold_in(rng, state.step)``, so a
-  resumed run draws exactly the masks an uninterrupted one would.
+  resumed run draws exactly the masks an uninterrupted one would. With
+  ``num_microbatches > 1`` the batch is encoded in pieces and the gradient of
+  the full-batch contrastive loss is accumulated exactly (``grad_accumulation``).
   """
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
-    grad_fn = jax.value_and_grad(model.loss_fn, has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, batch, step_rng)
+    if num_microbatches > 1:
+      (_, metrics), grads = grad_accumulation.microbatched_loss_and_grads(
+          model, state.params, batch, step_rng, num_microbatches)
+    else:
+      grad_fn = jax.value_and_grad(model.loss_fn, has_aux=True)
+      (_, metrics), grads = grad_fn(state.params, batch, step_rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
@@ -82,13 +90,15 @@ class Trainer:
       ``NonFiniteError`` at the next log step (the last checkpoint is the last
       good state), ``'skip'`` goes on. Either way ``nonfinite_steps`` (the
       running count) is logged.
+    num_microbatches: encode the batch in this many pieces, accumulating the
+      exact full-batch gradient (less activation memory, same result).
   """
 
   def __init__(self, model, tx, learning_rate_fn, partitioner: partitioning.PjitPartitioner,
                state_shardings: TrainState, global_batch_size: int,
                flops_per_example: float = 0.0,
                peak_flops_per_device: Optional[float] = None,
-               nonfinite_policy: str = "stop"):
+               nonfinite_policy: str = "stop", num_microbatches: int = 1):
     if nonfinite_policy not in NONFINITE_POLICIES:
       raise ValueError(f"nonfinite_policy must be one of {NONFINITE_POLICIES}, got "
                        f"{nonfinite_policy!r}.")
@@ -106,7 +116,11 @@ class Trainer:
     # MFU compares against every device the step runs on, over all hosts.
     self._peak_flops = (peak_flops_per_device * jax.device_count()
                         if peak_flops_per_device else None)
-    step_fn = make_train_step(model, tx, learning_rate_fn)
+    if num_microbatches < 1 or global_batch_size % (num_microbatches * partitioner.data_parallel_size):
+      raise ValueError(
+          f"batch size {global_batch_size} must divide into num_microbatches={num_microbatches} "
+          f"pieces each divisible by the data-parallel size {partitioner.data_parallel_size}.")
+    step_fn = make_train_step(model, tx, learning_rate_fn, num_microbatches)
     self._compiled = None
     self._step = partitioner.partition(
         step_fn,

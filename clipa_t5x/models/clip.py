@@ -124,14 +124,23 @@ class ClipaModel:
     Returns:
       ``(loss, metrics)`` from ``softmax_contrastive_loss``.
     """
+    return softmax_contrastive_loss(*self.features(params, batch, rng))
+
+  def features(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
+               rng: Optional[jax.Array]) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """``(image features, text features, log_temperature)`` of a batch.
+
+    Features are L2-normalised; with an ``rng`` the images are patch-masked
+    (training), without one they are not. The loss is
+    ``softmax_contrastive_loss`` of these three; gradient accumulation uses
+    the features directly.
+    """
     missing = {"image", "text"} - set(batch)
     if missing:
       raise ValueError(f"batch lacks feature(s) {sorted(missing)}; expected 'image' and 'text'.")
     train = rng is not None
     rngs = {MASK_RNG: rng} if train else {}
-    zimg, ztxt, log_t = self._apply(params, batch["image"], batch["text"], train=train,
-                                    rngs=rngs)
-    return softmax_contrastive_loss(zimg, ztxt, log_t)
+    return self._apply(params, batch["image"], batch["text"], train=train, rngs=rngs)
 
   def eval_fn(self, params: Mapping[str, Any],
               batch: Mapping[str, jax.Array]) -> Tuple[jax.Array, Dict[str, jax.Array]]:

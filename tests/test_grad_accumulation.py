@@ -1,0 +1,52 @@
+"""Micro-batched gradients equal the full-batch gradient of the contrastive loss."""
+
+import jax
+import numpy as np
+import pytest
+
+from clipa_t5x import grad_accumulation
+from clipa_t5x import partitioning
+from clipa_t5x import train_state
+import helpers  # tests/helpers.py
+
+
+@pytest.mark.parametrize("num_microbatches", [2, 4])
+def test_accumulated_gradients_equal_the_full_batch(num_microbatches):
+  partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  model, tx, _, _, _, shardings = helpers.tiny_setup(partitioner)
+  state = train_state.create_train_state(model, tx, jax.random.key(0), helpers.IMAGE_SIZE,
+                                         helpers.TEXT_LENGTH, partitioner, shardings)
+  batch = helpers.random_batch(8)
+  # No masking in this comparison: a micro-batch draws its own mask.
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(
+      lambda p: model.loss_fn(p, batch, None), has_aux=True))(state.params)
+  (loss_m, metrics_m), grads_m = jax.jit(
+      lambda p: grad_accumulation.microbatched_loss_and_grads(
+          _Unmasked(model), p, batch, jax.random.key(0), num_microbatches))(state.params)
+  np.testing.assert_allclose(loss_m, loss, rtol=1e-6)
+  np.testing.assert_allclose(metrics_m["i2t_accuracy"], metrics["i2t_accuracy"])
+  for a, b in zip(jax.tree.leaves(grads_m), jax.tree.leaves(grads)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-6)
+  # The average of per-micro-batch losses is a different objective.
+  pieces = [model.loss_fn(state.params, {k: v[i::num_microbatches] for k, v in batch.items()},
+                          None)[0] for i in range(num_microbatches)]
+  assert abs(float(np.mean(pieces)) - float(loss)) > 1e-3
+
+
+class _Unmasked:
+  """The model's features without the patch mask (rng ignored)."""
+
+  def __init__(self, model):
+    self._model = model
+
+  def features(self, params, batch, rng):
+    del rng
+    return self._model.features(params, batch, None)
+
+
+def test_trainer_checks_the_microbatch_split():
+  from clipa_t5x import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+  partitioner = partitioning.PjitPartitioner(num_partitions=1)  # data-parallel size 4
+  model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner)
+  with pytest.raises(ValueError, match="num_microbatches=4"):
+    trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, 8, num_microbatches=4)
