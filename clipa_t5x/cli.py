@@ -30,6 +30,8 @@ def define_gin_flags(gin_file_help: str = "Gin config files, applied in order.",
     flags.DEFINE_string("coordinator_address", None, "Multi-host: address:port of process 0.")
     flags.DEFINE_integer("process_count", None, "Multi-host: number of processes.")
     flags.DEFINE_integer("process_index", None, "Multi-host: index of this process.")
+    flags.DEFINE_bool("distributed", False, "Multi-host with the addresses found by jax "
+                      "(TPU pods, Slurm, Open MPI): jax.distributed.initialize().")
 
 
 def keep_tensorflow_off_accelerators() -> None:

@@ -36,7 +36,7 @@ def main(argv: Sequence[str]) -> None:
   cli.check_no_extra_args(argv)
   cli.keep_tensorflow_off_accelerators()
   gin_utils.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count,
-                                         FLAGS.process_index)
+                                         FLAGS.process_index, FLAGS.distributed)
   with cli.config_errors_as_one_line("eval"):
     gin_utils.parse_gin_flags(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
     gin_utils.query_macro("CHECKPOINT_PATH")  # a clear error when it is missing

@@ -187,8 +187,16 @@ def write_config(model_dir: str) -> None:
 
 def maybe_initialize_distributed(coordinator_address: Optional[str],
                                  process_count: Optional[int],
-                                 process_index: Optional[int]) -> None:
-  """Starts ``jax.distributed`` when a coordinator is given (or Slurm/TPU env)."""
+                                 process_index: Optional[int],
+                                 auto: bool = False) -> None:
+  """Starts ``jax.distributed`` for a multi-host run.
+
+  Either all three of coordinator address, process count and index are given
+  (any cluster), or ``auto`` lets jax find them (TPU pods, Slurm, Open MPI).
+  """
+  if auto and coordinator_address is None and process_count is None:
+    jax.distributed.initialize()
+    return
   if coordinator_address is None and process_count is None:
     return
   if coordinator_address is None or process_count is None or process_index is None:

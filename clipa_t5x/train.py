@@ -16,8 +16,9 @@ Usage (t5x's flag conventions)::
   ``model_dir``, ``model_config``, ``stages``, ``partitioner``, … and
   ``MODEL_DIR`` is required. The resolved config is written to
   ``MODEL_DIR/config.gin``.
-* Multi-host: pass ``--coordinator_address=host:port --process_count=N
-  --process_index=i`` (on TPU pods and Slurm jax finds them itself).
+* Multi-host: run the same command on every host with ``--distributed`` (TPU
+  pods, Slurm, Open MPI: jax finds the addresses) or with
+  ``--coordinator_address=host:port --process_count=N --process_index=i``.
 """
 
 from typing import List, Optional, Sequence
@@ -37,7 +38,7 @@ def main(argv: Sequence[str]) -> None:
   cli.check_no_extra_args(argv)
   cli.keep_tensorflow_off_accelerators()
   gin_utils.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count,
-                                         FLAGS.process_index)
+                                         FLAGS.process_index, FLAGS.distributed)
   from clipa_t5x import runner  # after jax.distributed, which must come first
   with cli.config_errors_as_one_line("training"):
     gin_utils.parse_gin_flags(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
