@@ -38,3 +38,5 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
   assert sorted(h["shard_id"] for h in hosts) == [0, 1] and hosts[0]["num_shards"] == 2
   for h in hosts:
     np.testing.assert_allclose(h["losses"], ref["losses"], rtol=1e-5)
+    # One checkpoint written jointly by both processes reads back whole on each.
+    assert h["checkpoint_step"] == 4 and h["restored_equal"]

@@ -44,6 +44,14 @@ for step in range(STEPS):
   local = {k: v[layout.shard_id * rows:(layout.shard_id + 1) * rows] for k, v in full.items()}
   state, metrics = trainer.step(state, local, jax.random.key(1))
   losses.append(float(jax.device_get(metrics["loss"])))
+# Every process writes its part of one checkpoint, then all read it back.
+from clipa_t5x import checkpoints  # noqa: E402
+ckpt_dir = os.path.join(os.path.dirname(out), f"ckpt_{num_processes}")
+checkpoints.Checkpointer(ckpt_dir).save(state, STEPS, {"stage": "multihost"})
+abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+restored, meta = checkpoints.Checkpointer(ckpt_dir).restore(abstract)
+same = all(bool(jax.numpy.array_equal(a, b)) for a, b in
+           zip(jax.tree.leaves(restored.params), jax.tree.leaves(state.params)))
 with open(out, "w") as f:
-  json.dump({"losses": losses, "num_shards": layout.num_shards, "shard_id": layout.shard_id,
+  json.dump({"losses": losses, "checkpoint_step": meta["step"], "restored_equal": same, "num_shards": layout.num_shards, "shard_id": layout.shard_id,
              "devices": jax.device_count(), "processes": jax.process_count()}, f)
