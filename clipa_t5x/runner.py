@@ -127,6 +127,13 @@ def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitParti
     raise ValueError(f"stage {stage.name!r}: {e}") from None
 
 
+def has_training_state(model_dir: str) -> bool:
+  """Whether ``model_dir`` holds checkpoints or finished stages of some run."""
+  import glob  # pylint: disable=import-outside-toplevel
+  return bool(glob.glob(os.path.join(model_dir, "*", f"{checkpoints.STEP_PREFIX}_*"))
+              or glob.glob(os.path.join(model_dir, "*", STAGE_SUMMARY)))
+
+
 def check_model_dir_writable(model_dir: str) -> None:
   """Fails early, in one line, when ``model_dir`` cannot be written."""
   try:

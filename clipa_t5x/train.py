@@ -45,7 +45,8 @@ def main(argv: Sequence[str]) -> None:
     run = gin_utils.configured(runner.run)
     model_dir = gin_utils.query_macro("MODEL_DIR")
     runner.check_model_dir_writable(model_dir)
-    gin_utils.check_same_config(model_dir, FLAGS.allow_config_change)
+    if runner.has_training_state(model_dir):  # a config that never trained is replaced
+      gin_utils.check_same_config(model_dir, FLAGS.allow_config_change)
     gin_utils.write_config(model_dir)
     run()
 

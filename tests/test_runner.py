@@ -400,3 +400,11 @@ def test_an_unknown_task_is_reported_before_training(model_config, partitioner):
         runner.Stage(name="s", mixture_or_task_name="nope",
                      task_feature_lengths={"image": 16, "text": 8}, batch_size=8,
                      train_steps=1), model_config, partitioner)
+
+
+def test_has_training_state(tmp_path):
+  assert not runner.has_training_state(str(tmp_path))
+  (tmp_path / "config.gin").write_text("x")
+  assert not runner.has_training_state(str(tmp_path))  # a config alone is no run
+  (tmp_path / "pretrain" / "checkpoint_4").mkdir(parents=True)
+  assert runner.has_training_state(str(tmp_path))
