@@ -20,10 +20,9 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import jax
-import numpy as np
 
 from clipa_t5x import checkpoints
 from clipa_t5x import cli

@@ -9,7 +9,7 @@ waits on the accelerator in between.
 
 import logging
 import time
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp

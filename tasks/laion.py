@@ -24,7 +24,7 @@ too large images are skipped and counted (``clipa_t5x.data.bad_records``).
 """
 
 import os
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import seqio
 import tensorflow as tf

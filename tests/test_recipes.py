@@ -3,7 +3,6 @@
 import glob
 import os
 
-import gin
 import pytest
 
 from clipa_t5x import gin_utils

@@ -15,7 +15,7 @@ deleted.
 import os
 import re
 import shutil
-from typing import Iterable, Iterator, Mapping, Optional
+from typing import Iterable, Iterator, Mapping
 
 import jax
 import numpy as np

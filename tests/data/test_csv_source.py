@@ -1,7 +1,6 @@
 """Tests for clipa_t5x.data.csv_source (image path + caption tables)."""
 
 import io
-import os
 
 import numpy as np
 import pytest

@@ -1,14 +1,12 @@
 """Tests for clipa_t5x.data.tfds_source with a fake TFDS builder (no download)."""
 
 import collections
-import io
 
 import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from clipa_t5x.data import bad_records
 from clipa_t5x.data.tfds_source import TfdsSource
