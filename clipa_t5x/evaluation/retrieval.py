@@ -227,13 +227,8 @@ class RetrievalEvaluator:
     if not callable(examples_fn):
       raise ValueError("examples_fn must be a zero-arg callable returning examples.")
     text_batch_size = batch_size if text_batch_size is None else text_batch_size
-    for arg, value in (("batch_size", batch_size), ("text_batch_size", text_batch_size),
-                       ("text_length", text_length), ("block_size", block_size)):
-      if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{arg} must be a positive int, got {value!r}.")
-    if num_examples is not None and (not isinstance(num_examples, (int, np.integer))
-                                     or num_examples < 1):
-      raise ValueError(f"num_examples must be a positive int or None, got {num_examples!r}.")
+    zeroshot.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
+                         text_length=text_length, block_size=block_size)
     _check_ks(ks)
     self.name = name
     self.examples_fn = examples_fn

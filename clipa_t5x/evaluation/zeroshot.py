@@ -169,6 +169,16 @@ def encode_in_batches(fn: EncodeFn, inputs: np.ndarray, batch_size: int, what: s
   return np.concatenate(outs, axis=0)
 
 
+def check_sizes(num_examples: Optional[int], **sizes: Any) -> None:
+  """Every ``sizes`` value a positive int; ``num_examples`` one too, or None."""
+  for arg, value in sizes.items():
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{arg} must be a positive int, got {value!r}.")
+  if num_examples is not None and (not isinstance(num_examples, (int, np.integer))
+                                   or num_examples < 1):
+    raise ValueError(f"num_examples must be a positive int or None, got {num_examples!r}.")
+
+
 def example_batches(examples: Iterable[Dict[str, Any]], batch_size: int,
                     num_examples: Optional[int], required: Sequence[str]
                     ) -> Iterator[List[Dict[str, Any]]]:
@@ -255,13 +265,8 @@ class ZeroShotClassifier:
     if not callable(class_names):
       self._check_class_names(class_names)
     text_batch_size = batch_size if text_batch_size is None else text_batch_size
-    for arg, value in (("batch_size", batch_size), ("text_batch_size", text_batch_size),
-                       ("text_length", text_length)):
-      if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{arg} must be a positive int, got {value!r}.")
-    if num_examples is not None and (not isinstance(num_examples, (int, np.integer))
-                                     or num_examples < 1):
-      raise ValueError(f"num_examples must be a positive int or None, got {num_examples!r}.")
+    check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
+                text_length=text_length)
     if not ks or any(not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
       raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
     self.name = name
