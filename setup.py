@@ -34,6 +34,8 @@ INSTALL_REQUIRES = [
     "numpy",
     "pillow",
     "absl-py",
+    "safetensors>=0.4",  # open_clip export/import without torch
+    "tqdm",              # progress bars of the inference CLI
 ]
 
 setup(
@@ -45,6 +47,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=["clipa_t5x", "clipa_t5x.data", "clipa_t5x.models", "clipa_t5x.evaluation",
+              "clipa_t5x.interop",
               "clipa_t5x.tasks", "clipa_t5x.gin"],
     # The design card's top-level folders ship inside the package.
     package_dir={"clipa_t5x.tasks": "tasks", "clipa_t5x.gin": "gin"},
@@ -56,7 +59,12 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # lemminflect: the test that rebuilds the shipped syntax table runs too.
-        "test": ["pytest", "tokenizers", "lemminflect==0.2.3", "webdataset==1.0.2"],
+        "test": ["pytest", "tokenizers", "lemminflect==0.2.3", "webdataset==1.0.2",
+                 "matplotlib"],
+        # open_clip interop checks and bench/vs_open_clip.py (torch CPU is enough).
+        "torch": ["torch>=2.1", "torchvision", "open-clip-torch>=3.0"],
+        # experiments/*: plots.
+        "experiments": ["matplotlib"],
         # bench/data_throughput.py's reference pipeline (as open_clip reads data).
         "bench": ["webdataset==1.0.2"],
         # Only tools/build_syntax_priority.py needs it (the table ships built).

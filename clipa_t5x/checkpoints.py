@@ -287,3 +287,61 @@ def _resolve_checkpoint(config: RestoreCheckpointConfig) -> Tuple[str, int]:
         f"no complete checkpoint under {path!r} to initialise from; train the previous stage "
         "first or fix RestoreCheckpointConfig.path.")
   return path, step
+
+
+def save_params(directory: str, params: Any, step: int = 0,
+                meta: Optional[Dict[str, Any]] = None) -> str:
+  """Writes a parameters-only checkpoint ``directory/checkpoint_<step>``.
+
+  It has the ``params`` and ``meta`` items but no optimizer state: usable as
+  a stage's ``init_from`` (``RestoreCheckpointConfig``), by
+  ``python -m clipa_t5x.eval`` and by ``load_params``, not for resuming.
+  Used for imported weights (e.g. from open_clip).
+
+  Args:
+    directory: the run/stage-like directory to write into.
+    params: unboxed parameter tree (numpy or jax arrays).
+    step: the step number in the checkpoint's name.
+    meta: JSON values to record (e.g. where the weights came from).
+
+  Returns:
+    The checkpoint's path.
+  """
+  manager = _manager(directory)
+  if step in manager.all_steps():
+    manager.close()
+    raise ValueError(f"{directory} already has checkpoint {step}; choose an empty directory.")
+  params = jax.tree.map(jnp.asarray, params)
+  manager.save(step, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params),
+      meta=ocp.args.JsonSave({**(meta or {}), "step": int(step)})), force=True)
+  manager.wait_until_finished()
+  manager.close()
+  return os.path.join(directory, f"{STEP_PREFIX}_{step}")
+
+
+def load_params(path: str, mode: str = "latest") -> Tuple[Any, Dict[str, Any], str]:
+  """Reads the parameters of a checkpoint onto one device (for inference/export).
+
+  Args:
+    path: a ``.../checkpoint_<step>`` directory, or a stage directory whose
+      latest checkpoint is read.
+    mode: as ``RestoreCheckpointConfig.mode``.
+
+  Returns:
+    ``(params, meta, checkpoint_path)``; ``params`` is a tree of arrays on the
+    first local device, as saved (any mesh wrote it).
+  """
+  directory, step = _resolve_checkpoint(RestoreCheckpointConfig(path=path, mode=mode))
+  manager = _manager(directory, read_only=True)
+  try:
+    saved = manager.item_metadata(step)["params"].tree
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), saved)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+  finally:
+    manager.close()
+  return restored["params"], dict(restored["meta"] or {}), os.path.join(
+      directory, f"{STEP_PREFIX}_{step}")

@@ -37,6 +37,7 @@ from clipa_t5x import trainer as trainer_lib
 from clipa_t5x.evaluation import evaluators as evaluators_lib
 from clipa_t5x.models import clip as clip_lib
 from clipa_t5x.models import configs as model_configs
+from clipa_t5x.models import config_io
 
 STAGE_SUMMARY = "stage_summary.json"
 SUMMARY = "summary.json"
@@ -190,6 +191,10 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
       model, tx, stage.image_size, stage.text_length, partitioner)
   checkpoints.check_free_space(stage_dir, abstract)
   checkpointer = checkpoints.Checkpointer(stage_dir, checkpoint_config)
+  if jax.process_index() == 0:
+    # Makes the stage directory self-describing (inference, export, eval).
+    config_io.write_model_config(stage_dir, config, stage.image_size, stage.text_length,
+                                 stage=stage.name)
   rng = jax.random.key(random_seed)
   init_rng, step_rng = jax.random.split(rng)
 

@@ -30,7 +30,7 @@ if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import sys; assert f"{sys.v
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e '.[test]'
+.venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e '.[test,torch,experiments]'
 rm -f .venv/.installed-*
 touch "$STAMP"
 echo "installed clipa_t5x into .venv (Python $VERSION, $CONSTRAINTS)"

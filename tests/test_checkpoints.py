@@ -188,3 +188,24 @@ def test_resharding_restore_data_parallel_to_fsdp_model_parallel_and_back(tmp_pa
   checkpoints.Checkpointer(str(tmp_path / "b")).save(on_fsdp, 1, {})
   back, _ = checkpoints.Checkpointer(str(tmp_path / "b")).restore(abstract_dp)
   _assert_trees_equal((state.params, state.opt_state), (back.params, back.opt_state))
+
+
+def test_params_only_checkpoint_loads_and_initialises_a_stage(tmp_path):
+  one = partitioning.PjitPartitioner(devices=jax.devices()[:1])
+  state, _ = _state(one)
+  params = jax.tree.map(np.asarray, state.params)
+  path = checkpoints.save_params(str(tmp_path), params, step=0, meta={"source": "test"})
+  assert path == os.path.join(str(tmp_path), "checkpoint_0")
+  loaded, meta, found = checkpoints.load_params(str(tmp_path))
+  assert found == path and meta == {"source": "test", "step": 0}
+  _assert_trees_equal(params, loaded)
+  # As a stage's init_from, on another mesh and with a longer text: the usual hand-off.
+  mesh = partitioning.PjitPartitioner(num_partitions=2)
+  fresh, abstract = _state(mesh, text_length=16, seed=1)
+  restored = checkpoints.restore_params(checkpoints.RestoreCheckpointConfig(path=str(tmp_path)),
+                                        abstract.params, fresh.params)
+  np.testing.assert_array_equal(np.asarray(restored["img"]["head"]["kernel"]),
+                                params["img"]["head"]["kernel"])
+  assert restored["txt"]["pos_embedding"].shape[1] == 16
+  with pytest.raises(ValueError, match="already has checkpoint 0"):
+    checkpoints.save_params(str(tmp_path), params, step=0)

@@ -1,0 +1,103 @@
+"""A model's description as JSON, stored next to its checkpoints.
+
+Every stage directory gets ``model_config.json``: the ``ClipaConfig`` plus the
+stage's resolution and text length. With it, a checkpoint directory is
+self-describing: inference, export and evaluation can rebuild the model
+without the gin files that trained it.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from clipa_t5x.models.configs import ClipaConfig, TowerConfig
+
+MODEL_CONFIG_FILE = "model_config.json"
+FORMAT = "clipa_t5x.model_config.v1"
+
+
+def config_to_dict(config: ClipaConfig) -> Dict[str, Any]:
+  """The fields of ``config`` as plain JSON-serialisable values."""
+  return dataclasses.asdict(config)
+
+
+def config_from_dict(data: Dict[str, Any]) -> ClipaConfig:
+  """Inverse of ``config_to_dict`` (validates like the dataclass does).
+
+  Raises:
+    ValueError: on unknown or missing fields, naming them.
+  """
+  if not isinstance(data, dict):
+    raise ValueError(f"a model config must be a JSON object, got {type(data).__name__}.")
+  fields = {f.name for f in dataclasses.fields(ClipaConfig)}
+  unknown = sorted(set(data) - fields)
+  if unknown:
+    raise ValueError(f"unknown ClipaConfig field(s) {unknown}; known: {sorted(fields)}.")
+  values = dict(data)
+  tower_fields = {f.name for f in dataclasses.fields(TowerConfig)}
+  for name in ("image", "text"):
+    tower = values.get(name)
+    if not isinstance(tower, dict):
+      raise ValueError(f"model config field {name!r} must be an object of TowerConfig fields.")
+    bad = sorted(set(tower) - tower_fields)
+    if bad:
+      raise ValueError(f"unknown TowerConfig field(s) {bad} in {name!r}; known: "
+                       f"{sorted(tower_fields)}.")
+  try:
+    for name in ("image", "text"):
+      values[name] = TowerConfig(**values[name])
+    return ClipaConfig(**values)
+  except TypeError as e:  # a missing required field
+    raise ValueError(f"incomplete model config: {e}") from e
+
+
+def write_model_config(directory: str, config: ClipaConfig, image_size: int, text_length: int,
+                       **extra: Any) -> str:
+  """Writes ``directory/model_config.json`` atomically; returns its path.
+
+  Args:
+    directory: a stage (or export) directory.
+    config: the model.
+    image_size: the resolution the parameters were trained at.
+    text_length: the length of the text position embedding.
+    **extra: more JSON values to record (e.g. ``stage='pretrain'``).
+  """
+  tf.io.gfile.makedirs(directory)
+  path = os.path.join(directory, MODEL_CONFIG_FILE)
+  record = {"format": FORMAT, "model": config_to_dict(config),
+            "image_size": int(image_size), "text_length": int(text_length), **extra}
+  tmp = path + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+  return path
+
+
+def read_model_config(directory: str) -> Optional[Dict[str, Any]]:
+  """Reads ``directory/model_config.json``; None when there is none.
+
+  Returns:
+    ``{'model': ClipaConfig, 'image_size': int, 'text_length': int, ...}``.
+
+  Raises:
+    ValueError: when the file exists but is not a valid model config.
+  """
+  path = os.path.join(directory, MODEL_CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      record = json.loads(f.read())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); delete it or rewrite it.") from e
+  if not isinstance(record, dict) or record.get("format") != FORMAT:
+    raise ValueError(f"{path} is not a clipa_t5x model config (format {FORMAT!r} expected).")
+  record = dict(record)
+  try:
+    record["model"] = config_from_dict(record["model"])
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"{path}: {e}") from e
+  return record
