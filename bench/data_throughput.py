@@ -434,19 +434,26 @@ class Result:
     return self.ours_per_core / self.ref_per_core
 
 
-def dct_scales(shapes: Sequence[Tuple[int, int]], size: int) -> str:
-  """The DCT decode scales ours uses at ``size``, e.g. ``'1/2'``, ``'1/1,1/2'``.
+def dct_scales(shapes: Sequence[Tuple[int, int]], size: int,
+               crops_per_image: int = 8) -> str:
+  """How often ours decodes at each DCT scale at ``size``, e.g. ``'1/2 80%, 1/4 20%'``.
 
-  Mirrors ``image_ops`` (largest of 1/1, 1/2, 1/4, 1/8 keeping the shorter
-  side >= ``min_side_for_crop``).
+  Mirrors ``image_ops.jpeg_inception_crop``: per crop (drawn as training does),
+  the largest of 1/1, 1/2, 1/4, 1/8 at which the crop keeps >= ``size``
+  pixels on both sides.
   """
-  from clipa_t5x.data import image_ops  # pylint: disable=import-outside-toplevel
-  need = image_ops.min_side_for_crop(size, CROP_AREA, CROP_ASPECT)
-  used = set()
-  for w, h in shapes:
-    ok = [r for r in (1, 2, 4, 8) if min(w, h) // r >= need]
-    used.add(max(ok) if ok else 1)
-  return ",".join(f"1/{r}" for r in sorted(used))
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  counts = {1: 0, 2: 0, 4: 0, 8: 0}
+  for i, (w, h) in enumerate(shapes):
+    for j in range(crops_per_image):
+      _, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+          [h, w, 3], tf.zeros([1, 0, 4]), seed=[i, j], min_object_covered=0.0,
+          area_range=CROP_AREA, aspect_ratio_range=CROP_ASPECT, max_attempts=10,
+          use_image_if_no_bounding_boxes=True)
+      ch, cw = (int(v) for v in crop.numpy()[:2])
+      counts[max(r for r in counts if r == 1 or min(ch, cw) // r >= size)] += 1
+  total = sum(counts.values())
+  return ", ".join(f"1/{r} {100 * n / total:.0f}%" for r, n in counts.items() if n)
 
 
 def _median_rate(timings: List[Timing], attr: str) -> float:

@@ -227,13 +227,69 @@ def inception_crop(image: tf.Tensor, size: int, seed,
     raise ValueError(f"area must satisfy 0 < min <= max <= 1, got {area}.")
   if not 0 < aspect[0] <= aspect[1]:
     raise ValueError(f"aspect must satisfy 0 < min <= max, got {aspect}.")
+  begin, crop_size = _sample_crop(tf.shape(image), seed, area, aspect)
+  crop = tf.slice(image, tf.concat([begin, [0]], 0),
+                  tf.concat([crop_size, [-1]], 0))
+  return _resize_to_uint8(crop, size)
+
+
+def _sample_crop(shape: tf.Tensor, seed, area: Tuple[float, float],
+                 aspect: Tuple[float, float]) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(begin [y, x], size [h, w]) of a random crop of an image of ``shape``."""
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]),
+      shape, bounding_boxes=tf.zeros([1, 0, 4]),
       seed=_check_seed(seed), min_object_covered=0.0,
       aspect_ratio_range=aspect, area_range=area, max_attempts=10,
       use_image_if_no_bounding_boxes=True)
-  crop = tf.slice(image, begin, crop_size)
-  return _resize_to_uint8(crop, size)
+  return begin[:2], crop_size[:2]
+
+
+def jpeg_inception_crop(image_bytes: tf.Tensor, size: int, seed,
+                        area: Tuple[float, float] = (0.4, 1.0),
+                        aspect: Tuple[float, float] = (3 / 4, 4 / 3)
+                        ) -> tf.Tensor:
+  """``inception_crop`` of a JPEG, decoding only what the crop needs.
+
+  The crop is drawn on the full-size shape read from the JPEG header (the
+  same distribution as ``inception_crop`` on the decoded image); then the
+  JPEG is decoded at the largest DCT scale (1/1, 1/2, 1/4, 1/8) at which the
+  crop still has at least ``size`` pixels on both sides -- a choice per
+  crop, so large crops of a large image decode at 1/4 -- and only the crop's
+  window is decoded (libjpeg stops after the window's last row and skips the
+  inverse DCT outside it). The resize never upsamples unless the crop itself
+  is smaller than ``size``.
+
+  Args:
+    image_bytes: scalar ``tf.string`` holding a JPEG.
+    size: output side in pixels.
+    seed: stateless seed, int ``[2]``.
+    area: range of the crop's fraction of the image area.
+    aspect: range of the crop's width / height.
+
+  Returns:
+    ``uint8 [size, size, 3]``.
+  """
+  shape = tf.io.extract_jpeg_shape(image_bytes)
+  begin, crop = _sample_crop(shape, seed, area, aspect)
+  ratios = tf.constant(_JPEG_RATIOS)
+  fits = ((tf.math.floordiv(crop[0], ratios) >= size)
+          & (tf.math.floordiv(crop[1], ratios) >= size))
+  index = tf.reduce_max(tf.where(fits, tf.range(len(_JPEG_RATIOS)), 0))
+  ratio = tf.gather(ratios, index)
+  # libjpeg's output at scale 1/r is ceil(side / r); keep the window inside.
+  scaled = tf.math.floordiv(shape[:2] + ratio - 1, ratio)
+  top_left = tf.math.floordiv(begin, ratio)
+  extent = tf.maximum(tf.minimum(tf.math.floordiv(crop, ratio),
+                                 scaled - top_left), 1)
+  window = tf.concat([top_left, extent], axis=0)
+  branches = [
+      functools.partial(tf.io.decode_and_crop_jpeg, image_bytes, window,
+                        channels=3, ratio=r)
+      for r in _JPEG_RATIOS
+  ]
+  image = tf.switch_case(index, branches)
+  image.set_shape([None, None, 3])
+  return _resize_to_uint8(image, size)
 
 
 def _as_float(image: tf.Tensor) -> tf.Tensor:
@@ -370,10 +426,16 @@ def _train_map(ex, seed, *, size: int, key: str, area_range, aspect_ratio_range,
       tf.random.experimental.stateless_split(_check_seed(seed), 3))
 
   def transform(value):
-    image = _to_image(value, min_side_for_crop(size, area_range,
-                                               aspect_ratio_range))
-    image = inception_crop(image, size, crop_seed, area_range,
-                           aspect_ratio_range)
+    if value.dtype == tf.string:
+      image = tf.cond(
+          tf.io.is_jpeg(value),
+          lambda: jpeg_inception_crop(value, size, crop_seed, area_range,
+                                      aspect_ratio_range),
+          lambda: inception_crop(_decode_any(value), size, crop_seed,
+                                 area_range, aspect_ratio_range))
+    else:
+      image = inception_crop(_to_image(value, size), size, crop_seed,
+                             area_range, aspect_ratio_range)
     if colour_jitter:
       image = simclr_color_jitter(image, jitter_seed, jitter_strength,
                                   jitter_p, hue_max_delta=jitter_hue)
@@ -483,9 +545,9 @@ def train_image_preprocessor(
 
   CLIPA's training transform: ``inception_crop(S, area 40-100%)`` with
   bilinear antialiased resize, then (if ``colour_jitter``) colour jitter
-  (strength 0.4, p 0.8, random order) and greyscale (p 0.2). JPEGs are decoded
-  at the smallest DCT scale that keeps every possible crop >= S (see
-  ``min_side_for_crop``).
+  (strength 0.4, p 0.8, random order) and greyscale (p 0.2). A JPEG is
+  decoded only as far as its crop needs, at the largest DCT scale that keeps
+  the crop >= S (``jpeg_inception_crop``).
 
   Args:
     dataset: examples whose ``key`` feature is encoded bytes or uint8 HxWx3.

@@ -85,7 +85,7 @@ def test_run_and_table_format(dt, shards):
   for r in results:
     assert r.ours_per_core > 0 and r.ref_per_core > 0
     assert r.ratio == pytest.approx(r.ours_per_core / r.ref_per_core)
-    assert re.fullmatch(r"1/[1248](,1/[1248])*", r.dct_scales)
+    assert re.fullmatch(r"1/[1248] \d+%(, 1/[1248] \d+%)*", r.dct_scales)
   lines = dt.format_table(results).splitlines()
   assert lines[0].split()[:4] == ["size", "ours", "img/s/core", "ref"]
   assert set(lines[1]) == {"-"}
@@ -97,10 +97,13 @@ def test_run_and_table_format(dt, shards):
 
 
 def test_dct_scales(dt):
-  # 84 px needs a shorter side >= 154: 375 // 2 = 187 ok, // 4 = 93 not.
-  assert dt.dct_scales([(500, 375)], 84) == "1/2"
-  assert dt.dct_scales([(500, 375), (640, 480)], 224) == "1/1"
-  assert dt.dct_scales([(500, 375), (640, 480)], 112) == "1/1,1/2"
+  # A crop decodes at 1/r when both its sides are >= r * size.
+  assert dt.dct_scales([(500, 375)], 224) == "1/1 100%"     # 1/2 needs >= 448 px
+  assert dt.dct_scales([(4000, 3000)], 84) == "1/8 100%"
+  mixed = dt.dct_scales([(500, 375), (640, 480)], 84)
+  scales = dict(part.split() for part in mixed.split(", "))
+  assert set(scales) == {"1/2", "1/4"}                       # 1/4 needs >= 336 px
+  assert abs(sum(int(v[:-1]) for v in scales.values()) - 100) <= 1
 
 
 def test_time_pass_counts_images_from_a_running_iterator(dt, shards):

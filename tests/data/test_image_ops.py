@@ -73,6 +73,34 @@ def test_min_side_rule_keeps_every_crop_at_least_target():
       assert min(crop.numpy()[:2]) >= size
 
 
+def test_jpeg_crop_matches_crop_of_the_full_decode():
+  """Same crop box as inception_crop on the full-size image; pixels differ only
+  by DCT-scaled decoding (a cheaper, equally antialiased downscale)."""
+  img = _scene(480, 640)
+  jpeg = _encode(img, quality=95)
+  full = tf.io.decode_jpeg(jpeg, channels=3)
+  for size in (32, 70, 112, 224):
+    for s in range(4):
+      fast = image_ops.jpeg_inception_crop(jpeg, size, [s, 3])
+      ref = image_ops.inception_crop(full, size, [s, 3])
+      assert fast.dtype == tf.uint8 and tuple(fast.shape) == (size, size, 3)
+      diff = np.abs(fast.numpy().astype(int) - ref.numpy().astype(int))
+      assert diff.mean() < 5, (size, s, diff.mean())  # another crop: 12-40
+  # Deterministic in the seed, and a different seed gives another crop.
+  a = image_ops.jpeg_inception_crop(jpeg, 64, [1, 2]).numpy()
+  np.testing.assert_array_equal(a, image_ops.jpeg_inception_crop(jpeg, 64, [1, 2]).numpy())
+  assert not np.array_equal(a, image_ops.jpeg_inception_crop(jpeg, 64, [2, 2]).numpy())
+
+
+def test_jpeg_crop_of_tiny_and_grey_images():
+  # Crops smaller than the output are upsampled from a full-scale decode.
+  tiny = image_ops.jpeg_inception_crop(_encode(_scene(20, 30)), 48, [0, 1])
+  assert tuple(tiny.shape) == (48, 48, 3)
+  grey = image_ops.jpeg_inception_crop(_encode(_scene(200, 200)[..., 0]), 32, [0, 1]).numpy()
+  assert grey.shape == (32, 32, 3)
+  np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
+
+
 def test_inception_crop_shapes_range_and_determinism():
   image = tf.constant(_scene(100, 150))
   a = image_ops.inception_crop(image, 32, tf.constant([1, 2]))
