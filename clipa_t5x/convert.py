@@ -1,0 +1,132 @@
+r"""Converts between clipa_t5x checkpoints and open_clip: ``python -m clipa_t5x.convert``.
+
+Export a stage (its latest checkpoint) or one ``checkpoint_<step>`` to an
+open_clip folder::
+
+  python -m clipa_t5x.convert to-open-clip --checkpoint /tmp/run/finetune \
+      [--image_size 224] [--text_length 32] --out /tmp/clipa_open_clip
+  # then, in PyTorch: open_clip.create_model('local-dir:/tmp/clipa_open_clip')
+
+The model, resolution and text length come from the stage's
+``model_config.json``; without one, name the variant with ``--model H/14``
+and give ``--image_size``.
+
+Import open_clip CLIPA weights (an open_clip folder, or a weights file plus
+``--model_config``, an open_clip model name such as ``ViT-H-14-CLIPA`` or a
+model-config JSON) as a parameters-only checkpoint::
+
+  python -m clipa_t5x.convert from-open-clip \
+      --weights open_clip_pytorch_model.bin --model_config ViT-H-14-CLIPA --out /tmp/h14
+
+``/tmp/h14`` then serves as a stage's ``init_from`` or as ``CHECKPOINT_PATH``
+of ``python -m clipa_t5x.eval``. Errors are one ``error:`` line, exit code 2.
+"""
+
+import argparse
+import os
+import re
+import sys
+from typing import List, Optional
+
+STEP_DIR = re.compile(r"checkpoint_\d+")
+
+
+def _stage_dir(checkpoint: str) -> str:
+  """The directory holding model_config.json: the parent of a checkpoint_<step> dir."""
+  path = os.path.abspath(checkpoint).rstrip("/")
+  if STEP_DIR.fullmatch(os.path.basename(path)):
+    return os.path.dirname(path)
+  return path
+
+
+def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
+                 text_length: Optional[int] = None, model: Optional[str] = None,
+                 overwrite: bool = False) -> str:
+  """Exports a clipa_t5x checkpoint as an open_clip folder; returns the folder.
+
+  Args:
+    checkpoint: a stage directory (latest checkpoint) or ``.../checkpoint_<step>``.
+    out: the open_clip folder to create.
+    image_size: export resolution; default: the stage's ``image_size``.
+    text_length: context length; default: the stage's ``text_length`` (the
+      saved ``txt/pos_embedding`` length when ``model`` is given).
+    model: a variant name ('H/14') for checkpoints without model_config.json.
+    overwrite: replace a non-empty ``out``.
+  """
+  from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.interop import open_clip  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.models import config_io  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.models import configs  # pylint: disable=import-outside-toplevel
+  if not os.path.isdir(checkpoint):
+    raise ValueError(f"no checkpoint directory {checkpoint!r}.")
+  if model is not None:
+    config = configs.get_config(model)
+    if image_size is None:
+      raise ValueError(f"--model {model} needs --image_size (the resolution to export at).")
+  else:
+    stage = _stage_dir(checkpoint)
+    record = config_io.read_model_config(stage)
+    if record is None:
+      raise ValueError(
+          f"{stage} has no {config_io.MODEL_CONFIG_FILE}; pass --model VARIANT (e.g. --model "
+          "H/14) and --image_size.")
+    config = record["model"]
+    image_size = record["image_size"] if image_size is None else image_size
+    text_length = record["text_length"] if text_length is None else text_length
+  params, _, _ = checkpoints.load_params(checkpoint)
+  return open_clip.export_open_clip(params, config, out, image_size, text_length,
+                                    overwrite=overwrite)
+
+
+def from_open_clip(weights: str, out: str, model_config: Optional[str] = None) -> str:
+  """Imports open_clip CLIPA weights as a checkpoint; returns its path."""
+  from clipa_t5x.interop import open_clip  # pylint: disable=import-outside-toplevel
+  return open_clip.import_to_checkpoint(weights, out, model_config)
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m clipa_t5x.convert",
+      description="Convert between clipa_t5x checkpoints and open_clip models.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  to = sub.add_parser("to-open-clip", help="export a checkpoint to an open_clip folder")
+  to.add_argument("--checkpoint", required=True,
+                  help="stage directory (latest checkpoint) or .../checkpoint_<step>")
+  to.add_argument("--out", required=True, help="open_clip folder to create")
+  to.add_argument("--image_size", type=int, default=None,
+                  help="export resolution (default: the stage's)")
+  to.add_argument("--text_length", type=int, default=None,
+                  help="context length (default: the stage's)")
+  to.add_argument("--model", default=None,
+                  help="variant (e.g. H/14) for checkpoints without model_config.json")
+  to.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+  frm = sub.add_parser("from-open-clip", help="import open_clip CLIPA weights as a checkpoint")
+  frm.add_argument("--weights", required=True,
+                   help="open_clip folder, or a .safetensors/.bin/.pt/.pth/.npz file")
+  frm.add_argument("--model_config", default=None,
+                   help="open_clip model name (e.g. ViT-H-14-CLIPA) or model-config JSON")
+  frm.add_argument("--out", required=True, help="new directory for the checkpoint")
+  return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  """Runs the CLI; returns the exit code (2 and one ``error:`` line on bad input)."""
+  args = _parser().parse_args(argv)
+  try:
+    if args.command == "to-open-clip":
+      done = to_open_clip(args.checkpoint, args.out, args.image_size, args.text_length,
+                          args.model, args.overwrite)
+      print(f"wrote open_clip model to {done} (load with open_clip.create_model("
+            f"'local-dir:{done}'))")
+    else:
+      done = from_open_clip(args.weights, args.out, args.model_config)
+      print(f"wrote clipa_t5x checkpoint {done}")
+  except (ValueError, FileNotFoundError) as e:
+    message = " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
