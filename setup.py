@@ -71,5 +71,7 @@ setup(
         "tools": ["lemminflect==0.2.3"],
     },
     entry_points={"console_scripts": ["clipa-train=clipa_t5x.train:console_main",
-                                      "clipa-plan=clipa_t5x.plan:console_main"]},
+                                      "clipa-plan=clipa_t5x.plan:console_main",
+                                      "clipa-infer=clipa_t5x.infer:console_main",
+                                      "clipa-convert=clipa_t5x.convert:console_main"]},
 )

@@ -128,5 +128,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+  """Entry point of the ``clipa-convert`` console script."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  console_main()
