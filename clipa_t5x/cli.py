@@ -59,6 +59,20 @@ def config_errors_as_one_line(what: str = "run") -> Iterator[None]:
     sys.exit(2)
 
 
+def exit_code(command: Callable[[], Any]) -> int:
+  """Runs ``command``; bad input becomes one ``error:`` line on stderr and exit code 2.
+
+  For the argparse tools (``infer``, ``convert``), whose ``main`` returns the
+  code instead of exiting.
+  """
+  try:
+    command()
+  except (ValueError, FileNotFoundError, PermissionError) as e:
+    print(f"error: {gin_utils.error_line(e) or type(e).__name__}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def run_app(main: Callable[[Sequence[str]], None], argv: Optional[List[str]] = None,
             quiet: bool = True) -> None:
   """``absl.app.run`` with ``--gin.K=V`` rewriting, quiet logs and ``--help`` exiting 0."""

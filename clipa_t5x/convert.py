@@ -28,6 +28,8 @@ import re
 import sys
 from typing import List, Optional
 
+from clipa_t5x import cli  # absl, gin and jax only: TF and torch stay unimported here
+
 STEP_DIR = re.compile(r"checkpoint_\d+")
 
 
@@ -112,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
   """Runs the CLI; returns the exit code (2 and one ``error:`` line on bad input)."""
   args = _parser().parse_args(argv)
-  try:
+
+  def command() -> None:
     if args.command == "to-open-clip":
       done = to_open_clip(args.checkpoint, args.out, args.image_size, args.text_length,
                           args.model, args.overwrite)
@@ -121,11 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
       done = from_open_clip(args.weights, args.out, args.model_config)
       print(f"wrote clipa_t5x checkpoint {done}")
-  except (ValueError, FileNotFoundError) as e:
-    message = " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-  return 0
+
+  return cli.exit_code(command)
 
 
 def console_main() -> None:

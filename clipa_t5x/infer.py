@@ -45,6 +45,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from clipa_t5x import cli  # noqa: E402
+
 _SHOWN_SKIPPED = 20  # skipped names printed; the rest are in the .skipped.txt file
 
 
@@ -307,13 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs one subcommand; returns the exit code (2 after a one-line error)."""
   args = build_parser().parse_args(argv)
-  try:
-    args.fn(args)
-  except (ValueError, FileNotFoundError, PermissionError) as e:
-    message = " ".join(str(e).split()) or type(e).__name__
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-  return 0
+  return cli.exit_code(lambda: args.fn(args))
 
 
 def console_main() -> None:
