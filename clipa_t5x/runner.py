@@ -389,6 +389,8 @@ def run(*,
   if len(set(names)) != len(names):
     raise ValueError(f"run: stage names must be unique, got {names}.")
   partitioner = partitioner or partitioning.PjitPartitioner()
+  if "://" not in model_dir:
+    model_dir = os.path.abspath(model_dir)  # Orbax refuses relative checkpoint paths
   check_model_dir_writable(model_dir)
   for stage in stages:
     _check_stage(stage, model_config, partitioner)

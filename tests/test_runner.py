@@ -25,6 +25,7 @@ from clipa_t5x import optimizers
 from clipa_t5x import partitioning
 from clipa_t5x import runner
 from clipa_t5x.models import configs
+from clipa_t5x.models import config_io
 from clipa_t5x.tasks import demo
 
 MODEL = "Ti/8"
@@ -239,7 +240,8 @@ def e2e(tmp_path_factory, demo_data, model_config):
   Returns a dict of what each run returned and printed, plus copies of the
   files the later runs change, taken right after the first run.
   """
-  model_dir = str(tmp_path_factory.mktemp("e2e") / "model_dir")
+  base = tmp_path_factory.mktemp("e2e")
+  model_dir = str(base / "model_dir")
   pretrain = _stage("pretrain", image=16, text=8, optimizer=optimizers.OptimizerConfig(
       base_learning_rate=1e-2, warmup_steps=1))
   # A learning rate 1000x below pre-training's: the fine-tune barely moves the
@@ -258,8 +260,9 @@ def e2e(tmp_path_factory, demo_data, model_config):
   def call():
     out = io.StringIO()
     start = time.time()
-    with contextlib.redirect_stdout(out):
-      rows = runner.run(**kwargs)
+    # A relative MODEL_DIR, as users pass it (Orbax itself only takes absolute paths).
+    with contextlib.redirect_stdout(out), contextlib.chdir(base):
+      rows = runner.run(**{**kwargs, "model_dir": "model_dir"})
     return {"rows": rows, "stdout": out.getvalue(), "seconds": time.time() - start}
 
   result = {"model_dir": model_dir, "first": call()}
@@ -326,7 +329,7 @@ def test_e2e_train_metrics_jsonl(e2e):
 
 
 @pytest.mark.slow
-def test_e2e_tensorboard_eval_and_checkpoints(e2e):
+def test_e2e_tensorboard_eval_and_checkpoints(e2e, model_config):
   for stage in ("pretrain", "finetune"):
     stage_dir = os.path.join(e2e["model_dir"], stage)
     assert glob.glob(os.path.join(stage_dir, "train", "events.out.tfevents.*"))
@@ -335,6 +338,11 @@ def test_e2e_tensorboard_eval_and_checkpoints(e2e):
     assert evals[0]["step"] == STEPS and "shapes/top1" in evals[0]
     assert e2e["ckpt_steps_after_first"][stage] == [2, 4]  # period 2, keep all
     assert os.path.exists(os.path.join(stage_dir, runner.STAGE_SUMMARY))
+    # Self-describing: the model and the stage's sizes, for inference and export.
+    record = config_io.read_model_config(stage_dir)
+    assert record["stage"] == stage and record["model"].image == model_config.image
+    assert (record["image_size"], record["text_length"]) == (
+        (16, 8) if stage == "pretrain" else (32, 16))
 
 
 @pytest.mark.slow
