@@ -329,6 +329,11 @@ class StepRunner:
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self._state.params))
     self.loss = float("nan")
 
+  @property
+  def params(self):
+    """The current (boxed) parameters; read them before ``run``, which donates the state."""
+    return self._state.params
+
   def run(self, steps: int) -> int:
     """Runs ``steps`` train steps, blocks until done; returns samples processed."""
     import jax  # pylint: disable=import-outside-toplevel

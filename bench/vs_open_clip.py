@@ -9,13 +9,19 @@ text length, batch) is trained for the same number of steps by
   ``clipa_t5x.interop.open_clip_config.open_clip_model_config`` (no ln_pre,
   average pool + LayerNorm after the pool, tanh GELU, LayerNorm eps 1e-6,
   last-token text pooling, no causal mask; patch masking as
-  ``patch_dropout``), open_clip's ``ClipLoss``, ``torch.optim.AdamW`` with
+  ``patch_dropout``; the image position embedding frozen, as CLIPA's fixed
+  sin-cos is), open_clip's ``ClipLoss``, ``torch.optim.AdamW`` with
   open_clip's parameter groups and CLIPA's betas / weight decay, and the
   logit-scale clamp of open_clip's training loop; float32 eager PyTorch.
 
-Both see one fixed random batch of the same shape (uint8 images normalised
-inside the step on both sides, int32 tokens) every step and use the same
-learning rate, so both train (the losses are reported as a sanity check).
+Both start from the same weights (the clipa_t5x worker's initial parameters,
+converted with ``clipa_t5x.interop.open_clip``), see one fixed random batch of
+the same shape (uint8 images normalised inside the step on both sides, int32
+tokens) every step and use the same learning rate: so both do the same work,
+and their losses agree (reported as a check; without the shared start, on
+this random batch open_clip's default initialisation, with its learned random
+image position embedding, memorises the batch faster than CLIPA's Xavier init
+with fixed sin-cos position embedding).
 
 Fairness: each framework runs in its own long-lived worker process (torch's
 and XLA's thread pools in one process would fight for the cores), both
@@ -64,7 +70,7 @@ DEFAULT_MODEL = "Mu/8"
 DEFAULT_SETTINGS = "112:32:0,112:32:0.75"
 DEFAULT_BATCH = 128
 # Peak learning rate = this x batch / 256 on both sides. Higher than CLIPA's
-# pre-training rate (8e-6) so that the sanity check (loss goes down within a
+# pre-training rate (8e-6) so that the loss check (both losses fall, together, within a
 # few steps on a fixed batch) is visible; the work per step is the same.
 DEFAULT_BASE_LR = 1e-4
 GOAL_RATIO = 1.5
@@ -99,17 +105,25 @@ class ClipaWorker:
   def __init__(self, spec: Dict[str, Any]):
     # pylint: disable=import-outside-toplevel
     import jax
+    import numpy as np
     from clipa_t5x import partitioning
     devices = jax.local_devices()
     partitioner = partitioning.PjitPartitioner(
         num_partitions=1, logical_axis_rules=partitioning.data_parallel_logical_axis_rules(),
         devices=devices)
+    from clipa_t5x.interop import open_clip as interop
+    from clipa_t5x.models import configs
     self.runners = []
-    for size, length, ratio in spec["settings"]:
+    for i, (size, length, ratio) in enumerate(spec["settings"]):
       runner = step_throughput.StepRunner(
           spec["model"], step_throughput.Setting(size, length, ratio), spec["batch"],
           "float32", partitioner, seed=spec["seed"],
           base_learning_rate=spec["base_lr"])
+      # open_clip starts from these same weights, so both do the same work and
+      # their losses must agree (a check that the comparison is like for like).
+      state_dict = interop.to_open_clip_state_dict(
+          jax.device_get(runner.params), configs.get_config(spec["model"]), size)
+      np.savez(initial_weights_path(spec, i), **state_dict)
       self.runners.append(runner)
     self.info = {"framework": "clipa_t5x", "version": f"jax {jax.__version__}",
                  "devices": len(devices), "cores": len(os.sched_getaffinity(0)),
@@ -151,11 +165,16 @@ class OpenClipWorker:
     lr = spec["base_lr"] * spec["batch"] / 256
     for model_cfg, (size, length, _) in zip(spec["open_clip_cfgs"], spec["settings"]):
       model = open_clip.CLIP(**model_cfg)
+      with np.load(initial_weights_path(spec, len(self.models))) as weights:
+        model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files},
+                              strict=True)
+      # CLIPA's image position embedding is a fixed sin-cos; open_clip's is learned.
+      model.visual.positional_embedding.requires_grad_(False)
       model.train()
       # open_clip's training groups: no decay on gains, biases, 1-D params, logit scale.
       exclude = lambda n, p: (p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n
                               or "logit_scale" in n)
-      named = list(model.named_parameters())
+      named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
       optimizer = torch.optim.AdamW(
           [{"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
            {"params": [p for n, p in named if not exclude(n, p)],
@@ -202,6 +221,11 @@ class OpenClipWorker:
     """Median seconds of one ``torch.matmul(a, b)`` (float32)."""
     x, y = self._torch.from_numpy(a), self._torch.from_numpy(b)
     return _median_seconds(lambda: self._torch.matmul(x, y), reps)
+
+
+def initial_weights_path(spec: Dict[str, Any], index: int) -> str:
+  """Where the clipa_t5x worker leaves setting ``index``'s initial weights for open_clip."""
+  return os.path.join(spec["init_dir"], f"setting_{index}.npz")
 
 
 def _median_seconds(fn, reps: int) -> float:
@@ -479,6 +503,19 @@ def load_warning(rows: Sequence[Row], cores: int) -> Optional[str]:
   return None
 
 
+def loss_agreement(rows: Sequence[Row]) -> str:
+  """How far apart the two sides' losses are: both start from the same weights.
+
+  Unmasked settings agree to about 1e-4 (float32 rounding; open_clip also
+  decays the token and text position embeddings, which CLIPA does not);
+  masked ones drop different random patches on each side, so only roughly.
+  """
+  parts = [f"{r.setting} {max(abs(a - b) for a, b in zip(r.clipa_loss, r.open_clip_loss)):.1e}"
+           for r in rows]
+  return ("same initial weights on both sides; largest loss difference (after warm-up, after "
+          "the timed steps): " + ", ".join(parts))
+
+
 def goal_lines(rows: Sequence[Row], goal: float = GOAL_RATIO) -> List[str]:
   """One verdict per setting: clipa_t5x samples/s >= ``goal`` x open_clip's."""
   return [f"goal {'MET' if r.ratio >= goal else 'NOT MET'} at {r.setting}: clipa_t5x "
@@ -529,6 +566,8 @@ def run(model_name: str, settings: Sequence[step_throughput.Setting], batch_size
                               f"{TORCH_FIX}")
   spec = make_spec(model_name, settings, batch_size, base_lr, warmup_steps, threads=threads)
   workers = {}
+  init_dir = tempfile.TemporaryDirectory(prefix="vs_open_clip_init_")
+  spec["init_dir"] = init_dir.name
   try:
     start = time.perf_counter()
     # Started one after the other: warming up both at once would have them fight.
@@ -552,6 +591,7 @@ def run(model_name: str, settings: Sequence[step_throughput.Setting], batch_size
   finally:
     for w in workers.values():
       w.close()
+    init_dir.cleanup()
   timings = {name: [] for name in FRAMEWORKS}
   losses = {name: [] for name in FRAMEWORKS}
   for k, rounds_of in enumerate(results):
@@ -576,6 +616,7 @@ def report(result: Result) -> str:
   for name, by_fw in result.gemm.items():
     lines.append(f"  {name}: XLA {by_fw['clipa_t5x']:.1f}, torch {by_fw['open_clip']:.1f} "
                  f"({by_fw['clipa_t5x'] / by_fw['open_clip']:.2f}x)")
+  lines.append(loss_agreement(result.rows))
   lines += goal_lines(result.rows)
   warning = load_warning(result.rows, int(result.clipa_info.get("cores", 1)))
   return "\n".join(lines + ([warning] if warning else []))

@@ -115,6 +115,9 @@ def test_workers_start_run_and_report(vs):
   assert len(row.clipa_rounds) == len(row.open_clip_rounds) == 1
   for loss in row.clipa_loss + row.open_clip_loss:
     assert 0 < loss < 10  # finite contrastive losses near ln(8)
+  # Same initial weights, same batch, same optimizer: the same losses.
+  assert row.clipa_loss == pytest.approx(row.open_clip_loss, abs=2e-4)
+  assert "largest loss difference" in vs.report(result)
   # Same architecture: open_clip only adds its learned image position
   # embedding ((grid^2 + 1) x width; clipa_t5x's is fixed sin-cos).
   width = configs.get_config("Ti/8").image.width

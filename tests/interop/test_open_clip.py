@@ -272,6 +272,57 @@ def test_open_clip_reproduces_our_embeddings(tmp_path, image_size, text_length):
   assert np.max(np.abs(ours_txt[0] - ours_txt[1])) > 1e-2
 
 
+def test_training_matches_open_clip_training_from_the_same_weights():
+  """Our Trainer step (loss, gradients, AdamW with CLIPA's decay mask) against
+  open_clip's ClipLoss + torch AdamW with open_clip's parameter groups."""
+  torch, open_clip = torch_required.require_torch()
+  from open_clip.loss import ClipLoss  # pylint: disable=import-outside-toplevel
+  from clipa_t5x import optimizers, partitioning, train_state, trainer
+  size, length, batch, steps = 16, 8, 8, 4
+  config = configs.get_config("Ti/8")
+  model = clip.ClipaModel(config)
+  partitioner = partitioning.PjitPartitioner(
+      num_partitions=1, logical_axis_rules=partitioning.data_parallel_logical_axis_rules(),
+      devices=jax.local_devices()[:1])
+  opt = optimizers.OptimizerConfig(base_learning_rate=1e-3)
+  tx, lr_fn = optimizers.make_optimizer(opt, batch, total_steps=10_000)
+  _, _, shardings = train_state.abstract_train_state(model, tx, size, length, partitioner)
+  state = train_state.create_train_state(model, tx, jax.random.key(0), size, length,
+                                         partitioner, shardings)
+  step = trainer.Trainer(model, tx, lr_fn, partitioner, shardings, batch,
+                         flops_per_example=1.0)
+  rng = np.random.RandomState(6)
+  data = {"image": rng.randint(0, 256, (batch, size, size, 3)).astype(np.uint8),
+          "text": _tokens(rng, batch, length)}
+
+  theirs = open_clip.CLIP(**open_clip_config.open_clip_model_config(config, size, length))
+  weights = oc.to_open_clip_state_dict(jax.device_get(state.params), config, size)
+  theirs.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+  theirs.visual.positional_embedding.requires_grad_(False)  # CLIPA's is fixed sin-cos
+  theirs.train()
+  no_decay = lambda n, p: p.ndim < 2 or "ln" in n or "bias" in n or "logit_scale" in n
+  named = [(n, p) for n, p in theirs.named_parameters() if p.requires_grad]
+  torch_opt = torch.optim.AdamW(
+      [{"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
+       {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": opt.weight_decay}],
+      lr=float(lr_fn(0)), betas=(opt.b1, opt.b2), eps=opt.eps)
+  images = torch.from_numpy(_open_clip_inputs(data["image"]))
+  texts = torch.from_numpy(data["text"]).long()
+  ours_losses, theirs_losses = [], []
+  for _ in range(steps):
+    state, metrics = step.step(state, data, jax.random.key(1))
+    ours_losses.append(float(metrics["loss"]))
+    loss = ClipLoss()(*theirs(images, texts))
+    torch_opt.zero_grad()
+    loss.backward()
+    torch_opt.step()
+    theirs_losses.append(float(loss))
+  # The losses move (the weights change) and stay together (float32 rounding;
+  # open_clip also decays the token embedding, which CLIPA does not).
+  assert ours_losses[0] - ours_losses[-1] > 0.05
+  np.testing.assert_allclose(ours_losses, theirs_losses, atol=2e-4)
+
+
 # ------------------------------------------------ import from open_clip itself
 
 _SMALL_RELEASED_STYLE = {
