@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from clipa_t5x import model_dir as model_dir_lib
+from clipa_t5x.model_dir import STEP_PREFIX  # re-exported: the folder prefix Orbax writes
 from clipa_t5x.train_state import TrainState
 
 _ITEMS = ("params", "opt_state", "meta")
-STEP_PREFIX = "checkpoint"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +160,7 @@ class Checkpointer:
       try:
         return self.restore(abstract_state, step)
       except Exception as e:  # pylint: disable=broad-except  (any read failure)
-        path = os.path.join(self.directory, f"{STEP_PREFIX}_{step}")
+        path = os.path.join(self.directory, model_dir_lib.checkpoint_name(step))
         moved = os.path.join(self.directory, f"corrupt_{STEP_PREFIX}_{step}_{int(time.time())}")
         message = (f"checkpoint {path} cannot be read ({type(e).__name__}: "
                    f"{str(e).splitlines()[0][:200] if str(e) else ''}); moved to {moved}, "
@@ -272,11 +273,11 @@ def _resolve_checkpoint(config: RestoreCheckpointConfig) -> Tuple[str, int]:
   path = config.path.rstrip("/")
   if not path:
     raise ValueError("RestoreCheckpointConfig.path is empty; set it to a checkpoint or run directory.")
-  match = re.fullmatch(rf"(.*)/{STEP_PREFIX}_(\d+)", path)
-  if config.mode == "specific" or match:
-    if not match:
+  step = model_dir_lib.step_of(path)
+  if config.mode == "specific" or step is not None:
+    if step is None:
       raise ValueError(f"mode='specific' needs a path ending in {STEP_PREFIX}_<step>, got {path!r}")
-    return match.group(1), int(match.group(2))
+    return model_dir_lib.stage_dir_of(path), step
   if config.mode != "latest":
     raise ValueError(f"RestoreCheckpointConfig.mode must be 'latest' or 'specific', got {config.mode!r}")
   manager = _manager(path, read_only=True)
@@ -317,7 +318,7 @@ def save_params(directory: str, params: Any, step: int = 0,
       meta=ocp.args.JsonSave({**(meta or {}), "step": int(step)})), force=True)
   manager.wait_until_finished()
   manager.close()
-  return os.path.join(directory, f"{STEP_PREFIX}_{step}")
+  return os.path.join(directory, model_dir_lib.checkpoint_name(step))
 
 
 def load_params(path: str, mode: str = "latest") -> Tuple[Any, Dict[str, Any], str]:
@@ -344,4 +345,4 @@ def load_params(path: str, mode: str = "latest") -> Tuple[Any, Dict[str, Any], s
   finally:
     manager.close()
   return restored["params"], dict(restored["meta"] or {}), os.path.join(
-      directory, f"{STEP_PREFIX}_{step}")
+      directory, model_dir_lib.checkpoint_name(step))

@@ -24,22 +24,11 @@ of ``python -m clipa_t5x.eval``. Errors are one ``error:`` line, exit code 2.
 
 import argparse
 import os
-import re
 import sys
 from typing import List, Optional
 
 from clipa_t5x import cli  # absl, gin and jax only: TF and torch stay unimported here
-
-STEP_DIR = re.compile(r"checkpoint_\d+")
-
-
-def _stage_dir(checkpoint: str) -> str:
-  """The directory holding model_config.json: the parent of a checkpoint_<step> dir."""
-  path = os.path.abspath(checkpoint).rstrip("/")
-  if STEP_DIR.fullmatch(os.path.basename(path)):
-    return os.path.dirname(path)
-  return path
-
+from clipa_t5x import model_dir  # os and re only
 
 def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
                  text_length: Optional[int] = None, model: Optional[str] = None,
@@ -66,7 +55,7 @@ def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
     if image_size is None:
       raise ValueError(f"--model {model} needs --image_size (the resolution to export at).")
   else:
-    stage = _stage_dir(checkpoint)
+    stage = model_dir.stage_dir_of(os.path.abspath(checkpoint))
     record = config_io.read_model_config(stage)
     if record is None:
       raise ValueError(

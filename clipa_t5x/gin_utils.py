@@ -14,6 +14,8 @@ from typing import Callable, List, Optional, Sequence
 import gin
 import jax
 
+from clipa_t5x import model_dir as model_dir_lib
+
 # The package's own gin folder (repository root /gin, or installed data).
 _PACKAGE_GIN_DIRS = [
     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin"),
@@ -153,7 +155,7 @@ def check_same_config(model_dir: str, allow_change: bool = False) -> None:
   experiments in one directory. With ``allow_change`` the old config is kept
   as ``config.previous.gin`` and training goes on.
   """
-  path = os.path.join(model_dir, "config.gin")
+  path = os.path.join(model_dir, model_dir_lib.CONFIG_GIN)
   if not os.path.exists(path):
     return
   with open(path) as f:
@@ -178,7 +180,7 @@ def write_config(model_dir: str) -> None:
   if jax.process_index() != 0:
     return
   os.makedirs(model_dir, exist_ok=True)
-  path = os.path.join(model_dir, "config.gin")
+  path = os.path.join(model_dir, model_dir_lib.CONFIG_GIN)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.write(gin.config_str())

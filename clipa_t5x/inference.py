@@ -37,7 +37,6 @@ import functools
 import json
 import logging
 import os
-import re
 from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional,
                     Sequence, Tuple, Union)
 
@@ -47,6 +46,7 @@ import jax
 import numpy as np
 
 from clipa_t5x import checkpoints
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import partitioning
 from clipa_t5x.data import image_files
 from clipa_t5x.data import text_reduction as text_reduction_lib
@@ -71,8 +71,6 @@ DEFAULT_TEMPLATES = (
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 # Single open_clip weight files load_open_clip reads (with an open_clip config name).
 _WEIGHTS_SUFFIXES = (".safetensors", ".npz", ".bin", ".pt", ".pth")
-SUMMARY = "summary.json"  # runner.SUMMARY (not imported: the runner pulls in training code)
-_CHECKPOINT_RE = re.compile(rf"{checkpoints.STEP_PREFIX}_(\d+)")
 
 # progress: True (a tqdm bar on stderr), a callable (done, total), or None/False.
 Progress = Union[bool, Callable[[int, Optional[int]], None], None]
@@ -616,27 +614,18 @@ class ClipaPredictor:
 
 
 # ---------------------------------------------------------------------- load
-def _checkpoint_dirs(directory: str) -> List[str]:
-  try:
-    names = os.listdir(directory)
-  except OSError:
-    return []
-  return [n for n in names if _CHECKPOINT_RE.fullmatch(n)
-          and os.path.isdir(os.path.join(directory, n))]
-
-
 def _stage_of_model_dir(model_dir: str) -> str:
   """The last stage directory (in run order) of ``model_dir`` that has a checkpoint."""
   stages = [n for n in sorted(os.listdir(model_dir))
             if os.path.isdir(os.path.join(model_dir, n))
-            and _checkpoint_dirs(os.path.join(model_dir, n))]
+            and model_dir_lib.checkpoint_dirs(os.path.join(model_dir, n))]
   if not stages:
     raise ValueError(
         f"{model_dir!r} has no checkpoint: expected a MODEL_DIR with stage folders holding "
         "checkpoint_<step> directories, a stage folder, a checkpoint_<step> folder or an "
         "open_clip export folder.")
   order: Dict[str, int] = {}
-  summary = os.path.join(model_dir, SUMMARY)
+  summary = os.path.join(model_dir, model_dir_lib.SUMMARY)
   if os.path.exists(summary):
     try:
       with open(summary) as f:
@@ -660,9 +649,9 @@ def resolve_checkpoint(path: str) -> Tuple[str, str]:
   if not os.path.exists(path):
     raise ValueError(f"model path {path!r} does not exist; pass a MODEL_DIR, a stage folder, a "
                      "checkpoint_<step> folder or an open_clip export folder.")
-  if _CHECKPOINT_RE.fullmatch(os.path.basename(path)):
-    return path, os.path.dirname(path)
-  if _checkpoint_dirs(path):
+  if model_dir_lib.step_of(path) is not None:
+    return path, model_dir_lib.stage_dir_of(path)
+  if model_dir_lib.checkpoint_dirs(path):
     return path, path
   if os.path.exists(os.path.join(path, config_io.MODEL_CONFIG_FILE)):
     raise ValueError(f"stage folder {path!r} has no complete checkpoint yet; wait for the "

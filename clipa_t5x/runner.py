@@ -28,6 +28,7 @@ from clipa_t5x import checkpoints
 from clipa_t5x import cli
 from clipa_t5x import flops
 from clipa_t5x import metrics_logging
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import model_info
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
@@ -39,8 +40,9 @@ from clipa_t5x.models import clip as clip_lib
 from clipa_t5x.models import configs as model_configs
 from clipa_t5x.models import config_io
 
-STAGE_SUMMARY = "stage_summary.json"
-SUMMARY = "summary.json"
+# Re-exported names of the MODEL_DIR layout (clipa_t5x.model_dir).
+STAGE_SUMMARY = model_dir_lib.STAGE_SUMMARY
+SUMMARY = model_dir_lib.SUMMARY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +132,7 @@ def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitParti
 def has_training_state(model_dir: str) -> bool:
   """Whether ``model_dir`` holds checkpoints or finished stages of some run."""
   import glob  # pylint: disable=import-outside-toplevel
-  return bool(glob.glob(os.path.join(model_dir, "*", f"{checkpoints.STEP_PREFIX}_*"))
+  return bool(glob.glob(os.path.join(model_dir, "*", f"{model_dir_lib.STEP_PREFIX}_*"))
               or glob.glob(os.path.join(model_dir, "*", STAGE_SUMMARY)))
 
 

@@ -1,0 +1,56 @@
+"""The layout of a MODEL_DIR: file and folder names, and how to read them.
+
+A run writes::
+
+  MODEL_DIR/
+    config.gin                   the operative gin config
+    summary.json                 one row per finished stage, in run order
+    <stage>/                     one folder per stage (e.g. pretrain_84px)
+      model_config.json          the model + the stage's image size / text length
+      stage_summary.json         written when the stage has finished
+      checkpoint_<step>/         Orbax checkpoints
+
+This module only names things (``os`` and ``re``, no TensorFlow, JAX or
+torch), so every tool that reads a MODEL_DIR (training, inference, export)
+can share it without pulling in the others' imports.
+"""
+
+import os
+import re
+from typing import List, Optional
+
+STEP_PREFIX = "checkpoint"
+CONFIG_GIN = "config.gin"
+SUMMARY = "summary.json"
+STAGE_SUMMARY = "stage_summary.json"
+
+_STEP_DIR = re.compile(rf"{STEP_PREFIX}_(\d+)")
+
+
+def checkpoint_name(step: int) -> str:
+  """The folder name of the checkpoint of ``step``: ``checkpoint_<step>``."""
+  return f"{STEP_PREFIX}_{int(step)}"
+
+
+def step_of(path: str) -> Optional[int]:
+  """The step of a ``.../checkpoint_<step>`` path, or None for any other path."""
+  match = _STEP_DIR.fullmatch(os.path.basename(path.rstrip("/")))
+  return int(match.group(1)) if match else None
+
+
+def stage_dir_of(path: str) -> str:
+  """The stage folder of ``path``: the parent of a checkpoint folder, else ``path`` itself."""
+  path = path.rstrip("/")
+  if step_of(path) is None:
+    return path
+  return os.path.dirname(path) or "."
+
+
+def checkpoint_dirs(directory: str) -> List[str]:
+  """Names of the ``checkpoint_<step>`` folders in a local ``directory`` ([] if unreadable)."""
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  return [n for n in names
+          if step_of(n) is not None and os.path.isdir(os.path.join(directory, n))]
