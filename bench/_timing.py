@@ -8,6 +8,7 @@ while the load was there.
 """
 
 import dataclasses
+import json
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence, TypeVar
@@ -94,3 +95,9 @@ def median_of(timings: Sequence[Timing], metric: str = "samples_per_s") -> float
     raise ValueError(f"Unknown metric {metric!r}; use 'samples_per_s', "
                      "'samples_per_cpu_s' or 'cores'.")
   return statistics.median(getattr(t, metric) for t in timings)
+
+
+def write_json(path: str, result) -> None:
+  """Writes a result dataclass as indented JSON (a benchmark's ``--json``)."""
+  with open(path, "w") as f:
+    json.dump(dataclasses.asdict(result), f, indent=2)

@@ -30,7 +30,6 @@ Usage::
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -490,8 +489,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Result:
   print("final loss per setting (sanity): " +
         ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items()))
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(dataclasses.asdict(result), f, indent=2)
+    _timing.write_json(args.json, result)
   return result
 
 

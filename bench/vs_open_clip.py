@@ -679,8 +679,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[Result]:
     parser.error(str(e))
   print(report(result))
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(dataclasses.asdict(result), f, indent=2)
+    _timing.write_json(args.json, result)
   return result
 
 
