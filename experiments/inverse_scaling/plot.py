@@ -262,6 +262,7 @@ def plot(rows: Sequence[Dict[str, Any]], path: str) -> str:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
   from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
 
   agg = aggregate(rows)
@@ -288,6 +289,10 @@ def plot(rows: Sequence[Dict[str, Any]], path: str) -> str:
                     yerr=None if spread is None else 50 * spread, fmt=_marker(r, image_tokens),
                     color=colour, markersize=8, capsize=3, markeredgecolor="black")
     ax.set_xscale("log")
+    # Plain numbers: matplotlib's default "2x10^0" minor labels overlap here.
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
     ax.set_xlabel("training compute, pre-train + fine-tune (TFLOPs, analytic)")
     ax.set_ylabel("zero-shot top-1 on the held-out demo split (%)")
     ax.set_title(title)

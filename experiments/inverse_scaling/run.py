@@ -90,7 +90,7 @@ class SweepSettings:
   depth: int = 4
   head_dim: int = 32
   patch_size: int = 8
-  image_sizes: Tuple[int, ...] = (64, 48, 32)
+  image_sizes: Tuple[int, ...] = (64, 32)
   text_lengths: Tuple[int, ...] = (32, 8)
   grid: str = "axes"
   combined: bool = False
