@@ -64,6 +64,18 @@ def encoded_image_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
   Returns:
     int64 scalar, -1 when the format is not recognised (decoding decides).
   """
+  def jpeg():
+    shape = tf.cast(tf.io.extract_jpeg_shape(image_bytes), tf.int64)
+    return shape[0] * shape[1]
+
+  # Built inside the cond's branch so that JPEGs (nearly all of a web crawl)
+  # skip these ~100 scalar ops: per example they cost more than the crop.
+  return tf.cond(tf.io.is_jpeg(image_bytes), jpeg,
+                 lambda: _header_pixels_not_jpeg(image_bytes))
+
+
+def _header_pixels_not_jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
+  """``encoded_image_pixels`` for PNG, GIF, BMP and WebP; -1 for others."""
   head = tf.strings.substr(tf.strings.join([image_bytes, "\0" * 32]), 0, 32)
   b = tf.unstack(tf.cast(tf.io.decode_raw(head, tf.uint8, fixed_length=32),
                          tf.int64))
@@ -88,12 +100,7 @@ def encoded_image_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
                       webp & start("VP8 ", 12), vp8, tf.where(
                           webp & start("VP8L", 12), vp8l,
                           tf.constant(-1, tf.int64)))))))
-
-  def jpeg():
-    shape = tf.cast(tf.io.extract_jpeg_shape(image_bytes), tf.int64)
-    return shape[0] * shape[1]
-
-  return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, lambda: other)
+  return other
 
 
 def _check_seed(seed) -> tf.Tensor:
