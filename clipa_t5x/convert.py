@@ -30,6 +30,7 @@ from typing import List, Optional
 from clipa_t5x import cli  # absl, gin and jax only: TF and torch stay unimported here
 from clipa_t5x import model_dir  # os and re only
 
+
 def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
                  text_length: Optional[int] = None, model: Optional[str] = None,
                  overwrite: bool = False) -> str:
