@@ -148,8 +148,14 @@ def test_compute_accounting_matches_flops_and_an_independent_count():
     assert acc["image_tokens"] == (spec.image_size // 8) ** 2
 
 
+def test_default_grid_is_the_eleven_runs_that_fit_the_hour():
+  ids = [r.run_id for r in run.build_grid(run.DEFAULT)]
+  assert len(ids) == 11 and not any("px48" in i for i in ids)
+  assert sum(i.endswith("_s1") for i in ids) == 2  # the noise repeats
+
+
 def test_fewer_tokens_cost_less_with_the_same_samples():
-  s = run.DEFAULT
+  s = dataclasses.replace(run.DEFAULT, image_sizes=(64, 48, 32))
   for width in s.widths:
     rows = {(r.image_size, r.text_length): run.compute_accounting(r, s)
             for r in run.build_grid(s) if r.width == width}
