@@ -14,19 +14,19 @@ _DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "exp
                     "inverse_scaling")
 
 
-def _load(name):
-  key = f"inverse_scaling_{name}"  # the same names run.py gives its siblings
+def _load_run():
+  """experiments/inverse_scaling/run.py, under the name its siblings import it by."""
+  key = "inverse_scaling_run"
   if key not in sys.modules:
-    spec = importlib.util.spec_from_file_location(key, os.path.join(_DIR, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
+    spec = importlib.util.spec_from_file_location(key, os.path.join(_DIR, "run.py"))
+    sys.modules[key] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[key])
   return sys.modules[key]
 
 
-run = _load("run")
-plot = _load("plot")
-breakdown = _load("breakdown")
+run = _load_run()
+plot = run._sibling("plot")  # pylint: disable=protected-access  (run.py's own loader)
+breakdown = run._sibling("breakdown")  # pylint: disable=protected-access
 
 
 # ------------------------------------------------------------------ grid
