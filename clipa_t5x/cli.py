@@ -99,9 +99,9 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
   return "\n".join(out)
 
 
-def write_json_atomic(path: str, value: Any) -> None:
+def write_json_atomic(path: str, value: Any, indent: int = 2, sort_keys: bool = False) -> None:
   """Writes JSON through a temp file and a rename: never a half-written file."""
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
+    json.dump(value, f, indent=indent, sort_keys=sort_keys)
   os.replace(tmp, path)

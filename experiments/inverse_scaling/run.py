@@ -292,11 +292,9 @@ def compute_accounting(spec: RunSpec, settings: SweepSettings) -> Dict[str, Any]
 
 def _fingerprint(spec: RunSpec, settings: SweepSettings) -> Dict[str, Any]:
   """What a run directory was trained with (compared on a rerun)."""
-  def plain(x):
-    return json.loads(json.dumps(dataclasses.asdict(x), default=str))
   return {"spec": dataclasses.asdict(spec),
-          "model_config": plain(model_config(spec.width, settings)),
-          "stages": [plain(s) for s in make_stages(spec, settings)],
+          "model_config": _plain(model_config(spec.width, settings)),
+          "stages": [_plain(s) for s in make_stages(spec, settings)],
           "data": dict(settings.data),
           "templates": list(EVAL_TEMPLATES)}
 
@@ -316,10 +314,8 @@ def _read_json(path: str) -> Optional[Any]:
 
 
 def _write_json(path: str, value: Any) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  from clipa_t5x import cli  # pylint: disable=import-outside-toplevel
+  cli.write_json_atomic(path, value, indent=1, sort_keys=True)
 
 
 class SweepInterrupted(Exception):
@@ -454,14 +450,15 @@ def run_sweep(settings: SweepSettings, out_dir: str,
     print(f"\n[sweep] run {i + 1}/{len(runs)}: {spec.run_id} "
           f"({(time.time() - start) / 60:.1f} min so far)", flush=True)
     rows.append(run_one(spec, settings, out_dir, eval_set))
-  report = _sibling("plot").write_report(rows, out_dir, settings=_settings_record(settings))
+  report = _sibling("plot").write_report(rows, out_dir, settings=_plain(settings))
   print(f"\n[sweep] {len(rows)} runs in {(time.time() - start) / 60:.1f} min; "
         f"{report['markdown']}, {report['png']}", flush=True)
   return rows
 
 
-def _settings_record(settings: SweepSettings) -> Dict[str, Any]:
-  return json.loads(json.dumps(dataclasses.asdict(settings), default=str))
+def _plain(x: Any) -> Dict[str, Any]:
+  """A dataclass as plain JSON values (tuples as lists, other objects as strings)."""
+  return json.loads(json.dumps(dataclasses.asdict(x), default=str))
 
 
 def _ints(text: str) -> Tuple[int, ...]:
