@@ -42,6 +42,7 @@ class TwoTower(nn.Module):
         remat_policy=c.remat_policy,
         mask_ratio=c.mask_ratio,
         mask_type=c.mask_type,
+        attention_impl=c.attention_impl,
     )
     self.txt = TextTransformer(
         width=c.text.width,
@@ -52,6 +53,7 @@ class TwoTower(nn.Module):
         out_dim=c.embed_dim,
         dtype=dtype,
         remat_policy=c.remat_policy,
+        attention_impl=c.attention_impl,
     )
     self.log_temperature = self.param(
         "log_temperature", layers.boxed(nn.initializers.constant(INIT_LOG_TEMPERATURE), ()),

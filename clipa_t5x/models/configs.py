@@ -15,6 +15,8 @@ from typing import Any, Dict, Optional
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 MASK_TYPES = ("random", "grid", "block")
 DTYPES = ("float32", "bfloat16", "float16")
+# Mirrors clipa_t5x.models.layers.ATTENTION_IMPLS (this module stays import-light).
+ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")
 # Rows of the text token table: BERT-uncased has 30,522 ids, padded to 32,000.
 TEXT_VOCAB_SIZE = 32000
 
@@ -71,6 +73,13 @@ class ClipaConfig:
     remat_policy: per-block rematerialisation: 'none', 'full' or 'dots_saveable'.
     mask_ratio: fraction of image patches dropped during training (0 = off).
     mask_type: 'random', 'grid' (ratio must be 0.75) or 'block'.
+    attention_impl: how both towers compute attention: 'auto' (per platform
+      at trace time: 'chunked' on CPU, 'dot_product_attention' on GPU),
+      'xla' (plain einsums), 'chunked' (batch chunks under jax.checkpoint,
+      fastest on CPU), 'dot_product_attention' (jax.nn.dot_product_attention,
+      cuDNN flash attention on GPU for bf16/fp16, else its XLA form) or
+      'cudnn' (cuDNN only, no fallback). Numerics agree up to float rounding;
+      parameters and checkpoints do not depend on it.
   """
   image: TowerConfig
   text: TowerConfig
@@ -79,6 +88,7 @@ class ClipaConfig:
   remat_policy: str = "none"
   mask_ratio: float = 0.0
   mask_type: str = "random"
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     if not isinstance(self.image, TowerConfig) or self.image.patch_size is None:
@@ -94,6 +104,9 @@ class ClipaConfig:
           f"ClipaConfig.remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}.")
     if self.mask_type not in MASK_TYPES:
       raise ValueError(f"ClipaConfig.mask_type={self.mask_type!r} is not one of {MASK_TYPES}.")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"ClipaConfig.attention_impl={self.attention_impl!r} is not one of "
+                       f"{ATTENTION_IMPLS}.")
     if not 0.0 <= float(self.mask_ratio) < 1.0:
       raise ValueError(
           f"ClipaConfig.mask_ratio={self.mask_ratio} must be in [0, 1); use 0 to disable masking.")

@@ -27,6 +27,12 @@ QKV_AXES = ("batch", "length", "heads", "kv")
 
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 LAYERNORM_EPS = 1e-6
+# How the attention core (softmax(q.k) . v) is computed; see ``attention_core``.
+ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")
+# 'chunked' sizes its batch chunks so that one chunk's float32 [c, heads, Lq, Lk]
+# logits take about this many bytes: measured on a 2-core AVX-512 Xeon (Mu/8,
+# 197 tokens), chunks of 2-8 MiB of logits were fastest (see bench/README.md).
+ATTENTION_CHUNK_BYTES = 4 << 20
 
 
 def boxed(init: Initializer, names: Sequence[Optional[str]]) -> Initializer:
@@ -109,6 +115,125 @@ class DenseGeneral(nn.Module):
     return y + bias.astype(self.dtype)
 
 
+def resolve_attention_impl(impl: str, backend: Optional[str] = None) -> str:
+  """The concrete attention implementation that ``impl`` stands for.
+
+  Args:
+    impl: one of ``ATTENTION_IMPLS``. 'auto' picks per platform: 'chunked' on
+      CPU (fastest measured there), 'dot_product_attention' on GPU (cuDNN
+      flash attention where it applies), 'xla' elsewhere (TPU).
+    backend: platform name; default ``jax.default_backend()`` (at trace time).
+
+  Returns:
+    One of 'xla', 'chunked', 'dot_product_attention', 'cudnn'.
+  """
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"Unknown attention_impl {impl!r}; use one of {ATTENTION_IMPLS}.")
+  if impl != "auto":
+    return impl
+  backend = backend or jax.default_backend()
+  if backend == "cpu":
+    return "chunked"
+  if backend in ("gpu", "cuda", "rocm"):
+    return "dot_product_attention"
+  return "xla"
+
+
+def attention_chunk_size(batch: int, heads: int, q_len: int, kv_len: int,
+                         budget_bytes: Optional[int] = None) -> int:
+  """Samples per chunk of the 'chunked' attention: a divisor of ``batch``.
+
+  The largest divisor whose float32 logits [c, heads, q_len, kv_len] fit in
+  ``budget_bytes`` (default ``ATTENTION_CHUNK_BYTES``; at least 1 sample), so
+  that one chunk's softmax stays in cache.
+  """
+  per_sample = 4 * heads * q_len * kv_len
+  budget = ATTENTION_CHUNK_BYTES if budget_bytes is None else budget_bytes
+  target = max(1, budget // per_sample)
+  return max(c for c in range(1, min(batch, target) + 1) if batch % c == 0)
+
+
+def _softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """softmax(q.k) . v for [B, L, heads, head_dim] inputs (q already scaled).
+
+  Logits and softmax are float32 even under bf16 compute, for stability.
+  """
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def _chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                       chunk_size: Optional[int]) -> jax.Array:
+  """``_softmax_attention`` over batch chunks, one after the other.
+
+  Each chunk runs under ``jax.checkpoint``: the backward pass recomputes a
+  chunk's logits instead of reading back the whole batch's [B, heads, L, L]
+  float32 logits from memory. On CPU that keeps the softmax and its gradient
+  in cache; the extra q.k matmul costs less than the memory traffic it saves.
+  """
+  batch, q_len, heads, _ = q.shape
+  c = chunk_size or attention_chunk_size(batch, heads, q_len, k.shape[1])
+  if batch % c:
+    raise ValueError(f"attention chunk size {c} does not divide the batch {batch}.")
+  n = batch // c
+  if n == 1:
+    return _softmax_attention(q, k, v)
+
+  def split(x: jax.Array) -> jax.Array:
+    # The chunk axis is walked sequentially; the samples in a chunk keep the
+    # batch sharding.
+    return constrain(x.reshape((n, c) + x.shape[1:]), (None,) + QKV_AXES)
+
+  body = jax.checkpoint(lambda qkv: _softmax_attention(*qkv))
+  y = jax.lax.map(body, (split(q), split(k), split(v)))
+  return y.reshape((batch,) + y.shape[2:])
+
+
+def _gpu_flash_ok(q: jax.Array) -> bool:
+  """Whether cuDNN flash attention takes these inputs (dtype, head size)."""
+  head_dim = q.shape[-1]
+  return (q.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0
+          and head_dim <= 128)
+
+
+def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, impl: str = "auto",
+                   chunk_size: Optional[int] = None) -> jax.Array:
+  """softmax(q . k^T) . v without any mask, by the chosen implementation.
+
+  Args:
+    q, k, v: [B, L, heads, head_dim] in the compute dtype; ``q`` is already
+      scaled by head_dim^-0.5.
+    impl: one of ``ATTENTION_IMPLS``:
+      'xla': plain einsums, the [B, heads, L, L] float32 logits materialised;
+      'chunked': the same per batch chunk under ``jax.checkpoint`` (CPU);
+      'dot_product_attention': ``jax.nn.dot_product_attention``, with cuDNN
+        on GPU when dtype and head size suit it, else its XLA form;
+      'cudnn': ``jax.nn.dot_product_attention(implementation='cudnn')``, no
+        fallback (raises where cuDNN cannot run it);
+      'auto': ``resolve_attention_impl`` per platform.
+    chunk_size: samples per chunk for 'chunked'; None derives it
+      (``attention_chunk_size``).
+
+  Returns:
+    [B, L, heads, head_dim] in ``v``'s dtype.
+  """
+  impl = resolve_attention_impl(impl)
+  if impl == "xla":
+    return _softmax_attention(q, k, v)
+  if impl == "chunked":
+    return _chunked_attention(q, k, v, chunk_size)
+  if impl == "cudnn":
+    return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation="cudnn")
+  # 'dot_product_attention'
+  if jax.default_backend() in ("gpu", "cuda") and _gpu_flash_ok(q):
+    try:
+      return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation="cudnn")
+    except Exception:  # pylint: disable=broad-except  (unsupported shape or cuDNN version)
+      pass
+  return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation="xla")
+
+
 class MultiHeadAttention(nn.Module):
   """Bidirectional multi-head self-attention without any mask.
 
@@ -117,11 +242,14 @@ class MultiHeadAttention(nn.Module):
     dtype: compute dtype.
     qkv_kernel_init: initialiser of the query/key/value kernels.
     out_kernel_init: initialiser of the output kernel.
+    attention_impl: how the attention core runs (``ATTENTION_IMPLS``); all
+      give the same result up to float rounding.
   """
   heads: int
   dtype: Dtype = jnp.float32
   qkv_kernel_init: Initializer = nn.initializers.xavier_uniform()
   out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -144,10 +272,7 @@ class MultiHeadAttention(nn.Module):
 
     q, k, v = projection("query"), projection("key"), projection("value")
     q = q * jnp.asarray(head_dim**-0.5, q.dtype)
-    # float32 logits and softmax even under bf16 compute, for stability.
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    y = attention_core(q, k, v, self.attention_impl).astype(self.dtype)
     y = constrain(y, QKV_AXES)
     return DenseGeneral(
         features=(width,),
@@ -205,6 +330,7 @@ class EncoderBlock(nn.Module):
   attn_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
   mlp_in_kernel_init: Initializer = nn.initializers.xavier_uniform()
   mlp_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -216,6 +342,7 @@ class EncoderBlock(nn.Module):
         dtype=self.dtype,
         qkv_kernel_init=self.qkv_kernel_init,
         out_kernel_init=self.attn_out_kernel_init,
+        attention_impl=self.attention_impl,
         name="attention",
     )(y)
     x = constrain(x + y, RESIDUAL_AXES)
@@ -258,6 +385,7 @@ class Encoder(nn.Module):
     dtype: compute dtype.
     remat_policy: see ``remat_block_class``.
     *_kernel_init: kernel initialisers passed to every block.
+    attention_impl: see ``attention_core``.
   """
   depth: int
   heads: int
@@ -268,6 +396,7 @@ class Encoder(nn.Module):
   attn_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
   mlp_in_kernel_init: Initializer = nn.initializers.xavier_uniform()
   mlp_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -282,6 +411,7 @@ class Encoder(nn.Module):
           attn_out_kernel_init=self.attn_out_kernel_init,
           mlp_in_kernel_init=self.mlp_in_kernel_init,
           mlp_out_kernel_init=self.mlp_out_kernel_init,
+          attention_impl=self.attention_impl,
           name=f"encoderblock_{i}",
       )(x)
     return x

@@ -31,6 +31,7 @@ class TextTransformer(nn.Module):
     out_dim: output dimension of the projection head.
     dtype: compute dtype (params are float32).
     remat_policy: 'none', 'full' or 'dots_saveable'.
+    attention_impl: see ``layers.attention_core``.
   """
   width: int
   depth: int
@@ -40,6 +41,7 @@ class TextTransformer(nn.Module):
   out_dim: int
   dtype: Any = jnp.float32
   remat_policy: str = "none"
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -89,6 +91,7 @@ class TextTransformer(nn.Module):
         attn_out_kernel_init=normal(stddev=proj_std),
         mlp_in_kernel_init=normal(stddev=fc_std),
         mlp_out_kernel_init=normal(stddev=proj_std),
+        attention_impl=self.attention_impl,
         name="encoder",
     )(x)
     x = layers.layer_norm(self.dtype, name="encoder_norm")(x)

@@ -192,6 +192,7 @@ class VisionTransformer(nn.Module):
     remat_policy: 'none', 'full' or 'dots_saveable'.
     mask_ratio: fraction of patches dropped when ``train=True`` (0 = none).
     mask_type: 'random', 'grid' or 'block'.
+    attention_impl: see ``layers.attention_core``.
   """
   width: int
   depth: int
@@ -203,6 +204,7 @@ class VisionTransformer(nn.Module):
   remat_policy: str = "none"
   mask_ratio: float = 0.0
   mask_type: str = "random"
+  attention_impl: str = "auto"
 
   def setup(self):
     xavier = nn.initializers.xavier_uniform()
@@ -229,6 +231,7 @@ class VisionTransformer(nn.Module):
         attn_out_kernel_init=xavier,
         mlp_in_kernel_init=xavier,
         mlp_out_kernel_init=xavier,
+        attention_impl=self.attention_impl,
     )
     self.encoder_norm = layers.layer_norm(self.dtype)
     self.head = nn.Dense(

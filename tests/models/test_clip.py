@@ -243,3 +243,20 @@ def test_bad_inputs_raise():
     clip.ClipaModel("Ti/8")
   with pytest.raises(ValueError, match="(?i)text length 32 differs"):
     model.encode_texts(params, jnp.zeros((1, 32), jnp.int32))
+
+
+@pytest.mark.parametrize("impl", ["xla", "chunked", "dot_product_attention"])
+def test_attention_impl_is_plumbed_and_keeps_loss_and_gradients(impl):
+  """Both towers take the config's attention_impl; params do not depend on it."""
+  _, variables = _ti()
+  model = clip.make_model("Ti/8", attention_impl="xla")
+  other = clip.make_model("Ti/8", attention_impl=impl)
+  params = nn.meta.unbox(variables)["params"]
+  assert jax.tree.structure(nn.meta.unbox(_abstract("Ti/8"))) == jax.tree.structure(
+      nn.meta.unbox(_abstract_variables(other, 224, 32)))
+  loss = lambda m: jax.jit(jax.value_and_grad(
+      lambda p: m.loss_fn(p, _batch(), jax.random.key(1))[0]))(params)
+  (want, g_want), (got, g_got) = loss(model), loss(other)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_want), jax.tree.leaves(g_got)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

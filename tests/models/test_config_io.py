@@ -47,3 +47,13 @@ def test_invalid_json(tmp_path):
   (tmp_path / config_io.MODEL_CONFIG_FILE).write_text("{not json")
   with pytest.raises(ValueError, match="not valid JSON"):
     config_io.read_model_config(str(tmp_path))
+
+
+def test_files_written_before_attention_impl_load_with_auto(tmp_path):
+  config_io.write_model_config(str(tmp_path), configs.get_config("Ti/8", attention_impl="xla"),
+                               16, 8)
+  path = tmp_path / config_io.MODEL_CONFIG_FILE
+  record = json.loads(path.read_text())
+  assert record["model"].pop("attention_impl") == "xla"
+  path.write_text(json.dumps(record))
+  assert config_io.read_model_config(str(tmp_path))["model"] == configs.get_config("Ti/8")

@@ -1,5 +1,6 @@
 """Tests for clipa_t5x.models.configs."""
 import dataclasses
+import os
 
 import pytest
 
@@ -88,3 +89,26 @@ def test_make_model_builds_wrapper():
   assert isinstance(model, ClipaModel)
   assert model.config == configs.get_config("Ti/8", dtype="bfloat16")
   assert model.module.config is model.config
+
+
+def test_attention_impl_is_a_validated_field_defaulting_to_auto():
+  from clipa_t5x.models import layers
+  assert configs.ATTENTION_IMPLS == layers.ATTENTION_IMPLS
+  assert configs.get_config("Ti/8").attention_impl == "auto"
+  for impl in configs.ATTENTION_IMPLS:
+    assert configs.get_config("Ti/8", attention_impl=impl).attention_impl == impl
+  cfg = dataclasses.replace(configs.get_config("B/16"), attention_impl="cudnn")
+  assert cfg.attention_impl == "cudnn"
+  with pytest.raises(ValueError, match="attention_impl"):
+    configs.get_config("Ti/8", attention_impl="flash")
+
+
+@pytest.mark.usefixtures("clean_gin")
+def test_gin_binds_attention_impl_on_a_model_file():
+  gin = pytest.importorskip("gin")
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  gin.parse_config_files_and_bindings(
+      [os.path.join(root, "gin", "models", "mu8.gin")],
+      ["configs.get_config.attention_impl = 'xla'"])
+  config = gin.get_configurable(configs.get_config)()  # name from mu8.gin
+  assert config == configs.get_config("Mu/8", attention_impl="xla")

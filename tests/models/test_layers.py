@@ -221,3 +221,127 @@ def test_dense_general_xavier_fans_use_the_flattened_kernel():
   want = np.einsum("blhd,hde->ble", np.asarray(y), np.asarray(nn.meta.unbox(p)["kernel"]))
   np.testing.assert_allclose(out.apply({"params": p}, y), want + np.asarray(nn.meta.unbox(p)["bias"]),
                              rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------- attention_impl ---
+def _qkv(b=6, n=7, h=HEADS, d=8, seed=3, dtype=jnp.float32):
+  rs = np.random.RandomState(seed)
+  q, k, v = (jnp.asarray(rs.randn(b, n, h, d), dtype) for _ in range(3))
+  return q * jnp.asarray(d**-0.5, dtype), k, v
+
+
+def _core_value_and_grads(impl, q, k, v, **kw):
+  """Output and d(sum(out * probe))/d(q, k, v) of one attention core."""
+  probe = jnp.asarray(np.random.RandomState(9).randn(*q.shape), jnp.float32)
+  f = lambda q, k, v: jnp.sum(layers.attention_core(q, k, v, impl, **kw).astype(jnp.float32)
+                              * probe)
+  out = jax.jit(lambda q, k, v: layers.attention_core(q, k, v, impl, **kw))(q, k, v)
+  return out, jax.jit(jax.grad(f, argnums=(0, 1, 2)))(q, k, v)
+
+
+@pytest.mark.parametrize("impl, kw", [
+    ("xla", {}),
+    ("chunked", {}),              # derived chunk (the whole batch here: one chunk)
+    ("chunked", {"chunk_size": 1}),
+    ("chunked", {"chunk_size": 2}),
+    ("chunked", {"chunk_size": 3}),
+    ("dot_product_attention", {}),
+    ("auto", {}),
+])
+def test_every_attention_impl_matches_numpy_forward_and_gradients(impl, kw):
+  q, k, v = _qkv()
+  qn, kn, vn = (np.asarray(t, np.float64) for t in (q, k, v))
+  logits = np.einsum("bqhd,bkhd->bhqk", qn, kn)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  want = np.einsum("bhqk,bkhd->bqhd", p, vn)
+  out, grads = _core_value_and_grads(impl, q, k, v, **kw)
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  _, ref_grads = _core_value_and_grads("xla", q, k, v)
+  for got, ref in zip(grads, ref_grads):
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN needs a GPU")
+def test_cudnn_attention_matches_xla_in_bf16():
+  q, k, v = _qkv(b=4, n=197, h=4, d=64, dtype=jnp.bfloat16)
+  out, grads = _core_value_and_grads("cudnn", q, k, v)
+  ref, ref_grads = _core_value_and_grads("xla", q, k, v)
+  np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref, np.float32),
+                             atol=2e-2)
+  for got, want in zip(grads, ref_grads):
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               atol=5e-2)
+
+
+def test_attention_impls_agree_in_bf16():
+  q, k, v = _qkv(dtype=jnp.bfloat16)
+  ref, ref_grads = _core_value_and_grads("xla", q, k, v)
+  for impl, kw in (("chunked", {"chunk_size": 2}), ("dot_product_attention", {})):
+    out, grads = _core_value_and_grads(impl, q, k, v, **kw)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref, np.float32),
+                               atol=2e-2)
+    for got, want in zip(grads, ref_grads):
+      np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                 atol=5e-2)
+
+
+def test_auto_attention_resolves_per_platform():
+  assert layers.resolve_attention_impl("auto", "cpu") == "chunked"
+  assert layers.resolve_attention_impl("auto", "gpu") == "dot_product_attention"
+  assert layers.resolve_attention_impl("auto", "cuda") == "dot_product_attention"
+  assert layers.resolve_attention_impl("auto", "tpu") == "xla"
+  assert layers.resolve_attention_impl("chunked", "gpu") == "chunked"
+  assert layers.resolve_attention_impl("auto") == layers.resolve_attention_impl(
+      "auto", jax.default_backend())
+  with pytest.raises(ValueError, match="attention_impl.*flash"):
+    layers.resolve_attention_impl("flash")
+
+
+def test_attention_chunk_size_divides_the_batch_within_the_budget():
+  # Mu/8 image tower: 197 tokens, 4 heads: 621 KB of float32 logits a sample.
+  c = layers.attention_chunk_size(128, 4, 197, 197)
+  assert 128 % c == 0 and 4 * 4 * 197 * 197 * c <= layers.ATTENTION_CHUNK_BYTES
+  assert 4 * 4 * 197 * 197 * 2 * c > layers.ATTENTION_CHUNK_BYTES  # the largest such
+  assert layers.attention_chunk_size(128, 4, 32, 32) == 128   # short text: one chunk
+  assert layers.attention_chunk_size(7, 4, 197, 197) in (1, 7)  # a prime batch
+  assert layers.attention_chunk_size(2, 64, 1024, 1024) == 1
+  with pytest.raises(ValueError, match="does not divide"):
+    layers.attention_core(*_qkv(b=6), "chunked", chunk_size=4)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "dot_product_attention"])
+def test_encoder_with_each_attention_impl_matches_xla(impl):
+  x = _x(shape=(6, L, W))
+  ref = layers.Encoder(depth=2, heads=HEADS, mlp_dim=MLP, attention_impl="xla")
+  other = layers.Encoder(depth=2, heads=HEADS, mlp_dim=MLP, attention_impl=impl,
+                         remat_policy="full")
+  params = _randomise(ref.init(jax.random.key(0), x)["params"])
+  assert jax.tree.structure(nn.meta.unbox(other.init(jax.random.key(0), x))) == (
+      jax.tree.structure(nn.meta.unbox(ref.init(jax.random.key(0), x))))
+
+  def loss(mod, p):
+    return jnp.sum(mod.apply({"params": p}, x)**2)
+
+  np.testing.assert_allclose(loss(other, params), loss(ref, params), rtol=1e-5)
+  g_ref = jax.jit(jax.grad(lambda p: loss(ref, p)))(params)
+  g_other = jax.jit(jax.grad(lambda p: loss(other, p)))(params)
+  for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_other)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_attention_under_a_mesh_matches(monkeypatch):
+  """The chunk axis is walked in order; the batch inside a chunk stays sharded."""
+  monkeypatch.setattr(layers, "ATTENTION_CHUNK_BYTES", 4 * HEADS * L * L * 2)  # 4 chunks of 2
+  mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  rules = [("batch", "data"), ("heads", "model"), ("mlp", "model"), ("embed", None),
+           ("length", None), ("kv", None)]
+  m = layers.MultiHeadAttention(heads=HEADS, attention_impl="chunked")
+  x = _x(shape=(8, L, W))
+  params = nn.meta.unbox(_randomise(m.init(jax.random.key(0), x)["params"]))
+  want = layers.MultiHeadAttention(heads=HEADS, attention_impl="xla").apply(
+      {"params": params}, x)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    got = jax.jit(lambda p, x: m.apply({"params": p}, x))(params, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
