@@ -61,6 +61,9 @@ setup(
         # lemminflect: the test that rebuilds the shipped syntax table runs too.
         "test": ["pytest", "tokenizers", "lemminflect==0.2.3", "webdataset==1.0.2",
                  "matplotlib"],
+        # scripts/demo.sh: the demo's figures (MODEL_DIR/*.png). No torch: the demo, training,
+        # eval, inference and the open_clip export run without it.
+        "demo": ["matplotlib"],
         # open_clip interop checks and bench/vs_open_clip.py (torch CPU is enough).
         "torch": ["torch>=2.1", "torchvision", "open-clip-torch>=3.0"],
         # experiments/*: plots.

@@ -5,9 +5,9 @@
 # Usage: bash scripts/demo.sh [MODEL_DIR]      (default: runs/demo_cpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
+bash scripts/setup_env.sh  # the core + matplotlib: no torch
 MODEL_DIR=${1:-runs/demo_cpu}
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+# TensorFlow's start-up lines are filtered by the entry point (clipa_t5x/cli.py).
 exec .venv/bin/python -m clipa_t5x.train \
   --gin_file=gin/runs/demo_cpu.gin \
   --gin.MODEL_DIR="'${MODEL_DIR}'"

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Creates .venv with the tested package set (idempotent: a no-op when nothing changed).
-# Usage: bash scripts/setup_env.sh            (PYTHON=/path/to/python to choose the interpreter)
+# Usage: bash scripts/setup_env.sh [EXTRAS]
+#   EXTRAS: setup.py extras, comma-separated (default: demo, what scripts/demo.sh needs: the
+#   core and matplotlib, no torch). scripts/test.sh asks for test,torch,experiments.
+#   PYTHON=/path/to/python chooses the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+EXTRAS=${1:-demo}
 
 pick_python() {
   # jax >= 0.11 needs Python >= 3.12; 3.11 gets the older tested set.
-  local candidates=("${PYTHON:-}" python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 python3.11 python3)
+  local candidates=("${PYTHON:-}" python3.12 python3.11 python3)
   for py in "${candidates[@]}"; do
     [ -n "$py" ] || continue
     if "$py" -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12))' >/dev/null 2>&1; then
@@ -17,20 +21,29 @@ pick_python() {
   return 1
 }
 
+# The extras as a sorted, comma-separated set ("test,torch" == "torch,test").
+normalize() { tr ',' '\n' <<<"$1" | sed '/^$/d' | sort -u | paste -sd, -; }
+
 PY=$(pick_python)
 VERSION=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
 CONSTRAINTS="constraints-py${VERSION}.txt"
+# The stamp names the exact files installed from and lists the extras installed: a later
+# call that asks for no more extras is a no-op, one that asks for more adds them.
 STAMP=".venv/.installed-$(cat "$CONSTRAINTS" setup.py | sha256sum | cut -c1-16)"
-
+WANTED=$(normalize "$EXTRAS")
+HAVE=""
 if [ -x .venv/bin/python ] && [ -f "$STAMP" ]; then
-  exit 0  # already installed from these exact files
+  HAVE=$(normalize "$(cat "$STAMP")")
+  MISSING=$(comm -23 <(tr ',' '\n' <<<"$WANTED") <(tr ',' '\n' <<<"$HAVE") | paste -sd, -)
+  [ -n "$MISSING" ] || exit 0  # already installed from these exact files, with these extras
 fi
 if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import sys; assert f"{sys.version_info[0]}{sys.version_info[1]}" == "'"$VERSION"'"' 2>/dev/null; then
   rm -rf .venv  # made by another Python version
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e '.[test,torch,experiments]'
+ALL=$(normalize "$WANTED,$HAVE")
+.venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e ".[${ALL}]"
 rm -f .venv/.installed-*
-touch "$STAMP"
-echo "installed clipa_t5x into .venv (Python $VERSION, $CONSTRAINTS)"
+echo "$ALL" >"$STAMP"
+echo "installed clipa_t5x[${ALL}] into .venv (Python $VERSION, $CONSTRAINTS)"

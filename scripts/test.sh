@@ -3,7 +3,9 @@
 # Extra arguments go to pytest, e.g.  bash scripts/test.sh -m "not slow"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
+# The test extras on top of the demo's: pytest and friends, torch + open_clip for the
+# interop checks, matplotlib for experiments/.
+bash scripts/setup_env.sh test,torch,experiments,demo
 # The [torch] extra is installed above: its open_clip tests must run, not skip.
 export CLIPA_REQUIRE_TORCH=1
 exec .venv/bin/python -m pytest "$@"
