@@ -40,6 +40,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
+# Image members of a webdataset sample, tried in order (WebDatasetSource's default).
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 _WNID = re.compile(r"n\d{8}")
 
 
@@ -322,11 +324,12 @@ class ImageFolder:
 
 # --------------------------------------------------------------- webdataset
 def _webdataset(pattern, caption_key: str, label_key: Optional[str], shard_id: int,
-                num_shards: int):
+                num_shards: int, image_keys: Sequence[str] = IMAGE_KEYS):
   import seqio
   from clipa_t5x.data import sources
   source = sources.WebDatasetSource({"eval": pattern}, caption_key=caption_key,
-                                    label_key=label_key, with_labels=label_key is not None)
+                                    image_keys=image_keys, label_key=label_key,
+                                    with_labels=label_key is not None)
   files = source.list_shards("eval")
   if num_shards > 1 and len(files) >= num_shards:
     return source.get_dataset("eval", shuffle=False,
@@ -344,10 +347,12 @@ class WebDatasetClassification:
     label_key: label member extension.
     class_names_file: optional JSON list of class names (e.g. the demo's
       ``classes.json``); None: give them in the eval config.
+    image_keys: image member extensions, tried in order.
   """
   pattern: Any
   label_key: str = "cls"
   class_names_file: Optional[str] = None
+  image_keys: Sequence[str] = IMAGE_KEYS
 
   def class_names(self) -> Optional[List[str]]:
     if self.class_names_file is None:
@@ -360,7 +365,8 @@ class WebDatasetClassification:
     del text_length
     _check_shard(shard_id, num_shards)
     # The label member doubles as the "caption", so samples need no text.
-    ds = _webdataset(self.pattern, self.label_key, self.label_key, shard_id, num_shards)
+    ds = _webdataset(self.pattern, self.label_key, self.label_key, shard_id, num_shards,
+                     self.image_keys)
     ds = ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
     for ex in _map_images(ds, image_size).as_numpy_iterator():
       if ex["label"] < 0:
@@ -379,10 +385,12 @@ class WebDatasetRetrieval:
       object whose ``json_field`` is a list or a string), or a text member
       whose non-empty lines are the captions.
     json_field: the field of a JSON object holding the captions.
+    image_keys: image member extensions, tried in order.
   """
   pattern: Any
   caption_key: str = "json"
   json_field: str = "captions"
+  image_keys: Sequence[str] = IMAGE_KEYS
 
   def parse(self, raw: bytes) -> List[str]:
     """Captions of one sample from its raw member bytes."""
@@ -408,7 +416,8 @@ class WebDatasetRetrieval:
                num_shards: int = 1) -> Iterator[Dict[str, Any]]:
     del text_length
     _check_shard(shard_id, num_shards)
-    ds = _webdataset(self.pattern, self.caption_key, None, shard_id, num_shards)
+    ds = _webdataset(self.pattern, self.caption_key, None, shard_id, num_shards,
+                     self.image_keys)
     ds = ds.map(lambda ex: {"image": ex["image"], "text": ex["text"]})
     for ex in _map_images(ds, image_size).as_numpy_iterator():
       yield {"image": ex["image"], "captions": self.parse(ex["text"])}
