@@ -6,9 +6,13 @@ mistakes in one ``error:`` line (exit code 2) and treat ``--help`` as success.
 """
 
 import contextlib
+import importlib.abc
+import importlib.util
 import json
 import os
+import re
 import sys
+import tempfile
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 from absl import app
@@ -32,6 +36,94 @@ def define_gin_flags(gin_file_help: str = "Gin config files, applied in order.",
     flags.DEFINE_integer("process_index", None, "Multi-host: index of this process.")
     flags.DEFINE_bool("distributed", False, "Multi-host with the addresses found by jax "
                       "(TPU pods, Slurm, Open MPI): jax.distributed.initialize().")
+
+
+# What TensorFlow's C++ side prints while it loads, before any log level applies (absl's
+# InitializeLog comes later): INFO lines (the oneDNN notice, "Could not find cuda drivers")
+# and, on a machine without a GPU, "E0000 ... failed call to cuInit". None of it is
+# actionable (TF is kept off accelerators anyway); it only reads like an error.
+_TF_STARTUP_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|I\d{4} [\d:.]+\s+\d+ [^\]]+\] "
+    r"|E\d{4} [\d:.]+\s+\d+ [^\]]+\] .*cuInit")
+
+
+@contextlib.contextmanager
+def tensorflow_startup_noise_hidden() -> Iterator[None]:
+  """Holds back what is written to file descriptor 2 inside, then replays all but TF's noise.
+
+  At the file-descriptor level, since the noise comes from C++. Everything else written
+  meanwhile (Python warnings, real C++ warnings and errors) is shown afterwards, in order.
+  """
+  sys.stderr.flush()
+  try:
+    saved = os.dup(2)
+  except OSError:  # no stderr to filter
+    yield
+    return
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      held.seek(0)
+      lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+      kept = "".join(line for line in lines if not _TF_STARTUP_NOISE.match(line))
+      if kept:
+        sys.stderr.write(kept)
+        sys.stderr.flush()
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+  """Imports TensorFlow (whenever something first does) with its start-up noise hidden."""
+
+  def __init__(self):
+    self._finding = False
+
+  def find_spec(self, fullname, path=None, target=None):  # pylint: disable=unused-argument
+    if fullname != "tensorflow" or self._finding:
+      return None
+    self._finding = True
+    try:
+      spec = importlib.util.find_spec(fullname)  # the finders after this one
+    finally:
+      self._finding = False
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+      return spec
+    load = spec.loader.exec_module
+
+    def exec_module(module):
+      with tensorflow_startup_noise_hidden():
+        load(module)
+        # Listing devices is what calls cuInit: done here, inside the filter, and TF
+        # never takes accelerator memory from JAX.
+        _hide_accelerators_from(module)
+    spec.loader.exec_module = exec_module
+    return spec
+
+
+def _hide_accelerators_from(tf: Any) -> None:
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except (RuntimeError, ValueError, AttributeError):
+    pass  # devices already initialised: too late to change, nothing to hide
+
+
+def quiet_startup() -> None:
+  """Keeps the console to what matters: call first in every entry point.
+
+  TensorFlow's INFO logs are off (warnings and errors still show; a
+  ``TF_CPP_MIN_LOG_LEVEL`` already set wins), and its start-up lines are
+  filtered when it is first imported, by whichever module imports it.
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  if "tensorflow" in sys.modules:
+    return
+  if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 def keep_tensorflow_off_accelerators() -> None:
@@ -76,6 +168,7 @@ def exit_code(command: Callable[[], Any]) -> int:
 def run_app(main: Callable[[Sequence[str]], None], argv: Optional[List[str]] = None,
             quiet: bool = True) -> None:
   """``absl.app.run`` with ``--gin.K=V`` rewriting, quiet logs and ``--help`` exiting 0."""
+  quiet_startup()
   argv = gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv)
   if quiet and not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
     argv.append("--verbosity=-1")  # warnings and errors only; --verbosity=0 for INFO logs

@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
   """Runs the CLI; returns the exit code (2 and one ``error:`` line on bad input)."""
+  cli.quiet_startup()
   args = _parser().parse_args(argv)
 
   def command() -> None:

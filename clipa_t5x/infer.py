@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs one subcommand; returns the exit code (2 after a one-line error)."""
+  cli.quiet_startup()
   args = build_parser().parse_args(argv)
   return cli.exit_code(lambda: args.fn(args))
 
