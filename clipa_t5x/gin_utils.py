@@ -73,6 +73,8 @@ def parse_gin_flags(gin_files: Sequence[str], gin_bindings: Sequence[str],
   """
   if not gin_files:
     raise ValueError("no --gin_file given; e.g. --gin_file=gin/runs/demo_cpu.gin")
+  for binding in gin_bindings:
+    check_binding_value(binding)
   _make_file_readers_tolerant()
   search_paths = list(gin_search_paths) + default_search_paths()
   for path in reversed(search_paths):
@@ -94,6 +96,39 @@ def parse_gin_flags(gin_files: Sequence[str], gin_bindings: Sequence[str],
     raise ValueError(f"gin configuration error: {error_line(e)}") from e
   finally:
     logging.disable(logging.NOTSET)
+
+
+# ``KEY = VALUE`` of one binding (``include`` / ``import`` lines do not match).
+_BINDING = re.compile(r"\s*([\w./%]+)\s*=\s*(.*?)\s*", flags=re.DOTALL)
+# A value the shell left without quotes: a word, path or URL, no brackets or quotes.
+_BARE_WORD = re.compile(r"[^\s'\"\[\](){},@%]+")
+
+
+def check_binding_value(binding: str) -> None:
+  """Fails on a binding whose value gin cannot parse, naming the binding.
+
+  The usual case is a string without its inner quotes (``--gin.MODEL_DIR=runs/x``:
+  the shell ate the only quotes); gin itself only says "Unable to parse value".
+
+  Raises:
+    ValueError: the value is not a gin value (literal, ``%MACRO`` or ``@ref``).
+  """
+  match = _BINDING.fullmatch(binding)
+  if not match:
+    return
+  key, value = match.groups()
+  try:
+    gin.config.parse_value(value)
+  except ValueError:
+    pass  # an @reference to a configurable registered later: gin checks it in context
+  except Exception as e:  # pylint: disable=broad-except  (SyntaxError, tokenize.TokenError)
+    if _BARE_WORD.fullmatch(value):
+      raise ValueError(
+          f"gin binding {key} = {value}: a string value needs quotes that reach gin, inside "
+          f"the shell's: --gin.{key}=\"'{value}'\" (or {key} = '{value}' in a gin file)."
+      ) from None
+    raise ValueError(f"gin binding {key} = {value}: the value does not parse "
+                     f"({error_line(e)}).") from None
 
 
 def error_line(error: BaseException) -> str:

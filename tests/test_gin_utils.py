@@ -119,6 +119,30 @@ def test_misspelled_binding_names_it(tmp_path):
   assert "bindings" in message  # gin's name for the --gin_bindings "file"
 
 
+@pytest.mark.parametrize("value", ["runs/my_run", "/tmp/run", "gs://bucket/run", "abc", "my-run"])
+def test_unquoted_string_binding_shows_the_quoted_form(tmp_path, value):
+  path = _gin_file(tmp_path, "ok.gin", f"{_TARGETS}.train.steps = 3\n")
+  with pytest.raises(ValueError) as info:
+    gin_utils.parse_gin_flags([path], [f"MODEL_DIR = {value}"])
+  message = str(info.value)
+  assert f"MODEL_DIR = {value}" in message
+  assert f"--gin.MODEL_DIR=\"'{value}'\"" in message
+  assert "Unable to parse" not in message
+
+
+def test_binding_value_that_is_not_a_word_names_the_binding(tmp_path):
+  path = _gin_file(tmp_path, "ok.gin", f"{_TARGETS}.train.steps = 3\n")
+  with pytest.raises(ValueError, match=r"binding STEPS = \[1, 2: the value does not parse"):
+    gin_utils.parse_gin_flags([path], ["STEPS = [1, 2"])
+
+
+@pytest.mark.parametrize("binding", ["X = 3", "X = 'runs/a'", "X = %Y", "X = None",
+                                     "X = {'image': 32, 'text': 8}", "X = [1e-3, 2]",
+                                     "X = @some.Configurable()", "include 'runs/base.gin'"])
+def test_valid_binding_values_pass_the_check(binding):
+  gin_utils.check_binding_value(binding)
+
+
 def test_bad_syntax_is_a_value_error(tmp_path):
   path = _gin_file(tmp_path, "syntax.gin", f"{_TARGETS}.train.steps = = 3\n")
   with pytest.raises(ValueError, match="syntax.gin"):
