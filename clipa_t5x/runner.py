@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import jax
 
@@ -110,14 +110,19 @@ def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitParti
       raise ValueError(
           f"stage {stage.name!r}: {what} size {size} is not divisible by the patch size {patch}; "
           f"use {size - size % patch} or {size - size % patch + patch}.")
+  # Errors name the setting as the gin files write it (Stage.batch_size), not the
+  # internal DatasetConfig / partitioner fields it later reaches.
+  if not isinstance(stage.batch_size, int) or stage.batch_size < 1:
+    raise ValueError(f"stage {stage.name!r}: Stage.batch_size must be a positive integer, got "
+                     f"{stage.batch_size!r}.")
   if stage.batch_size % partitioner.data_parallel_size:
     raise ValueError(
-        f"stage {stage.name!r}: batch size {stage.batch_size} is not divisible by the "
+        f"stage {stage.name!r}: Stage.batch_size={stage.batch_size} is not divisible by the "
         f"data-parallel size {partitioner.data_parallel_size}; use a multiple of it.")
   if stage.num_microbatches < 1 or stage.batch_size % (
       stage.num_microbatches * partitioner.data_parallel_size):
     raise ValueError(
-        f"stage {stage.name!r}: batch size {stage.batch_size} must split into "
+        f"stage {stage.name!r}: Stage.batch_size={stage.batch_size} must split into "
         f"num_microbatches={stage.num_microbatches} pieces, each divisible by the data-parallel "
         f"size {partitioner.data_parallel_size}.")
   if stage.train_steps <= 0:
@@ -158,7 +163,12 @@ def _stage_row(stage: Stage, model_config, seconds: float,
                eval_results: Mapping[str, float]) -> Dict[str, Any]:
   per_example = flops.per_example_flops(model_config, stage.image_size, stage.text_length,
                                         stage.mask_ratio)
-  top1 = [v for k, v in eval_results.items() if k.endswith("/top1")]
+  top1_keys = [k for k in eval_results if k.endswith("/top1")]
+  top1 = [eval_results[k] for k in top1_keys]
+  # Per-factor top-1 of the first zero-shot eval (ZeroShotEvalConfig.factors).
+  prefix = top1_keys[0][:-len("top1")] if top1_keys else None
+  factors = {k[len(prefix):-len("_top1")]: v for k, v in eval_results.items()
+             if prefix and k.startswith(prefix) and k.endswith("_top1")}
   return {
       "stage": stage.name,
       "image_tokens": flops.image_tokens(stage.image_size, model_config.image.patch_size,
@@ -169,6 +179,7 @@ def _stage_row(stage: Stage, model_config, seconds: float,
       "examples_seen": stage.train_steps * stage.batch_size,
       "seconds": seconds,
       "zeroshot_top1": top1[0] if top1 else None,
+      "zeroshot_factor_top1": factors,
       "eval": dict(eval_results),
   }
 
@@ -322,13 +333,16 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
 
 def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """The end-of-run table: one row per stage."""
-  header = ("stage", "image tokens", "text tokens", "GFLOPs/sample", "seconds", "zero-shot top-1")
+  factors = list(dict.fromkeys(f for row in rows for f in row.get("zeroshot_factor_top1") or {}))
+  header = ("stage", "image tokens", "text tokens", "GFLOPs/sample", "seconds",
+            "zero-shot top-1") + tuple(f"{f} top-1" for f in factors)
+  pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
   lines = [header]
   for row in rows:
-    top1 = row.get("zeroshot_top1")
+    own = row.get("zeroshot_factor_top1") or {}
     lines.append((row["stage"], str(row["image_tokens"]), str(row["text_tokens"]),
                   f"{row['gflops_per_sample']:.4f}", f"{row['seconds']:.1f}",
-                  "-" if top1 is None else f"{100 * top1:.1f}%"))
+                  pct(row.get("zeroshot_top1"))) + tuple(pct(own.get(f)) for f in factors))
   return cli.format_table(lines)
 
 
@@ -359,7 +373,9 @@ def run(*,
         random_seed: int = 0,
         peak_flops_per_device: Optional[float] = None,
         nonfinite_policy: str = "stop",
-        before_run: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+        before_run: Sequence[Any] = (),
+        after_run: Sequence[Callable[[str, List[Dict[str, Any]]], Any]] = ()
+        ) -> List[Dict[str, Any]]:
   """Trains every stage in order; returns (and writes) the summary rows.
 
   Args:
@@ -381,6 +397,9 @@ def run(*,
     before_run: ignored values; gin evaluates the call references put here
       (e.g. ``[@demo.configure()]`` to set where the demo data lives) before
       training starts.
+    after_run: callables ``(model_dir, rows)`` run on every process after
+      the summary is written (not after a preemption), e.g.
+      ``[@demo.write_zeroshot_examples]`` for the demo's picture.
   """
   del before_run  # evaluated by gin when it called us
   if model_config is None:
@@ -415,4 +434,6 @@ def run(*,
   if jax.process_index() == 0:
     cli.write_json_atomic(os.path.join(model_dir, SUMMARY), rows)
     print("\n" + format_summary_table(rows), flush=True)
+  for hook in after_run:
+    hook(model_dir, rows)
   return rows

@@ -111,6 +111,26 @@ def test_image_size_not_divisible_by_patch_fails_before_compiling(tmp_path):
   assert not os.path.exists(tmp_path / "run" / "pretrain")
 
 
+def test_unquoted_string_binding_shows_the_quoted_form(tmp_path):
+  # The shell eats the only quotes of --gin.MODEL_DIR='runs/my_run'; gin alone says
+  # "Unable to parse value. (line 1)".
+  proc = _cli(DEMO, f"--gin.MODEL_DIR={tmp_path}/my_run", tmp_path=tmp_path)
+  line = _error_line(proc)
+  assert f"MODEL_DIR = {tmp_path}/my_run" in line
+  assert f"--gin.MODEL_DIR=\"'{tmp_path}/my_run'\"" in line
+  assert not os.path.exists(tmp_path / "my_run")
+
+
+@pytest.mark.parametrize("size, expected", [(0, "must be a positive integer, got 0"),
+                                            (-8, "must be a positive integer, got -8")])
+def test_batch_size_error_names_the_stage_setting(tmp_path, size, expected):
+  proc = _cli(DEMO, _model_dir(tmp_path / "run"), f"--gin.pretrain/runner.Stage.batch_size={size}",
+              tmp_path=tmp_path)
+  line = _error_line(proc)
+  assert "Stage.batch_size" in line and expected in line and "'pretrain'" in line
+  assert "DatasetConfig" not in line
+
+
 @pytest.mark.slow
 def test_demo_recipe_end_to_end(tmp_path):
   model_dir = tmp_path / "model"
