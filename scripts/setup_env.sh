@@ -9,8 +9,13 @@ cd "$(dirname "$0")/.."
 EXTRAS=${1:-demo}
 
 pick_python() {
-  # jax >= 0.11 needs Python >= 3.12; 3.11 gets the older tested set.
-  local candidates=("${PYTHON:-}" python3.12 python3.11 python3)
+  # jax >= 0.11 needs Python >= 3.12; 3.11 gets the older tested set. A pyenv-installed
+  # 3.12 counts even when pyenv's active version is another one (its shim then refuses).
+  local candidates=("${PYTHON:-}" python3.12)
+  if command -v pyenv >/dev/null 2>&1; then
+    candidates+=("$(pyenv root)"/versions/3.12*/bin/python3.12)
+  fi
+  candidates+=(python3.11 python3)
   for py in "${candidates[@]}"; do
     [ -n "$py" ] || continue
     if "$py" -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12))' >/dev/null 2>&1; then
