@@ -23,12 +23,15 @@ of ``python -m clipa_t5x.eval``. Errors are one ``error:`` line, exit code 2.
 """
 
 import argparse
+import json
 import os
 import sys
+import tempfile
 from typing import List, Optional
 
 from clipa_t5x import cli  # absl, gin and jax only: TF and torch stay unimported here
 from clipa_t5x import model_dir  # os and re only
+from clipa_t5x import paths  # TensorFlow (tf.io.gfile) only for gs://... paths
 
 
 def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
@@ -49,14 +52,17 @@ def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
   from clipa_t5x.interop import open_clip  # pylint: disable=import-outside-toplevel
   from clipa_t5x.models import config_io  # pylint: disable=import-outside-toplevel
   from clipa_t5x.models import configs  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(checkpoint):
+  # Relative paths made absolute here: Orbax refuses them. gs://... is read as training
+  # writes it; a remote --out is written locally first, then copied.
+  checkpoint, out = paths.absolute(checkpoint), paths.absolute(out)
+  if not paths.isdir(checkpoint):
     raise ValueError(f"no checkpoint directory {checkpoint!r}.")
   if model is not None:
     config = configs.get_config(model)
     if image_size is None:
       raise ValueError(f"--model {model} needs --image_size (the resolution to export at).")
   else:
-    stage = model_dir.stage_dir_of(os.path.abspath(checkpoint))
+    stage = model_dir.stage_dir_of(checkpoint)
     record = config_io.read_model_config(stage)
     if record is None:
       raise ValueError(
@@ -66,14 +72,34 @@ def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
     image_size = record["image_size"] if image_size is None else image_size
     text_length = record["text_length"] if text_length is None else text_length
   params, _, _ = checkpoints.load_params(checkpoint)
-  return open_clip.export_open_clip(params, config, out, image_size, text_length,
-                                    overwrite=overwrite)
+  if not paths.is_remote(out):
+    return open_clip.export_open_clip(params, config, out, image_size, text_length,
+                                      overwrite=overwrite)
+  if paths.isdir(out) and paths.listdir(out) and not overwrite:
+    raise ValueError(f"{out} is not empty; pass --overwrite to replace it.")
+  with tempfile.TemporaryDirectory(prefix="clipa_export_") as tmp:
+    local = open_clip.export_open_clip(params, config, os.path.join(tmp, "export"), image_size,
+                                       text_length)
+    paths.upload_tree(local, out)
+  return out
 
 
 def from_open_clip(weights: str, out: str, model_config: Optional[str] = None) -> str:
   """Imports open_clip CLIPA weights as a checkpoint; returns its path."""
   from clipa_t5x.interop import open_clip  # pylint: disable=import-outside-toplevel
-  return open_clip.import_to_checkpoint(weights, out, model_config)
+  weights, out = paths.absolute(weights), paths.absolute(out)
+  if model_config is not None and paths.is_remote(model_config):
+    model_config = json.loads(paths.read_text(model_config))  # the importer takes a dict too
+  with paths.LocalCopy(weights) as local:  # the weight readers take local files
+    if not paths.is_remote(out):
+      return open_clip.import_to_checkpoint(local, out, model_config)
+    if paths.isdir(out) and paths.listdir(out):
+      raise ValueError(f"{out} is not empty; choose a new directory for the imported weights.")
+    with tempfile.TemporaryDirectory(prefix="clipa_import_") as tmp:
+      checkpoint = open_clip.import_to_checkpoint(local, os.path.join(tmp, "import"),
+                                                  model_config)
+      paths.upload_tree(os.path.join(tmp, "import"), out)
+  return paths.join(out, os.path.basename(checkpoint))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -48,6 +48,7 @@ import numpy as np
 from clipa_t5x import checkpoints
 from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import partitioning
+from clipa_t5x import paths
 from clipa_t5x.data import image_files
 from clipa_t5x.data import text_reduction as text_reduction_lib
 from clipa_t5x.evaluation import evaluators as evaluators_lib
@@ -616,8 +617,8 @@ class ClipaPredictor:
 # ---------------------------------------------------------------------- load
 def _stage_of_model_dir(model_dir: str) -> str:
   """The last stage directory (in run order) of ``model_dir`` that has a checkpoint."""
-  stages = [n for n in sorted(os.listdir(model_dir))
-            if os.path.isdir(os.path.join(model_dir, n))
+  stages = [n for n in sorted(paths.listdir(model_dir))
+            if paths.isdir(os.path.join(model_dir, n))
             and model_dir_lib.checkpoint_dirs(os.path.join(model_dir, n))]
   if not stages:
     raise ValueError(
@@ -626,17 +627,16 @@ def _stage_of_model_dir(model_dir: str) -> str:
         "open_clip export folder.")
   order: Dict[str, int] = {}
   summary = os.path.join(model_dir, model_dir_lib.SUMMARY)
-  if os.path.exists(summary):
+  if paths.exists(summary):
     try:
-      with open(summary) as f:
-        order = {row["stage"]: i for i, row in enumerate(json.load(f))}
+      order = {row["stage"]: i for i, row in enumerate(json.loads(paths.read_text(summary)))}
     except (OSError, ValueError, KeyError, TypeError):
       _LOG.warning("ignoring unreadable %s", summary)
 
   def started(name: str) -> float:
     # Each stage writes model_config.json when it starts: its age gives run order.
     config = os.path.join(model_dir, name, config_io.MODEL_CONFIG_FILE)
-    return os.path.getmtime(config) if os.path.exists(config) else 0.0
+    return paths.getmtime(config) if paths.exists(config) else 0.0
 
   # Stages of the summary in its order, then any later stage (still running) by start time.
   stages.sort(key=lambda n: (0, order[n], 0.0) if n in order else (1, 0, started(n)))
@@ -645,15 +645,15 @@ def _stage_of_model_dir(model_dir: str) -> str:
 
 def resolve_checkpoint(path: str) -> Tuple[str, str]:
   """``(checkpoint or stage path for checkpoints.load_params, stage directory)`` of ``path``."""
-  path = os.path.abspath(os.path.expanduser(path)).rstrip("/")
-  if not os.path.exists(path):
+  path = paths.absolute(path).rstrip("/")
+  if not paths.exists(path):
     raise ValueError(f"model path {path!r} does not exist; pass a MODEL_DIR, a stage folder, a "
                      "checkpoint_<step> folder or an open_clip export folder.")
   if model_dir_lib.step_of(path) is not None:
     return path, model_dir_lib.stage_dir_of(path)
   if model_dir_lib.checkpoint_dirs(path):
     return path, path
-  if os.path.exists(os.path.join(path, config_io.MODEL_CONFIG_FILE)):
+  if paths.exists(os.path.join(path, config_io.MODEL_CONFIG_FILE)):
     raise ValueError(f"stage folder {path!r} has no complete checkpoint yet; wait for the "
                      "first save or pass another stage.")
   stage = _stage_of_model_dir(path)
@@ -719,11 +719,12 @@ def load(path: str, *,
   """
   text_reduction_lib.check_method(text_reduction)  # fail before reading anything
   image_files.keep_tensorflow_on_host()  # before TF's first op: GPUs stay JAX's
-  resolved = os.path.abspath(os.path.expanduser(path))
-  is_weights_file = os.path.isfile(resolved) and resolved.lower().endswith(_WEIGHTS_SUFFIXES)
-  if is_weights_file or (os.path.isdir(resolved)
-                         and os.path.exists(os.path.join(resolved, OPEN_CLIP_CONFIG))):
-    params, model_config, saved_size = _load_open_clip(resolved, config)
+  resolved = paths.absolute(path)  # local: absolute (Orbax needs it); gs://...: as given
+  is_weights_file = resolved.lower().endswith(_WEIGHTS_SUFFIXES) and paths.isfile(resolved)
+  if is_weights_file or (paths.isdir(resolved)
+                         and paths.exists(os.path.join(resolved, OPEN_CLIP_CONFIG))):
+    with paths.LocalCopy(resolved) as local:  # the open_clip readers take local files
+      params, model_config, saved_size = _load_open_clip(local, config)
     source = resolved
   else:
     checkpoint_or_stage, stage_dir = resolve_checkpoint(resolved)

@@ -47,10 +47,14 @@ def stage_dir_of(path: str) -> str:
 
 
 def checkpoint_dirs(directory: str) -> List[str]:
-  """Names of the ``checkpoint_<step>`` folders in a local ``directory`` ([] if unreadable)."""
+  """Names of the ``checkpoint_<step>`` folders in ``directory`` ([] if unreadable).
+
+  Local or remote (``gs://``...: read through ``tf.io.gfile``, see ``paths``).
+  """
+  from clipa_t5x import paths  # pylint: disable=import-outside-toplevel
   try:
-    names = os.listdir(directory)
-  except OSError:
+    names = paths.listdir(directory)
+  except Exception:  # pylint: disable=broad-except  (OSError; gfile's NotFoundError)
     return []
   return [n for n in names
-          if step_of(n) is not None and os.path.isdir(os.path.join(directory, n))]
+          if step_of(n) is not None and paths.isdir(os.path.join(directory, n))]

@@ -368,3 +368,54 @@ def test_open_clip_export_round_trip(tmp_path):
   assert (p.image_size, p.text_length) == (16, 8)
   images = _images(3, seed=7)
   np.testing.assert_allclose(p.encode_images(images), _ref_images(images, 16), atol=1e-5)
+
+
+# ----------------------------------------------------- remote and relative paths
+def _to_ram(local: str, url: str) -> str:
+  """Copies a local folder into TensorFlow's in-memory filesystem (a stand-in for gs://)."""
+  for root, _, files in os.walk(local):
+    target = url + root[len(local):]
+    tf.io.gfile.makedirs(target)
+    for name in files:
+      tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
+  return url
+
+
+def test_load_reads_a_remote_model_dir_through_gfile(model_dir, monkeypatch):
+  url = _to_ram(model_dir, "ram://clipa_test_run")
+  read = []
+  real_load_params = checkpoints.load_params
+
+  def load_params(path, mode="latest"):
+    # Orbax reads gs:// itself (not ram://): give it the same files on disk.
+    read.append(path)
+    params, meta, source = real_load_params(path.replace(url, model_dir), mode)
+    return params, meta, source.replace(model_dir, url)
+
+  monkeypatch.setattr(checkpoints, "load_params", load_params)
+  p = inference.load(url, batch_size=4)  # stage order from summary.json, config from gfile
+  assert read == [f"{url}/finetune"]
+  assert p.source == f"{url}/finetune/checkpoint_5"
+  assert (p.image_size, p.text_length) == (32, 16)
+  _same_params(p, 1, 16)
+  assert inference.resolve_checkpoint(f"{url}/pretrain/checkpoint_3") == (
+      f"{url}/pretrain/checkpoint_3", f"{url}/pretrain")
+  with pytest.raises(ValueError, match="does not exist"):
+    inference.load("ram://clipa_test_nothing_here")
+
+
+def test_load_reads_a_remote_open_clip_export(tmp_path):
+  open_clip = pytest.importorskip("clipa_t5x.interop.open_clip")
+  pytest.importorskip("safetensors")
+  out = open_clip.export_open_clip(_params(0, 8), CONFIG, str(tmp_path / "oc"), image_size=16)
+  url = _to_ram(out, "ram://clipa_test_export")
+  p = inference.load(url, batch_size=4)
+  assert (p.image_size, p.text_length, p.source) == (16, 8, url)
+  images = _images(2, seed=3)
+  np.testing.assert_allclose(p.encode_images(images), _ref_images(images, 16), atol=1e-5)
+
+
+def test_load_takes_a_relative_path(model_dir, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(model_dir))
+  p = inference.load(os.path.join(os.path.basename(model_dir), "pretrain"), batch_size=4)
+  assert p.source == os.path.join(model_dir, "pretrain", "checkpoint_3")

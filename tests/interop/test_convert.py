@@ -117,6 +117,60 @@ def test_cli_errors_are_one_line(stage, tmp_path, capsys):
   assert not os.path.exists(tmp_path / "o")
 
 
+def test_cli_relative_paths(stage, tmp_path, monkeypatch, capsys):
+  # As the README writes it: --checkpoint runs/.../finetune --out exported/ (Orbax alone
+  # refuses relative paths).
+  directory, params = stage
+  monkeypatch.chdir(os.path.dirname(directory))
+  assert convert.main(["to-open-clip", "--checkpoint", os.path.basename(directory),
+                       "--out", "exported/"]) == 0
+  exported = os.path.join(os.path.dirname(directory), "exported")
+  assert f"local-dir:{exported}" in capsys.readouterr().out
+  assert convert.main(["from-open-clip", "--weights", "exported", "--out", "imported"]) == 0
+  restored, _, _ = checkpoints.load_params(os.path.join(os.path.dirname(directory), "imported"))
+  interop_helpers.assert_identical(params, jax.tree.map(np.asarray, restored))
+
+
+def _to_ram(local: str, url: str) -> str:
+  """Copies a local folder into TensorFlow's in-memory filesystem (a stand-in for gs://)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  for root, _, files in os.walk(local):
+    target = url + root[len(local):]
+    tf.io.gfile.makedirs(target)
+    for name in files:
+      tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
+  return url
+
+
+def test_cli_remote_paths_through_gfile(stage, tmp_path, monkeypatch):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  directory, params = stage
+  url = _to_ram(directory, "ram://clipa_convert_stage")
+  real_load_params = checkpoints.load_params
+  read = []
+
+  def load_params(path, mode="latest"):
+    # Orbax reads gs:// itself (not ram://): give it the same files on disk.
+    read.append(path)
+    return real_load_params(path.replace(url, directory), mode)
+
+  monkeypatch.setattr(checkpoints, "load_params", load_params)
+  out = "ram://clipa_convert_export"
+  assert convert.main(["to-open-clip", "--checkpoint", url, "--out", out]) == 0
+  assert read == [url]  # model_config.json was read through gfile, next to it
+  assert tf.io.gfile.exists(f"{out}/{oc.CONFIG_FILE}")
+  assert tf.io.gfile.exists(f"{out}/{oc.WEIGHTS_FILE}")
+  imported = str(tmp_path / "imported")
+  assert convert.main(["from-open-clip", "--weights", out, "--out", imported]) == 0
+  restored, meta, _ = real_load_params(imported)
+  interop_helpers.assert_identical(params, jax.tree.map(np.asarray, restored))
+  remote_out = "ram://clipa_convert_imported"
+  assert convert.main(["from-open-clip", "--weights", f"{out}/{oc.WEIGHTS_FILE}",
+                       "--model_config", f"{out}/{oc.CONFIG_FILE}", "--out", remote_out]) == 0
+  assert tf.io.gfile.isdir(f"{remote_out}/checkpoint_0")
+  assert tf.io.gfile.exists(f"{remote_out}/{config_io.MODEL_CONFIG_FILE}")
+
+
 def test_module_entry_point_help():
   result = subprocess.run([sys.executable, "-m", "clipa_t5x.convert", "--help"],
                           capture_output=True, text=True, timeout=120, check=False)

@@ -1,0 +1,119 @@
+"""Paths the user gives: local ones made absolute, remote ones read through ``tf.io.gfile``.
+
+Training reads and writes ``gs://`` through Orbax and ``tf.io.gfile``; the
+tools that read a finished run (inference, export) use these helpers so they
+take the same paths. A remote path is one with a scheme (``gs://``, ``s3://``,
+``ram://``, ...); only remote paths import TensorFlow, so local use of the
+light tools stays TensorFlow-free.
+"""
+
+import os
+import shutil
+import tempfile
+from typing import List
+
+
+def is_remote(path: str) -> bool:
+  """Whether ``path`` has a filesystem scheme (``gs://bucket/x``)."""
+  return "://" in str(path)
+
+
+def absolute(path: str) -> str:
+  """``path`` made absolute (``~`` expanded) if local; remote paths unchanged.
+
+  Orbax refuses relative checkpoint paths, so every path a user types goes
+  through here at the edge.
+  """
+  path = os.fspath(path)
+  if is_remote(path):
+    return path
+  return os.path.abspath(os.path.expanduser(path))
+
+
+def _gfile():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.io.gfile
+
+
+def join(path: str, *names: str) -> str:
+  return os.path.join(path, *names)  # "/"-joined, as gfile URLs are
+
+
+def exists(path: str) -> bool:
+  return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def isdir(path: str) -> bool:
+  return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def isfile(path: str) -> bool:
+  if is_remote(path):
+    return _gfile().exists(path) and not _gfile().isdir(path)
+  return os.path.isfile(path)
+
+
+def listdir(path: str) -> List[str]:
+  """Entry names of a directory (remote listings may mark folders with a trailing '/')."""
+  if is_remote(path):
+    return [name.rstrip("/") for name in _gfile().listdir(path)]
+  return os.listdir(path)
+
+
+def getmtime(path: str) -> float:
+  """Modification time in seconds."""
+  if is_remote(path):
+    return _gfile().stat(path).mtime_nsec / 1e9
+  return os.path.getmtime(path)
+
+
+def read_text(path: str) -> str:
+  if is_remote(path):
+    with _gfile().GFile(path, "r") as f:
+      return f.read()
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def copy_to_local(path: str, directory: str) -> str:
+  """Copies a remote file or folder (recursively) into ``directory``; returns the copy's path."""
+  name = os.path.basename(path.rstrip("/")) or "download"
+  local = os.path.join(directory, name)
+  if not isdir(path):
+    _gfile().copy(path, local, overwrite=True)
+    return local
+  for root, _, files in _gfile().walk(path):
+    rel = os.path.relpath(root.rstrip("/"), path.rstrip("/"))
+    target = os.path.normpath(os.path.join(local, rel))
+    os.makedirs(target, exist_ok=True)
+    for f in files:
+      _gfile().copy(join(root, f), os.path.join(target, f), overwrite=True)
+  return local
+
+
+def upload_tree(local: str, remote: str) -> None:
+  """Copies a local folder to ``remote`` (a URL), file by file."""
+  for root, _, files in os.walk(local):
+    rel = os.path.relpath(root, local)
+    target = remote.rstrip("/") if rel == "." else join(remote.rstrip("/"), rel)
+    _gfile().makedirs(target)
+    for f in files:
+      _gfile().copy(os.path.join(root, f), join(target, f), overwrite=True)
+
+
+class LocalCopy:
+  """``with LocalCopy(path) as local:``: a remote path's local copy (removed after), or the path."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._tmp = None
+
+  def __enter__(self) -> str:
+    if not is_remote(self.path):
+      return self.path
+    self._tmp = tempfile.mkdtemp(prefix="clipa_download_")
+    return copy_to_local(self.path, self._tmp)
+
+  def __exit__(self, *exc) -> None:
+    if self._tmp is not None:
+      shutil.rmtree(self._tmp, ignore_errors=True)
