@@ -40,6 +40,7 @@ def main(argv: Sequence[str]) -> None:
   with cli.config_errors_as_one_line("eval"):
     gin_utils.parse_gin_flags(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
     gin_utils.query_macro("CHECKPOINT_PATH")  # a clear error when it is missing
+    gin_utils.make_path_macros_absolute("CHECKPOINT_PATH", "EVAL_OUTPUT_DIR")
     from clipa_t5x.evaluation import evaluators  # after jax.distributed
     gin_utils.configured(evaluators.evaluate_checkpoint)()
 

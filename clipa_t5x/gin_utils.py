@@ -183,6 +183,23 @@ def query_macro(name: str) -> str:
   return value
 
 
+def make_path_macros_absolute(*names: str) -> None:
+  """Rebinds each named string macro that holds a relative local path to its absolute form.
+
+  Orbax refuses relative checkpoint paths; a user types ``runs/demo_cpu/finetune``.
+  Unset macros, non-strings and remote paths (``gs://``) are left as they are.
+  """
+  from clipa_t5x import paths  # pylint: disable=import-outside-toplevel
+  for name in names:
+    try:
+      value = copy.deepcopy(gin.query_parameter(f"%{name}"))
+    except ValueError:
+      continue  # not defined
+    if isinstance(value, str) and value and paths.absolute(value) != value:
+      with gin.unlock_config():
+        gin.parse_config(f"{name} = {paths.absolute(value)!r}")
+
+
 def check_same_config(model_dir: str, allow_change: bool = False) -> None:
   """Refuses to train into a ``MODEL_DIR`` that holds a run with another config.
 

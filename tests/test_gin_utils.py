@@ -249,3 +249,21 @@ def test_check_same_config_refuses_another_run_unless_allowed(tmp_path):
   gin_utils.check_same_config(str(tmp_path), allow_change=True)
   assert (tmp_path / "config.previous.gin").exists()
   gin.clear_config()
+
+
+def test_make_path_macros_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  path = _gin_file(tmp_path, "paths.gin", """\
+      REL = 'runs/demo/finetune'
+      ABS = '/data/run'
+      REMOTE = 'gs://bucket/run'
+      NONE = None
+      ALIAS = %REL
+      """)
+  gin_utils.parse_gin_flags([path], [])
+  gin_utils.make_path_macros_absolute("REL", "ABS", "REMOTE", "NONE", "UNDEFINED")
+  assert gin_utils.query_macro("REL") == str(tmp_path / "runs/demo/finetune")
+  assert gin_utils.query_macro("ALIAS") == str(tmp_path / "runs/demo/finetune")
+  assert gin_utils.query_macro("ABS") == "/data/run"
+  assert gin_utils.query_macro("REMOTE") == "gs://bucket/run"
+  assert gin.query_parameter("%NONE") is None
