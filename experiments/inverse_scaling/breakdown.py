@@ -1,29 +1,43 @@
 """Where the zero-shot errors of a demo model come from: colour, shape or both.
 
-The demo's 30 classes are (colour, shape) pairs, index = colour * 5 + shape
-(``clipa_t5x.data.demo_shapes.CLASS_NAMES``). The runner's evaluator reports
+The demo's classes are (colour, shape) pairs, index = colour * len(SHAPES) +
+shape (``clipa_t5x.data.demo_shapes.CLASS_NAMES``). The runner's evaluator reports
 top-k only; here a finished stage's checkpoint is loaded, the held-out split
-classified once more with the same prompt ensemble, and the 30-way
+classified once more with the same prompt ensemble, and the N-way
 predictions split into "colour right" and "shape right". The top-1 from these
 predictions must equal the runner's (a consistency check done by run.py).
 """
 
 import dataclasses
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-NUM_SHAPES = 5
+
+def class_factors(num_shapes: Optional[int] = None) -> Dict[str, np.ndarray]:
+  """Per-class colour and shape index: ``{'colour': [C], 'shape': [C]}``.
+
+  Read from the installed demo data set (``demo_shapes.class_factors()`` where
+  it has one, else its ``colour * len(SHAPES) + shape`` class order), so a
+  redesigned data set is split the way it labels its classes.
+  """
+  from clipa_t5x.data import demo_shapes  # pylint: disable=import-outside-toplevel
+  if num_shapes is None and hasattr(demo_shapes, "class_factors"):
+    return {k: np.asarray(v) for k, v in demo_shapes.class_factors().items()}
+  num_shapes = num_shapes or len(demo_shapes.SHAPES)
+  ids = np.arange(len(demo_shapes.CLASS_NAMES))
+  return {"colour": ids // num_shapes, "shape": ids % num_shapes}
 
 
 def accuracy_breakdown(predictions: np.ndarray, labels: np.ndarray,
-                       num_shapes: int = NUM_SHAPES) -> Dict[str, float]:
-  """Top-1, colour-only and shape-only accuracy of 30-way predictions.
+                       num_shapes: Optional[int] = None) -> Dict[str, float]:
+  """Top-1 and per-factor (colour-only, shape-only) accuracy of N-way predictions.
 
   Args:
-    predictions: [N] predicted class ids (``colour * num_shapes + shape``).
+    predictions: [N] predicted class ids.
     labels: [N] true class ids, same encoding.
-    num_shapes: shapes per colour.
+    num_shapes: shapes per colour, for class ids ``colour * num_shapes + shape``
+      (default: the installed data set's own factors, ``class_factors``).
 
   Returns:
     ``{'top1', 'colour', 'shape'}`` as fractions in [0, 1].
@@ -33,11 +47,16 @@ def accuracy_breakdown(predictions: np.ndarray, labels: np.ndarray,
   if predictions.shape != labels.shape or predictions.ndim != 1 or not labels.size:
     raise ValueError(f"predictions and labels must be equal, non-empty [N] arrays, got "
                      f"{predictions.shape} and {labels.shape}.")
-  return {
-      "top1": float(np.mean(predictions == labels)),
-      "colour": float(np.mean(predictions // num_shapes == labels // num_shapes)),
-      "shape": float(np.mean(predictions % num_shapes == labels % num_shapes)),
-  }
+  if num_shapes is not None:
+    factors = {"colour": np.arange(max(predictions.max(), labels.max()) + 1) // num_shapes}
+    factors["shape"] = np.arange(len(factors["colour"])) % num_shapes
+  else:
+    factors = class_factors()
+  out = {"top1": float(np.mean(predictions == labels))}
+  for name in ("colour", "shape"):
+    table = factors[name]
+    out[name] = float(np.mean(table[predictions] == table[labels]))
+  return out
 
 
 def load_eval_set(task: str, image_size: int, text_length: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -55,7 +74,7 @@ def load_eval_set(task: str, image_size: int, text_length: int) -> Tuple[np.ndar
 def predict(model_config, checkpoint_dir: str, images: np.ndarray, class_names: Sequence[str],
             templates: Sequence[str], text_length: int,
             batch_size: int = 250) -> Tuple[np.ndarray, int]:
-  """30-way zero-shot predictions of the latest checkpoint in ``checkpoint_dir``.
+  """N-way zero-shot predictions of the latest checkpoint in ``checkpoint_dir``.
 
   Args:
     model_config: the ``ClipaConfig`` the checkpoint was trained with.

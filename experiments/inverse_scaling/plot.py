@@ -1,215 +1,139 @@
-r"""Table, reading and plot of the inverse-scaling sweep (run.py's result rows).
+r"""Table, generated reading and plots of the inverse-scaling study (run.py's rows).
 
-Writes, into the sweep's output folder:
+Writes, into the study's output folder:
 
 * ``results.json``: the settings and one row per run (as run.py made it);
-* ``results.md``: a Markdown table (seeds averaged) and the one-paragraph
-  reading, computed from the table;
-* ``inverse_scaling.png``: zero-shot top-1 against training compute, one colour
-  per width, one marker per pre-training token setting; left after the
-  full-resolution fine-tune, right after pre-training only.
+* ``results.md``: a Markdown table (one row per point: seeds' mean and range)
+  and the reading, generated from the numbers;
+* ``accuracy_vs_tokens.png``: zero-shot top-1 against pre-training image
+  tokens, one line per model size, error bars spanning the seeds (left: after
+  the full-resolution fine-tune; right: pre-training only); random masking
+  as hollow markers;
+* ``accuracy_vs_flops.png``: zero-shot top-1 against analytic training FLOPs,
+  every point, the headline pair (CLIPA schedule vs full resolution for the
+  same FLOPs) joined.
 
-Regenerate them from an existing ``results.json``::
+Noise: seeds of one point differ in initialisation, masking and data order.
+The seed standard deviation is pooled over all points with two or more seeds
+(``pooled_sd``), and a difference of two means gets a 95% t-interval from
+it; the reading calls an effect real only when its interval excludes zero.
+
+Regenerate everything from an existing ``results.json``::
 
   .venv/bin/python experiments/inverse_scaling/plot.py --out runs/inverse_scaling
 """
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 _METRICS = ("top1", "top5", "pretrain_top1", "pretrain_top5", "colour_acc", "shape_acc",
+            "pretrain_colour_acc", "pretrain_shape_acc",
             "wall_seconds", "cpu_seconds")
+# Per-run fields that differ between the seeds of one point.
+_PER_RUN = ("seed", "run_id", "breakdown_top1", "pretrain_seconds", "finetune_seconds")
+
+
+def _point_id(row: Dict[str, Any]) -> str:
+  """The row's point (run id without the seed); rows made before point ids existed too."""
+  if row.get("point_id"):
+    return row["point_id"]
+  return row["run_id"].rsplit("_s", 1)[0]
 
 
 def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-  """One row per (width, image size, text length): metrics averaged over seeds.
+  """One row per point (width x token setting): metrics over the seeds.
 
   Args:
     rows: run.py's result rows.
 
   Returns:
-    Rows sorted by width, then descending tokens, with ``seeds`` (the seeds
-    averaged), each metric's mean and, for metrics with two or more seeds,
-    ``<metric>_spread`` (max - min over the seeds).
+    Rows sorted by width, then descending image and text tokens, with
+    ``point_id``, ``seeds``, ``n`` (seeds with a result) and per metric its
+    mean (``<metric>``), ``<metric>_min``, ``<metric>_max`` and, with two or
+    more seeds, ``<metric>_sd`` (sample standard deviation) and
+    ``<metric>_spread`` (max - min).
   """
-  groups: Dict[Tuple[int, int, int], List[Dict[str, Any]]] = {}
+  groups: Dict[str, List[Dict[str, Any]]] = {}
   for row in rows:
-    groups.setdefault((row["width"], row["image_size"], row["text_length"]), []).append(row)
+    groups.setdefault(_point_id(row), []).append(row)
   out = []
-  for key in sorted(groups, key=lambda k: (k[0], -k[1], -k[2])):
-    group = groups[key]
-    merged = {k: v for k, v in group[0].items() if k not in _METRICS and k not in ("seed",
-                                                                                     "run_id")}
+  for key, group in groups.items():
+    merged = {k: v for k, v in group[0].items() if k not in _METRICS and k not in _PER_RUN}
+    merged["point_id"] = key
     merged["seeds"] = sorted(r["seed"] for r in group)
+    merged["n"] = len(group)
     for metric in _METRICS:
       values = [r[metric] for r in group if r.get(metric) is not None]
       merged[metric] = statistics.fmean(values) if values else None
+      merged[f"{metric}_n"] = len(values)
+      if values:
+        merged[f"{metric}_min"], merged[f"{metric}_max"] = min(values), max(values)
       if len(values) > 1:
+        merged[f"{metric}_sd"] = statistics.stdev(values)
         merged[f"{metric}_spread"] = max(values) - min(values)
     out.append(merged)
+  order = {axis: i for i, axis in enumerate(("full", "image", "mask", "text", "both",
+                                             "fullres"))}
+  out.sort(key=lambda r: (r["width"], order.get(r["axis"], 9), -r["image_tokens"],
+                          -r["text_tokens"]))
   return out
+
+
+def pooled_sd(rows: Sequence[Dict[str, Any]], metric: str = "top1"
+              ) -> Tuple[Optional[float], int]:
+  """Seed standard deviation of ``metric`` pooled over points, and its degrees of freedom.
+
+  Every point with two or more seeds contributes its squared deviations from
+  its own mean; None (0 dof) when no point has two seeds.
+  """
+  groups: Dict[str, List[float]] = {}
+  for row in rows:
+    if row.get(metric) is not None:
+      groups.setdefault(_point_id(row), []).append(row[metric])
+  squares = sum(sum((v - statistics.fmean(vs)) ** 2 for v in vs) for vs in groups.values())
+  dof = sum(len(vs) - 1 for vs in groups.values())
+  return (math.sqrt(squares / dof), dof) if dof else (None, 0)
+
+
+def t_quantile(dof: int, level: float = 0.95) -> float:
+  """Two-sided Student-t quantile (scipy when present, else a close approximation)."""
+  try:
+    from scipy import stats  # pylint: disable=import-outside-toplevel
+    return float(stats.t.ppf(0.5 + level / 2, dof))
+  except ImportError:  # Cornish-Fisher expansion around the normal quantile
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    return z + (z ** 3 + z) / (4 * dof) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * dof ** 2)
+
+
+class Noise:
+  """95% intervals of means and differences of means, from the pooled seed SD."""
+
+  def __init__(self, rows: Sequence[Dict[str, Any]], metric: str = "top1"):
+    self.sd, self.dof = pooled_sd(rows, metric)
+    self.t = t_quantile(self.dof) if self.dof else None
+
+  @property
+  def known(self) -> bool:
+    return self.sd is not None
+
+  def half_width(self, *counts: int) -> Optional[float]:
+    """Half-width of the interval of a sum/difference of means over ``counts`` seeds each."""
+    if not self.known or not all(counts):
+      return None
+    return self.t * self.sd * math.sqrt(sum(1.0 / n for n in counts))
 
 
 def _pct(value: Optional[float]) -> str:
   return "-" if value is None else f"{100 * value:.1f}"
 
 
-def format_table(rows: Sequence[Dict[str, Any]]) -> str:
-  """Markdown table of the aggregated rows (``aggregate``)."""
-  header = ("width", "params (M)", "pre-train px", "image tokens", "text tokens",
-            "compute (TFLOPs)", "seeds", "pre-train top-1 %", "top-1 %", "top-5 %",
-            "colour %", "shape %", "minutes")
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for r in aggregate(rows):
-    spread = r.get("top1_spread")
-    top1 = _pct(r["top1"]) + (f" ±{100 * spread / 2:.1f}" if spread is not None else "")
-    params = r.get("num_params")
-    lines.append("| " + " | ".join([
-        str(r["width"]), "-" if params is None else f"{params / 1e6:.2f}",
-        str(r["image_size"]), str(r["image_tokens"]),
-        f"{r['text_tokens']}{' (syntax)' if r['axis'] in ('text', 'both') else ''}",
-        f"{r['total_flops'] / 1e12:.2f}", ",".join(map(str, r["seeds"])),
-        _pct(r["pretrain_top1"]), top1, _pct(r["top5"]), _pct(r["colour_acc"]),
-        _pct(r["shape_acc"]),
-        "-" if r.get("wall_seconds") is None else f"{r['wall_seconds'] / 60:.1f}"]) + " |")
-  return "\n".join(lines)
-
-
-def drops(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> List[Dict[str, Any]]:
-  """Accuracy lost against each width's full-token run, per reduced setting.
-
-  Returns:
-    Rows ``{'width', 'axis', 'image_tokens', 'text_tokens', 'drop', 'compute_ratio'}``
-    where ``drop`` = full-token ``metric`` - this setting's (in fractions; seeds
-    averaged) and ``compute_ratio`` = this run's compute / the full run's.
-  """
-  agg = aggregate(rows)
-  full = {r["width"]: r for r in agg if r["axis"] == "full"}
-  out = []
-  for r in agg:
-    base = full.get(r["width"])
-    if r["axis"] == "full" or base is None or r[metric] is None or base[metric] is None:
-      continue
-    out.append({"width": r["width"], "axis": r["axis"], "image_tokens": r["image_tokens"],
-                "text_tokens": r["text_tokens"], "drop": base[metric] - r[metric],
-                "compute_ratio": r["total_flops"] / base["total_flops"]})
-  return out
-
-
-def noise_level(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> Optional[float]:
-  """Largest seed-to-seed difference of ``metric`` over repeated settings (None: no repeats)."""
-  spreads = [r[f"{metric}_spread"] for r in aggregate(rows) if f"{metric}_spread" in r]
-  return max(spreads) if spreads else None
-
-
-def _fewest_image_tokens(drop_rows: Sequence[Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
-  image = [d for d in drop_rows if d["axis"] == "image"]
-  if not image:
-    return {}
-  fewest = min(d["image_tokens"] for d in image)
-  return {d["width"]: d for d in image if d["image_tokens"] == fewest}
-
-
-def _trend(by_width: Dict[int, float], noise: Optional[float]) -> str:
-  """'shrinks', 'grows' or 'no clear trend' of a per-width drop, judged against noise."""
-  widths = sorted(by_width)
-  values = [by_width[w] for w in widths]
-  if len(values) < 2:
-    return "no clear trend"
-  margin = noise or 0.0
-  steps = [b - a for a, b in zip(values, values[1:])]
-  if all(s < 0 for s in steps) and values[0] - values[-1] > margin:
-    return "shrinks"
-  if all(s > 0 for s in steps) and values[-1] - values[0] > margin:
-    return "grows"
-  return "no clear trend"
-
-
-def _verdict(trend: str, what: str, noise: Optional[float]) -> str:
-  margin = "by more than the seed noise" if noise is not None else "(the noise is unknown)"
-  if trend == "shrinks":
-    return (f"The loss of {what} from fewer image tokens shrinks steadily with width {margin}: "
-            "here the larger models do lose less at fewer tokens, as CLIPA's inverse scaling "
-            "law says.")
-  if trend == "grows":
-    return (f"The loss of {what} from fewer image tokens grows steadily with width {margin}, "
-            "the opposite of CLIPA's inverse scaling law.")
-  qualifier = " by more than the seed noise" if noise is not None else ""
-  return (f"The loss of {what} from fewer image tokens does not change steadily with "
-          f"width{qualifier}, so this sweep does not show the inverse scaling law at this scale "
-          "(it neither confirms nor refutes it).")
-
-
-def reading(rows: Sequence[Dict[str, Any]]) -> str:
-  """One paragraph: do wider models lose less accuracy at fewer tokens?
-
-  Computed from the rows alone: the drop from each width's full-token run to
-  its fewest-image-token and shortest-text runs (top-1, and colour accuracy,
-  the attribute short runs learn first), the noise (seed repeats and the
-  sampling error of the eval set), whether the drops shrink with width by more
-  than the noise, and whether a wider model on fewer tokens beats a narrower
-  one on full tokens for less compute. So it states what this sweep's numbers
-  show, whichever way they go.
-  """
-  agg = aggregate(rows)
-  if not agg:
-    return "No finished runs yet."
-  parts = []
-  full = {r["width"]: r for r in agg if r["axis"] == "full"}
-  noise = noise_level(rows)
-  colour_noise = noise_level(rows, "colour_acc")
-  fewest = _fewest_image_tokens(drops(rows))
-  fewest_colour = _fewest_image_tokens(drops(rows, "colour_acc"))
-  if fewest and full:
-    tokens = next(iter(fewest.values()))["image_tokens"]
-    full_tokens = next(iter(full.values()))["image_tokens"]
-    listing = ", ".join(
-        f"{_signed(fewest[w]['drop'])} points at width {w} "
-        f"({_pct(full[w]['top1'])}% -> {_pct(full[w]['top1'] - fewest[w]['drop'])}%)"
-        for w in sorted(fewest))
-    parts.append(f"Pre-training on {tokens} instead of {full_tokens} image tokens (then the same "
-                 f"full-resolution fine-tune) changes zero-shot top-1 by {listing}.")
-  text = [d for d in drops(rows) if d["axis"] == "text"]
-  if text:
-    shortest = min(d["text_tokens"] for d in text)
-    by_width = {d["width"]: d for d in text if d["text_tokens"] == shortest}
-    parts.append(f"Syntax-reducing the captions to {shortest} tokens changes it by " + ", ".join(
-        f"{_signed(by_width[w]['drop'])}" + (" points" if i == 0 else "") + f" at width {w}"
-        for i, w in enumerate(sorted(by_width))) + ".")
-  if noise is not None:
-    parts.append(f"Two seeds of the same run differ by up to {100 * noise:.1f} points of top-1"
-                 + (f" and {100 * colour_noise:.1f} of colour accuracy"
-                    if colour_noise is not None else "") + ".")
-  else:
-    parts.append("No run was repeated with another seed, so the seed noise is unknown.")
-  examples = [r.get("eval_examples") for r in agg if r.get("eval_examples")]
-  mean_top1 = statistics.fmean(r["top1"] for r in agg if r["top1"] is not None)
-  if examples:
-    se = (mean_top1 * (1 - mean_top1) / min(examples)) ** 0.5
-    parts.append(f"(A top-1 near {_pct(mean_top1)}% on {min(examples)} images has a sampling "
-                 f"error of about {100 * se:.1f} points.)")
-  shapes = [r["shape_acc"] for r in agg if r.get("shape_acc") is not None]
-  if shapes and statistics.fmean(shapes) < 0.3:
-    parts.append(f"The shape is right only {_pct(statistics.fmean(shapes))}% of the time on "
-                 "average (chance 20%), so at this budget top-1 mostly measures colour.")
-  if fewest_colour and full:
-    parts.append("Colour accuracy changes by " + ", ".join(
-        f"{_signed(fewest_colour[w]['drop'])}" + (" points" if i == 0 else "") +
-        f" at width {w}" for i, w in enumerate(sorted(fewest_colour))) +
-        " with the fewest image tokens.")
-  if fewest:
-    parts.append(_verdict(_trend({w: d["drop"] for w, d in fewest.items()}, noise), "top-1",
-                          noise))
-  if fewest_colour and any(r.get("colour_acc") is not None for r in agg):
-    trend = _trend({w: d["drop"] for w, d in fewest_colour.items()}, colour_noise)
-    if trend != "no clear trend":
-      parts.append(_verdict(trend, "colour accuracy", colour_noise))
-  parts.append(_compute_matched(agg))
-  return " ".join(p for p in parts if p)
+def _pts(value: Optional[float]) -> str:
+  return "?" if value is None else f"{100 * value:.1f}"
 
 
 def _signed(drop: float) -> str:
@@ -218,13 +142,312 @@ def _signed(drop: float) -> str:
   return f"{0.0 if abs(change) < 0.05 else change:+.1f}"  # never '-0.0'
 
 
+def _with_range(r: Dict[str, Any], metric: str) -> str:
+  if r.get(metric) is None:
+    return "-"
+  if r.get(f"{metric}_n", 0) > 1:
+    return f"{_pct(r[metric])} ({_pct(r[f'{metric}_min'])}–{_pct(r[f'{metric}_max'])})"
+  return _pct(r[metric])
+
+
+_AXIS_LABELS = {"full": "full tokens", "image": "resize", "mask": "random mask",
+                "text": "syntax text", "both": "CLIPA schedule", "fullres": "full res, same FLOPs"}
+
+
+def format_table(rows: Sequence[Dict[str, Any]]) -> str:
+  """Markdown table of the points (``aggregate``): mean (min–max over seeds)."""
+  header = ("width", "params (M)", "setting", "pre-train px", "image tokens", "text tokens",
+            "compute (TFLOPs)", "seeds", "pre-train top-1 %", "top-1 %", "top-5 %",
+            "colour %", "shape %", "minutes")
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for r in aggregate(rows):
+    params = r.get("num_params")
+    if r["axis"] == "fullres":
+      px = f"{r['image_size']} (only, {r['pretrain_samples']:,} samples)"
+    else:
+      px = str(r["image_size"]) + (f" ({100 * r['mask_ratio']:g}% masked)"
+                                   if r.get("mask_ratio") else "")
+    lines.append("| " + " | ".join([
+        str(r["width"]), "-" if params is None else f"{params / 1e6:.2f}",
+        _AXIS_LABELS.get(r["axis"], r["axis"]), px, str(r["image_tokens"]),
+        f"{r['text_tokens']}{' (syntax)' if r['axis'] in ('text', 'both') else ''}",
+        f"{r['total_flops'] / 1e12:.2f}", ",".join(map(str, r["seeds"])),
+        _with_range(r, "pretrain_top1"), _with_range(r, "top1"), _pct(r["top5"]),
+        _pct(r["colour_acc"]), _pct(r["shape_acc"]),
+        "-" if r.get("wall_seconds") is None else f"{r['wall_seconds'] / 60:.1f}"]) + " |")
+  return "\n".join(lines)
+
+
+def drops(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> List[Dict[str, Any]]:
+  """Accuracy lost against each width's full-token run, per reduced setting.
+
+  Returns:
+    Rows ``{'width', 'axis', 'image_tokens', 'text_tokens', 'drop', 'ci',
+    'compute_ratio'}`` where ``drop`` = full-token ``metric`` - this setting's
+    (fractions; seed means), ``ci`` its 95% half-width (None without seed
+    repeats) and ``compute_ratio`` = this run's compute / the full run's. The
+    full-resolution baseline is not a token reduction and is left out.
+  """
+  agg = aggregate(rows)
+  noise = Noise(rows, metric)
+  full = {r["width"]: r for r in agg if r["axis"] == "full"}
+  out = []
+  for r in agg:
+    base = full.get(r["width"])
+    if (r["axis"] in ("full", "fullres") or base is None or r[metric] is None
+        or base[metric] is None):
+      continue
+    out.append({"width": r["width"], "axis": r["axis"], "image_tokens": r["image_tokens"],
+                "text_tokens": r["text_tokens"], "drop": base[metric] - r[metric],
+                "ci": noise.half_width(base[f"{metric}_n"], r[f"{metric}_n"]),
+                "n": (base[f"{metric}_n"], r[f"{metric}_n"]),
+                "compute_ratio": r["total_flops"] / base["total_flops"]})
+  return out
+
+
+def noise_level(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> Optional[float]:
+  """Largest seed-to-seed difference of ``metric`` over points (None: no repeats)."""
+  spreads = [r[f"{metric}_spread"] for r in aggregate(rows) if f"{metric}_spread" in r]
+  return max(spreads) if spreads else None
+
+
+def _fewest_image_tokens(drop_rows: Sequence[Dict[str, Any]],
+                         axis: str = "image") -> Dict[int, Dict[str, Any]]:
+  image = [d for d in drop_rows if d["axis"] == axis]
+  if not image:
+    return {}
+  fewest = min(d["image_tokens"] for d in image)
+  return {d["width"]: d for d in image if d["image_tokens"] == fewest}
+
+
+def _interval(value: float, ci: Optional[float]) -> str:
+  """'+1.2 ± 0.8' in points (a drop shown as a change), or just the change."""
+  return _signed(value) + ("" if ci is None else f" ± {100 * ci:.1f}")
+
+
+def trend(by_width: Dict[int, Dict[str, Any]], noise: Noise) -> Dict[str, Any]:
+  """Do the drops shrink with width? Judged on smallest vs largest width.
+
+  Args:
+    by_width: width -> a ``drops`` row (one reduced setting).
+    noise: the metric's ``Noise``.
+
+  Returns:
+    ``{'verdict', 'difference', 'ci', 'monotone', 'costs'}``: ``verdict`` is
+    ``'shrinks'`` (the smallest width's drop exceeds the largest's by more
+    than the 95% interval), ``'grows'`` (the reverse), ``'no difference'``
+    (the interval includes zero), ``'no cost'`` (fewer tokens cost no width
+    accuracy beyond its interval, so the law cannot be tested) or
+    ``'unknown'`` (one width, or no seed repeats). ``monotone``: every wider
+    model's drop is below the next narrower one's.
+  """
+  widths = sorted(by_width)
+  if len(widths) < 2:
+    return {"verdict": "unknown", "difference": None, "ci": None, "monotone": False,
+            "costs": False}
+  small, large = by_width[widths[0]], by_width[widths[-1]]
+  difference = small["drop"] - large["drop"]
+  ci = noise.half_width(*small["n"], *large["n"])
+  values = [by_width[w]["drop"] for w in widths]
+  monotone = all(b < a for a, b in zip(values, values[1:]))
+  costs = any(d["ci"] is None or d["drop"] > d["ci"] for d in by_width.values())
+  if ci is None:
+    verdict = "unknown"
+  elif not costs:
+    verdict = "no cost"
+  elif difference > ci:
+    verdict = "shrinks"
+  elif difference < -ci:
+    verdict = "grows"
+  else:
+    verdict = "no difference"
+  return {"verdict": verdict, "difference": difference, "ci": ci, "monotone": monotone,
+          "costs": costs}
+
+
+def _verdict_sentence(result: Dict[str, Any], what: str, widths: Sequence[int]) -> str:
+  small, large = widths[0], widths[-1]
+  diff = ("" if result["difference"] is None else
+          f" (width {small} loses {100 * result['difference']:+.1f}"
+          + ("" if result["ci"] is None else f" ± {100 * result['ci']:.1f}")
+          + f" points more than width {large})")
+  verdict = result["verdict"]
+  if verdict == "shrinks":
+    steady = ("steadily, at every width step" if result["monotone"] else
+              "from the smallest to the largest width (not at every step)")
+    return (f"The loss of {what} from fewer image tokens shrinks with model size{diff}, "
+            f"{steady}, beyond the seed noise: here the larger models do lose less at fewer "
+            "tokens, the shape of CLIPA's Fig. 1/3 (its inverse scaling law).")
+  if verdict == "grows":
+    return (f"The loss of {what} from fewer image tokens grows with model size{diff}, beyond "
+            "the seed noise: the opposite of CLIPA's inverse scaling law.")
+  if verdict == "no cost":
+    return (f"Fewer image tokens cost no model {what} beyond the seed noise, so this sweep "
+            "does not show the inverse scaling law (there is no loss to shrink; it neither "
+            "confirms nor refutes it).")
+  if verdict == "no difference":
+    return (f"The loss of {what} from fewer image tokens does not differ between the "
+            f"smallest and the largest model beyond the seed noise{diff}, so this sweep does "
+            "not show the inverse scaling law at this scale (it neither confirms nor refutes "
+            "it).")
+  return (f"No point was repeated with another seed, so the seed noise is unknown and this "
+          f"sweep cannot say whether the loss of {what} shrinks with model size{diff}.")
+
+
+def _image_axis_paragraph(rows, metric: str, label: str) -> List[str]:
+  agg = aggregate(rows)
+  parts = []
+  full = {r["width"]: r for r in agg if r["axis"] == "full"}
+  noise = Noise(rows, metric)
+  drop_rows = drops(rows, metric)
+  fewest = _fewest_image_tokens(drop_rows)
+  if not (fewest and full):
+    return parts
+  full_tokens = next(iter(full.values()))["image_tokens"]
+  image = [d for d in drop_rows if d["axis"] == "image"]
+  for t in sorted({d["image_tokens"] for d in image}, reverse=True):
+    by_width = {d["width"]: d for d in image if d["image_tokens"] == t}
+    listing = ", ".join(
+        f"{_interval(by_width[w]['drop'], by_width[w]['ci'])} points at width {w} "
+        f"({_pct(full[w][metric])}% -> {_pct(full[w][metric] - by_width[w]['drop'])}%)"
+        for w in sorted(by_width))
+    parts.append(f"{label}: pre-training on {t} instead of {full_tokens} image tokens "
+                 f"changes zero-shot top-1 by {listing}.")
+  result = trend(fewest, noise)
+  what = "top-1 after the fine-tune" if metric == "top1" else "pre-training-only top-1"
+  parts.append(_verdict_sentence(result, what, sorted(fewest)))
+  return parts
+
+
+def reading(rows: Sequence[Dict[str, Any]]) -> str:
+  """The study's reading, generated from its rows alone.
+
+  In order: the accuracy lost at each reduced image-token count per width,
+  after the fine-tune and after pre-training only, with 95% seed-noise
+  intervals; whether that loss shrinks with model size beyond the noise (the
+  paper's Fig. 1/3 shape), grows, or neither; resizing against random
+  masking at equal tokens; syntax-masked text; the noise and the sampling
+  error; the headline (CLIPA schedule vs full resolution for the same FLOPs);
+  and whether a wider token-reduced run beats a narrower full-token run with
+  less compute. It states what the numbers show, whichever way they go.
+  """
+  agg = aggregate(rows)
+  if not agg:
+    return "No finished runs yet."
+  parts: List[str] = []
+  noise = Noise(rows)
+  parts += _image_axis_paragraph(rows, "top1", "After the fine-tune")
+  if any(r.get("pretrain_top1") is not None for r in agg):
+    parts += _image_axis_paragraph(rows, "pretrain_top1", "Pre-training only")
+  parts.append(_masking_sentence(rows, noise))
+  text = [d for d in drops(rows) if d["axis"] == "text"]
+  if text:
+    shortest = min(d["text_tokens"] for d in text)
+    by_width = {d["width"]: d for d in text if d["text_tokens"] == shortest}
+    parts.append(f"Syntax-reducing the captions to {shortest} tokens changes it by " + ", ".join(
+        _interval(by_width[w]["drop"], by_width[w]["ci"]) + (" points" if i == 0 else "")
+        + f" at width {w}" for i, w in enumerate(sorted(by_width))) + ".")
+  if noise.known:
+    parts.append(f"Noise: seeds of one point differ by up to {100 * noise_level(rows):.1f} "
+                 f"points of top-1 (pooled seed SD {100 * noise.sd:.1f} points, {noise.dof} "
+                 "degrees of freedom; ± values are 95% intervals from it).")
+  else:
+    parts.append("No point was repeated with another seed, so the seed noise is unknown.")
+  examples = [r.get("eval_examples") for r in agg if r.get("eval_examples")]
+  mean_top1 = statistics.fmean(r["top1"] for r in agg if r["top1"] is not None)
+  if examples:
+    se = (mean_top1 * (1 - mean_top1) / min(examples)) ** 0.5
+    parts.append(f"(A top-1 near {_pct(mean_top1)}% on {min(examples)} images has a sampling "
+                 f"error of about {100 * se:.1f} points, shared by all runs since they use "
+                 "the same images.)")
+  shapes = [r["shape_acc"] for r in agg if r.get("shape_acc") is not None]
+  colours = [r["colour_acc"] for r in agg if r.get("colour_acc") is not None]
+  if shapes and colours:
+    parts.append(f"On average the prediction has the right colour {_pct(statistics.fmean(colours))}%"
+                 f" and the right shape {_pct(statistics.fmean(shapes))}% of the time.")
+  parts += _headline(rows, noise)
+  parts.append(_compute_matched(agg))
+  return " ".join(p for p in parts if p)
+
+
+def _masking_sentence(rows, noise: Noise) -> str:
+  """Random masking vs resizing at the same image-token count, per width."""
+  agg = aggregate(rows)
+  masked = [r for r in agg if r["axis"] == "mask" and r["top1"] is not None]
+  pairs = []
+  for m in masked:
+    resized = [r for r in agg if r["width"] == m["width"] and r["axis"] in ("image", "full")
+               and r["image_tokens"] == m["image_tokens"] and r["text_tokens"] == m["text_tokens"]
+               and r["top1"] is not None]
+    if resized:
+      pairs.append((m, resized[0]))
+  if not pairs:
+    return ""
+  m0, r0 = pairs[0]
+  listing = ", ".join(
+      f"{_pct(m['top1'])}% vs {_pct(r['top1'])}% at width {m['width']} (masking "
+      f"{_interval(r['top1'] - m['top1'], noise.half_width(m['top1_n'], r['top1_n']))})"
+      for m, r in pairs)
+  better = [m["top1"] - r["top1"] for m, r in pairs]
+  cis = [noise.half_width(m["top1_n"], r["top1_n"]) for m, r in pairs]
+  if all(ci is not None and b < -ci for b, ci in zip(better, cis)):
+    verdict = "resizing beats masking at every width beyond the noise, as CLIPA found"
+  elif all(ci is not None and b > ci for b, ci in zip(better, cis)):
+    verdict = "masking beats resizing at every width beyond the noise, unlike CLIPA's finding"
+  else:
+    verdict = "not at every width beyond the noise one way or the other"
+  return (f"At {m0['image_tokens']} image tokens, random masking ({100 * m0['mask_ratio']:g}% of "
+          f"the {m0['image_size']} px patches) against resizing "
+          f"({r0['image_size']} px), after the fine-tune: {listing}; {verdict}.")
+
+
+def _headline(rows, noise: Noise) -> List[str]:
+  """The CLIPA schedule against full-resolution training for the same FLOPs."""
+  agg = aggregate(rows)
+  parts = []
+  for base in (r for r in agg if r["axis"] == "fullres" and r["top1"] is not None):
+    schedule = [r for r in agg if r["width"] == base["width"] and r["axis"] in ("both", "image")
+                and r["top1"] is not None]
+    if not schedule:
+      continue
+    # The schedule is the fewest-token run; prefer CLIPA's own recipe (both reduced).
+    sched = min(schedule, key=lambda r: (r["axis"] != "both", r["total_flops"]))
+    diff = sched["top1"] - base["top1"]
+    ci = noise.half_width(sched["top1_n"], base["top1_n"])
+    if ci is None:
+      outcome = "with unknown noise"
+    elif diff > ci:
+      outcome = "the CLIPA schedule wins beyond the seed noise"
+    elif diff < -ci:
+      outcome = "full-resolution training wins beyond the seed noise"
+    else:
+      outcome = "a tie within the seed noise"
+    full = next((r for r in agg if r["width"] == base["width"] and r["axis"] == "full"
+                 and r["top1"] is not None), None)
+    extra = ("" if full is None else
+             f" For reference, the full-token schedule (the same samples at {full['image_size']} "
+             f"px, {full['total_flops'] / sched['total_flops']:.1f}x the compute) reaches "
+             f"{_pct(full['top1'])}%.")
+    parts.append(
+        f"Headline, width {base['width']}, same model and evaluation: the CLIPA schedule "
+        f"(pre-training at {sched['image_tokens']} image / {sched['text_tokens']} text tokens, "
+        f"then the short full-resolution fine-tune; {sched['total_flops'] / 1e12:.2f} TFLOPs) "
+        f"reaches {_pct(sched['top1'])}%, training at full resolution only for the same "
+        f"compute ({base['total_flops'] / 1e12:.2f} TFLOPs, {base['pretrain_samples']:,} "
+        f"samples instead of {sched['pretrain_samples'] + sched['finetune_samples']:,}) "
+        f"reaches {_pct(base['top1'])}%: a difference of {_interval(-diff, ci)} points "
+        "(schedule minus full resolution), "
+        f"{outcome}.{extra}")
+  return parts
+
+
 def _compute_matched(agg: Sequence[Dict[str, Any]]) -> str:
   """Whether some wider, token-reduced run beats a narrower full-token run for less compute."""
   full = sorted((r for r in agg if r["axis"] == "full"), key=lambda r: r["width"])
   wins = []
   for small in full:
     for r in agg:
-      if (r["width"] > small["width"] and r["axis"] != "full"
+      if (r["width"] > small["width"] and r["axis"] not in ("full", "fullres")
           and r["total_flops"] < small["total_flops"] and r["top1"] is not None
           and small["top1"] is not None and r["top1"] > small["top1"]):
         wins.append((r, small))
@@ -238,26 +461,98 @@ def _compute_matched(agg: Sequence[Dict[str, Any]]) -> str:
           f"{small['width']} on full tokens ({_pct(small['top1'])}%).")
 
 
-# Reduced-text runs: diamonds, both reduced: down triangles; otherwise one
-# marker per image-token count, most tokens first.
-_MARKERS = {"text": "D", "both": "v"}
-_IMAGE_MARKERS = ("o", "s", "^", "P", "X", "*")
+# ------------------------------------------------------------------ plots
+def _colours(widths: Sequence[int]):
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return dict(zip(widths, plt.get_cmap("viridis")(
+      [0.1 + 0.75 * i / max(1, len(widths) - 1) for i in range(len(widths))])))
 
 
-def _marker(row: Dict[str, Any], image_tokens: Sequence[int]) -> str:
-  if row["axis"] in _MARKERS:
-    return _MARKERS[row["axis"]]
-  return _IMAGE_MARKERS[min(image_tokens.index(row["image_tokens"]), len(_IMAGE_MARKERS) - 1)]
+def _yerr(r: Dict[str, Any], metric: str):
+  """Asymmetric error bar spanning the seeds (points), or None for one seed."""
+  if r.get(f"{metric}_n", 0) < 2:
+    return None
+  return [[100 * (r[metric] - r[f"{metric}_min"])], [100 * (r[f"{metric}_max"] - r[metric])]]
 
 
-def plot(rows: Sequence[Dict[str, Any]], path: str) -> str:
-  """Writes the accuracy-vs-compute PNG; returns ``path``.
+def _label_params(r: Dict[str, Any]) -> str:
+  params = r.get("num_params")
+  return f"width {r['width']}" + ("" if params is None else f" ({params / 1e6:.1f} M params)")
 
-  One colour per width; marker per pre-training token setting (image tokens
-  at full text; diamonds: shorter syntax-masked text at full image; down
-  triangles: both reduced). Solid lines join a width's image-axis runs, dashed
-  lines its full-token and reduced-text runs. Seeds are averaged; error bars
-  span the seeds where there are several.
+
+def plot_tokens(rows: Sequence[Dict[str, Any]], path: str, command: str = "") -> str:
+  """Accuracy vs pre-training image tokens, one line per model size; returns ``path``.
+
+  Left: after the full-resolution fine-tune; right: pre-training only (at its
+  own resolution). Lines join the resized runs at full text length (filled
+  markers); random masking at full resolution is a hollow square at its kept
+  token count. Error bars span the seeds.
+  """
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  agg = aggregate(rows)
+  if not agg:
+    raise ValueError("no result rows to plot; run the study first.")
+  widths = sorted({r["width"] for r in agg})
+  colours = _colours(widths)
+  full_text = max(r["text_tokens"] for r in agg)
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+  panels = (("top1", "after the full-resolution fine-tune"),
+            ("pretrain_top1", "pre-training only (evaluated at its own tokens)"))
+  for ax, (metric, title) in zip(axes, panels):
+    for i, width in enumerate(widths):
+      mine = [r for r in agg if r["width"] == width and r[metric] is not None]
+      line = sorted((r for r in mine if r["axis"] in ("full", "image")
+                     and r["text_tokens"] == full_text), key=lambda r: r["image_tokens"])
+      offset = 1 + 0.02 * (i - (len(widths) - 1) / 2)  # keep error bars apart
+      if line:
+        ax.errorbar([r["image_tokens"] * offset for r in line], [100 * r[metric] for r in line],
+                    yerr=None if any(_yerr(r, metric) is None for r in line) else [
+                        [_yerr(r, metric)[0][0] for r in line],
+                        [_yerr(r, metric)[1][0] for r in line]],
+                    fmt="-o", color=colours[width], capsize=3, markersize=7,
+                    markeredgecolor="black", label=_label_params(line[0]))
+      for r in mine:
+        if r["axis"] == "mask":
+          ax.errorbar(r["image_tokens"] * offset * 1.04, 100 * r[metric], yerr=_yerr(r, metric),
+                      fmt="s", color=colours[width], markerfacecolor="white", markersize=8,
+                      capsize=3, markeredgewidth=2)
+    ax.set_xscale("log", base=2)
+    ticks = sorted({r["image_tokens"] for r in agg})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("image tokens in pre-training (patches after resizing / masking)")
+    ax.set_ylabel("zero-shot top-1, held-out demo split (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+  handles, labels = axes[0].get_legend_handles_labels()
+  from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
+  if any(r["axis"] == "mask" for r in agg):
+    handles.append(Line2D([], [], ls="", marker="s", markerfacecolor="white", color="grey",
+                          markeredgewidth=2, label="random masking at full resolution"))
+    labels.append(handles[-1].get_label())
+  fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False)
+  fig.suptitle("Accuracy vs image tokens, one line per model size (mean of seeds; bars: "
+               "min–max over seeds)")
+  bottom = 0.14 + (0.04 if command else 0.0)
+  if command:
+    fig.text(0.5, 0.01, command, ha="center", va="bottom", fontsize=8, family="monospace")
+  fig.tight_layout(rect=(0, bottom, 1, 0.95))
+  return _save(fig, path)
+
+
+_AXIS_MARKERS = {"full": "o", "image": "^", "mask": "s", "text": "D", "both": "*",
+                 "fullres": "P"}
+
+
+def plot_flops(rows: Sequence[Dict[str, Any]], path: str, command: str = "") -> str:
+  """Accuracy (after the last stage) vs analytic training FLOPs; returns ``path``.
+
+  One colour per model size, one marker per setting; the headline pair (CLIPA
+  schedule vs full resolution for the same FLOPs) joined by a thick line.
   """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
@@ -267,102 +562,116 @@ def plot(rows: Sequence[Dict[str, Any]], path: str) -> str:
 
   agg = aggregate(rows)
   if not agg:
-    raise ValueError("no result rows to plot; run the sweep first.")
+    raise ValueError("no result rows to plot; run the study first.")
   widths = sorted({r["width"] for r in agg})
-  image_tokens = sorted({r["image_tokens"] for r in agg}, reverse=True)
-  colours = plt.get_cmap("viridis")([0.1 + 0.75 * i / max(1, len(widths) - 1)
-                                      for i in range(len(widths))])
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
-  panels = (("top1", "after the full-resolution fine-tune"),
-            ("pretrain_top1", "after pre-training only (at its own tokens)"))
-  for ax, (metric, title) in zip(axes, panels):
-    for colour, width in zip(colours, widths):
-      mine = [r for r in agg if r["width"] == width and r[metric] is not None]
-      for axis_set, style in ((("full", "image"), "-"), (("full", "text"), "--")):
-        line = sorted((r for r in mine if r["axis"] in axis_set), key=lambda r: r["total_flops"])
-        if len(line) > 1:
-          ax.plot([r["total_flops"] / 1e12 for r in line], [100 * r[metric] for r in line],
-                  style, color=colour, alpha=0.7)
-      for r in mine:
-        spread = r.get(f"{metric}_spread")
-        ax.errorbar(r["total_flops"] / 1e12, 100 * r[metric],
-                    yerr=None if spread is None else 50 * spread, fmt=_marker(r, image_tokens),
-                    color=colour, markersize=8, capsize=3, markeredgecolor="black")
-    ax.set_xscale("log")
-    # Plain numbers: matplotlib's default "2x10^0" minor labels overlap here.
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
-        lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
-    ax.set_xlabel("training compute, pre-train + fine-tune (TFLOPs, analytic)")
-    ax.set_ylabel("zero-shot top-1 on the held-out demo split (%)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-  handles = [Line2D([], [], color=c, lw=2, label=f"width {w}") for c, w in zip(colours, widths)]
-  full_text = max(r["text_tokens"] for r in agg)
-  for t in image_tokens:
-    handles.append(Line2D([], [], ls="", marker=_IMAGE_MARKERS[min(
-        image_tokens.index(t), len(_IMAGE_MARKERS) - 1)], color="grey",
-        label=f"{t} image tokens, {full_text} text"))
-  for axis, label in (("text", "{t} text tokens (syntax), full image"),
-                      ("both", "{t} text tokens (syntax), fewest image tokens")):
-    lengths = sorted({r["text_tokens"] for r in agg if r["axis"] == axis})
-    if lengths:
-      handles.append(Line2D([], [], ls="", marker=_MARKERS[axis], color="grey",
-                            label=label.format(t="/".join(map(str, lengths)))))
-  fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False)
-  fig.suptitle("Inverse scaling on demo_shapes: accuracy vs training compute "
-               "(same pre-training samples per run)")
-  fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+  colours = _colours(widths)
+  fig, ax = plt.subplots(figsize=(9, 5.6))
+  for width in widths:
+    mine = [r for r in agg if r["width"] == width and r["top1"] is not None]
+    line = sorted((r for r in mine if r["axis"] in ("full", "image")),
+                  key=lambda r: r["total_flops"])
+    if len(line) > 1:
+      ax.plot([r["total_flops"] / 1e12 for r in line], [100 * r["top1"] for r in line], "-",
+              color=colours[width], alpha=0.6)
+    for r in mine:
+      ax.errorbar(r["total_flops"] / 1e12, 100 * r["top1"], yerr=_yerr(r, "top1"),
+                  fmt=_AXIS_MARKERS.get(r["axis"], "o"), color=colours[width],
+                  markersize=12 if r["axis"] == "both" else 8, capsize=3,
+                  markeredgecolor="black")
+    base = next((r for r in mine if r["axis"] == "fullres"), None)
+    sched = [r for r in mine if r["axis"] == "both"]
+    if base is not None and sched:
+      ax.plot([base["total_flops"] / 1e12, sched[0]["total_flops"] / 1e12],
+              [100 * base["top1"], 100 * sched[0]["top1"]], "-", color="crimson", lw=2.5,
+              alpha=0.8, zorder=0)
+  ax.set_xscale("log")
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
+      lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+  ax.set_xlabel("training compute, all stages (TFLOPs, analytic)")
+  ax.set_ylabel("zero-shot top-1 after training (%)")
+  ax.grid(True, which="both", alpha=0.3)
+  handles = [Line2D([], [], color=colours[w], lw=2, label=f"width {w}") for w in widths]
+  present = {r["axis"] for r in agg}
+  for axis in _AXIS_MARKERS:
+    if axis in present:
+      handles.append(Line2D([], [], ls="", marker=_AXIS_MARKERS[axis], color="grey",
+                            markersize=10 if axis == "both" else 7,
+                            label={"full": "full tokens + fine-tune",
+                                   "image": "fewer image tokens (resize) + fine-tune",
+                                   "mask": "random masking + fine-tune",
+                                   "text": "syntax-masked text + fine-tune",
+                                   "both": "CLIPA schedule (fewest tokens + fine-tune)",
+                                   "fullres": "full resolution only, same FLOPs as CLIPA"}[axis]))
+  if "fullres" in present:
+    handles.append(Line2D([], [], color="crimson", lw=2.5, label="headline pair (same FLOPs)"))
+  ax.legend(handles=handles, loc="best", fontsize=8)
+  ax.set_title("Accuracy vs training FLOPs (mean of seeds; bars: min–max over seeds)")
+  if command:
+    fig.text(0.5, 0.01, command, ha="center", va="bottom", fontsize=8, family="monospace")
+  fig.tight_layout(rect=(0, 0.04 if command else 0, 1, 1))
+  return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path
 
 
-def markdown_report(rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None
-                    ) -> str:
-  """``results.md``: settings line, table and reading."""
-  lines = ["# Inverse-scaling sweep: results", ""]
+def markdown_report(rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None,
+                    command: str = "") -> str:
+  """``results.md``: command, settings line, table and reading."""
+  lines = ["# Inverse-scaling study: results", ""]
+  if command:
+    lines += [f"Command: `{command}`", ""]
   if settings:
     lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), ""]
   lines += [format_table(rows), "",
-            "top-1 after a seed list of two or more is the mean ± half the range over the "
-            "seeds. Compute is pre-train + fine-tune training FLOPs (clipa_t5x.flops: 3x the "
-            "forward matmul FLOPs, per sample x samples). Colour % / shape %: how often the "
-            "30-way prediction has the right colour / the right shape.", "",
+            "Accuracies are the mean over the seeds, (min–max) in brackets. Compute is all "
+            "stages' training FLOPs (clipa_t5x.flops: 3x the forward matmul FLOPs, per sample x "
+            "samples). Colour % / shape %: how often the prediction has the right colour / the "
+            "right shape. Figures: `accuracy_vs_tokens.png`, `accuracy_vs_flops.png`.", "",
             "## Reading", "", reading(rows), ""]
   return "\n".join(lines)
 
 
 def write_report(rows: Sequence[Dict[str, Any]], out_dir: str,
-                 settings: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
-  """Writes results.json, results.md and inverse_scaling.png into ``out_dir``.
+                 settings: Optional[Dict[str, Any]] = None, command: str = "") -> Dict[str, str]:
+  """Writes results.json, results.md and the two PNGs into ``out_dir``.
 
   Args:
-    rows: run.py's result rows (any subset of the sweep).
+    rows: run.py's result rows (any subset of the study).
     out_dir: output folder.
-    settings: the sweep settings, recorded in results.json / results.md.
+    settings: the study's settings, recorded in results.json / results.md.
+    command: the command that made the rows, printed in results.md and on the
+      figures.
 
   Returns:
-    ``{'json', 'markdown', 'png'}`` paths.
+    ``{'json', 'markdown', 'tokens_png', 'flops_png'}`` paths.
   """
   if not rows:
-    raise ValueError("no result rows; run the sweep (run.py) before writing the report.")
+    raise ValueError("no result rows; run the study (run.py) before writing the report.")
   os.makedirs(out_dir, exist_ok=True)
   paths = {"json": os.path.join(out_dir, "results.json"),
            "markdown": os.path.join(out_dir, "results.md"),
-           "png": os.path.join(out_dir, "inverse_scaling.png")}
+           "tokens_png": os.path.join(out_dir, "accuracy_vs_tokens.png"),
+           "flops_png": os.path.join(out_dir, "accuracy_vs_flops.png")}
   with open(paths["json"], "w") as f:
-    json.dump({"settings": settings, "runs": list(rows)}, f, indent=1, sort_keys=True)
+    json.dump({"settings": settings, "command": command, "runs": list(rows)}, f, indent=1,
+              sort_keys=True)
   with open(paths["markdown"], "w") as f:
-    f.write(markdown_report(rows, settings))
-  plot(rows, paths["png"])
+    f.write(markdown_report(rows, settings, command))
+  plot_tokens(rows, paths["tokens_png"], command)
+  plot_flops(rows, paths["flops_png"], command)
   return paths
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(description="Rewrite results.md and the PNG from results.json.")
-  p.add_argument("--out", default="runs/inverse_scaling", help="the sweep's output folder")
+  p = argparse.ArgumentParser(description="Rewrite results.md and the PNGs from results.json.")
+  p.add_argument("--out", default="runs/inverse_scaling", help="the study's output folder")
   args = p.parse_args(argv)
   path = os.path.join(args.out, "results.json")
   if not os.path.exists(path):
@@ -371,8 +680,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   with open(path) as f:
     record = json.load(f)
-  paths = write_report(record["runs"], args.out, record.get("settings"))
-  print(f"{paths['markdown']}\n{paths['png']}")
+  paths = write_report(record["runs"], args.out, record.get("settings"),
+                       record.get("command", ""))
+  print(f"{paths['markdown']}\n{paths['tokens_png']}\n{paths['flops_png']}")
   print("\n" + reading(record["runs"]))
   return 0
 

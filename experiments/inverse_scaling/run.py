@@ -1,24 +1,35 @@
 r"""CLIPA's inverse scaling law in miniature, on the demo data.
 
-Each run pre-trains a CLIPA two-tower model of one width on fewer tokens
-(images resized to fewer patches; captions syntax-reduced to fewer tokens),
-then fine-tunes it briefly at the full resolution and text length, and
-classifies the held-out demo split zero-shot. Every run of the sweep sees the
-same number of pre-training samples (CLIPA's fixed sample budget), so fewer
-tokens means less compute. The question: do wider models lose less accuracy
-when pre-trained on fewer tokens?
+Per model size, CLIPA two-tower models are pre-trained on fewer tokens, then
+fine-tuned briefly at the full resolution and text length, and the held-out
+demo split is classified zero-shot:
+
+* image tokens by **resizing** (e.g. 64 / 48 / 32 px = 64 / 36 / 16 patches)
+  and by **random patch masking** at full resolution (one setting, e.g. 75%
+  of 64 patches masked = 16 tokens, the same count as the smallest resize);
+* text tokens by **syntax masking** (e.g. 32 truncated vs 8 syntax-reduced);
+* every setting with **two or more seeds**, so each point has a spread and
+  the reading a seed-noise interval;
+* **the headline**: the CLIPA schedule (pre-training on the fewest image and
+  text tokens + the short full-resolution fine-tune) against training at
+  full resolution only, for the same training FLOPs, the same model and the
+  same evaluation.
+
+Every pre-training sees the same number of samples (CLIPA's fixed sample
+budget), so fewer tokens means less compute; the full-resolution baseline of
+the headline trains for as many steps as the CLIPA schedule's FLOPs buy.
 
 Usage, from the repository root::
 
-  .venv/bin/python experiments/inverse_scaling/run.py                # default sweep
-  .venv/bin/python experiments/inverse_scaling/run.py --quick        # a few steps per run
-  .venv/bin/python experiments/inverse_scaling/run.py --widths 64,128 --pretrain_steps 400
+  .venv/bin/python experiments/inverse_scaling/run.py                # default study
+  .venv/bin/python experiments/inverse_scaling/run.py --quick        # CI preset
+  .venv/bin/python experiments/inverse_scaling/run.py --list         # runs + compute
 
 Every run is an ordinary clipa_t5x ``MODEL_DIR`` (``OUT/runs/<run id>/``,
 trained with ``clipa_t5x.runner.run``); rerunning the command skips finished
 runs and resumes an interrupted one from its last checkpoint. The results go
-to ``OUT/results.json``, ``OUT/results.md`` (table + reading) and
-``OUT/inverse_scaling.png`` (see plot.py).
+to ``OUT/results.json``, ``OUT/results.md`` (table + generated reading),
+``OUT/accuracy_vs_tokens.png`` and ``OUT/accuracy_vs_flops.png`` (plot.py).
 """
 
 import argparse
@@ -27,6 +38,7 @@ import importlib.util
 import json
 import os
 import resource
+import shlex
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -50,38 +62,49 @@ EVAL_TEMPLATES = ("a photo of a {c}.", "a {c}.", "a picture of a {c}.", "a drawi
                   "there is a {c} in the image.")
 RUN_FILE = "sweep_run.json"      # what a run directory was trained with
 RESULT_FILE = "sweep_result.json"  # its finished result row
+# Which tokens a run's pre-training reduces. 'both' is CLIPA's own recipe (the
+# headline's schedule); 'fullres' is the headline's compute-matched baseline
+# (one stage at full resolution and text length, no fine-tune).
+AXES = ("full", "image", "mask", "text", "both", "fullres")
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepSettings:
-  """Everything that defines the sweep (and so every run's training).
+  """Everything that defines the study (and so every run's training).
 
   Attributes:
-    widths: tower widths; both towers get ``width`` with ``width // head_dim``
-      heads, an MLP of ``4 * width`` and ``depth`` blocks; embed dim = width.
+    widths: tower widths (the model sizes); both towers get ``width`` with
+      ``width // head_dim`` heads, an MLP of ``4 * width`` and ``depth``
+      blocks; embed dim = width.
     depth: blocks per tower.
     head_dim: width of one attention head.
     patch_size: image patch side in pixels.
-    image_sizes: pre-training resolutions; the largest is the full one (also
-      the fine-tuning and final evaluation resolution).
+    image_sizes: pre-training resolutions (image tokens by resizing); the
+      largest is the full one (also the fine-tuning and final evaluation
+      resolution).
+    mask_ratio: random patch masking in pre-training at the full resolution,
+      one extra setting per width (0 = none). 0.75 of 8x8 patches keeps 16,
+      as many as resizing 64 px to 32 px: resizing vs masking at equal tokens.
     text_lengths: pre-training caption lengths; the largest is the full one
       (truncation), shorter ones use syntax masking as CLIPA does.
     grid: ``'axes'``: per width the full-token run, each reduced image size at
       full text and each reduced text length at full image size (CLIPA's
       separate sweeps); ``'full'``: every image size x text length.
     combined: with ``'axes'``, also the run with both the smallest image and
-      the shortest text (CLIPA's own low-token recipe).
+      the shortest text (CLIPA's own low-token recipe) at every width.
+    headline_widths: widths that get the headline pair: the CLIPA schedule
+      (smallest image + shortest text pre-training, then the fine-tune) and
+      full-resolution training for the same FLOPs.
     pretrain_steps / finetune_steps: steps of the two stages (same for every
       run: a fixed sample budget).
     batch_size: global batch of both stages.
-    pretrain_lr / finetune_lr: base learning rates (per 256 samples).
+    pretrain_lr / finetune_lr: base learning rates (per 256 samples); the
+      full-resolution baseline uses the pre-training ones.
     pretrain_warmup / finetune_warmup: warmup steps.
     finetune_mask_ratio: random patch masking in the fine-tune (CLIPA-v1's
       "unmasked tuning" is 0; CLIPA-v2 uses 0.3).
-    seeds: seeds of every run.
-    repeat_seeds: extra seeds for the noise estimate, run for the full-token
-      and the fewest-image-token runs of each width in ``repeat_widths``.
-    repeat_widths: widths whose runs are repeated with ``repeat_seeds``.
+    seeds: seeds of every run (initialisation, masking and data order); two
+      or more give every point a spread and the reading its noise.
     checkpoint_period: steps between checkpoints (resume granularity).
     eval_batch_size: images per zero-shot evaluation batch.
     data: ``demo.configure`` arguments (``data_dir`` and generator parameters).
@@ -90,10 +113,12 @@ class SweepSettings:
   depth: int = 4
   head_dim: int = 32
   patch_size: int = 8
-  image_sizes: Tuple[int, ...] = (64, 32)
+  image_sizes: Tuple[int, ...] = (64, 48, 32)
+  mask_ratio: float = 0.75
   text_lengths: Tuple[int, ...] = (32, 8)
   grid: str = "axes"
   combined: bool = False
+  headline_widths: Tuple[int, ...] = (192,)
   pretrain_steps: int = 350
   finetune_steps: int = 35
   batch_size: int = 64
@@ -102,10 +127,8 @@ class SweepSettings:
   finetune_lr: float = 8e-4   # peak 2e-4 at batch 64, as the demo's fine-tune
   finetune_warmup: int = 5
   finetune_mask_ratio: float = 0.0
-  seeds: Tuple[int, ...] = (0,)
-  repeat_seeds: Tuple[int, ...] = (1,)
-  repeat_widths: Tuple[int, ...] = (64,)
-  checkpoint_period: int = 200
+  seeds: Tuple[int, ...] = (0, 1)
+  checkpoint_period: int = 1000
   eval_batch_size: int = 200
   data: Tuple[Tuple[str, Any], ...] = ()
 
@@ -126,7 +149,9 @@ class SweepSettings:
     positive("image_sizes", self.image_sizes)
     positive("text_lengths", self.text_lengths)
     if not self.seeds:
-      raise ValueError("--seeds must name at least one seed, e.g. --seeds 0.")
+      raise ValueError("--seeds must name at least one seed, e.g. --seeds 0,1.")
+    if len(set(self.seeds)) != len(self.seeds):
+      raise ValueError(f"--seeds must not repeat a seed, got {list(self.seeds)}.")
     for width in self.widths:
       if width % self.head_dim:
         raise ValueError(f"width {width} is not a multiple of head_dim {self.head_dim}; use e.g. "
@@ -144,35 +169,60 @@ class SweepSettings:
       if not 0 <= warmup < steps:
         raise ValueError(f"--{stage}_steps={steps} must exceed --{stage}_warmup={warmup}; "
                          "train longer or shorten the warmup.")
-    if not 0.0 <= self.finetune_mask_ratio < 1.0:
-      raise ValueError(f"--finetune_mask_ratio must be in [0, 1), got {self.finetune_mask_ratio}.")
-    unknown = sorted(set(self.repeat_widths) - set(self.widths)) if self.repeat_seeds else []
+    for name in ("mask_ratio", "finetune_mask_ratio"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}.")
+    patches = (self.full_image_size // self.patch_size) ** 2
+    if self.mask_ratio and int(patches * (1.0 - self.mask_ratio) + 1e-6) < 1:
+      raise ValueError(f"--mask_ratio {self.mask_ratio} keeps no patch of {patches}; lower it.")
+    unknown = sorted(set(self.headline_widths) - set(self.widths))
     if unknown:
-      raise ValueError(f"--repeat_widths {unknown} are not among --widths {list(self.widths)}.")
+      raise ValueError(f"--headline_widths {unknown} are not among --widths {list(self.widths)}.")
+    if self.headline_widths and len(set(self.image_sizes)) < 2:
+      raise ValueError("the headline needs a reduced image size: give two or more "
+                       "--image_sizes, or --headline_widths '' for none.")
 
 
-# The defaults: ~40 min on 2 idle CPU cores (README.md has the timing evidence).
+# The default study: ~60 min on 2 idle CPU cores (README.md has the timing evidence).
 DEFAULT = SweepSettings()
-# A few steps per run on a tiny data set: checks the whole pipeline in minutes.
+# The CI preset: the whole study's structure (3 sizes, resizing, masking, short
+# text, 2 seeds, the headline pair, the reading and both plots) at tiny widths
+# and one block, on a small data set. Runs this small cost mostly start-up,
+# compilation and evaluation, so 60 steps cost little more than 4.
 QUICK = SweepSettings(
-    widths=(32, 64), depth=1, image_sizes=(32, 16), text_lengths=(16, 8), pretrain_steps=4,
-    finetune_steps=2, batch_size=16, pretrain_warmup=1, finetune_warmup=0,
-    repeat_seeds=(1,), repeat_widths=(32,), checkpoint_period=1000, eval_batch_size=20,
-    data=(("num_train", 128), ("num_eval", 60), ("image_size", 32), ("num_train_shards", 2)))
+    widths=(32, 64, 96), depth=1, image_sizes=(32, 16), mask_ratio=0.75, text_lengths=(16, 8),
+    headline_widths=(96,), pretrain_steps=60, finetune_steps=10, batch_size=32,
+    pretrain_warmup=6, finetune_warmup=1, seeds=(0, 1), checkpoint_period=1000,
+    eval_batch_size=100,
+    data=(("num_train", 2000), ("num_eval", 200), ("image_size", 32), ("num_train_shards", 2)))
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-  """One run of the sweep: a width, a pre-training token setting and a seed."""
+  """One run of the study: a width, a pre-training token setting and a seed.
+
+  ``train_steps`` is set for the ``'fullres'`` baseline only (its single
+  stage's steps, bought with the CLIPA schedule's FLOPs).
+  """
   width: int
   image_size: int
   text_length: int
   seed: int
-  axis: str  # 'full', 'image', 'text' or 'both' (which tokens are reduced)
+  axis: str  # one of AXES
+  mask_ratio: float = 0.0
+  train_steps: Optional[int] = None
+
+  @property
+  def point_id(self) -> str:
+    """The run id without its seed: runs of one point differ only in the seed."""
+    mask = f"m{round(100 * self.mask_ratio)}" if self.mask_ratio else ""
+    if self.axis == "fullres":
+      return f"w{self.width}_fullres_px{self.image_size}_t{self.text_length}_n{self.train_steps}"
+    return f"w{self.width}_px{self.image_size}{mask}_t{self.text_length}"
 
   @property
   def run_id(self) -> str:
-    return f"w{self.width}_px{self.image_size}_t{self.text_length}_s{self.seed}"
+    return f"{self.point_id}_s{self.seed}"
 
 
 def _axis(image_size: int, text_length: int, settings: SweepSettings) -> str:
@@ -196,32 +246,56 @@ def token_settings(settings: SweepSettings) -> List[Tuple[int, int]]:
   return pairs
 
 
+def schedule_spec(width: int, seed: int, settings: SweepSettings) -> RunSpec:
+  """The headline's CLIPA schedule: fewest image and text tokens, then the fine-tune."""
+  px, t = min(settings.image_sizes), min(settings.text_lengths)
+  return RunSpec(width, px, t, seed, _axis(px, t, settings))
+
+
+def matched_fullres_steps(width: int, settings: SweepSettings) -> int:
+  """Steps of full-resolution training that cost the CLIPA schedule's FLOPs.
+
+  Same batch, so the same FLOPs means as many samples as the schedule's
+  training FLOPs buy at the full-resolution per-sample cost (rounded to the
+  nearest step, at least warmup + 1).
+  """
+  from clipa_t5x import flops  # pylint: disable=import-outside-toplevel
+  budget = compute_accounting(schedule_spec(width, 0, settings), settings)["total_flops"]
+  per_sample = flops.per_example_flops(model_config(width, settings), settings.full_image_size,
+                                       settings.full_text_length)["train"]
+  steps = round(budget / (per_sample * settings.batch_size))
+  return max(settings.pretrain_warmup + 1, steps)
+
+
 def build_grid(settings: SweepSettings) -> List[RunSpec]:
-  """Every run of the sweep, cheapest width first, in a fixed order.
+  """Every run of the study, cheapest width first, in a fixed order.
 
   Args:
-    settings: the sweep.
+    settings: the study.
 
   Returns:
-    The runs: every width x token setting x seed, then the noise repeats
-    (``repeat_seeds`` for the full-token and fewest-image-token runs of each
-    ``repeat_widths`` width) right after their width's runs.
+    Per width: every token setting (``token_settings``), the masked setting
+    (``mask_ratio`` > 0) and, for ``headline_widths``, the CLIPA schedule and
+    its compute-matched full-resolution baseline; each with every seed, the
+    seeds of one point next to each other.
   """
   settings.validate()
   pairs = token_settings(settings)
-  smallest_px = min(settings.image_sizes)
-  repeat_pairs = [(settings.full_image_size, settings.full_text_length),
-                  (smallest_px, settings.full_text_length)]
+  full_px, full_t = settings.full_image_size, settings.full_text_length
   runs: List[RunSpec] = []
   for width in sorted(set(settings.widths)):
-    for px, t in pairs:
+    points = [RunSpec(width, px, t, 0, _axis(px, t, settings)) for px, t in pairs]
+    if settings.mask_ratio:
+      points.append(RunSpec(width, full_px, full_t, 0, "mask", mask_ratio=settings.mask_ratio))
+    if width in settings.headline_widths:
+      schedule = schedule_spec(width, 0, settings)
+      if all(p.point_id != schedule.point_id for p in points):
+        points.append(schedule)
+      points.append(RunSpec(width, full_px, full_t, 0, "fullres",
+                            train_steps=matched_fullres_steps(width, settings)))
+    for point in points:
       for seed in settings.seeds:
-        runs.append(RunSpec(width, px, t, seed, _axis(px, t, settings)))
-    if width in settings.repeat_widths:
-      for px, t in dict.fromkeys(repeat_pairs):
-        for seed in settings.repeat_seeds:
-          if seed not in settings.seeds:
-            runs.append(RunSpec(width, px, t, seed, _axis(px, t, settings)))
+        runs.append(dataclasses.replace(point, seed=seed))
   return runs
 
 
@@ -235,25 +309,35 @@ def model_config(width: int, settings: SweepSettings):
 
 
 def make_stages(spec: RunSpec, settings: SweepSettings) -> list:
-  """The run's two ``runner.Stage``s: reduced-token pre-training, full fine-tune."""
+  """The run's ``runner.Stage``s: reduced-token pre-training, then the full fine-tune.
+
+  The ``'fullres'`` baseline is one stage, ``'train'``, at the full resolution
+  and text length for ``spec.train_steps`` steps with the pre-training's
+  learning rate and warmup.
+  """
   from clipa_t5x import optimizers  # pylint: disable=import-outside-toplevel
   from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
+  pretrain_optimizer = optimizers.OptimizerConfig(base_learning_rate=settings.pretrain_lr,
+                                                  warmup_steps=settings.pretrain_warmup,
+                                                  weight_decay=0.2)
+  full_lengths = {"image": settings.full_image_size, "text": settings.full_text_length}
+  if spec.axis == "fullres":
+    return [runner.Stage(name="train", mixture_or_task_name="demo_shapes",
+                         task_feature_lengths=full_lengths, batch_size=settings.batch_size,
+                         train_steps=spec.train_steps, optimizer=pretrain_optimizer)]
   text_reduced = spec.text_length < settings.full_text_length
   pretrain = runner.Stage(
       name="pretrain",
       mixture_or_task_name="demo_shapes_syntax" if text_reduced else "demo_shapes",
       task_feature_lengths={"image": spec.image_size, "text": spec.text_length},
       batch_size=settings.batch_size, train_steps=settings.pretrain_steps,
-      optimizer=optimizers.OptimizerConfig(base_learning_rate=settings.pretrain_lr,
-                                           warmup_steps=settings.pretrain_warmup,
-                                           weight_decay=0.2),
-      # Pre-training is evaluated at its own resolution and length, prompts
-      # reduced as the captions were (as CLIPA-v2 evaluates its pre-training).
+      mask_ratio=spec.mask_ratio, optimizer=pretrain_optimizer,
+      # Pre-training is evaluated at its own resolution and length (unmasked),
+      # prompts reduced as the captions were (as CLIPA-v2 evaluates it).
       eval_text_reduction="syntax" if text_reduced else "truncate")
   finetune = runner.Stage(
       name="finetune", mixture_or_task_name="demo_shapes",
-      task_feature_lengths={"image": settings.full_image_size,
-                            "text": settings.full_text_length},
+      task_feature_lengths=full_lengths,
       batch_size=settings.batch_size, train_steps=settings.finetune_steps,
       mask_ratio=settings.finetune_mask_ratio,
       optimizer=optimizers.OptimizerConfig(base_learning_rate=settings.finetune_lr,
@@ -266,19 +350,25 @@ def compute_accounting(spec: RunSpec, settings: SweepSettings) -> Dict[str, Any]
   """Tokens, samples and analytic training FLOPs (``clipa_t5x.flops``) of one run.
 
   Returns:
-    ``image_tokens`` / ``text_tokens`` of pre-training, per-sample training
-    FLOPs and samples of both stages, and ``pretrain_flops``,
-    ``finetune_flops``, ``total_flops`` (per-sample FLOPs x samples).
+    ``image_tokens`` / ``text_tokens`` of pre-training (after masking),
+    per-sample training FLOPs and samples of both stages, and
+    ``pretrain_flops``, ``finetune_flops``, ``total_flops`` (per-sample FLOPs
+    x samples). The ``'fullres'`` baseline's single stage counts as its
+    pre-training, with no fine-tune.
   """
   from clipa_t5x import flops  # pylint: disable=import-outside-toplevel
   config = model_config(spec.width, settings)
-  pre = flops.per_example_flops(config, spec.image_size, spec.text_length)["train"]
+  pre = flops.per_example_flops(config, spec.image_size, spec.text_length,
+                                spec.mask_ratio)["train"]
   fine = flops.per_example_flops(config, settings.full_image_size, settings.full_text_length,
                                  settings.finetune_mask_ratio)["train"]
-  pre_samples = settings.pretrain_steps * settings.batch_size
-  fine_samples = settings.finetune_steps * settings.batch_size
+  if spec.axis == "fullres":
+    pre_samples, fine_samples, fine = spec.train_steps * settings.batch_size, 0, 0.0
+  else:
+    pre_samples = settings.pretrain_steps * settings.batch_size
+    fine_samples = settings.finetune_steps * settings.batch_size
   return {
-      "image_tokens": flops.image_tokens(spec.image_size, settings.patch_size),
+      "image_tokens": flops.image_tokens(spec.image_size, settings.patch_size, spec.mask_ratio),
       "text_tokens": spec.text_length,
       "pretrain_train_flops_per_sample": pre,
       "finetune_train_flops_per_sample": fine,
@@ -373,61 +463,108 @@ def run_one(spec: RunSpec, settings: SweepSettings, out_dir: str,
   config = model_config(spec.width, settings)
   evaluator = runner.ZeroShotEvalConfig(
       name="demo_shapes", task="demo_shapes_eval", split="eval", class_names=demo.class_names,
-      templates=list(EVAL_TEMPLATES), batch_size=settings.eval_batch_size)
-  print(f"\n=== {spec.run_id}: width {spec.width}, pre-train {spec.image_size} px / "
-        f"{spec.text_length} tokens, seed {spec.seed} ===", flush=True)
+      templates=list(EVAL_TEMPLATES), batch_size=settings.eval_batch_size,
+      **_factor_kwargs(runner, demo))
+  stages = make_stages(spec, settings)
+  what = (f"full resolution only, {spec.train_steps} steps" if spec.axis == "fullres" else
+          f"pre-train {spec.image_size} px" + (f" {100 * spec.mask_ratio:g}% masked"
+                                               if spec.mask_ratio else "")
+          + f" / {spec.text_length} tokens")
+  print(f"\n=== {spec.run_id}: width {spec.width}, {what}, seed {spec.seed} ===", flush=True)
   start, cpu_start = time.time(), _cpu_seconds()
   rows = runner.run(
-      model_dir=model_dir, stages=make_stages(spec, settings), model_config=config,
+      model_dir=model_dir, stages=stages, model_config=config,
       checkpoint_config=checkpoints.SaveCheckpointConfig(period=settings.checkpoint_period,
                                                          keep=1),
       evaluators=[evaluator], log_every=50, random_seed=spec.seed)
-  if len(rows) != 2:  # SIGTERM / Ctrl-C: the runner saved a checkpoint and returned early
+  if len(rows) != len(stages):  # SIGTERM / Ctrl-C: the runner saved a checkpoint and returned early
     raise SweepInterrupted(f"[{spec.run_id}] stopped before both stages finished; rerun the "
                            "same command to resume.")
   train_seconds = time.time() - start
 
   start = time.time()
-  images, labels = eval_set.get()
-  breakdown = _sibling("breakdown")
-  predictions, num_params = breakdown.predict(
-      config, os.path.join(model_dir, "finetune"), images, demo.class_names(),
-      EVAL_TEMPLATES, settings.full_text_length)
-  split = breakdown.accuracy_breakdown(predictions, labels)
-  pre_row, fine_row = rows
+  pre_row, fine_row = rows[0], rows[-1]
+  two_stage = len(rows) == 2
   top1 = fine_row["zeroshot_top1"]
-  if abs(split["top1"] - top1) > 2.0 / len(labels):
-    # Same checkpoint, data and prompts: only float noise may flip a near-tie. The
-    # runner's top-1 stays the result; the colour/shape split is then suspect.
-    print(f"[{spec.run_id}] WARNING: the colour/shape re-evaluation gives top-1 "
-          f"{split['top1']:.4f} but the runner's evaluator {top1:.4f}.", flush=True)
-  row = {**dataclasses.asdict(spec), "run_id": spec.run_id,
+  split = _factor_accuracies(fine_row)
+  if split is not None:  # the runner's evaluator split colour and shape itself
+    num_params = _count_params(os.path.join(model_dir, stages[-1].name))
+    num_examples = int(fine_row["eval"]["demo_shapes/num_examples"])
+  else:  # an evaluator without factors: re-classify the held-out split once more
+    images, labels = eval_set.get()
+    breakdown = _sibling("breakdown")
+    predictions, num_params = breakdown.predict(
+        config, os.path.join(model_dir, stages[-1].name), images, demo.class_names(),
+        EVAL_TEMPLATES, settings.full_text_length)
+    split = breakdown.accuracy_breakdown(predictions, labels)
+    num_examples = int(len(labels))
+    if abs(split["top1"] - top1) > 2.0 / len(labels):
+      # Same checkpoint, data and prompts: only float noise may flip a near-tie. The
+      # runner's top-1 stays the result; the colour/shape split is then suspect.
+      print(f"[{spec.run_id}] WARNING: the colour/shape re-evaluation gives top-1 "
+            f"{split['top1']:.4f} but the runner's evaluator {top1:.4f}.", flush=True)
+  pre_split = _factor_accuracies(pre_row) if two_stage else None
+  row = {**dataclasses.asdict(spec), "run_id": spec.run_id, "point_id": spec.point_id,
          **compute_accounting(spec, settings),
          "num_params": num_params,
-         "pretrain_top1": pre_row["zeroshot_top1"],
-         "pretrain_top5": pre_row["eval"].get("demo_shapes/top5"),
+         # The full-resolution baseline has no separate pre-training result.
+         "pretrain_top1": pre_row["zeroshot_top1"] if two_stage else None,
+         "pretrain_top5": pre_row["eval"].get("demo_shapes/top5") if two_stage else None,
          "top1": top1, "top5": fine_row["eval"].get("demo_shapes/top5"),
          "colour_acc": split["colour"], "shape_acc": split["shape"],
+         "pretrain_colour_acc": pre_split and pre_split["colour"],
+         "pretrain_shape_acc": pre_split and pre_split["shape"],
          "breakdown_top1": split["top1"],
-         "eval_examples": int(len(labels)),
-         "pretrain_seconds": pre_row["seconds"], "finetune_seconds": fine_row["seconds"],
+         "eval_examples": num_examples,
+         "pretrain_seconds": pre_row["seconds"],
+         "finetune_seconds": fine_row["seconds"] if two_stage else 0.0,
          "wall_seconds": train_seconds + time.time() - start,
          "cpu_seconds": _cpu_seconds() - cpu_start}
   _write_json(os.path.join(model_dir, RESULT_FILE), row)
-  print(f"[{spec.run_id}] zero-shot top-1 {100 * top1:.1f}% (pre-train only "
-        f"{100 * row['pretrain_top1']:.1f}%), colour {100 * split['colour']:.1f}%, shape "
-        f"{100 * split['shape']:.1f}%, {row['total_flops'] / 1e12:.2f} TFLOPs", flush=True)
+  pre_only = (f" (pre-train only {100 * row['pretrain_top1']:.1f}%)"
+              if row["pretrain_top1"] is not None else "")
+  print(f"[{spec.run_id}] zero-shot top-1 {100 * top1:.1f}%{pre_only}, colour "
+        f"{100 * split['colour']:.1f}%, shape {100 * split['shape']:.1f}%, "
+        f"{row['total_flops'] / 1e12:.2f} TFLOPs", flush=True)
   return row
 
 
-def run_sweep(settings: SweepSettings, out_dir: str,
-              only: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
-  """Runs (or resumes) every run, then writes results.json, results.md and the PNG.
+def _factor_kwargs(runner, demo) -> Dict[str, Any]:
+  """``factors=`` for the zero-shot evaluator where the library and the data set have them."""
+  fields = {f.name for f in dataclasses.fields(runner.ZeroShotEvalConfig)}
+  if "factors" in fields and hasattr(demo, "class_factors"):
+    return {"factors": demo.class_factors}
+  return {}
+
+
+def _factor_accuracies(stage_row: Dict[str, Any]) -> Optional[Dict[str, float]]:
+  """``{'top1', 'colour', 'shape'}`` from a stage's eval results, None if not reported."""
+  results = stage_row.get("eval", {})
+  keys = ("demo_shapes/colour_top1", "demo_shapes/shape_top1")
+  if not all(k in results for k in keys):
+    return None
+  return {"top1": stage_row["zeroshot_top1"], "colour": results[keys[0]],
+          "shape": results[keys[1]]}
+
+
+def _count_params(stage_dir: str) -> int:
+  """Parameters in the latest checkpoint of ``stage_dir``."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
+  params, _, _ = checkpoints.load_params(stage_dir)
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def run_sweep(settings: SweepSettings, out_dir: str, only: Optional[Sequence[str]] = None,
+              command: str = "") -> List[Dict[str, Any]]:
+  """Runs (or resumes) every run, then writes results.json, results.md and the two PNGs.
 
   Args:
     settings: the sweep.
     out_dir: output folder (created).
-    only: run ids to run (default all); the report covers the finished runs.
+    only: run or point ids to run (default all); the report covers the finished runs.
+    command: the command line, printed in results.md and on the figures.
 
   Returns:
     The result rows of the runs done or found finished.
@@ -435,11 +572,11 @@ def run_sweep(settings: SweepSettings, out_dir: str,
   from clipa_t5x.tasks import demo  # pylint: disable=import-outside-toplevel
   runs = build_grid(settings)
   if only:
-    known = {r.run_id for r in runs}
+    known = {r.run_id for r in runs} | {r.point_id for r in runs}
     unknown = sorted(set(only) - known)
     if unknown:
-      raise ValueError(f"--only {unknown} are not runs of this sweep; known: {sorted(known)}.")
-    runs = [r for r in runs if r.run_id in set(only)]
+      raise ValueError(f"--only {unknown} are not runs or points of this study; see --list.")
+    runs = [r for r in runs if r.run_id in set(only) or r.point_id in set(only)]
   os.makedirs(out_dir, exist_ok=True)
   data = dict(settings.data)
   demo.configure(data.pop("data_dir", None), **data)
@@ -450,9 +587,10 @@ def run_sweep(settings: SweepSettings, out_dir: str,
     print(f"\n[sweep] run {i + 1}/{len(runs)}: {spec.run_id} "
           f"({(time.time() - start) / 60:.1f} min so far)", flush=True)
     rows.append(run_one(spec, settings, out_dir, eval_set))
-  report = _sibling("plot").write_report(rows, out_dir, settings=_plain(settings))
+  report = _sibling("plot").write_report(rows, out_dir, settings=_plain(settings),
+                                         command=command)
   print(f"\n[sweep] {len(rows)} runs in {(time.time() - start) / 60:.1f} min; "
-        f"{report['markdown']}, {report['png']}", flush=True)
+        f"{report['markdown']}, {report['tokens_png']}, {report['flops_png']}", flush=True)
   return rows
 
 
@@ -475,41 +613,43 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[SweepSettings, arg
   p.add_argument("--out", default=None, help="output folder (default: runs/inverse_scaling, "
                  "or runs/inverse_scaling_quick with --quick)")
   p.add_argument("--quick", action="store_true",
-                 help="tiny preset: 2 small widths, a few steps, a 128-image data set")
+                 help="CI preset: every axis, two seeds and the headline at 3 tiny widths, "
+                 "a few steps each, on a 128-image data set")
   p.add_argument("--widths", type=_ints, help="tower widths, e.g. 64,128,192")
   p.add_argument("--depth", type=int, help="blocks per tower")
   p.add_argument("--image_sizes", type=_ints, help="pre-training resolutions; the largest "
                  "is the full one, e.g. 64,48,32")
+  p.add_argument("--mask_ratio", type=float, help="random patch masking of the one masked "
+                 "pre-training setting, at full resolution (0: none)")
   p.add_argument("--text_lengths", type=_ints, help="pre-training text lengths; the largest is "
                  "the full one, e.g. 32,8")
   p.add_argument("--grid", choices=GRIDS, help="'axes' (default): image and text reduced "
                  "separately; 'full': every combination")
   p.add_argument("--combined", action=argparse.BooleanOptionalAction,
-                 help="with --grid=axes, also smallest image + shortest text")
+                 help="with --grid=axes, also smallest image + shortest text at every width")
+  p.add_argument("--headline_widths", type=_ints, help="widths with the CLIPA schedule vs "
+                 "compute-matched full-resolution pair (default: the largest; '' for none)")
   p.add_argument("--pretrain_steps", type=int)
   p.add_argument("--finetune_steps", type=int)
   p.add_argument("--batch_size", type=int)
   p.add_argument("--pretrain_lr", type=float, help="base learning rate per 256 samples")
   p.add_argument("--finetune_lr", type=float, help="base learning rate per 256 samples")
   p.add_argument("--finetune_mask_ratio", type=float)
-  p.add_argument("--seeds", type=_ints)
-  p.add_argument("--repeat_seeds", type=_ints, help="extra seeds for the noise estimate "
-                 "('' for none)")
-  p.add_argument("--repeat_widths", type=_ints, help="widths repeated with --repeat_seeds")
+  p.add_argument("--seeds", type=_ints, help="seeds of every point, e.g. 0,1")
   p.add_argument("--data_dir", default=None, help="demo data folder (default: "
                  "$CLIPA_DEMO_DATA or ~/.cache/clipa_t5x/demo_shapes; --quick: OUT/data)")
   p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x],
-                 help="comma-separated run ids to run (see --list)")
+                 help="comma-separated run or point ids to run (see --list)")
   p.add_argument("--list", action="store_true", help="print the runs and their compute, "
                  "train nothing")
   args = p.parse_args(argv)
   base = QUICK if args.quick else DEFAULT
   overrides = {k: getattr(args, k) for k in (
-      "widths", "depth", "image_sizes", "text_lengths", "grid", "combined", "pretrain_steps",
-      "finetune_steps", "batch_size", "pretrain_lr", "finetune_lr", "finetune_mask_ratio",
-      "seeds", "repeat_seeds", "repeat_widths") if getattr(args, k) is not None}
-  if "widths" in overrides and "repeat_widths" not in overrides:
-    overrides["repeat_widths"] = (min(overrides["widths"]),)
+      "widths", "depth", "image_sizes", "mask_ratio", "text_lengths", "grid", "combined",
+      "headline_widths", "pretrain_steps", "finetune_steps", "batch_size", "pretrain_lr",
+      "finetune_lr", "finetune_mask_ratio", "seeds") if getattr(args, k) is not None}
+  if "widths" in overrides and "headline_widths" not in overrides:
+    overrides["headline_widths"] = (max(overrides["widths"]),)
   args.out = args.out or os.path.join("runs", "inverse_scaling_quick" if args.quick
                                       else "inverse_scaling")
   data = dict(base.data)
@@ -529,9 +669,10 @@ def describe(settings: SweepSettings) -> str:
   for spec in build_grid(settings):
     acc = compute_accounting(spec, settings)
     total += acc["total_flops"]
-    lines.append(f"{spec.run_id:24s} image tokens {acc['image_tokens']:3d}  text tokens "
-                 f"{acc['text_tokens']:3d}  {acc['total_flops'] / 1e12:8.2f} TFLOPs")
-  lines.append(f"{len(lines)} runs, {total / 1e12:.1f} TFLOPs of training in all")
+    lines.append(f"{spec.run_id:32s} {spec.axis:7s} image tokens {acc['image_tokens']:3d}  "
+                 f"text tokens {acc['text_tokens']:3d}  {acc['total_flops'] / 1e12:8.3f} TFLOPs")
+  lines.append(f"{len(lines)} runs ({len(lines) // len(settings.seeds)} points x "
+               f"{len(settings.seeds)} seeds), {total / 1e12:.1f} TFLOPs of training in all")
   return "\n".join(lines)
 
 
@@ -562,7 +703,10 @@ def main(argv: Optional[Sequence[str]] = None, compilation_cache: bool = False) 
       return 0
     if compilation_cache:
       enable_compilation_cache(os.path.abspath(os.path.join(args.out, "jax_cache")))
-    run_sweep(settings, args.out, only=args.only)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["python experiments/inverse_scaling/run.py"]
+                       + [shlex.quote(a) for a in argv])
+    run_sweep(settings, args.out, only=args.only, command=command)
   except SweepInterrupted as e:
     # As clipa_t5x.train does on a preemption: saved, exit 0, rerun to resume.
     print(f"[sweep] {e}", flush=True)

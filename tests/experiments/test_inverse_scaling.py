@@ -30,46 +30,92 @@ breakdown = run._sibling("breakdown")  # pylint: disable=protected-access
 
 
 # ------------------------------------------------------------------ grid
-def test_default_grid_is_two_axes_per_width_plus_noise_repeats():
+def test_default_grid_has_every_axis_two_seeds_per_point_and_the_headline():
   runs = run.build_grid(run.DEFAULT)
   ids = [r.run_id for r in runs]
   assert len(ids) == len(set(ids))
   s = run.DEFAULT
+  assert len(s.widths) >= 3 and len(s.image_sizes) >= 3 and len(s.text_lengths) == 2
+  assert len(s.seeds) >= 2
+  full_px, full_t = max(s.image_sizes), max(s.text_lengths)
   for width in s.widths:
     mine = [r for r in runs if r.width == width and r.seed == s.seeds[0]]
-    pairs = {(r.image_size, r.text_length) for r in mine}
-    full_px, full_t = max(s.image_sizes), max(s.text_lengths)
+    pairs = {(r.image_size, r.text_length) for r in mine if r.axis in ("full", "image", "text")}
     expected = ({(px, full_t) for px in s.image_sizes} | {(full_px, t) for t in s.text_lengths})
     assert pairs == expected
-    assert {r.axis for r in mine} == {"full", "image", "text"}
-  repeats = [r for r in runs if r.seed not in s.seeds]
-  assert {r.width for r in repeats} == set(s.repeat_widths)
-  assert {(r.image_size, r.text_length) for r in repeats} == {
-      (max(s.image_sizes), max(s.text_lengths)), (min(s.image_sizes), max(s.text_lengths))}
+    axes = {r.axis for r in mine}
+    assert {"full", "image", "text", "mask"} <= axes
+    masked = [r for r in mine if r.axis == "mask"]
+    assert [(r.image_size, r.text_length, r.mask_ratio) for r in masked] == [
+        (full_px, full_t, s.mask_ratio)]
+    # Masking keeps as many tokens as the smallest resize: resizing vs masking at equal tokens.
+    assert run.compute_accounting(masked[0], s)["image_tokens"] == (min(s.image_sizes) // 8) ** 2
+    assert ({"both", "fullres"} <= axes) == (width in s.headline_widths)
+  # Every point has every seed, its seeds next to each other.
+  points = {}
+  for r in runs:
+    points.setdefault(r.point_id, []).append(r.seed)
+  assert all(seeds == list(s.seeds) for seeds in points.values())
+  assert [r.point_id for r in runs[::len(s.seeds)]] == list(points)
+
+
+def test_headline_pair_is_compute_matched():
+  s = run.DEFAULT
+  for width in s.widths:
+    schedule = run.schedule_spec(width, 0, s)
+    assert (schedule.image_size, schedule.text_length) == (min(s.image_sizes),
+                                                           min(s.text_lengths))
+    steps = run.matched_fullres_steps(width, s)
+    base = run.RunSpec(width, max(s.image_sizes), max(s.text_lengths), 0, "fullres",
+                       train_steps=steps)
+    budget = run.compute_accounting(schedule, s)["total_flops"]
+    spent = run.compute_accounting(base, s)
+    assert spent["finetune_flops"] == 0 and spent["pretrain_samples"] == steps * s.batch_size
+    # Within half a step of the schedule's FLOPs.
+    assert abs(spent["total_flops"] - budget) <= 0.5 * spent["pretrain_train_flops_per_sample"] * (
+        s.batch_size)
+    # Fewer samples than the schedule: full resolution costs more per sample.
+    assert steps < s.pretrain_steps + s.finetune_steps
+  headline = [r for r in run.build_grid(s) if r.axis == "fullres"]
+  assert {r.width for r in headline} == set(s.headline_widths)
 
 
 def test_full_grid_and_combined_point():
-  s = dataclasses.replace(run.DEFAULT, widths=(64, 128), grid="full", repeat_seeds=())
+  s = dataclasses.replace(run.DEFAULT, widths=(64, 128), grid="full", mask_ratio=0.0,
+                          headline_widths=())
   runs = run.build_grid(s)
-  assert len(runs) == 2 * len(s.image_sizes) * len(s.text_lengths)
+  n_seeds = len(s.seeds)
+  assert len(runs) == 2 * len(s.image_sizes) * len(s.text_lengths) * n_seeds
   assert sum(r.axis == "both" for r in runs) == 2 * (len(s.image_sizes) - 1) * (
-      len(s.text_lengths) - 1)
+      len(s.text_lengths) - 1) * n_seeds
   combined = run.build_grid(dataclasses.replace(s, grid="axes", combined=True))
   both = [r for r in combined if r.axis == "both"]
-  assert [(r.image_size, r.text_length) for r in both] == [(32, 8), (32, 8)]
+  assert [(r.image_size, r.text_length) for r in both] == [(32, 8)] * (2 * n_seeds)
+  # The headline reuses a combined point rather than training it twice.
+  with_headline = run.build_grid(dataclasses.replace(s, grid="axes", combined=True,
+                                                     headline_widths=(128,)))
+  assert len(with_headline) == len(combined) + n_seeds
 
 
-def test_grid_orders_widths_cheapest_first_and_repeats_follow_their_width():
-  s = dataclasses.replace(run.DEFAULT, widths=(192, 64), repeat_widths=(64,))
-  widths = [r.width for r in run.build_grid(s)]
+def test_grid_orders_widths_cheapest_first_and_the_headline_follows_its_width():
+  s = dataclasses.replace(run.DEFAULT, widths=(192, 64), headline_widths=(64,))
+  runs = run.build_grid(s)
+  widths = [r.width for r in runs]
   assert widths == sorted(widths)
+  last64 = max(i for i, r in enumerate(runs) if r.width == 64)
+  assert runs[last64].axis == "fullres"
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(image_sizes=(64, 50)), "not divisible by the patch size 8"),
     (dict(widths=(64, 100)), "not a multiple of head_dim"),
     (dict(pretrain_steps=10, pretrain_warmup=10), "must exceed --pretrain_warmup"),
-    (dict(repeat_widths=(96,)), "not among --widths"),
+    (dict(headline_widths=(96,)), "not among --widths"),
+    (dict(mask_ratio=1.0), "--mask_ratio must be in"),
+    (dict(mask_ratio=0.999), "keeps no patch"),
+    (dict(seeds=(0, 0)), "must not repeat"),
+    (dict(seeds=()), "at least one seed"),
+    (dict(image_sizes=(64,)), "the headline needs a reduced image size"),
     (dict(grid="diagonal"), "--grid must be one of"),
     (dict(text_lengths=(32, 1)), "text lengths must be >= 2"),
     (dict(widths=()), "non-empty list"),
@@ -83,7 +129,7 @@ def test_command_line_overrides_and_errors(capsys):
   settings, args = run.parse_args(["--widths", "64,128", "--pretrain_steps", "50",
                                    "--out", "/tmp/x"])
   assert settings.widths == (64, 128) and settings.pretrain_steps == 50
-  assert settings.repeat_widths == (64,)  # follows the new widths
+  assert settings.headline_widths == (128,)  # follows the new widths: the largest
   assert args.out == "/tmp/x"
   quick, qargs = run.parse_args(["--quick", "--out", "/tmp/q"])
   assert quick.pretrain_steps == run.QUICK.pretrain_steps
@@ -91,7 +137,12 @@ def test_command_line_overrides_and_errors(capsys):
   assert run.main(["--image_sizes", "64,50"]) == 2
   assert "not divisible by the patch size" in capsys.readouterr().err
   assert run.main(["--list", "--widths", "64"]) == 0
-  assert "w64_px32_t32_s0" in capsys.readouterr().out
+  listing = capsys.readouterr().out
+  assert "w64_px32_t32_s0" in listing and "w64_px64m75_t32_s1" in listing
+  assert "w64_fullres_px64_t32_n" in listing
+  none, _ = run.parse_args(["--headline_widths", "", "--mask_ratio", "0", "--seeds", "3,4"])
+  assert none.headline_widths == () and none.mask_ratio == 0.0 and none.seeds == (3, 4)
+  assert not any(r.axis in ("fullres", "mask") for r in run.build_grid(none))
 
 
 # --------------------------------------------------------- model, stages
@@ -118,15 +169,35 @@ def test_stages_reduce_tokens_in_pretraining_only():
   assert pre.mixture_or_task_name == "demo_shapes"
   assert dict(pre.task_feature_lengths) == {"image": 32, "text": 32}
   assert pre.train_steps == s.pretrain_steps and pre.batch_size == s.batch_size
+  assert pre.mask_ratio == 0.0
+
+
+def test_masked_pretraining_and_the_full_resolution_baseline():
+  s = run.DEFAULT
+  pre, fine = run.make_stages(run.RunSpec(128, 64, 32, 0, "mask", mask_ratio=0.75), s)
+  assert pre.mask_ratio == 0.75 and dict(pre.task_feature_lengths) == {"image": 64, "text": 32}
+  assert fine.mask_ratio == s.finetune_mask_ratio
+  (only,) = run.make_stages(run.RunSpec(128, 64, 32, 0, "fullres", train_steps=77), s)
+  assert only.name == "train" and only.train_steps == 77 and only.mask_ratio == 0.0
+  assert dict(only.task_feature_lengths) == {"image": 64, "text": 32}
+  assert only.optimizer.base_learning_rate == s.pretrain_lr
+  spec = run.RunSpec(128, 64, 32, 1, "fullres", train_steps=77)
+  assert spec.run_id == "w128_fullres_px64_t32_n77_s1"
+  assert run.RunSpec(128, 64, 32, 1, "mask", mask_ratio=0.75).run_id == "w128_px64m75_t32_s1"
 
 
 # ----------------------------------------------------- compute accounting
-def _reference_train_flops(width, depth, image_size, text_length, patch=8):
-  """Independent count: 3 x forward matmul FLOPs (MLP 4w, cls token, heads)."""
+def _reference_train_flops(width, depth, image_size, text_length, patch=8, mask_ratio=0.0):
+  """Independent count: 3 x forward matmul FLOPs (MLP 4w, cls token, heads).
+
+  Masking drops patches after the patch embedding: every patch is embedded,
+  only the kept ones (and cls) go through the blocks.
+  """
   def blocks(n):
     return depth * (2 * n * (4 * width ** 2 + 2 * width * 4 * width) + 4 * n * n * width)
   patches = (image_size // patch) ** 2
-  image = 2 * patches * patch * patch * 3 * width + blocks(patches + 1) + 2 * width * width
+  kept = int(patches * (1 - mask_ratio))
+  image = 2 * patches * patch * patch * 3 * width + blocks(kept + 1) + 2 * width * width
   text = blocks(text_length) + 2 * width * width
   return 3 * (image + text)
 
@@ -137,28 +208,35 @@ def test_compute_accounting_matches_flops_and_an_independent_count():
   for spec in run.build_grid(s):
     acc = run.compute_accounting(spec, s)
     cfg = run.model_config(spec.width, s)
-    pre = flops.per_example_flops(cfg, spec.image_size, spec.text_length)["train"]
+    pre = flops.per_example_flops(cfg, spec.image_size, spec.text_length,
+                                  spec.mask_ratio)["train"]
     fine = flops.per_example_flops(cfg, 64, 32, s.finetune_mask_ratio)["train"]
     assert acc["pretrain_train_flops_per_sample"] == pytest.approx(pre)
     assert acc["pretrain_train_flops_per_sample"] == pytest.approx(
-        _reference_train_flops(spec.width, s.depth, spec.image_size, spec.text_length))
-    assert acc["pretrain_samples"] == s.pretrain_steps * s.batch_size
-    assert acc["total_flops"] == pytest.approx(
-        pre * s.pretrain_steps * s.batch_size + fine * s.finetune_steps * s.batch_size)
-    assert acc["image_tokens"] == (spec.image_size // 8) ** 2
+        _reference_train_flops(spec.width, s.depth, spec.image_size, spec.text_length,
+                               mask_ratio=spec.mask_ratio))
+    if spec.axis == "fullres":
+      assert acc["pretrain_samples"] == spec.train_steps * s.batch_size
+      assert acc["total_flops"] == pytest.approx(pre * spec.train_steps * s.batch_size)
+    else:
+      assert acc["pretrain_samples"] == s.pretrain_steps * s.batch_size
+      assert acc["total_flops"] == pytest.approx(
+          pre * s.pretrain_steps * s.batch_size + fine * s.finetune_steps * s.batch_size)
+    assert acc["image_tokens"] == int((spec.image_size // 8) ** 2 * (1 - spec.mask_ratio))
 
 
-def test_default_grid_is_the_eleven_runs_that_fit_the_hour():
-  ids = [r.run_id for r in run.build_grid(run.DEFAULT)]
-  assert len(ids) == 11 and not any("px48" in i for i in ids)
-  assert sum(i.endswith("_s1") for i in ids) == 2  # the noise repeats
+def test_default_grid_size():
+  runs = run.build_grid(run.DEFAULT)
+  s = run.DEFAULT
+  per_width = len(s.image_sizes) + len(s.text_lengths) - 1 + 1  # axes + the masked point
+  assert len(runs) == len(s.seeds) * (len(s.widths) * per_width + 2 * len(s.headline_widths))
 
 
 def test_fewer_tokens_cost_less_with_the_same_samples():
   s = dataclasses.replace(run.DEFAULT, image_sizes=(64, 48, 32))
   for width in s.widths:
     rows = {(r.image_size, r.text_length): run.compute_accounting(r, s)
-            for r in run.build_grid(s) if r.width == width}
+            for r in run.build_grid(s) if r.width == width and r.axis in ("full", "image", "text")}
     full = rows[(64, 32)]
     assert {r["pretrain_samples"] for r in rows.values()} == {full["pretrain_samples"]}
     assert rows[(48, 32)]["total_flops"] < full["total_flops"]
@@ -171,118 +249,219 @@ def test_fewer_tokens_cost_less_with_the_same_samples():
 # ------------------------------------------------------------- breakdown
 def test_accuracy_breakdown_splits_colour_and_shape():
   from clipa_t5x.data import demo_shapes
+  # Whatever colours and shapes the installed data set has (its classes may change).
+  colours, shapes = list(demo_shapes.COLOURS), list(demo_shapes.SHAPES)
   index = {name: i for i, name in enumerate(demo_shapes.CLASS_NAMES)}
-  pairs = [("red circle", "red circle"),          # right
-           ("green square", "green circle"),      # colour right, shape wrong
-           ("blue star", "yellow star"),          # shape right, colour wrong
-           ("orange hexagon", "purple hexagon"),  # shape right, colour wrong
-           ("yellow triangle", "blue square")]    # both wrong
+  def name(c, s):
+    return f"{colours[c]} {shapes[s]}"
+  pairs = [(name(0, 0), name(0, 0)),   # right
+           (name(1, 1), name(1, 0)),   # colour right, shape wrong
+           (name(2, 3), name(3, 3)),   # shape right, colour wrong
+           (name(3, 4), name(1, 4)),   # shape right, colour wrong
+           (name(3, 2), name(2, 1))]   # both wrong
   labels = np.array([index[t] for t, _ in pairs])
   preds = np.array([index[p] for _, p in pairs])
   out = breakdown.accuracy_breakdown(preds, labels)
   assert out == pytest.approx({"top1": 1 / 5, "colour": 2 / 5, "shape": 3 / 5})
+  # The same from the class-id arithmetic alone.
+  assert breakdown.accuracy_breakdown(preds, labels, num_shapes=len(shapes)) == out
+  factors = breakdown.class_factors()
+  assert len(factors["colour"]) == len(factors["shape"]) == len(demo_shapes.CLASS_NAMES)
   with pytest.raises(ValueError, match="equal, non-empty"):
     breakdown.accuracy_breakdown(preds[:2], labels)
 
 
 # ------------------------------------------------------------ the report
-def _row(width, px, t, seed, top1, pre=None, axis=None):
+def _row(width, px, t, seed, top1, pre=None, axis=None, mask_ratio=0.0, train_steps=None):
   s = run.DEFAULT
   axis = axis or run._axis(px, t, s)  # pylint: disable=protected-access
-  spec = run.RunSpec(width, px, t, seed, axis)
-  return {**dataclasses.asdict(spec), "run_id": spec.run_id, **run.compute_accounting(spec, s),
-          "num_params": 1000 * width, "pretrain_top1": pre if pre is not None else top1 - 0.05,
+  spec = run.RunSpec(width, px, t, seed, axis, mask_ratio=mask_ratio, train_steps=train_steps)
+  return {**dataclasses.asdict(spec), "run_id": spec.run_id, "point_id": spec.point_id,
+          **run.compute_accounting(spec, s), "num_params": 1000 * width,
+          "pretrain_top1": None if axis == "fullres" else (pre if pre is not None else top1 - 0.05),
           "pretrain_top5": 0.9, "top1": top1, "top5": 0.95, "colour_acc": 0.9,
           "shape_acc": top1 + 0.1, "eval_examples": 1000, "wall_seconds": 60.0,
           "cpu_seconds": 100.0}
 
 
-def _fake_rows(drop64, drop128, drop192, noise=0.01):
-  rows = []
+def _fake_rows(drop64, drop128, drop192, noise=0.01, seeds=(0, 1), mask_gap=0.03,
+               headline_gain=0.04):
+  """Every point of a 3-width study; seed k adds k * noise to top-1."""
+  points = []
   for width, drop in ((64, drop64), (128, drop128), (192, drop192)):
     base = 0.3 + width / 1000
-    rows += [_row(width, 64, 32, 0, base), _row(width, 48, 32, 0, base - drop / 2),
-             _row(width, 32, 32, 0, base - drop), _row(width, 64, 8, 0, base - 0.01)]
-  rows += [_row(64, 64, 32, 1, 0.364 + noise), _row(64, 32, 32, 1, 0.364 - drop64 + noise)]
+    points += [dict(width=width, px=64, t=32, top1=base),
+               dict(width=width, px=48, t=32, top1=base - drop / 2),
+               dict(width=width, px=32, t=32, top1=base - drop),
+               dict(width=width, px=64, t=8, top1=base - 0.01),
+               dict(width=width, px=64, t=32, top1=base - drop - mask_gap, axis="mask",
+                    mask_ratio=0.75)]
+  base192 = 0.3 + 0.192
+  steps = run.matched_fullres_steps(192, run.DEFAULT)
+  points += [dict(width=192, px=32, t=8, top1=base192 - drop192 - 0.01),
+             dict(width=192, px=64, t=32, top1=base192 - drop192 - 0.01 - headline_gain,
+                  axis="fullres", train_steps=steps)]
+  rows = []
+  for p in points:
+    for seed in seeds:
+      rows.append(_row(p["width"], p["px"], p["t"], seed, p["top1"] + seed * noise,
+                       axis=p.get("axis"), mask_ratio=p.get("mask_ratio", 0.0),
+                       train_steps=p.get("train_steps")))
   return rows
 
 
 def test_aggregate_averages_seeds_and_reports_spread():
-  agg = plot.aggregate(_fake_rows(0.10, 0.05, 0.02, noise=0.02))
-  assert len(agg) == 12
+  rows = _fake_rows(0.10, 0.05, 0.02, noise=0.02)
+  agg = plot.aggregate(rows)
+  assert len(agg) == 3 * 5 + 2
   full64 = next(r for r in agg if r["width"] == 64 and r["axis"] == "full")
-  assert full64["seeds"] == [0, 1]
+  assert full64["seeds"] == [0, 1] and full64["n"] == 2
   assert full64["top1"] == pytest.approx(0.364 + 0.01)
   assert full64["top1_spread"] == pytest.approx(0.02)
-  assert plot.noise_level(_fake_rows(0.1, 0.05, 0.02, noise=0.02)) == pytest.approx(0.02)
+  assert (full64["top1_min"], full64["top1_max"]) == pytest.approx((0.364, 0.384))
+  assert plot.noise_level(rows) == pytest.approx(0.02)
+  fullres = next(r for r in agg if r["axis"] == "fullres")
+  assert fullres["pretrain_top1"] is None and fullres["pretrain_top1_n"] == 0
+
+
+def test_pooled_noise_and_intervals():
+  rows = _fake_rows(0.10, 0.05, 0.02, noise=0.02)
+  sd, dof = plot.pooled_sd(rows)
+  assert dof == 17 and sd == pytest.approx(0.02 / 2 ** 0.5)
+  noise = plot.Noise(rows)
+  assert noise.t == pytest.approx(2.1098, abs=1e-3)  # Student t, 17 dof, 95%
+  assert noise.half_width(2, 2) == pytest.approx(noise.t * sd)
+  one_seed = [r for r in rows if r["seed"] == 0]
+  assert plot.pooled_sd(one_seed) == (None, 0)
+  assert plot.Noise(one_seed).half_width(1, 1) is None
+  assert plot.t_quantile(1000) == pytest.approx(1.962, abs=1e-3)
 
 
 def test_drops_against_each_widths_full_run():
-  d = {(x["width"], x["image_tokens"], x["text_tokens"]): x
+  d = {(x["width"], x["axis"], x["image_tokens"], x["text_tokens"]): x
        for x in plot.drops(_fake_rows(0.10, 0.05, 0.02, noise=0.0))}
-  assert d[(64, 16, 32)]["drop"] == pytest.approx(0.10)
-  assert d[(192, 16, 32)]["drop"] == pytest.approx(0.02)
-  assert d[(128, 36, 32)]["drop"] == pytest.approx(0.025)
-  assert 0 < d[(192, 16, 32)]["compute_ratio"] < 1
+  assert d[(64, "image", 16, 32)]["drop"] == pytest.approx(0.10)
+  assert d[(192, "image", 16, 32)]["drop"] == pytest.approx(0.02)
+  assert d[(128, "image", 36, 32)]["drop"] == pytest.approx(0.025)
+  assert d[(128, "mask", 16, 32)]["drop"] == pytest.approx(0.08)
+  assert d[(64, "image", 16, 32)]["ci"] == pytest.approx(0.0)
+  assert 0 < d[(192, "image", 16, 32)]["compute_ratio"] < 1
+  assert not any(x["axis"] == "fullres" for x in d.values())
 
 
 def test_reading_says_larger_models_lose_less_when_they_do():
   text = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01))
   assert "16 instead of 64 image tokens" in text
-  assert "-10.0 points at width 64" in text and "-2.0 points at width 192" in text
+  assert "-10.0 ± 1.5 points at width 64" in text and "-2.0 ± 1.5 points at width 192" in text
+  assert "width 64 loses +8.0 ± 2.1 points more than width 192" in text
   assert "up to 1.0 points" in text
   assert "the larger models do lose less at fewer tokens" in text
+  assert "steadily, at every width step" in text
+  assert "Pre-training only: pre-training on 16 instead of 64" in text
 
 
 def test_reading_is_honest_when_the_effect_is_within_noise_or_reversed():
   within_noise = plot.reading(_fake_rows(0.03, 0.02, 0.01, noise=0.05))
   assert "does not show the inverse scaling law" in within_noise
+  assert "no loss to shrink" in within_noise  # 3 points cost nobody beyond the noise
+  same_loss = plot.reading(_fake_rows(0.10, 0.10, 0.095, noise=0.01))
+  assert "does not differ between the smallest and the largest model" in same_loss
   reversed_ = plot.reading(_fake_rows(0.01, 0.05, 0.10, noise=0.01))
   assert "the opposite of CLIPA's inverse scaling law" in reversed_
   no_repeats = plot.reading([r for r in _fake_rows(0.1, 0.05, 0.02) if r["seed"] == 0])
   assert "seed noise is unknown" in no_repeats
 
 
+def test_trend_verdicts():
+  noise = plot.Noise(_fake_rows(0.1, 0.05, 0.02, noise=0.01))
+  def drops_of(*values):
+    return {w: {"drop": v, "ci": 0.01, "n": (2, 2)} for w, v in zip((64, 128, 192), values)}
+  assert plot.trend(drops_of(0.10, 0.05, 0.02), noise)["verdict"] == "shrinks"
+  assert plot.trend(drops_of(0.10, 0.01, 0.02), noise)["monotone"] is False
+  assert plot.trend(drops_of(0.02, 0.05, 0.10), noise)["verdict"] == "grows"
+  assert plot.trend(drops_of(0.05, 0.05, 0.05), noise)["verdict"] == "no difference"
+  assert plot.trend(drops_of(0.005, 0.0, -0.01), noise)["verdict"] == "no cost"
+  assert plot.trend(drops_of(0.1), noise)["verdict"] == "unknown"
+
+
+def test_reading_compares_masking_with_resizing_at_equal_tokens():
+  worse = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01, mask_gap=0.05))
+  assert "At 16 image tokens, random masking (75% of the 64 px patches)" in worse
+  assert "resizing beats masking at every width beyond the noise, as CLIPA found" in worse
+  better = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01, mask_gap=-0.05))
+  assert "masking beats resizing at every width" in better
+  tie = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01, mask_gap=0.0))
+  assert "not at every width beyond the noise" in tie
+
+
+def test_reading_reports_the_headline_either_way():
+  wins = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01, headline_gain=0.05))
+  assert "Headline, width 192" in wins
+  assert "the CLIPA schedule wins beyond the seed noise" in wins
+  assert "a difference of +5.0 ± 1.5 points" in wins  # the schedule's top-1 minus full res's
+  loses = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01, headline_gain=-0.05))
+  assert "full-resolution training wins beyond the seed noise" in loses
+  tie = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01, headline_gain=0.0))
+  assert "a tie within the seed noise" in tie
+  no_headline = plot.reading([r for r in _fake_rows(0.1, 0.05, 0.02)
+                              if r["axis"] not in ("fullres", "both")])
+  assert "Headline" not in no_headline
+
+
 def test_reading_reports_a_compute_matched_win():
-  rows = _fake_rows(0.10, 0.05, 0.02)
+  rows = [r for r in _fake_rows(0.10, 0.05, 0.02) if r["axis"] not in ("both", "fullres")]
   assert "No wider token-reduced run beats" in plot.reading(rows)
   # Make width 192's token-reduced runs cheaper and better than width 128's full run.
-  full128 = next(r for r in rows if r["width"] == 128 and r["axis"] == "full")
+  full128 = [r for r in rows if r["width"] == 128 and r["axis"] == "full"]
+  full128_top1 = sum(r["top1"] for r in full128) / len(full128)
   for r in rows:
     if r["width"] == 192 and r["axis"] != "full":
-      r["top1"] = full128["top1"] + 0.05
-      r["total_flops"] = full128["total_flops"] / 2
+      r["top1"] = full128_top1 + 0.05 + 0.01 * r["seed"]
+      r["total_flops"] = full128[0]["total_flops"] / 2
   text = plot.reading(rows)
   assert "Compute-matched, width 192" in text
   assert "2.0x less compute than width 128" in text
 
 
-def test_table_has_one_row_per_setting_with_the_numbers():
+def test_table_has_one_row_per_point_with_the_numbers():
   table = plot.format_table(_fake_rows(0.10, 0.05, 0.02, noise=0.02))
   lines = table.splitlines()
-  assert len(lines) == 2 + 12
-  row = next(line for line in lines if line.startswith("| 64 | 0.06 | 64 |"))
-  assert "| 0,1 |" in row and "37.4 ±1.0" in row
+  assert len(lines) == 2 + 17
+  row = next(line for line in lines if line.startswith("| 64 | 0.06 | full tokens | 64 |"))
+  assert "| 0,1 |" in row and "37.4 (36.4–38.4)" in row
   assert any("8 (syntax)" in line for line in lines)
+  assert any("| random mask | 64 (75% masked) | 16 |" in line for line in lines)
+  assert any("| full res, same FLOPs | 64 (only, " in line for line in lines)
 
 
-def test_write_report_writes_json_markdown_and_png(tmp_path):
+def test_write_report_writes_json_markdown_and_pngs(tmp_path):
   rows = _fake_rows(0.10, 0.05, 0.02)
-  paths = plot.write_report(rows, str(tmp_path), settings={"widths": [64, 128, 192]})
-  with open(paths["png"], "rb") as f:
-    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert os.path.getsize(paths["png"]) > 10_000
+  paths = plot.write_report(rows, str(tmp_path), settings={"widths": [64, 128, 192]},
+                            command="python experiments/inverse_scaling/run.py --quick")
+  for key in ("tokens_png", "flops_png"):
+    with open(paths[key], "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(paths[key]) > 10_000
   with open(paths["json"]) as f:
     record = json.load(f)
   assert len(record["runs"]) == len(rows) and record["settings"]["widths"] == [64, 128, 192]
+  assert record["command"].endswith("--quick")
   with open(paths["markdown"]) as f:
     md = f.read()
   assert "## Reading" in md and plot.reading(rows) in md
-  os.remove(paths["png"])
+  assert "Command: `python experiments/inverse_scaling/run.py --quick`" in md
+  os.remove(paths["tokens_png"])
   assert plot.main(["--out", str(tmp_path)]) == 0  # regenerated from results.json
-  assert os.path.exists(paths["png"])
+  assert os.path.exists(paths["tokens_png"])
   with pytest.raises(ValueError, match="no result rows"):
     plot.write_report([], str(tmp_path))
+
+
+def test_rows_without_point_ids_still_aggregate():
+  rows = _fake_rows(0.10, 0.05, 0.02)
+  for r in rows:
+    del r["point_id"]  # rows written before point ids existed
+  assert len(plot.aggregate(rows)) == 17
 
 
 def test_a_run_directory_trained_with_other_settings_is_refused(tmp_path):
@@ -327,11 +506,11 @@ def _cli(*flags):
 
 
 @pytest.mark.slow
-def test_quick_sweep_end_to_end(tmp_path):
-  out = str(tmp_path / "sweep")
-  # The --quick preset at one width without seed repeats (full tokens, fewer image tokens,
-  # fewer text tokens: 3 runs) to stay near a minute; widths and seeds are tested above.
-  flags = ["--quick", "--widths", "32", "--repeat_seeds", "", "--out", out]
+def test_quick_study_end_to_end(tmp_path):
+  out = str(tmp_path / "study")
+  # The whole --quick preset: 3 widths x (full, 2 resizes, masking, short text) and the
+  # headline pair at the largest width, 2 seeds each.
+  flags = ["--quick", "--out", out]
   proc = _cli(*flags)
   assert proc.returncode == 0, proc.stderr[-3000:]
   settings, _ = run.parse_args(flags)
@@ -339,20 +518,30 @@ def test_quick_sweep_end_to_end(tmp_path):
     record = json.load(f)
   runs = record["runs"]
   assert sorted(r["run_id"] for r in runs) == sorted(r.run_id for r in run.build_grid(settings))
+  assert record["command"] == "python experiments/inverse_scaling/run.py " + " ".join(flags)
   for r in runs:
-    assert 0.0 <= r["top1"] <= 1.0 and 0.0 <= r["pretrain_top1"] <= 1.0
+    assert 0.0 <= r["top1"] <= 1.0
     assert r["colour_acc"] >= r["top1"] and r["shape_acc"] >= r["top1"]
-    assert r["total_flops"] > 0 and r["num_params"] > 0 and r["eval_examples"] == 60
+    assert r["total_flops"] > 0 and r["num_params"] > 0 and r["eval_examples"] > 0
     with open(os.path.join(out, "runs", r["run_id"], "summary.json")) as f:
       stages = json.load(f)  # an ordinary clipa_t5x MODEL_DIR
-    assert [s["stage"] for s in stages] == ["pretrain", "finetune"]
-    assert stages[1]["zeroshot_top1"] == pytest.approx(r["top1"])
-  with open(os.path.join(out, "inverse_scaling.png"), "rb") as f:
-    assert f.read(4) == b"\x89PNG"
+    if r["axis"] == "fullres":
+      assert [s["stage"] for s in stages] == ["train"] and r["pretrain_top1"] is None
+    else:
+      assert [s["stage"] for s in stages] == ["pretrain", "finetune"]
+      assert 0.0 <= r["pretrain_top1"] <= 1.0
+    assert stages[-1]["zeroshot_top1"] == pytest.approx(r["top1"])
+    if r["axis"] == "mask":
+      assert stages[0]["image_tokens"] == r["image_tokens"] < (r["image_size"] // 8) ** 2
+  assert {r["axis"] for r in runs} == {"full", "image", "mask", "text", "both", "fullres"}
+  assert {r["seed"] for r in runs} == set(settings.seeds)
+  for name in ("accuracy_vs_tokens.png", "accuracy_vs_flops.png"):
+    with open(os.path.join(out, name), "rb") as f:
+      assert f.read(4) == b"\x89PNG"
   with open(os.path.join(out, "results.md")) as f:
-    assert "## Reading" in f.read()
+    md = f.read()
+  assert "## Reading" in md and "Headline, width" in md and "95% intervals" in md
   # A rerun trains nothing: every run is found finished.
   again = _cli(*flags)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("finished before") == len(runs)
-  assert sorted(r["axis"] for r in runs) == ["full", "image", "text"]
