@@ -27,6 +27,7 @@ from absl import flags
 
 from clipa_t5x import cli
 from clipa_t5x import gin_utils
+from clipa_t5x import xla_flags
 
 FLAGS = flags.FLAGS
 cli.define_gin_flags()
@@ -34,6 +35,7 @@ cli.define_gin_flags()
 
 def main(argv: Sequence[str]) -> None:
   cli.check_no_extra_args(argv)
+  xla_flags.apply_default_flags()  # before any JAX backend starts
   cli.keep_tensorflow_off_accelerators()
   gin_utils.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count,
                                          FLAGS.process_index, FLAGS.distributed)

@@ -46,6 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from clipa_t5x import cli  # noqa: E402
+from clipa_t5x import xla_flags  # noqa: E402
 
 _SHOWN_SKIPPED = 20  # skipped names printed; the rest are in the .skipped.txt file
 
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs one subcommand; returns the exit code (2 after a one-line error)."""
   cli.quiet_startup()
+  xla_flags.apply_default_flags()  # before any JAX backend starts
   args = build_parser().parse_args(argv)
   return cli.exit_code(lambda: args.fn(args))
 
