@@ -534,13 +534,14 @@ def plot_tokens(rows: Sequence[Dict[str, Any]], path: str, command: str = "") ->
     handles.append(Line2D([], [], ls="", marker="s", markerfacecolor="white", color="grey",
                           markeredgewidth=2, label="random masking at full resolution"))
     labels.append(handles[-1].get_label())
-  fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False)
+  lift = 0.04 if command else 0.0
+  fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False,
+             bbox_to_anchor=(0.5, lift))
   fig.suptitle("Accuracy vs image tokens, one line per model size (mean of seeds; bars: "
                "min–max over seeds)")
-  bottom = 0.14 + (0.04 if command else 0.0)
   if command:
     fig.text(0.5, 0.01, command, ha="center", va="bottom", fontsize=8, family="monospace")
-  fig.tight_layout(rect=(0, bottom, 1, 0.95))
+  fig.tight_layout(rect=(0, 0.1 + lift, 1, 0.95))
   return _save(fig, path)
 
 
