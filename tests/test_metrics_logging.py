@@ -3,8 +3,10 @@
 import glob
 import io
 import json
+import logging
 import os
 import re
+import sys
 import types
 
 import numpy as np
@@ -74,6 +76,35 @@ def test_disabled_logger_writes_nothing(tmp_path):
   assert not jsonl.exists()
   assert not log_dir.exists()
   assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorboard_false_keeps_jsonl_only(tmp_path):
+  log_dir, jsonl = tmp_path / "tb", tmp_path / "metrics.jsonl"
+  logger = metrics_logging.MetricsLogger(str(log_dir), str(jsonl), enabled=True,
+                                         tensorboard=False)
+  logger.write(1, {"loss": 1.0})
+  logger.close()
+  assert json.loads(jsonl.read_text()) == {"step": 1, "loss": 1.0}
+  assert not log_dir.exists()
+
+
+def test_without_clu_logs_jsonl_and_warns_once(tmp_path, monkeypatch, caplog):
+  monkeypatch.setitem(sys.modules, "clu", None)  # import clu -> ImportError
+  log_dir, jsonl = tmp_path / "tb", tmp_path / "metrics.jsonl"
+  with caplog.at_level(logging.WARNING):
+    logger = metrics_logging.MetricsLogger(str(log_dir), str(jsonl), enabled=True)
+  logger.write(2, {"loss": 0.5})
+  logger.close()
+  assert json.loads(jsonl.read_text()) == {"step": 2, "loss": 0.5}
+  assert not log_dir.exists()
+  assert "no TensorBoard events" in caplog.text
+
+
+def test_without_clu_tensorboard_true_raises_with_fix(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "clu", None)
+  with pytest.raises(ImportError, match="tensorboard=False"):
+    metrics_logging.MetricsLogger(str(tmp_path / "tb"), str(tmp_path / "m.jsonl"),
+                                  enabled=True, tensorboard=True)
 
 
 def test_enabled_defaults_to_host_zero(tmp_path):
