@@ -37,8 +37,11 @@ per-round numbers. Last, each worker times one float32 matmul of the image
 MLP's shape on its own (XLA versus torch's GEMM), which explains most of the
 step-time ratio, since both steps are mostly such matmuls.
 
-XLA flags (e.g. ``XLA_FLAGS=--xla_cpu_prefer_vector_width=512``) reach the
-clipa_t5x worker through the environment; the header prints them.
+The clipa_t5x worker runs as the trainer does: the model's default
+``attention_impl`` ('auto', i.e. 'chunked' on CPU) and the trainer's default
+XLA flags (``clipa_t5x.xla_flags``), to which the environment's ``XLA_FLAGS``
+add or override flags (``CLIPA_T5X_XLA_DEFAULTS=0``: none of the defaults);
+the worker's info line prints both.
 
 Usage::
 
@@ -73,7 +76,9 @@ DEFAULT_BATCH = 128
 # pre-training rate (8e-6) so that the loss check (both losses fall, together, within a
 # few steps on a fixed batch) is visible; the work per step is the same.
 DEFAULT_BASE_LR = 1e-4
-GOAL_RATIO = 1.5
+# Issue 15: at least open_clip's speed on CPU, 1.2x as a stretch.
+GOAL_RATIO = 1.0
+STRETCH_RATIO = 1.2
 FRAMEWORKS = ("clipa_t5x", "open_clip")
 TORCH_FIX = "pip install .[torch]  (torch, torchvision, open_clip_torch)"
 
@@ -125,7 +130,11 @@ class ClipaWorker:
           jax.device_get(runner.params), configs.get_config(spec["model"]), size)
       np.savez(initial_weights_path(spec, i), **state_dict)
       self.runners.append(runner)
+    from clipa_t5x.models import layers
     self.info = {"framework": "clipa_t5x", "version": f"jax {jax.__version__}",
+                 "attention": layers.resolve_attention_impl(
+                     configs.get_config(spec["model"]).attention_impl),
+                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
                  "devices": len(devices), "cores": len(os.sched_getaffinity(0)),
                  "params": self.runners[0].num_params,
                  "compile_s": [round(r.compile_s, 1) for r in self.runners]}
@@ -269,6 +278,10 @@ def worker_main(framework: str, spec_json: str) -> None:
   """
   out = _protocol_out()
   spec = json.loads(spec_json)
+  if framework == "clipa_t5x":
+    # As the trainer's entry points do, before the first JAX computation.
+    from clipa_t5x import xla_flags  # pylint: disable=import-outside-toplevel
+    xla_flags.apply_default_flags(log=lambda line: print(line, file=sys.stderr))
   if spec["threads"]:
     # Before jax/torch start their thread pools, which size themselves from this.
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:spec["threads"]])
@@ -519,8 +532,8 @@ def loss_agreement(rows: Sequence[Row]) -> str:
 def goal_lines(rows: Sequence[Row], goal: float = GOAL_RATIO) -> List[str]:
   """One verdict per setting: clipa_t5x samples/s >= ``goal`` x open_clip's."""
   return [f"goal {'MET' if r.ratio >= goal else 'NOT MET'} at {r.setting}: clipa_t5x "
-          f"{r.ratio:.2f}x open_clip's samples/s (goal >= {goal:.1f}x; per CPU second "
-          f"{r.cpu_ratio:.2f}x)" for r in rows]
+          f"{r.ratio:.2f}x open_clip's samples/s (goal >= {goal:.1f}x, stretch "
+          f"{STRETCH_RATIO:.1f}x; per CPU second {r.cpu_ratio:.2f}x)" for r in rows]
 
 
 @dataclasses.dataclass

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from clipa_t5x import optimizers
+from clipa_t5x import xla_flags
 from clipa_t5x.interop import open_clip_config
 from clipa_t5x.models import configs
 
@@ -129,6 +130,10 @@ def test_workers_start_run_and_report(vs):
   for by_framework in result.gemm.values():
     assert by_framework["clipa_t5x"] > 0 and by_framework["open_clip"] > 0
   assert "one float32 matmul alone" in vs.report(result)
+  # The clipa_t5x worker runs as the trainer does: its CPU attention and XLA flags.
+  assert result.clipa_info["attention"] == "chunked"
+  for flag in xla_flags.default_flags("cpu"):
+    assert xla_flags.flag_name(flag) in result.clipa_info["xla_flags"]
 
 
 def test_gemm_shapes_follow_the_model(vs):
