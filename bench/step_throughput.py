@@ -455,8 +455,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Result:
   if args.steps < 1 or args.rounds < 1:
     parser.error("--steps and --rounds must be >= 1.")
   # pylint: disable=import-outside-toplevel
+  from clipa_t5x import xla_flags
+  xla_flags.apply_default_flags(log=print)  # as the trainer does, before the backend starts
   import jax
-  from clipa_t5x.models import configs
+  from clipa_t5x.models import configs, layers
   plat = jax.devices()[0].platform
   where = "cpu" if plat == "cpu" else "accelerator"
   model = args.model or DEFAULT_MODEL[where]
@@ -475,7 +477,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Result:
   print(f"timing: median of {args.rounds} alternating rounds (A B C ...) of {args.steps} "
         "step(s), each ending in jax.block_until_ready; compile and one warm-up step "
         "not timed; FLOPs: clipa_t5x.flops (train = 3 x forward); "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; attention "
+        f"{layers.resolve_attention_impl(configs.get_config(model).attention_impl)}")
   sys.stdout.flush()
 
   def log(line: str) -> None:
