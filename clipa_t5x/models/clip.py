@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from clipa_t5x.losses import INIT_LOG_TEMPERATURE, l2_normalize, softmax_contrastive_loss
 from clipa_t5x.models import layers
-from clipa_t5x.models.configs import ClipaConfig, make_model  # noqa: F401 (re-export)
+from clipa_t5x.models.configs import ClipaConfig, get_config
 from clipa_t5x.models.text import TextTransformer
 from clipa_t5x.models.vit import MASK_RNG, VisionTransformer
 
@@ -157,3 +157,15 @@ class ClipaModel:
     """L2-normalised text features [B, embed_dim]."""
     return self._apply(params, tokens, method=TwoTower.encode_texts)
 
+
+def make_model(variant: str, **overrides: Any) -> ClipaModel:
+  """Builds a ``ClipaModel`` from a variant name (gin-friendly factory).
+
+  Args:
+    variant: a name in ``configs.VARIANTS``, e.g. 'H/14'.
+    **overrides: ``ClipaConfig`` fields to replace (see ``configs.get_config``).
+
+  Returns:
+    The wrapped model.
+  """
+  return ClipaModel(get_config(variant, **overrides))

@@ -5,8 +5,8 @@ branches of UCSC-VLAA/CLIPA): the image tower letter also picks the text tower
 (``S/16`` has an S text tower, ``bigG/14`` the 1280-wide text tower of the t5x
 branch). ``Ti/8`` and ``Mu/8`` are tiny variants for tests and CPU demos.
 
-Everything here is plain data; gin binds ``make_model`` / ``get_config`` at
-the edge.
+Everything here is plain data; gin binds ``get_config`` (and
+``clip.make_model``) at the edge.
 """
 
 import dataclasses
@@ -183,18 +183,3 @@ def get_config(name: str, **overrides: Any) -> ClipaConfig:
     if field in overrides:
       overrides[field] = _merge_tower(getattr(base, field), overrides[field], field)
   return dataclasses.replace(base, **overrides)
-
-
-def make_model(variant: str, **overrides: Any) -> "ClipaModel":  # noqa: F821
-  """Builds a ``ClipaModel`` from a variant name (gin-friendly factory).
-
-  Args:
-    variant: a name in ``VARIANTS``, e.g. 'H/14'.
-    **overrides: ``ClipaConfig`` fields to replace (see ``get_config``).
-
-  Returns:
-    The wrapped model (``clipa_t5x.models.clip.ClipaModel``).
-  """
-  # Imported here: clip.py depends on this module.
-  from clipa_t5x.models.clip import ClipaModel
-  return ClipaModel(get_config(variant, **overrides))

@@ -260,3 +260,10 @@ def test_attention_impl_is_plumbed_and_keeps_loss_and_gradients(impl):
   np.testing.assert_allclose(got, want, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(g_want), jax.tree.leaves(g_got)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_make_model_builds_wrapper():
+  model = clip.make_model("Ti/8", dtype="bfloat16")
+  assert isinstance(model, clip.ClipaModel)
+  assert model.config == configs.get_config("Ti/8", dtype="bfloat16")
+  assert model.module.config is model.config

@@ -84,13 +84,6 @@ def test_grid_mask_accepts_075():
   assert configs.get_config("Ti/8", mask_type="grid", mask_ratio=0.75).mask_ratio == 0.75
 
 
-def test_make_model_builds_wrapper():
-  model = configs.make_model("Ti/8", dtype="bfloat16")
-  assert isinstance(model, ClipaModel)
-  assert model.config == configs.get_config("Ti/8", dtype="bfloat16")
-  assert model.module.config is model.config
-
-
 def test_attention_impl_is_a_validated_field_defaulting_to_auto():
   from clipa_t5x.models import layers
   assert configs.ATTENTION_IMPLS == layers.ATTENTION_IMPLS
