@@ -8,7 +8,6 @@ mistakes in one ``error:`` line (exit code 2) and treat ``--help`` as success.
 import contextlib
 import importlib.abc
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -179,22 +178,3 @@ def run_app(main: Callable[[Sequence[str]], None], argv: Optional[List[str]] = N
     if e.code == 1 and any(a.lstrip("-").split("=")[0] in _HELP_FLAGS for a in argv[1:]):
       sys.exit(0)
     raise
-
-
-def format_table(rows: Sequence[Sequence[str]]) -> str:
-  """Left-aligned text table; the first row is the header, ruled below."""
-  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-  out = []
-  for i, row in enumerate(rows):
-    out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    if i == 0:
-      out.append("  ".join("-" * w for w in widths))
-  return "\n".join(out)
-
-
-def write_json_atomic(path: str, value: Any, indent: int = 2, sort_keys: bool = False) -> None:
-  """Writes JSON through a temp file and a rename: never a half-written file."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=indent, sort_keys=sort_keys)
-  os.replace(tmp, path)

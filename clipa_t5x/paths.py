@@ -2,15 +2,17 @@
 
 Training reads and writes ``gs://`` through Orbax and ``tf.io.gfile``; the
 tools that read a finished run (inference, export) use these helpers so they
-take the same paths. A remote path is one with a scheme (``gs://``, ``s3://``,
+take the same paths, and every small file a run writes (summaries, model
+configs) goes through ``write_text_atomic`` so no reader ever sees half of one. A remote path is one with a scheme (``gs://``, ``s3://``,
 ``ram://``, ...); only remote paths import TensorFlow, so local use of the
 light tools stays TensorFlow-free.
 """
 
+import json
 import os
 import shutil
 import tempfile
-from typing import List
+from typing import Any, List
 
 
 def is_remote(path: str) -> bool:
@@ -73,6 +75,32 @@ def read_text(path: str) -> str:
       return f.read()
   with open(path, encoding="utf-8") as f:
     return f.read()
+
+
+def makedirs(path: str) -> None:
+  """Creates ``path`` and its parents (no error if it exists)."""
+  if is_remote(path):
+    _gfile().makedirs(path)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes ``text`` through a temporary file and a rename: never a half-written file."""
+  tmp = f"{path}.tmp"
+  if is_remote(path):
+    with _gfile().GFile(tmp, "w") as f:
+      f.write(text)
+    _gfile().rename(tmp, path, overwrite=True)
+    return
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, value: Any, indent: int = 2, sort_keys: bool = False) -> None:
+  """``value`` as JSON (plus a final newline), written with ``write_text_atomic``."""
+  write_text_atomic(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
 
 
 def copy_to_local(path: str, directory: str) -> str:

@@ -25,14 +25,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import jax
 
 from clipa_t5x import checkpoints
-from clipa_t5x import cli
 from clipa_t5x import flops
 from clipa_t5x import metrics_logging
 from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import model_info
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
+from clipa_t5x import paths
 from clipa_t5x import preemption
+from clipa_t5x import text_table
 from clipa_t5x import train_state as train_state_lib
 from clipa_t5x import trainer as trainer_lib
 from clipa_t5x.evaluation import evaluators as evaluators_lib
@@ -327,7 +328,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     print(f"[{stage.name}] the input pipeline skipped {skipped} bad records so far: "
           + ", ".join(f"{k} {v}" for k, v in row["bad_records"].items() if v), flush=True)
   if jax.process_index() == 0:
-    cli.write_json_atomic(os.path.join(stage_dir, STAGE_SUMMARY), row)
+    paths.write_json_atomic(os.path.join(stage_dir, STAGE_SUMMARY), row)
   return row
 
 
@@ -343,7 +344,7 @@ def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines.append((row["stage"], str(row["image_tokens"]), str(row["text_tokens"]),
                   f"{row['gflops_per_sample']:.4f}", f"{row['seconds']:.1f}",
                   pct(row.get("zeroshot_top1"))) + tuple(pct(own.get(f)) for f in factors))
-  return cli.format_table(lines)
+  return text_table.format_table(lines)
 
 
 def _run_or_skip_stage(stage: Stage, previous_dir: Optional[str], rows: List[Dict[str, Any]],
@@ -432,7 +433,7 @@ def run(*,
       return rows
 
   if jax.process_index() == 0:
-    cli.write_json_atomic(os.path.join(model_dir, SUMMARY), rows)
+    paths.write_json_atomic(os.path.join(model_dir, SUMMARY), rows)
     print("\n" + format_summary_table(rows), flush=True)
   for hook in after_run:
     hook(model_dir, rows)

@@ -27,7 +27,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import jax
 import numpy as np
 
-from clipa_t5x import cli
+from clipa_t5x import paths
+from clipa_t5x import text_table
 from clipa_t5x.evaluation import metrics as metrics_lib
 from clipa_t5x.evaluation import retrieval as retrieval_lib
 from clipa_t5x.evaluation import zeroshot
@@ -369,7 +370,7 @@ def format_results_table(results: Dict[str, float]) -> str:
     text = str(value) if isinstance(value, int) else f"{100 * value:.2f}%" if (
         "top" in metric or "R@" in metric) else f"{value:.4f}"
     lines.append((dataset, metric, text))
-  return cli.format_table(lines)
+  return text_table.format_table(lines)
 
 
 def evaluate_checkpoint(*,
@@ -448,7 +449,7 @@ def evaluate_checkpoint(*,
                                                                     "eval_metrics.jsonl"))
     logger.write(int(step), results)
     logger.close()
-    cli.write_json_atomic(os.path.join(output_dir, RESULTS), record)
+    paths.write_json_atomic(os.path.join(output_dir, RESULTS), record)
     print(f"\ncheckpoint {record['checkpoint']} at {image_size} px, {text_length} tokens; "
           f"results in {os.path.join(output_dir, RESULTS)}\n" + format_results_table(results),
           flush=True)

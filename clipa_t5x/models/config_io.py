@@ -11,8 +11,7 @@ import json
 import os
 from typing import Any, Dict, Optional
 
-import tensorflow as tf
-
+from clipa_t5x import paths
 from clipa_t5x.models.configs import ClipaConfig, TowerConfig
 
 MODEL_CONFIG_FILE = "model_config.json"
@@ -65,14 +64,11 @@ def write_model_config(directory: str, config: ClipaConfig, image_size: int, tex
     text_length: the length of the text position embedding.
     **extra: more JSON values to record (e.g. ``stage='pretrain'``).
   """
-  tf.io.gfile.makedirs(directory)
+  paths.makedirs(directory)
   path = os.path.join(directory, MODEL_CONFIG_FILE)
   record = {"format": FORMAT, "model": config_to_dict(config),
             "image_size": int(image_size), "text_length": int(text_length), **extra}
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  paths.write_json_atomic(path, record, indent=2, sort_keys=True)
   return path
 
 
@@ -86,11 +82,10 @@ def read_model_config(directory: str) -> Optional[Dict[str, Any]]:
     ValueError: when the file exists but is not a valid model config.
   """
   path = os.path.join(directory, MODEL_CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
+  if not paths.exists(path):
     return None
   try:
-    with tf.io.gfile.GFile(path) as f:
-      record = json.loads(f.read())
+    record = json.loads(paths.read_text(path))
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e}); delete it or rewrite it.") from e
   if not isinstance(record, dict) or record.get("format") != FORMAT:

@@ -404,8 +404,8 @@ def _read_json(path: str) -> Optional[Any]:
 
 
 def _write_json(path: str, value: Any) -> None:
-  from clipa_t5x import cli  # pylint: disable=import-outside-toplevel
-  cli.write_json_atomic(path, value, indent=1, sort_keys=True)
+  from clipa_t5x import paths  # pylint: disable=import-outside-toplevel
+  paths.write_json_atomic(path, value, indent=1, sort_keys=True)
 
 
 class SweepInterrupted(Exception):
