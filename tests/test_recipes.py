@@ -3,6 +3,7 @@
 import glob
 import os
 
+import gin
 import pytest
 
 from clipa_t5x import gin_utils
@@ -36,8 +37,19 @@ RECIPES = {
 pytestmark = pytest.mark.usefixtures("clean_gin")  # fixtures in conftest.py
 
 
-def _run(name, tmp_path, bindings=()):
-  gin_utils.parse_gin_flags([f"gin/runs/{name}.gin"], [f"MODEL_DIR = '{tmp_path}'", *bindings])
+@pytest.fixture(scope="module")
+def imagenet_stand_in(tmp_path_factory):
+  """An ImageFolder with ImageNet's 1,000 (empty) class folders: enough to wire the eval."""
+  root = tmp_path_factory.mktemp("imagenet_val")
+  for i in range(1000):
+    os.makedirs(root / f"n{i:08d}")
+  return str(root)
+
+
+def _run(name, tmp_path, bindings=(), imagenet=None):
+  imagenet = [f"IMAGENET_DATA = '{imagenet}'"] if imagenet else []
+  gin_utils.parse_gin_flags([f"gin/runs/{name}.gin"],
+                            [f"MODEL_DIR = '{tmp_path}'", *imagenet, *bindings])
   return gin_utils.configured(runner.run)()
 
 
@@ -48,9 +60,9 @@ def test_every_clipav2_file_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_recipe_matches_reference(captured, tmp_path, name):
+def test_recipe_matches_reference(captured, tmp_path, imagenet_stand_in, name):
   model, partitions, expected = RECIPES[name]
-  _run(name, tmp_path)
+  _run(name, tmp_path, imagenet=imagenet_stand_in)
   assert len(captured) == len(expected)
   previous = None
   for (stage, previous_dir, kwargs), want in zip(captured, expected):
@@ -81,11 +93,29 @@ def test_recipe_matches_reference(captured, tmp_path, name):
         configs.get_config(model).embed_dim)
     assert config.remat_policy == "full"
     assert dict(kwargs["partitioner"].mesh.shape)["model"] == partitions
-    assert list(kwargs["evaluators"]) == []
+    # Zero-shot ImageNet (CLIP's names and 80 templates) every 1,000 steps and after each
+    # stage, at the stage's resolution and text length; syntax-masked prompts in pre-training.
+    (imagenet,) = kwargs["evaluators"]
+    assert (imagenet.name, imagenet.class_names, imagenet.templates) == (
+        "imagenet", "imagenet1k", "imagenet1k")
+    assert imagenet.source.root == imagenet_stand_in
+    assert kwargs["eval_period"] == 1000
+    assert stage.eval_image_size is None and stage.eval_text_length is None
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_without_imagenet_stops_before_training_naming_the_macro(captured, tmp_path,
+                                                                        name):
+  with pytest.raises(ValueError, match=r"IMAGENET_DATA is not set.*--gin.EVALUATORS=\[\]"):
+    _run(name, tmp_path)
+  assert not captured
+  gin.clear_config()
+  _run(name, tmp_path, ["EVALUATORS = []"])  # training without the evaluation is one setting
+  assert captured
 
 
 def test_stage_macros_can_be_overridden(captured, tmp_path):
   _run("clipav2_bigg14_84_224", tmp_path,
-       ["PRETRAIN_IMAGE_SIZE = 70", "PRETRAIN_TASK = 'laion2b_syntax'"])
+       ["PRETRAIN_IMAGE_SIZE = 70", "PRETRAIN_TASK = 'laion2b_syntax'", "EVALUATORS = []"])
   pretrain = captured[0][0]
   assert pretrain.image_size == 70 and pretrain.mixture_or_task_name == "laion2b_syntax"

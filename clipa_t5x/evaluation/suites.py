@@ -71,9 +71,8 @@ def classification_source(data: str, key: str, tfds_name: Optional[str] = None,
   """The source of data set ``key`` under ``data``, or None when it is not there.
 
   Looked for, in order: TFDS ``tfds_name`` prepared in ``data`` (a TFDS
-  ``data_dir``); ``data/<key>/`` or ``data`` itself as an ImageFolder with one
-  folder per class (for ``data`` itself: only when its folder count matches
-  the class list).
+  ``data_dir``), then ``data/<key>/`` as an ImageFolder with one folder per
+  class of the list.
 
   Args:
     data: a directory.
@@ -86,15 +85,14 @@ def classification_source(data: str, key: str, tfds_name: Optional[str] = None,
   if tfds_name and _tfds_prepared(tfds_name, data):
     return datasets.TfdsClassification(tfds_name, split, data_dir=data)
   expected = len(zeroshot.load_classnames(key))
-  for root in (os.path.join(data, key), data):
-    if os.path.isdir(root):
-      folder = datasets.ImageFolder(root)
-      try:
-        count = len(folder.folders())
-      except ValueError:
-        continue
-      if count == expected:
+  root = os.path.join(data, key)
+  if os.path.isdir(root):
+    folder = datasets.ImageFolder(root)
+    try:
+      if len(folder.folders()) == expected:
         return folder
+    except ValueError:
+      pass
   return None
 
 
