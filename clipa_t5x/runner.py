@@ -399,7 +399,8 @@ def run(*,
       (e.g. ``[@demo.configure()]`` to set where the demo data lives) before
       training starts.
     after_run: callables ``(model_dir, rows)`` run on every process after
-      the summary is written (not after a preemption), e.g.
+      ``summary.json`` is written, before the table is printed (not after a
+      preemption), e.g.
       ``[@demo.write_zeroshot_examples]`` for the demo's picture.
   """
   del before_run  # evaluated by gin when it called us
@@ -434,7 +435,8 @@ def run(*,
 
   if jax.process_index() == 0:
     paths.write_json_atomic(os.path.join(model_dir, SUMMARY), rows)
-    print("\n" + format_summary_table(rows), flush=True)
   for hook in after_run:
     hook(model_dir, rows)
+  if jax.process_index() == 0:  # the table last, where the user looks
+    print("\n" + format_summary_table(rows), flush=True)
   return rows

@@ -17,6 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 import clipa_t5x.tasks  # noqa: F401  (registers the demo Tasks)
 from clipa_t5x import checkpoints
@@ -93,6 +94,20 @@ def test_format_summary_table_layout():
   assert all(line == line.rstrip() for line in lines)  # no trailing blanks
   # Only the header and the rule when there are no rows.
   assert len(runner.format_summary_table([]).splitlines()) == 2
+
+
+def test_format_summary_table_adds_a_column_per_label_factor():
+  rows = [
+      {"stage": "pretrain", "image_tokens": 16, "text_tokens": 8, "gflops_per_sample": 0.04,
+       "seconds": 100.0, "zeroshot_top1": 0.5,
+       "zeroshot_factor_top1": {"colour": 0.99, "shape": 0.512}},
+      {"stage": "finetune", "image_tokens": 44, "text_tokens": 32, "gflops_per_sample": 0.13,
+       "seconds": 50.0, "zeroshot_top1": None, "zeroshot_factor_top1": {}},
+  ]
+  lines = runner.format_summary_table(rows).splitlines()
+  assert lines[0].split()[-4:] == ["colour", "top-1", "shape", "top-1"]
+  assert lines[2].split()[-3:] == ["50.0%", "99.0%", "51.2%"]
+  assert lines[3].split()[-3:] == ["-", "-", "-"]
 
 
 # --------------------------------------------------------- checks of a stage
@@ -251,11 +266,12 @@ def e2e(tmp_path_factory, demo_data, model_config):
                                                          warmup_steps=1))
   evaluator = runner.ZeroShotEvalConfig(
       name="shapes", task="demo_shapes_eval", class_names=demo.class_names,
-      templates=["a photo of a {c}.", "a {c}."], batch_size=20)
+      templates=["a photo of a {c}.", "a {c}."], batch_size=20, factors=demo.class_factors)
   kwargs = dict(model_dir=model_dir, stages=[pretrain, finetune], model_config=model_config,
                 partitioner=_partitioner(),
                 checkpoint_config=checkpoints.SaveCheckpointConfig(period=2, keep=None),
-                evaluators=[evaluator], log_every=1, random_seed=0)
+                evaluators=[evaluator], log_every=1, random_seed=0,
+                after_run=[demo.write_zeroshot_examples])
 
   def call():
     out = io.StringIO()
@@ -303,7 +319,15 @@ def test_e2e_summary_json(e2e, model_config):
     assert row["seconds"] > 0
     assert 0.0 <= row["zeroshot_top1"] <= 1.0
     assert row["eval"]["shapes/num_examples"] == 60
+    # Per-factor accuracy (ZeroShotEvalConfig.factors): never below the 20-way top-1.
+    factors = row["zeroshot_factor_top1"]
+    assert set(factors) == {"colour", "shape"}
+    assert all(row["zeroshot_top1"] <= v <= 1.0 for v in factors.values())
+    assert factors["colour"] == row["eval"]["shapes/colour_top1"]
   assert e2e["first"]["rows"] == summary
+  # The after_run hook drew the held-out examples with their predictions.
+  with Image.open(os.path.join(e2e["model_dir"], "zeroshot_examples.png")) as picture:
+    assert picture.size == (6 * 128, 4 * (128 + 30))
   # The table is printed at the end of the run.
   stdout = e2e["first"]["stdout"]
   table = runner.format_summary_table(summary)

@@ -55,6 +55,11 @@ class ZeroShotEvalConfig:
     source: a classification source of ``evaluation.datasets`` (instead of
       ``task``).
     ks: top-k accuracies to report.
+    factors: optional parts of a compound label, ``{factor: [its id for
+      each class]}`` or a zero-argument callable returning that (e.g.
+      ``demo_shapes.class_factors``); adds ``'<name>/<factor>_top1'``, how
+      often the top-1 class has the true class's factor (colour right
+      whatever the shape, say).
   """
   name: str
   task: Optional[str] = None
@@ -65,6 +70,7 @@ class ZeroShotEvalConfig:
   num_examples: Optional[int] = None
   source: Any = None
   ks: Sequence[int] = (1, 5)
+  factors: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,10 +159,21 @@ def _encode_synchronized(fn, inputs: np.ndarray, batch_size: int, row: np.ndarra
 class ClassificationEvaluator:
   """Zero-shot top-k accuracy over this host's share; hit counts summed over hosts."""
 
-  def __init__(self, classifier: zeroshot.ZeroShotClassifier, image_size: int):
+  def __init__(self, classifier: zeroshot.ZeroShotClassifier, image_size: int,
+               factors: Any = None):
     self.classifier = classifier
     self.name = classifier.name
     self.image_size = image_size
+    self.factors = factors
+
+  def _factor_table(self, num_classes: int) -> Dict[str, np.ndarray]:
+    factors = self.factors() if callable(self.factors) else self.factors
+    table = {str(k): np.asarray(v, np.int64) for k, v in (factors or {}).items()}
+    for k, v in table.items():
+      if v.shape != (num_classes,):
+        raise ValueError(f"{self.name}: factor {k!r} must give one id per class "
+                         f"({num_classes}), got shape {v.shape}.")
+    return table
 
   def evaluate(self, encode_images, encode_texts, tokenize=None) -> Dict[str, float]:
     """``{'<name>/top<k>': accuracy, '<name>/num_examples': N}`` over all hosts."""
@@ -166,7 +183,8 @@ class ClassificationEvaluator:
     if not ks:
       raise ValueError(f"{self.name}: every k in ks={clf.ks} exceeds the {len(names)} classes.")
     weights = clf.compute_class_embeddings(encode_texts, tokenize, names)
-    hits = np.zeros(len(ks), np.int64)
+    factors = self._factor_table(len(names))
+    hits = np.zeros(len(ks) + len(factors), np.int64)  # top-k, then per-factor top-1
     total = np.zeros((), np.int64)
     dummy_image = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
     dummy = lambda: (dummy_image, np.zeros((0,), np.int64))
@@ -181,13 +199,18 @@ class ClassificationEvaluator:
                          "check the class names match the data set.")
       logits = feats[:labels.shape[0]].astype(np.float32) @ weights.T
       correct = metrics_lib.topk_correct(logits, labels, ks)
-      hits += np.array([int(correct[k].sum()) for k in ks])
+      top1 = np.argmax(logits, axis=1)  # ties to the lower index, as topk_correct
+      hits += np.array([int(correct[k].sum()) for k in ks]
+                       + [int(np.sum(f[top1] == f[labels])) for f in factors.values()],
+                       np.int64)
       total += labels.shape[0]
     summed = _allgather(np.concatenate([hits, total[None]])).sum(axis=0)
     hits, total = summed[:-1], int(summed[-1])
     if total == 0:
       raise ValueError(f"{self.name}: the eval data yielded no examples; check the split.")
     result = {f"{self.name}/top{k}": float(h) / total for k, h in zip(ks, hits)}
+    for factor, h in zip(factors, hits[len(ks):]):
+      result[f"{self.name}/{factor}_top1"] = float(h) / total
     result[f"{self.name}/num_examples"] = total
     return result
 
@@ -294,7 +317,7 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
           class_names=_resolve_class_names(spec, source), templates=templates,
           batch_size=batch, text_length=text_length, text_reduction=text_reduction,
           num_examples=spec.num_examples, ks=spec.ks)
-      out.append(ClassificationEvaluator(clf, image_size))
+      out.append(ClassificationEvaluator(clf, image_size, spec.factors))
     else:
       raise ValueError(f"unknown evaluator config {spec!r}; use ZeroShotEvalConfig or "
                        "RetrievalEvalConfig.")
