@@ -21,11 +21,13 @@ run needs no separate data step. The directory is, in order: ``DEMO_DATA_DIR``
 
 Augmentation differs from CLIPA's recipe on purpose: colour is half of every
 label here, so the hue shift is small (±0.02 of the wheel instead of ±0.08,
-which turns red into orange), there is no greyscale, and crops keep >= 60% of
-the area so that small shapes in corners are cut out less often.
+which turns red into orange), there is no greyscale, and crops keep >= 80% of
+the area so that the shape is never cut away (see
+experiments/demo_diagnosis/README.md).
 """
 
 import functools
+import io
 import os
 from typing import Any, Dict, Optional
 
@@ -44,9 +46,11 @@ DEMO_DATA_KWARGS: Dict[str, Any] = {}
 
 TEXT_METHODS = {"": "truncate", "_syntax": "syntax", "_random": "random",
                 "_block": "block"}
-TRAIN_AUGMENTATION = dict(area_range=(0.6, 1.0), colour_jitter=True,
+TRAIN_AUGMENTATION = dict(area_range=(0.8, 1.0), colour_jitter=True,
                           jitter_hue=0.02, grayscale_p=0.0)
 MIXTURE_RATES = {"demo_shapes": 1.0, "demo_shapes_syntax": 1.0}
+TEMPLATES = ("a photo of a {c}.", "a {c}.", "a picture of a {c}.", "a drawing of a {c}.",
+             "there is a {c} in the image.")
 
 
 def configure(data_dir: Optional[str] = None, **generator_kwargs) -> None:
@@ -104,6 +108,82 @@ def register() -> None:
 def class_names() -> list:
   """Ordered zero-shot class names, e.g. ``['red circle', ...]``."""
   return list(demo_shapes.CLASS_NAMES)
+
+
+def class_factors() -> Dict[str, list]:
+  """Per-class colour and shape ids, for the per-factor zero-shot accuracy."""
+  return demo_shapes.class_factors()
+
+
+def templates() -> list:
+  """The zero-shot prompt templates of the demo (gin and the examples picture)."""
+  return list(TEMPLATES)
+
+
+def _eval_examples(num: int):
+  """The first ``num`` held-out examples: ([jpeg bytes], [label])."""
+  import tarfile  # pylint: disable=import-outside-toplevel
+  jpegs, labels = {}, {}
+  with tarfile.open(os.path.join(data_dir(), "eval-00000.tar")) as tar:
+    for member in tar:
+      key, ext = member.name.rsplit(".", 1)
+      if ext in ("jpg", "cls"):
+        data = tar.extractfile(member).read()
+        (jpegs if ext == "jpg" else labels)[key] = data
+      if len(labels) >= num and len(jpegs) >= num:
+        break
+  keys = sorted(k for k in jpegs if k in labels)[:num]
+  return [jpegs[k] for k in keys], [int(labels[k]) for k in keys]
+
+
+def write_zeroshot_examples(model_dir: str, rows: Any = None, num_images: int = 24,
+                            columns: int = 6, cell: int = 128) -> Optional[str]:
+  """Draws ``MODEL_DIR/zeroshot_examples.png``: held-out images, true and predicted label.
+
+  The model is the run's last stage (``inference.load(model_dir)``), classifying
+  the first ``num_images`` held-out images (every class in turn) with the
+  demo's templates, as the zero-shot evaluation does. A ``runner.run``
+  ``after_run`` hook: ``runner.run.after_run = [@demo.write_zeroshot_examples]``.
+
+  Args:
+    model_dir: the run's MODEL_DIR.
+    rows: the summary rows (unused; the hook signature).
+    num_images: how many held-out images to show.
+    columns: images per row of the grid.
+    cell: side of each (upscaled) image in pixels.
+
+  Returns:
+    The picture's path (None on processes other than the first).
+  """
+  del rows
+  import jax  # pylint: disable=import-outside-toplevel
+  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=import-outside-toplevel
+  from clipa_t5x import inference  # pylint: disable=import-outside-toplevel
+  if jax.process_index() != 0:
+    return None
+  jpegs, labels = _eval_examples(num_images)
+  model = inference.load(model_dir)
+  result = model.classify(jpegs, class_names(), templates(), top_k=1)
+  names = class_names()
+  font = ImageFont.load_default()
+  text_h = 30
+  grid_rows = -(-len(jpegs) // columns)
+  canvas = Image.new("RGB", (columns * cell, grid_rows * (cell + text_h)), "white")
+  draw = ImageDraw.Draw(canvas)
+  right = 0
+  for i, (jpeg, label) in enumerate(zip(jpegs, labels)):
+    x, y = i % columns * cell, i // columns * (cell + text_h)
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((cell, cell), Image.NEAREST)
+    canvas.paste(image, (x, y))
+    predicted = int(result.top_k_indices[i, 0])
+    right += predicted == label
+    draw.text((x + 3, y + cell + 2), f"true: {names[label]}", fill=(0, 0, 0), font=font)
+    draw.text((x + 3, y + cell + 15), f"pred: {names[predicted]}", font=font,
+              fill=(0, 130, 0) if predicted == label else (200, 0, 0))
+  path = os.path.join(model_dir, "zeroshot_examples.png")
+  canvas.save(path)
+  print(f"zero-shot examples ({right}/{len(jpegs)} right): {path}", flush=True)
+  return path
 
 
 register()

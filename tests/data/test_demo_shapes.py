@@ -39,7 +39,7 @@ def test_tar_layout_matches_img2dataset(tmp_path):
   out = str(tmp_path / "d")
   manifest = demo_shapes.generate(out, **SMALL)
   assert manifest["files"]["train"] == [f"train-{i:05d}.tar" for i in range(3)]
-  total = 0
+  total = with_colour = 0
   for shard, name in enumerate(manifest["files"]["train"]):
     members = _read_tar(os.path.join(out, name))
     assert len(members) % 4 == 0
@@ -61,15 +61,17 @@ def test_tar_layout_matches_img2dataset(tmp_path):
       label = int(data["cls"])
       assert meta["label"] == label
       assert demo_shapes.CLASS_NAMES[label] == f"{meta['colour']} {meta['shape']}"
-      # The caption names the main shape's colour; its shape word or synonym.
-      assert meta["colour"] in caption.lower()
+      # The caption names the shape (word or synonym), most also the colour.
       assert any(w.split()[0] in caption.lower()
                  for w in demo_shapes._SHAPE_WORDS[meta["shape"]])
+      with_colour += meta["colour"] in caption.lower()
       total += 1
   assert total == SMALL["num_train"]
+  # SHAPE_ONLY_FRACTION (0.4) of the captions leave the colour out.
+  assert 0.4 * total <= with_colour < total
   with open(os.path.join(out, "classes.json")) as f:
     assert json.load(f) == list(demo_shapes.CLASS_NAMES)
-  assert len(demo_shapes.CLASS_NAMES) == 30
+  assert len(demo_shapes.CLASS_NAMES) == 20
 
 
 def test_eval_split_is_balanced_and_captions_vary(tmp_path):
@@ -77,9 +79,49 @@ def test_eval_split_is_balanced_and_captions_vary(tmp_path):
   demo_shapes.generate(out, **SMALL)
   members = _read_tar(os.path.join(out, "eval-00000.tar"))
   labels = [int(d) for n, d in members if n.endswith(".cls")]
-  assert np.bincount(labels, minlength=30).tolist() == [2] * 30
+  assert np.bincount(labels, minlength=20).tolist() == [3] * 20
   captions = [d.decode() for n, d in members if n.endswith(".txt")]
-  assert len(set(captions)) > 45  # many templates, not one pattern
+  assert len(set(captions)) > 30  # many templates, not one pattern
+
+
+def test_every_class_reachable_and_train_split_roughly_balanced(tmp_path):
+  out = str(tmp_path / "d")
+  demo_shapes.generate(out, num_train=600, num_eval=20, image_size=24,
+                       num_train_shards=1)
+  members = _read_tar(os.path.join(out, "train-00000.tar"))
+  counts = np.bincount([int(d) for n, d in members if n.endswith(".cls")],
+                       minlength=len(demo_shapes.CLASS_NAMES))
+  assert len(counts) == 20 and counts.sum() == 600
+  # Uniform draws: 30 expected per class; every class appears, none dominates.
+  assert counts.min() >= 15 and counts.max() <= 50
+  metas = [json.loads(d) for n, d in members if n.endswith(".json")]
+  for factor, values in (("colour", demo_shapes.COLOURS),
+                         ("shape", demo_shapes.SHAPES),
+                         ("size", demo_shapes.SIZES),
+                         ("background", demo_shapes.BACKGROUNDS)):
+    assert {m[factor] for m in metas} == set(values), factor
+
+
+def test_class_factors_match_class_names():
+  factors = demo_shapes.class_factors()
+  colours, shapes = list(demo_shapes.COLOURS), demo_shapes.SHAPES
+  for i, name in enumerate(demo_shapes.CLASS_NAMES):
+    assert name == f"{colours[factors['colour'][i]]} {shapes[factors['shape'][i]]}"
+
+
+def test_render_is_deterministic_and_the_shape_stays_in_view():
+  for label in range(len(demo_shapes.CLASS_NAMES)):
+    a = demo_shapes.render_example(np.random.default_rng((0, 1, label)), 32, label)
+    b = demo_shapes.render_example(np.random.default_rng((0, 1, label)), 32, label)
+    assert a == b and a[1]["label"] == label
+    (x, y), r = a[1]["center"], a[1]["radius"]
+    # Spiky shapes reach 1.35 r from the centre: still inside the image.
+    assert 0 <= x - 1.35 * r and x + 1.35 * r <= 1.0
+    assert 0 <= y - 1.35 * r and y + 1.35 * r <= 1.0
+    image = np.asarray(Image.open(io.BytesIO(a[0])))
+    # The shape's colour is in the picture (JPEG and jitter: within 60 per channel).
+    rgb = np.array(demo_shapes.COLOURS[a[1]["colour"]])
+    assert (np.abs(image.astype(int) - rgb).max(-1) < 60).mean() > 0.03
 
 
 def test_manifest_written_last_and_idempotent(tmp_path):

@@ -41,7 +41,7 @@ def test_tasks_registered_and_reimport_is_idempotent():
   mix = seqio.get_mixture_or_task("demo_shapes_mix")
   assert sorted(t.name for t in mix.tasks) == ["demo_shapes",
                                                "demo_shapes_syntax"]
-  assert demo.class_names()[0] == "red circle" and len(demo.class_names()) == 30
+  assert demo.class_names()[0] == "red circle" and len(demo.class_names()) == 20
 
 
 def test_data_dir_precedence(monkeypatch):
@@ -99,7 +99,7 @@ def test_eval_task_keeps_balanced_labels(data_dir):
   assert examples[0]["image"].shape == (32, 32, 3)
   labels = np.array([e["label"] for e in examples])
   assert labels.dtype == np.int32
-  assert np.bincount(labels, minlength=30).tolist() == [2] * 30
+  assert np.bincount(labels, minlength=20).tolist() == [3] * 20
   with open(os.path.join(data_dir, "classes.json")) as f:
     assert json.load(f) == demo.class_names()
 
