@@ -287,8 +287,8 @@ def make_shards(items: Sequence[Item], out_dir: str, samples_per_shard: int = 10
 def _report(result: dict) -> None:
   shards = result["shards"]
   print(f"wrote {result['samples']} samples in {len(shards)} shard(s) to {result['out_dir']}"
-        + (f" ({os.path.basename(shards[0])} .. {os.path.basename(shards[-1])})" if shards
-           else ""))
+        + (f" ({os.path.basename(shards[0])} .. {os.path.basename(shards[-1])})"
+           if len(shards) > 1 else ""))
   skipped = result["skipped"]
   if skipped:
     print(f"skipped {len(skipped)} input(s) that could not be used; all are listed in "
@@ -337,6 +337,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   _report(result)
+  if not result["samples"]:
+    print(f"error: none of the {len(items)} inputs could be used; see the list above.",
+          file=sys.stderr)
+    return 2
   return 0
 
 

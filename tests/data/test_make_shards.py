@@ -116,3 +116,8 @@ def test_tsv_input_and_folder_labels(tmp_path, capsys):
   assert "already holds shards" in capsys.readouterr().err
   assert make_shards.main(["--input", str(tmp_path / "list.tsv"), "--out", str(tmp_path / "o3"),
                            "--caption_column", "text"]) == 2
+  (tmp_path / "nocaps").mkdir()
+  _image(tmp_path / "nocaps" / "a.jpg")
+  assert make_shards.main(["--input", str(tmp_path / "nocaps"), "--out", str(tmp_path / "o4"),
+                           "--quiet"]) == 2  # nothing usable is an error, with the list
+  assert "a.jpg: no caption" in capsys.readouterr().out
