@@ -47,9 +47,16 @@ def _missing(setting: str, what: str) -> ValueError:
       "to run without this evaluation.")
 
 
+def _isdir(path: str) -> bool:
+  if "://" in path:  # gs:// and other tf.io.gfile file systems (TFDS reads them)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf.io.gfile.isdir(path)
+  return os.path.isdir(path)
+
+
 def _tfds_prepared(name: str, data_dir: str) -> bool:
   """Whether TFDS ``name`` (``'eurosat/rgb'``) has a prepared copy in ``data_dir``."""
-  if not os.path.isdir(os.path.join(data_dir, name.split("/")[0])):
+  if not _isdir(os.path.join(data_dir, name.split("/")[0])):
     return False  # no TFDS import for folders that cannot hold it
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   try:
@@ -105,7 +112,8 @@ def imagenet_zeroshot(data: Optional[str], name: str = "imagenet", batch_size: i
 
   Args:
     data: a TFDS ``data_dir`` holding ``imagenet2012`` prepared (``tfds build
-      imagenet2012`` with the manual download), or an ImageFolder of the 50,000
+      imagenet2012`` with the manual download; local or ``gs://``), or a local
+      ImageFolder of the 50,000
       validation images: 1,000 folders named by WordNet id (``n01440764/``...),
       whose sorted order is CLIP's label order.
     name: metric prefix.
@@ -124,10 +132,13 @@ def imagenet_zeroshot(data: Optional[str], name: str = "imagenet", batch_size: i
   if not data:
     raise _missing(setting, what)
   data = os.path.expanduser(data)
-  if not os.path.isdir(data):
+  if not _isdir(data):
     raise ValueError(f"{setting}={data!r} is not a directory: {what}.")
   if _tfds_prepared(tfds_name, data):
     source = datasets.TfdsClassification(tfds_name, split, data_dir=data)
+  elif "://" in data:
+    raise ValueError(f"{setting}={data!r} holds no prepared TFDS {tfds_name} (an ImageFolder "
+                     f"must be local): {what}.")
   else:
     folders = datasets.ImageFolder(data)
     try:
