@@ -268,9 +268,9 @@ def trend(by_width: Dict[int, Dict[str, Any]], noise: Noise) -> Dict[str, Any]:
 def _verdict_sentence(result: Dict[str, Any], what: str, widths: Sequence[int]) -> str:
   small, large = widths[0], widths[-1]
   diff = ("" if result["difference"] is None else
-          f" (width {small} loses {100 * result['difference']:+.1f}"
-          + ("" if result["ci"] is None else f" ± {100 * result['ci']:.1f}")
-          + f" points more than width {large})")
+          f" (drop at width {small} minus drop at width {large}: "
+          f"{100 * result['difference']:+.1f}"
+          + ("" if result["ci"] is None else f" ± {100 * result['ci']:.1f}") + " points)")
   verdict = result["verdict"]
   if verdict == "shrinks":
     steady = ("steadily, at every width step" if result["monotone"] else

@@ -353,7 +353,7 @@ def test_reading_says_larger_models_lose_less_when_they_do():
   text = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01))
   assert "16 instead of 64 image tokens" in text
   assert "-10.0 ± 1.5 points at width 64" in text and "-2.0 ± 1.5 points at width 192" in text
-  assert "width 64 loses +8.0 ± 2.1 points more than width 192" in text
+  assert "drop at width 64 minus drop at width 192: +8.0 ± 2.1 points" in text
   assert "up to 1.0 points" in text
   assert "the larger models do lose less at fewer tokens" in text
   assert "steadily, at every width step" in text
