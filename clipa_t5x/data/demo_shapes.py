@@ -333,11 +333,11 @@ def _validate(params: Dict[str, int]) -> None:
                        f"{_MAX_PER_SHARD} per shard; raise num_{split}_shards.")
   if params["image_size"] < 16:
     raise ValueError(f"image_size={params['image_size']} is too small to draw "
-                     "shapes; use at least 16 (default 64).")
+                     "shapes; use at least 16 (default 48).")
 
 
 def generate(out_dir: str, num_train: int = 20000, num_eval: int = 1000,
-             image_size: int = 64, num_train_shards: int = 8, seed: int = 0,
+             image_size: int = 48, num_train_shards: int = 8, seed: int = 0,
              num_eval_shards: int = 1) -> Dict[str, Any]:
   """Writes the demo data set into ``out_dir`` (created; must be empty).
 
@@ -412,7 +412,7 @@ def ensure_demo_data(out_dir: Optional[str] = None, **kwargs) -> str:
     ``out_dir`` as an absolute path.
   """
   out_dir = os.path.abspath(os.path.expanduser(out_dir or default_data_dir()))
-  defaults = {"num_train": 20000, "num_eval": 1000, "image_size": 64,
+  defaults = {"num_train": 20000, "num_eval": 1000, "image_size": 48,
               "num_train_shards": 8, "num_eval_shards": 1, "seed": 0}
   unknown = set(kwargs) - set(defaults)
   if unknown:
@@ -471,7 +471,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       "~/.cache/clipa_t5x/demo_shapes)")
   parser.add_argument("--num_train", type=int, default=20000)
   parser.add_argument("--num_eval", type=int, default=1000)
-  parser.add_argument("--image_size", type=int, default=64)
+  parser.add_argument("--image_size", type=int, default=48)
   parser.add_argument("--num_train_shards", type=int, default=8)
   parser.add_argument("--num_eval_shards", type=int, default=1)
   parser.add_argument("--seed", type=int, default=0)
