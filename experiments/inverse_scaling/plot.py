@@ -171,7 +171,7 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
         str(r["width"]), "-" if params is None else f"{params / 1e6:.2f}",
         _AXIS_LABELS.get(r["axis"], r["axis"]), px, str(r["image_tokens"]),
         f"{r['text_tokens']}{' (syntax)' if r['axis'] in ('text', 'both') else ''}",
-        f"{r['total_flops'] / 1e12:.2f}", ",".join(map(str, r["seeds"])),
+        f"{r['total_flops'] / 1e12:.3g}", ",".join(map(str, r["seeds"])),
         _with_range(r, "pretrain_top1"), _with_range(r, "top1"), _pct(r["top5"]),
         _pct(r["colour_acc"]), _pct(r["shape_acc"]),
         "-" if r.get("wall_seconds") is None else f"{r['wall_seconds'] / 60:.1f}"]) + " |")
@@ -431,9 +431,9 @@ def _headline(rows, noise: Noise) -> List[str]:
     parts.append(
         f"Headline, width {base['width']}, same model and evaluation: the CLIPA schedule "
         f"(pre-training at {sched['image_tokens']} image / {sched['text_tokens']} text tokens, "
-        f"then the short full-resolution fine-tune; {sched['total_flops'] / 1e12:.2f} TFLOPs) "
+        f"then the short full-resolution fine-tune; {sched['total_flops'] / 1e12:.3g} TFLOPs) "
         f"reaches {_pct(sched['top1'])}%, training at full resolution only for the same "
-        f"compute ({base['total_flops'] / 1e12:.2f} TFLOPs, {base['pretrain_samples']:,} "
+        f"compute ({base['total_flops'] / 1e12:.3g} TFLOPs, {base['pretrain_samples']:,} "
         f"samples instead of {sched['pretrain_samples'] + sched['finetune_samples']:,}) "
         f"reaches {_pct(base['top1'])}%: a difference of {_interval(-diff, ci)} points "
         "(schedule minus full resolution), "
