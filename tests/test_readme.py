@@ -14,7 +14,8 @@ they do for a user in the repository root). What is substituted, and why:
   instead of ~6 minutes of training on 21,000. Bindings given later win, so
   the README's own flags are all still parsed and used.
 * Absolute example paths (``/tmp/clipa_demo``, ``/my/gin/dir``) point into the
-  scratch directory; ``photos/`` and ``captions.txt`` are made there.
+  scratch directory; ``photos/`` (images with ``.txt`` captions) and
+  ``captions.txt`` are made there.
 
 ``NOT_RUN`` lists the commands that are not run, each with the reason. A new
 README command is run unless it is listed there: a command that needs data
@@ -126,6 +127,8 @@ def _prepare(work: str) -> None:
   for i in range(3):
     Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
         os.path.join(photos, f"p{i}.jpg"))
+    with open(os.path.join(photos, f"p{i}.txt"), "w") as f:  # captions, for make_shards
+      f.write(f"a photo of noise number {i}\n")
   for name in ("a.jpg", "b.png"):  # the inference API example's images
     Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(
         os.path.join(work, name))
