@@ -14,6 +14,7 @@ starts: a missing or unprepared data set stops the run with one line that
 names the setting.
 """
 
+import glob
 import json
 import logging
 import os
@@ -56,8 +57,15 @@ def _isdir(path: str) -> bool:
 
 def _tfds_prepared(name: str, data_dir: str) -> bool:
   """Whether TFDS ``name`` (``'eurosat/rgb'``) has a prepared copy in ``data_dir``."""
-  if not _isdir(os.path.join(data_dir, name.split("/")[0])):
-    return False  # no TFDS import for folders that cannot hold it
+  # A prepared set has DATA_DIR/NAME[/CONFIG]/VERSION/dataset_info.json; an ImageFolder of the
+  # same name has not (and asking TFDS about it only logs warnings).
+  info = os.path.join(data_dir, name, "*", "dataset_info.json")
+  if "://" in data_dir:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if not tf.io.gfile.glob(info):
+      return False
+  elif not glob.glob(info):
+    return False
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   try:
     return tfds.builder(name, data_dir=data_dir).is_prepared()
