@@ -153,7 +153,8 @@ def write_zeroshot_examples(model_dir: str, rows: Any = None, num_images: int = 
     cell: side of each (upscaled) image in pixels.
 
   Returns:
-    The picture's path (None on processes other than the first).
+    The picture's path (None on processes other than the first, or when
+    ``model_dir`` holds no checkpoint).
   """
   del rows
   import jax  # pylint: disable=import-outside-toplevel
@@ -161,8 +162,12 @@ def write_zeroshot_examples(model_dir: str, rows: Any = None, num_images: int = 
   from clipa_t5x import inference  # pylint: disable=import-outside-toplevel
   if jax.process_index() != 0:
     return None
+  try:
+    model = inference.load(model_dir)
+  except ValueError as e:  # no checkpoint (e.g. stages stubbed out): nothing to draw
+    print(f"zero-shot examples not drawn: {e}", flush=True)
+    return None
   jpegs, labels = _eval_examples(num_images)
-  model = inference.load(model_dir)
   result = model.classify(jpegs, class_names(), templates(), top_k=1)
   names = class_names()
   font = ImageFont.load_default()
