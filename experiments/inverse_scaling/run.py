@@ -448,7 +448,8 @@ def run_one(spec: RunSpec, settings: SweepSettings, out_dir: str,
   from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
   from clipa_t5x.tasks import demo  # pylint: disable=import-outside-toplevel
 
-  model_dir = os.path.join(out_dir, "runs", spec.run_id)
+  # Absolute: Orbax refuses relative checkpoint paths (the default --out is relative).
+  model_dir = os.path.abspath(os.path.join(out_dir, "runs", spec.run_id))
   fingerprint = _fingerprint(spec, settings)
   previous = _read_json(os.path.join(model_dir, RUN_FILE))
   if previous is not None and previous != fingerprint:

@@ -496,6 +496,21 @@ def test_an_interrupted_run_stops_the_sweep(tmp_path, monkeypatch):
     run.run_one(spec, s, str(tmp_path), eval_set=None)
 
 
+def test_a_relative_out_trains_in_an_absolute_model_dir(tmp_path, monkeypatch):
+  # Orbax refuses relative checkpoint paths, and the default --out is relative.
+  from clipa_t5x import runner
+  seen = {}
+  def fake_run(**kw):
+    seen["model_dir"] = kw["model_dir"]
+    return [{"stage": "pretrain"}]  # preempted: stops before the evaluation
+  monkeypatch.setattr(runner, "run", fake_run)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(run.SweepInterrupted):
+    run.run_one(run.build_grid(run.DEFAULT)[0], run.DEFAULT, "rel_out", eval_set=None)
+  assert os.path.isabs(seen["model_dir"])
+  assert seen["model_dir"].startswith(str(tmp_path / "rel_out" / "runs"))
+
+
 # ------------------------------------------------------------ end to end
 def _cli(*flags):
   """Runs run.py as the command line does (one CPU device, compilation cache on)."""
