@@ -131,7 +131,9 @@ def test_check_stage_batch_not_divisible_by_data_parallel_size(model_config, par
     runner._check_stage(_stage(batch=30), model_config, partitioner)
   message = str(info.value)
   assert "\n" not in message
-  assert "batch size 30" in message and "data-parallel size 4" in message
+  # The error names the setting the user wrote (issue 17), not an internal one.
+  assert "Stage.batch_size=30" in message and "data-parallel size 4" in message
+  assert "DatasetConfig" not in message
 
 
 @pytest.mark.parametrize("lengths, missing", [({"image": 16}, "['text']"),
