@@ -79,6 +79,16 @@ def _split_pattern(split: str):
   return pattern
 
 
+def eval_files() -> str:
+  """Glob of the demo data's eval shards, generated on first use.
+
+  Bound in gin as a callable ``pattern`` (``@demo.eval_files``) for the
+  retrieval evaluator, so it is resolved when the files are listed and
+  follows ``configure``.
+  """
+  return _split_pattern("eval")()
+
+
 def _source(with_labels: bool) -> WebDatasetSource:
   return WebDatasetSource(
       {split: _split_pattern(split) for split in ("train", "eval")},

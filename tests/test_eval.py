@@ -69,7 +69,7 @@ evals = [runner.ZeroShotEvalConfig(name="demo_shapes", task="demo_shapes_eval",
                                    class_names=demo.class_names, templates=["a {{c}}."],
                                    batch_size=8),
          runner.RetrievalEvalConfig(name="demo_shapes_retrieval", batch_size=8,
-             source=datasets.WebDatasetRetrieval(datasets.demo_eval_files, caption_key="txt"))]
+             source=datasets.WebDatasetRetrieval(demo.eval_files, caption_key="txt"))]
 runner.run(model_dir={str(tmp_path / 'model')!r}, stages=[stage],
            model_config=configs.get_config("Ti/8"), partitioner=p, evaluators=evals,
            checkpoint_config=checkpoints.SaveCheckpointConfig(period=2))

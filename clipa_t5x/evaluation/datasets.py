@@ -477,15 +477,3 @@ class CsvRetrieval:
     ds = _read_files_ds([paths[i] for i in index], {"index": index}, image_size)
     for ex in ds.as_numpy_iterator():
       yield {"image": ex["image"], "captions": captions[int(ex["index"])]}
-
-
-def demo_eval_files() -> str:
-  """Glob of the generated demo data's eval shards (made on first use).
-
-  A callable ``pattern`` for the webdataset sources, resolved when the files
-  are listed, so it follows ``tasks.demo.configure`` (e.g. from gin).
-  """
-  from clipa_t5x.data import demo_shapes
-  from clipa_t5x.tasks import demo
-  root = demo_shapes.ensure_demo_data(demo.data_dir(), **demo.DEMO_DATA_KWARGS)
-  return os.path.join(root, "eval-*.tar")

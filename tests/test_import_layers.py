@@ -1,0 +1,174 @@
+"""The package's layers, checked: imports only go downwards, and there are no cycles.
+
+From the bottom up (README, "How a sample flows"):
+
+1. **core** (JAX): models, losses, optimizers, partitioning, train_state,
+   trainer, checkpoints and their helpers. No TensorFlow, seqio, gin or clu at
+   import time, so it runs on accelerator images without them.
+2. **data** (TF / seqio): sources, preprocessing, feature conversion. No Flax:
+   the input pipeline knows nothing of the model.
+3. **evaluation, inference and the stage runner**, on top of both.
+4. **entry points**: train, eval, infer, plan, convert and their CLI/gin
+   helpers, the only modules that use gin or absl flags.
+5. **tasks**: SeqIO registrations; nothing below imports them.
+
+The check reads every module's source (imports inside functions count too).
+"""
+import ast
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(REPO, "clipa_t5x")
+TASKS = os.path.join(REPO, "tasks")
+
+CORE = ("models", "losses", "optimizers", "partitioning", "train_state", "trainer",
+        "grad_accumulation", "checkpoints", "flops", "device_profiles", "metrics_logging",
+        "xla_flags", "paths", "text_table", "model_dir", "model_info", "preemption")
+EVALUATION = ("evaluation", "inference", "interop", "runner")
+ENTRY = ("train", "eval", "infer", "plan", "convert", "cli", "gin_utils")
+LAYERS = ("core", "data", "evaluation", "entry", "tasks")
+NOT_AT_IMPORT_IN_CORE = ("tensorflow", "seqio", "gin", "clu", "tensorflow_text",
+                         "tensorflow_datasets")
+
+
+def layer_of(module: str) -> str:
+  """The layer of a ``clipa_t5x...`` module name."""
+  parts = module.split(".")
+  if parts[0] != "clipa_t5x" or len(parts) < 2:
+    raise ValueError(f"not a clipa_t5x submodule: {module}")
+  top = parts[1]
+  if top == "tasks":
+    return "tasks"
+  if top == "data":
+    return "data"
+  for name, members in (("core", CORE), ("evaluation", EVALUATION), ("entry", ENTRY)):
+    if top in members:
+      return name
+  raise AssertionError(f"{module}: add clipa_t5x.{top} to a layer in {__file__}")
+
+
+def _modules():
+  """``{module name: (path, ast)}`` for the package and the tasks folder."""
+  found = {}
+  for root, prefix in ((PACKAGE, "clipa_t5x"), (TASKS, "clipa_t5x.tasks")):
+    for folder, _, files in os.walk(root):
+      for f in files:
+        if not f.endswith(".py"):
+          continue
+        path = os.path.join(folder, f)
+        rel = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+        name = prefix if rel == "__init__" else f"{prefix}.{rel}".removesuffix(".__init__")
+        with open(path, encoding="utf-8") as fh:
+          found[name] = (path, ast.parse(fh.read(), path))
+  return found
+
+
+MODULES = _modules()
+
+
+def imports(tree, top_level_only=False):
+  """``(imported module, line)`` pairs; ``from a import b`` yields ``a.b`` and ``a``."""
+  nodes = tree.body if top_level_only else ast.walk(tree)
+  for node in nodes:
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        yield alias.name, node.lineno
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      yield node.module, node.lineno
+      for alias in node.names:
+        yield f"{node.module}.{alias.name}", node.lineno
+
+
+def _ours(name):
+  """The clipa_t5x module an import refers to (``tasks.x`` is ``clipa_t5x.tasks.x``)."""
+  if name == "tasks" or name.startswith("tasks."):
+    name = "clipa_t5x." + name
+  if not name.startswith("clipa_t5x."):
+    return None
+  while name not in MODULES and "." in name:
+    name = name.rsplit(".", 1)[0]  # ``from clipa_t5x.x import function``
+  return name if name in MODULES and name != "clipa_t5x" else None
+
+
+def test_every_module_has_a_layer():
+  for name in MODULES:
+    if name != "clipa_t5x":
+      assert layer_of(name) in LAYERS
+
+
+def test_imports_only_go_down_the_layers():
+  wrong = []
+  for name, (path, tree) in MODULES.items():
+    if name == "clipa_t5x":
+      continue
+    here = LAYERS.index(layer_of(name))
+    for imported, line in imports(tree):
+      target = _ours(imported)
+      if target and LAYERS.index(layer_of(target)) > here:
+        wrong.append(f"{os.path.relpath(path, REPO)}:{line} ({layer_of(name)}) imports "
+                     f"{target} ({layer_of(target)})")
+  assert not sorted(set(wrong)), "\n".join(sorted(set(wrong)))
+
+
+def test_core_imports_no_tensorflow_seqio_gin_or_clu_at_import_time():
+  wrong = [f"{os.path.relpath(path, REPO)}:{line} imports {imported}"
+           for name, (path, tree) in MODULES.items()
+           if name != "clipa_t5x" and layer_of(name) == "core"
+           for imported, line in imports(tree, top_level_only=True)
+           if imported.split(".")[0] in NOT_AT_IMPORT_IN_CORE]
+  assert not wrong, "\n".join(wrong)
+
+
+def test_data_knows_nothing_of_flax_or_the_models():
+  wrong = [f"{os.path.relpath(path, REPO)}:{line} imports {imported}"
+           for name, (path, tree) in MODULES.items()
+           if name != "clipa_t5x" and layer_of(name) == "data"
+           for imported, line in imports(tree)
+           if imported.split(".")[0] == "flax" or imported.startswith("clipa_t5x.models")]
+  assert not wrong, "\n".join(wrong)
+
+
+def test_only_entry_points_and_tasks_use_gin():
+  wrong = [f"{os.path.relpath(path, REPO)}:{line} imports {imported}"
+           for name, (path, tree) in MODULES.items()
+           if name != "clipa_t5x" and layer_of(name) not in ("entry", "tasks")
+           for imported, line in imports(tree)
+           if imported.split(".")[0] in ("gin", "__gin__")]
+  assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles_at_import_time():
+  graph = {name: {t for imported, _ in imports(tree, top_level_only=True)
+                  if (t := _ours(imported)) and t != name}
+           for name, (_, tree) in MODULES.items()}
+  # A package's __init__ importing its own submodules is how packages work;
+  # the cycle that matters is between two modules.
+  for name in graph:
+    graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+  state, cycle = {}, []
+
+  def visit(node, stack):
+    state[node] = "open"
+    stack.append(node)
+    for nxt in sorted(graph.get(node, ())):
+      if state.get(nxt) == "open":
+        cycle.append(stack[stack.index(nxt):] + [nxt])
+      elif nxt not in state:
+        visit(nxt, stack)
+    stack.pop()
+    state[node] = "done"
+
+  for name in sorted(graph):
+    if name not in state:
+      visit(name, [])
+  assert not cycle, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycle)
+
+
+@pytest.mark.parametrize("module, layer", [
+    ("clipa_t5x.models.vit", "core"), ("clipa_t5x.data.sources", "data"),
+    ("clipa_t5x.evaluation.zeroshot", "evaluation"), ("clipa_t5x.train", "entry"),
+    ("clipa_t5x.tasks.demo", "tasks")])
+def test_layer_of(module, layer):
+  assert layer_of(module) == layer
