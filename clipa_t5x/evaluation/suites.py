@@ -20,6 +20,7 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from clipa_t5x import paths
 from clipa_t5x.data import user_data as user_data_lib
 from clipa_t5x.evaluation import datasets
 from clipa_t5x.evaluation import zeroshot
@@ -46,13 +47,6 @@ def _missing(setting: str, what: str) -> ValueError:
   return ValueError(
       f"{setting} is not set: {what}. Set --gin.{setting}=\"'/path'\", or --gin.EVALUATORS=[] "
       "to run without this evaluation.")
-
-
-def _isdir(path: str) -> bool:
-  if "://" in path:  # gs:// and other tf.io.gfile file systems (TFDS reads them)
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    return tf.io.gfile.isdir(path)
-  return os.path.isdir(path)
 
 
 def _tfds_prepared(name: str, data_dir: str) -> bool:
@@ -140,7 +134,7 @@ def imagenet_zeroshot(data: Optional[str], name: str = "imagenet", batch_size: i
   if not data:
     raise _missing(setting, what)
   data = os.path.expanduser(data)
-  if not _isdir(data):
+  if not paths.isdir(data):
     raise ValueError(f"{setting}={data!r} is not a directory: {what}.")
   if _tfds_prepared(tfds_name, data):
     source = datasets.TfdsClassification(tfds_name, split, data_dir=data)
