@@ -16,6 +16,7 @@ from PIL import Image
 
 from clipa_t5x import checkpoints
 from clipa_t5x import inference
+from clipa_t5x import paths
 from clipa_t5x.data import image_ops
 from clipa_t5x.data import text_reduction
 from clipa_t5x.models import clip
@@ -373,11 +374,7 @@ def test_open_clip_export_round_trip(tmp_path):
 # ----------------------------------------------------- remote and relative paths
 def _to_ram(local: str, url: str) -> str:
   """Copies a local folder into TensorFlow's in-memory filesystem (a stand-in for gs://)."""
-  for root, _, files in os.walk(local):
-    target = url + root[len(local):]
-    tf.io.gfile.makedirs(target)
-    for name in files:
-      tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
+  paths.upload_tree(local, url)
   return url
 
 

@@ -14,6 +14,7 @@ import interop_helpers  # noqa: E402
 
 from clipa_t5x import checkpoints  # noqa: E402
 from clipa_t5x import convert  # noqa: E402
+from clipa_t5x import paths  # noqa: E402
 from clipa_t5x.interop import open_clip as oc  # noqa: E402
 from clipa_t5x.models import config_io  # noqa: E402
 from clipa_t5x.models import configs  # noqa: E402
@@ -133,12 +134,7 @@ def test_cli_relative_paths(stage, tmp_path, monkeypatch, capsys):
 
 def _to_ram(local: str, url: str) -> str:
   """Copies a local folder into TensorFlow's in-memory filesystem (a stand-in for gs://)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  for root, _, files in os.walk(local):
-    target = url + root[len(local):]
-    tf.io.gfile.makedirs(target)
-    for name in files:
-      tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
+  paths.upload_tree(local, url)
   return url
 
 
