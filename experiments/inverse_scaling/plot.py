@@ -462,10 +462,22 @@ def _compute_matched(agg: Sequence[Dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------ plots
-def _colours(widths: Sequence[int]):
+def _plot_setup(rows: Sequence[Dict[str, Any]]):
+  """``(pyplot, aggregated rows, widths, {width: colour})`` for a figure of ``rows``.
+
+  Raises:
+    ValueError: when there are no rows.
+  """
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  return dict(zip(widths, plt.get_cmap("viridis")(
+  agg = aggregate(rows)
+  if not agg:
+    raise ValueError("no result rows to plot; run the study first.")
+  widths = sorted({r["width"] for r in agg})
+  colours = dict(zip(widths, plt.get_cmap("viridis")(
       [0.1 + 0.75 * i / max(1, len(widths) - 1) for i in range(len(widths))])))
+  return plt, agg, widths, colours
 
 
 def _yerr(r: Dict[str, Any], metric: str):
@@ -488,15 +500,7 @@ def plot_tokens(rows: Sequence[Dict[str, Any]], path: str, command: str = "") ->
   markers); random masking at full resolution is a hollow square at its kept
   token count. Error bars span the seeds.
   """
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  agg = aggregate(rows)
-  if not agg:
-    raise ValueError("no result rows to plot; run the study first.")
-  widths = sorted({r["width"] for r in agg})
-  colours = _colours(widths)
+  plt, agg, widths, colours = _plot_setup(rows)
   full_text = max(r["text_tokens"] for r in agg)
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
   panels = (("top1", "after the full-resolution fine-tune"),
@@ -555,17 +559,9 @@ def plot_flops(rows: Sequence[Dict[str, Any]], path: str, command: str = "") -> 
   One colour per model size, one marker per setting; the headline pair (CLIPA
   schedule vs full resolution for the same FLOPs) joined by a thick line.
   """
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt, agg, widths, colours = _plot_setup(rows)
   from matplotlib import ticker  # pylint: disable=import-outside-toplevel
   from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
-
-  agg = aggregate(rows)
-  if not agg:
-    raise ValueError("no result rows to plot; run the study first.")
-  widths = sorted({r["width"] for r in agg})
-  colours = _colours(widths)
   fig, ax = plt.subplots(figsize=(9, 5.6))
   for width in widths:
     mine = [r for r in agg if r["width"] == width and r["top1"] is not None]
