@@ -7,8 +7,8 @@ LayerNorm before the blocks, mean pooling over the patch tokens (cls
 excluded) followed by LayerNorm, and a bias-free projection head.
 
 Training may drop patch tokens (FLIP-style ``random``, or the ``grid`` /
-``block`` variants of the CLIPA paper); masking is applied after the position
-embedding, so every kept token keeps its own position.
+``block`` variants of the CLIPA paper); the kept patches are picked before the
+patch embedding (only they are embedded) and each keeps its own position.
 """
 
 import math
@@ -148,6 +148,34 @@ def block_keep_indices(rng: jax.Array, batch: int, grid_h: int, grid_w: int,
   return ((top + dr[None]) * grid_w + left + dc[None]).astype(jnp.int32)
 
 
+def keep_indices(rng: jax.Array, batch: int, *, grid_hw: Tuple[int, int],
+                 mask_ratio: float, mask_type: str) -> jax.Array:
+  """Per sample, the row-major indices of the patches that masking keeps.
+
+  Args:
+    rng: PRNG key; each sample draws its own mask.
+    batch: number of samples.
+    grid_hw: (rows, columns) of the patch grid.
+    mask_ratio: fraction dropped; 'grid' requires 0.75.
+    mask_type: 'random', 'grid' or 'block'.
+
+  Returns:
+    int32 [batch, K].
+  """
+  gh, gw = grid_hw
+  if mask_type == "random":
+    return random_keep_indices(rng, batch, gh * gw, mask_ratio)
+  if mask_type == "grid":
+    if abs(mask_ratio - 0.75) > 1e-9:
+      raise ValueError(
+          f"mask_type='grid' always drops 3 of every 4 patches (ratio 0.75), got "
+          f"mask_ratio={mask_ratio}; set mask_ratio=0.75.")
+    return grid_keep_indices(rng, batch, gh, gw)
+  if mask_type == "block":
+    return block_keep_indices(rng, batch, gh, gw, mask_ratio)
+  raise ValueError(f"Unknown mask_type {mask_type!r}; use one of {MASK_TYPES}.")
+
+
 def mask_patches(tokens: jax.Array, rng: jax.Array, *, grid_hw: Tuple[int, int],
                  mask_ratio: float, mask_type: str) -> jax.Array:
   """Drops patch tokens of ``tokens`` [B, N, W] (no cls) → [B, K, W].
@@ -166,19 +194,43 @@ def mask_patches(tokens: jax.Array, rng: jax.Array, *, grid_hw: Tuple[int, int],
   gh, gw = grid_hw
   if gh * gw != n:
     raise ValueError(f"grid {gh}x{gw} does not match {n} patch tokens.")
-  if mask_type == "random":
-    idx = random_keep_indices(rng, batch, n, mask_ratio)
-  elif mask_type == "grid":
-    if abs(mask_ratio - 0.75) > 1e-9:
-      raise ValueError(
-          f"mask_type='grid' always drops 3 of every 4 patches (ratio 0.75), got "
-          f"mask_ratio={mask_ratio}; set mask_ratio=0.75.")
-    idx = grid_keep_indices(rng, batch, gh, gw)
-  elif mask_type == "block":
-    idx = block_keep_indices(rng, batch, gh, gw, mask_ratio)
-  else:
-    raise ValueError(f"Unknown mask_type {mask_type!r}; use one of {MASK_TYPES}.")
+  idx = keep_indices(rng, batch, grid_hw=grid_hw, mask_ratio=mask_ratio, mask_type=mask_type)
   return jnp.take_along_axis(tokens, idx[:, :, None], axis=1)
+
+
+def patchify(images: jax.Array, patch_size: int) -> jax.Array:
+  """[B, H, W, C] → [B, N, p·p·C]: row-major patches, each flattened (row, column, channel).
+
+  The flattening order matches a conv kernel [p, p, C, W] reshaped to [p·p·C, W].
+  """
+  b, h, w, c = images.shape
+  p = patch_size
+  x = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+class PatchEmbedding(nn.Module):
+  """Bias-free patch embedding: a stride-``p`` conv written as one matmul.
+
+  Its parameter is the conv kernel ``kernel`` [p, p, 3, W] (HWIO, as
+  ``nn.Conv`` names and initialises it), applied to flattened patches, so that
+  only the patches that masking keeps need embedding.
+  """
+  patch_size: int
+  width: int
+  dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    """[B, K, p·p·C] flattened patches (see ``patchify``) → [B, K, W]."""
+    p = self.patch_size
+    channels = patches.shape[-1] // (p * p)
+    kernel = self.param(
+        "kernel", layers.boxed(self.kernel_init, (None, None, None, "embed")),
+        (p, p, channels, self.width), jnp.float32)
+    kernel = kernel.reshape(p * p * channels, self.width).astype(self.dtype)
+    return jnp.einsum("bkd,dw->bkw", patches.astype(self.dtype), kernel)
 
 
 class VisionTransformer(nn.Module):
@@ -208,16 +260,8 @@ class VisionTransformer(nn.Module):
 
   def setup(self):
     xavier = nn.initializers.xavier_uniform()
-    self.embedding = nn.Conv(
-        self.width,
-        kernel_size=(self.patch_size, self.patch_size),
-        strides=(self.patch_size, self.patch_size),
-        padding="VALID",
-        use_bias=False,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=layers.boxed(xavier, (None, None, None, "embed")),
-    )
+    self.embedding = PatchEmbedding(
+        patch_size=self.patch_size, width=self.width, dtype=self.dtype, kernel_init=xavier)
     self.cls = self.param(
         "cls", layers.boxed(nn.initializers.zeros, (None, None, "embed")),
         (1, 1, self.width), jnp.float32)
@@ -270,16 +314,21 @@ class VisionTransformer(nn.Module):
     mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
     std = jnp.asarray(IMAGENET_STD, jnp.float32)
     x = (images.astype(jnp.float32) / 255.0 - mean) / std
-    x = self.embedding(x.astype(self.dtype))
-    x = x.reshape(x.shape[0], gh * gw, self.width)
-    x = x + jnp.asarray(posemb_sincos_2d(gh, gw, self.width), self.dtype)[None]
+    x = patchify(x, self.patch_size)
+    pos = jnp.asarray(posemb_sincos_2d(gh, gw, self.width), self.dtype)[None]
     if train and self.mask_ratio > 0:
       if not self.has_rng(MASK_RNG):
         raise ValueError(
             f"Patch masking (mask_ratio={self.mask_ratio}) needs a 'mask' rng: call "
             "apply(..., rngs={'mask': key}) or pass train=False.")
-      x = mask_patches(x, self.make_rng(MASK_RNG), grid_hw=(gh, gw),
-                       mask_ratio=self.mask_ratio, mask_type=self.mask_type)
+      # Only the kept patches are embedded (the same tokens as embedding all and
+      # then dropping, at 1 - mask_ratio of the cost, and no scatter back over
+      # every patch in the backward pass); each keeps its own position.
+      idx = keep_indices(self.make_rng(MASK_RNG), x.shape[0], grid_hw=(gh, gw),
+                         mask_ratio=self.mask_ratio, mask_type=self.mask_type)
+      x = jnp.take_along_axis(x, idx[:, :, None], axis=1)
+      pos = jnp.take(pos[0], idx, axis=0)
+    x = self.embedding(x) + pos
     cls = jnp.broadcast_to(self.cls.astype(self.dtype), (x.shape[0], 1, self.width))
     x = jnp.concatenate([cls, x], axis=1)
     return layers.constrain(x, layers.RESIDUAL_AXES)
