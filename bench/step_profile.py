@@ -33,13 +33,13 @@ GROUPS: Sequence[Tuple[str, str]] = (
     ("optimizer update", r"(adam|optax|scale_by|add_decayed|apply_updates|tree_map|"
                          r"clip_by|global_norm|learning_rate|schedule)"),
     ("loss / logits", r"(loss|logit|log_softmax|softmax_cross|contrastive)"),
-    ("attention core", r"attention/(?!query|key|value|out).*"
-                       r"(dot_general|softmax|exp|reduce_max|reduce_sum|div|sub|"
-                       r"while|checkpoint|remat|map|transpose|einsum|mul)"),
-    ("q/k/v projections", r"attention/(query|key|value|qkv)"),
+    # The fused q/k/v matmul (one einsum over the concatenated kernels) and
+    # the split of its result count as projections.
+    ("q/k/v projections", r"attention/(query|key|value|qkv|blw,whd->blhd|concatenate|split)"),
     ("attention out proj", r"attention/out"),
-    ("MLP", r"mlp/"),
+    ("attention core", r"attention/"),
     ("LayerNorm", r"(norm_attn|norm_mlp|encoder_norm|final_norm|LayerNorm|layer_norm)"),
+    ("MLP", r"mlp/"),
     ("patch embedding / masking", r"(embedding|patchify|take_along_axis|gather|argsort|"
                                   r"sort|posemb|random|mask)"),
     ("residual / other", r"."),
@@ -55,6 +55,23 @@ def hlo_op_names(hlo_text: str) -> Dict[str, str]:
     if op:
       out[m.group(1)] = op.group(1)
   return out
+
+
+def consumer_op_names(hlo_text: str) -> Dict[str, str]:
+  """Instruction without metadata → the op_name of its first consumer that has one.
+
+  XLA's own rewrites (e.g. a reduction split into reduce-window + reduce)
+  leave the new instruction without metadata; its consumer tells what it is for.
+  """
+  named = hlo_op_names(hlo_text)
+  out = {}
+  for m in re.finditer(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=([^\n]*)$", hlo_text, re.M):
+    name, rest = m.group(1), m.group(2)
+    if name not in named:
+      continue
+    for operand in re.findall(r"%([\w.\-]+)", rest.split("metadata=")[0]):
+      out.setdefault(operand, named[name])
+  return {k: v for k, v in out.items() if k not in named}
 
 
 def fusion_op_names(hlo_text: str) -> Dict[str, str]:
@@ -180,9 +197,11 @@ def analyse(work: str, args) -> None:
   texts = [open(p).read() for p in glob.glob(os.path.join(dump, "*train_step*after_optimizations.txt"))]
   names: Dict[str, str] = {}
   fused: Dict[str, str] = {}
+  consumers: Dict[str, str] = {}
   for t in texts:
     names.update(hlo_op_names(t))
     fused.update(fusion_op_names(t))
+    consumers.update(consumer_op_names(t))
   totals = self_times(trace)
   by_group: Dict[Tuple[str, str], float] = collections.defaultdict(float)
   rows = []
@@ -190,7 +209,7 @@ def analyse(work: str, args) -> None:
   for op, ns in totals.items():
     by_kind[op_kind(op)] += ns
     hlo = op.split("__", 1)[0]
-    meta = names.get(hlo, "") or fused.get(hlo, "")
+    meta = names.get(hlo, "") or fused.get(hlo, "") or consumers.get(hlo, "")
     key = (tower_of(meta + " " + fused.get(op, "")), group_of(meta))
     by_group[key] += ns
     rows.append((ns, op, key, meta))
