@@ -223,6 +223,26 @@ def test_dense_general_xavier_fans_use_the_flattened_kernel():
                              rtol=1e-4, atol=1e-4)
 
 
+
+def test_dense_general_without_projection_returns_its_float32_params():
+  m = layers.DenseGeneral(features=(4, 8), in_names=("embed",), out_names=("heads", "kv"),
+                          dtype=jnp.bfloat16)
+  x = _x(shape=(2, 3, 16))
+  p = _randomise(m.init(jax.random.key(0), x)["params"])
+  kernel, bias = m.apply({"params": p}, x, project=False)
+  assert kernel.dtype == bias.dtype == jnp.float32
+  np.testing.assert_array_equal(kernel, nn.meta.unbox(p)["kernel"])
+  np.testing.assert_array_equal(bias, nn.meta.unbox(p)["bias"])
+
+
+def test_attention_keeps_separate_query_key_value_params():
+  m = layers.MultiHeadAttention(heads=HEADS)
+  params = _np(m.init(jax.random.key(0), _x())["params"])
+  assert set(params) == {"query", "key", "value", "out"}
+  for name in ("query", "key", "value"):
+    assert params[name]["kernel"].shape == (W, HEADS, W // HEADS)
+    assert params[name]["bias"].shape == (HEADS, W // HEADS)
+
 # ------------------------------------------------------- attention_impl ---
 def _qkv(b=6, n=7, h=HEADS, d=8, seed=3, dtype=jnp.float32):
   rs = np.random.RandomState(seed)
