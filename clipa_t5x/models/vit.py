@@ -326,8 +326,9 @@ class VisionTransformer(nn.Module):
       # every patch in the backward pass); each keeps its own position.
       idx = keep_indices(self.make_rng(MASK_RNG), x.shape[0], grid_hw=(gh, gw),
                          mask_ratio=self.mask_ratio, mask_type=self.mask_type)
-      x = jnp.take_along_axis(x, idx[:, :, None], axis=1)
-      pos = jnp.take(pos[0], idx, axis=0)
+      # The indices are in range by construction: no clamping or fill select.
+      x = jnp.take_along_axis(x, idx[:, :, None], axis=1, mode="promise_in_bounds")
+      pos = jnp.take(pos[0], idx, axis=0, mode="clip")
     x = self.embedding(x) + pos
     cls = jnp.broadcast_to(self.cls.astype(self.dtype), (x.shape[0], 1, self.width))
     x = jnp.concatenate([cls, x], axis=1)
