@@ -311,10 +311,9 @@ class VisionTransformer(nn.Module):
       [B, 1 + K, width] in the compute dtype; token 0 is cls (no position).
     """
     gh, gw = self._check_images(images)
-    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
-    std = jnp.asarray(IMAGENET_STD, jnp.float32)
-    x = (images.astype(jnp.float32) / 255.0 - mean) / std
-    x = patchify(x, self.patch_size)
+    # Patches are cut (and picked) from the raw pixels, a quarter of the bytes
+    # of float32 ones for uint8 input; normalised after, per channel.
+    x = patchify(images, self.patch_size)
     pos = jnp.asarray(posemb_sincos_2d(gh, gw, self.width), self.dtype)[None]
     if train and self.mask_ratio > 0:
       if not self.has_rng(MASK_RNG):
@@ -329,6 +328,10 @@ class VisionTransformer(nn.Module):
       # The indices are in range by construction: no clamping or fill select.
       x = jnp.take_along_axis(x, idx[:, :, None], axis=1, mode="promise_in_bounds")
       pos = jnp.take(pos[0], idx, axis=0, mode="clip")
+    p2 = self.patch_size * self.patch_size
+    mean = jnp.asarray(np.tile(np.asarray(IMAGENET_MEAN, np.float32), p2))
+    std = jnp.asarray(np.tile(np.asarray(IMAGENET_STD, np.float32), p2))
+    x = (x.astype(jnp.float32) / 255.0 - mean) / std
     x = self.embedding(x) + pos
     cls = jnp.broadcast_to(self.cls.astype(self.dtype), (x.shape[0], 1, self.width))
     x = jnp.concatenate([cls, x], axis=1)
