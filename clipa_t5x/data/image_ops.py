@@ -29,10 +29,6 @@ import tensorflow as tf
 
 from clipa_t5x.data import bad_records
 
-# ImageNet statistics (0-255 scale) the model normalises with, on device.
-IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
 _JPEG_RATIOS = (1, 2, 4, 8)  # The DCT scale factors libjpeg supports.
 
 # Images with more pixels are skipped before decoding (a 50 MP RGB image is

@@ -39,7 +39,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
+from clipa_t5x.data.image_files import IMAGE_EXTENSIONS, has_image_extension
+
 # Image members of a webdataset sample, tried in order (WebDatasetSource's default).
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 _WNID = re.compile(r"n\d{8}")
@@ -257,9 +258,9 @@ class TfdsRetrieval:
 
 # ------------------------------------------------------------- image folder
 def _list_images(folder: str, extensions: Sequence[str]) -> List[str]:
-  exts = tuple(f".{e.lower().lstrip('.')}" for e in extensions)
+  exts = tuple(e.lower().lstrip(".") for e in extensions)
   return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                if f.lower().endswith(exts) and os.path.isfile(os.path.join(folder, f)))
+                if has_image_extension(f, exts) and os.path.isfile(os.path.join(folder, f)))
 
 
 @dataclasses.dataclass(frozen=True)
