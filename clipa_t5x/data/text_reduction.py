@@ -16,7 +16,7 @@ compares four ways of choosing which word pieces of a caption survive:
 
 Every output is int32 ``[length]``: ``[CLS]``, the kept pieces, zero padding.
 ``reduce_text`` works on one caption with dense ops (the per-example path of a
-``tf.data`` map), ``reduce_batch`` on a ragged batch (``encode_texts``, e.g.
+``tf.data`` map), ``reduce_batch`` on a ragged batch (``tokenize_texts``, e.g.
 zero-shot prompts); on a batch of one they agree, random draws included.
 Random methods use only stateless ops, so a seed fixes the result.
 
@@ -263,7 +263,7 @@ def reduce_text(word_pieces: tf.RaggedTensor, length: int, method: str,
   return out
 
 
-def encode_texts(texts: Sequence[str], length: int, method: str = "truncate",
+def tokenize_texts(texts: Sequence[str], length: int, method: str = "truncate",
                  seed: int = 0) -> np.ndarray:
   """Tokenizes and reduces a list of strings (e.g. zero-shot prompts).
 
@@ -280,7 +280,7 @@ def encode_texts(texts: Sequence[str], length: int, method: str = "truncate",
   """
   check_method(method)
   if isinstance(texts, (str, bytes)):
-    raise ValueError("encode_texts takes a sequence of strings, not one "
+    raise ValueError("tokenize_texts takes a sequence of strings, not one "
                      "string; wrap it in a list")
   if method in RANDOM_METHODS and not _is_int(seed):
     raise ValueError(f"seed must be an int, got {seed!r}")
