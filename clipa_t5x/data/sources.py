@@ -44,14 +44,10 @@ from clipa_t5x.data import bad_records
 # a Task registered at import time can point at data made (or configured) later.
 FilePatterns = Union[str, Sequence[str], Callable[[], Union[str, Sequence[str]]]]
 
-BAD_RECORD_KINDS = ("missing_image", "missing_caption", "bad_caption_encoding",
-                    "missing_label", "bad_label", "truncated_shard")
-# The process-wide ``bad_records`` counter each per-source kind also feeds.
-_GLOBAL_KIND = {"missing_image": "missing_image",
-                "missing_caption": "missing_caption",
-                "bad_caption_encoding": "bad_caption_utf8",
-                "missing_label": "missing_label", "bad_label": "bad_label",
-                "truncated_shard": "corrupt_shard"}
+# Per-source counters; each also feeds the process-wide ``bad_records`` counter
+# of the same name.
+BAD_RECORD_KINDS = ("missing_image", "missing_caption", "bad_caption_utf8",
+                    "missing_label", "bad_label", "corrupt_shard")
 
 _BLOCK = 512
 _ZERO_BLOCK = b"\0" * _BLOCK
@@ -411,9 +407,9 @@ class WebDatasetSource(ShardedFileSource):
 
     Keys (only non-zero ones are returned): ``missing_image`` and
     ``missing_caption`` (samples skipped; an empty or all-whitespace caption
-    counts as missing), ``bad_caption_encoding`` (non-UTF-8
+    counts as missing), ``bad_caption_utf8`` (non-UTF-8
     caption, invalid bytes replaced by U+FFFD), ``missing_label`` and
-    ``bad_label`` (label set to -1), ``truncated_shard`` (a tar ended early or
+    ``bad_label`` (label set to -1), ``corrupt_shard`` (a tar ended early or
     has a corrupt header; the samples before it are read). Counts are taken
     when a file is read (again each epoch), so they may run ahead of the
     examples consumed. The same events also feed the process-wide
@@ -425,7 +421,7 @@ class WebDatasetSource(ShardedFileSource):
   def _count(self, kind: str, n: tf.Tensor) -> tf.Operation:
     n = tf.cast(n, tf.int64)
     return tf.group(self._counters[kind].assign_add(n),
-                    bad_records.count(_GLOBAL_KIND[kind], n))
+                    bad_records.count(kind, n))
 
   def _samples(self, path: tf.Tensor, with_labels: bool) -> tf.data.Dataset:
     """The examples of one tar file, in file order."""
@@ -467,11 +463,11 @@ class WebDatasetSource(ShardedFileSource):
     has_caption &= tf.strings.length(all_text) > 0
     ok = has_image & has_caption
     take = lambda x: tf.boolean_mask(x, ok)
-    image, first, text = take(image), take(first), take(all_text)
-    fixed = tf.strings.unicode_transcode(
-        text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+    image, first = take(image), take(first)
+    fixed, fix_op = fix_caption(take(all_text), count=self._count)
     updates = [
-        self._count("truncated_shard",
+        fix_op,
+        self._count("corrupt_shard",
                     tf.cast(~members["complete"], tf.int64)),
         self._count("missing_image",
                     tf.reduce_sum(tf.cast(~has_image, tf.int64))),
@@ -479,8 +475,6 @@ class WebDatasetSource(ShardedFileSource):
             tf.cast(has_image & ~has_caption, tf.int64))),
         bad_records.count("incomplete_sample",
                           tf.reduce_sum(tf.cast(~ok, tf.int64))),
-        self._count("bad_caption_encoding",
-                    tf.reduce_sum(tf.cast(fixed != text, tf.int64))),
     ]
     example = {"key": tf.gather(key, first),
                "image_start": tf.gather(start, image),
@@ -520,11 +514,16 @@ class WebDatasetSource(ShardedFileSource):
     return self._samples(path, self._labels_on(split))
 
 
-def fix_caption(text: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+def fix_caption(text: tf.Tensor, count: Callable[[str, tf.Tensor], tf.Operation]
+                = bad_records.count) -> Tuple[tf.Tensor, tf.Operation]:
   """Strips captions and repairs invalid UTF-8 (counted as bad_caption_utf8).
+
+  The one caption repair of every source (webdataset, TFRecord, CSV, TFDS).
 
   Args:
     text: string tensor of captions, any shape.
+    count: ``(kind, n) -> op`` that counts; a source with counters of its own
+      passes one that feeds them as well as ``bad_records``.
 
   Returns:
     ``(captions, update_op)``: invalid bytes replaced by U+FFFD.
@@ -532,8 +531,8 @@ def fix_caption(text: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   text = tf.strings.strip(text)
   fixed = tf.strings.unicode_transcode(
       text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
-  return fixed, bad_records.count(
-      "bad_caption_utf8", tf.reduce_sum(tf.cast(fixed != text, tf.int64)))
+  return fixed, count("bad_caption_utf8",
+                      tf.reduce_sum(tf.cast(fixed != text, tf.int64)))
 
 
 def select_features(dataset: tf.data.Dataset,

@@ -148,7 +148,7 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
   assert examples[1]["label"] == -1 and examples[2]["label"] == -1
   assert tf.io.decode_image(examples[0]["image"]).shape == (6, 5, 3)
   assert source.bad_record_counts() == {
-      "missing_caption": 1, "missing_image": 1, "bad_caption_encoding": 1,
+      "missing_caption": 1, "missing_image": 1, "bad_caption_utf8": 1,
       "missing_label": 1, "bad_label": 1}
   # Auto-detection: the first sample has a .cls member, so labels are on.
   auto = WebDatasetSource({"train": str(tmp_path / "bad-*.tar")})
@@ -174,7 +174,7 @@ def test_truncated_shard_keeps_earlier_samples(tmp_path, cut, complete_samples):
   source = WebDatasetSource({"train": str(tmp_path / "cut.tar")})
   keys = _keys(source.get_dataset("train", shuffle=False))
   assert keys == [f"{i:03d}" for i in range(complete_samples)]
-  assert source.bad_record_counts()["truncated_shard"] == 1
+  assert source.bad_record_counts()["corrupt_shard"] == 1
 
 
 def test_select_features_drops_and_casts(demo_dir):
