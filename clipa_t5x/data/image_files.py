@@ -14,11 +14,12 @@ with their count known before the first image is read (for progress bars):
 
 ``load_image`` turns one image (a path, encoded bytes, a PIL image or a uint8
 array) into the ``uint8 [size, size, 3]`` array the model sees. It decodes and
-resizes with the TensorFlow ops of the evaluation pipeline
-(``image_ops.decode_image`` + ``image_ops.eval_resize``: a square,
-antialiased resize with no crop), so features match evaluation exactly.
-Anything unreadable raises ``BadImageError`` naming the reason; callers decide
-whether to skip it (the CLI does, and reports it) or to stop.
+resizes with ``image_ops.decode_resize``, the function the evaluation pipeline
+maps (a square, antialiased resize with no crop), so features match
+evaluation exactly. The bad-image policy here is *raise*: anything unreadable
+(or over ``image_ops.MAX_IMAGE_PIXELS``) raises ``BadImageError`` naming the
+reason; callers decide whether to skip it (the CLI does, and reports it) or to
+stop.
 """
 
 import dataclasses
@@ -75,15 +76,11 @@ def _tf_functions(size: int):
   def pixels(data):
     return image_ops.encoded_image_pixels(data)
 
-  @tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
-  def decode_resize(data):
-    # As the evaluation preprocessor: JPEGs decode at the smallest DCT scale
-    # that keeps the shorter side >= size, then a square antialiased resize.
-    return image_ops.eval_resize(image_ops.decode_image(data, target_size=size), size)
-
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)], autograph=False)
-  def resize(image):
-    return image_ops.eval_resize(image, size)
+  # The evaluation transform itself, traced for bytes and for arrays.
+  decode_resize, resize = (
+      tf.function(lambda x: image_ops.decode_resize(x, size), input_signature=[spec],
+                  autograph=False)
+      for spec in (tf.TensorSpec([], tf.string), tf.TensorSpec([None, None, 3], tf.uint8)))
 
   # Traced here, once, under a lock: worker threads then only call them.
   pixels.get_concrete_function()

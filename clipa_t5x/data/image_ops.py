@@ -407,14 +407,43 @@ def _image_side(sequence_length: Optional[Mapping[str, int]],
 
 
 def _to_image(value: tf.Tensor, min_side: int) -> tf.Tensor:
-  """Decodes encoded bytes, or checks an already-decoded uint8 image."""
+  """Decodes encoded bytes, or checks an already-decoded uint8 image.
+
+  The one decoder of training, evaluation and inference: bytes go through
+  ``decode_image`` (DCT-scaled JPEGs keeping ``min_side``); a uint8
+  ``[H, W, 1]`` (greyscale) image becomes RGB.
+  """
   if value.dtype == tf.string:
     return decode_image(value, target_size=min_side)
   if value.dtype != tf.uint8 or value.shape.rank != 3:
     raise ValueError(f"'image' must be encoded bytes (tf.string) or a uint8 "
                      f"[H, W, 3] tensor, got {value.dtype.name} of rank "
                      f"{value.shape.rank}.")
+  if value.shape[-1] == 1:
+    value = tf.image.grayscale_to_rgb(value)
   return value
+
+
+def decode_resize(value: tf.Tensor, size: int) -> tf.Tensor:
+  """The evaluation and inference transform: decode, square-resize, no crop.
+
+  CLIPA's fine-tuning/eval transform ("directly resize works better"): JPEGs
+  are decoded at the smallest DCT scale that keeps the shorter side >= size,
+  then ``eval_resize``. ``eval_image_preprocessor`` (every evaluation data
+  set) and ``image_files.load_image`` (inference) both call this, so their
+  features match exactly.
+
+  Args:
+    value: scalar ``tf.string`` of encoded bytes, or a uint8 ``[H, W, 3]``
+      (or greyscale ``[H, W, 1]``) image.
+    size: output side in pixels.
+
+  Returns:
+    uint8 ``[size, size, 3]``.
+  """
+  out = eval_resize(_to_image(value, size), size)
+  out.set_shape([size, size, 3])
+  return out
 
 
 # do_not_convert: no Python control flow on tensors here, and autograph's
@@ -434,7 +463,7 @@ def _train_map(ex, seed, *, size: int, key: str, area_range, aspect_ratio_range,
           tf.io.is_jpeg(value),
           lambda: jpeg_inception_crop(value, size, crop_seed, area_range,
                                       aspect_ratio_range),
-          lambda: inception_crop(_decode_any(value), size, crop_seed,
+          lambda: inception_crop(decode_image(value), size, crop_seed,
                                  area_range, aspect_ratio_range))
     else:
       image = inception_crop(_to_image(value, size), size, crop_seed,
@@ -449,17 +478,26 @@ def _train_map(ex, seed, *, size: int, key: str, area_range, aspect_ratio_range,
 
 
 def _guarded(ex, key: str, size: int, transform, max_pixels: Optional[int]):
-  """Applies ``transform`` to ``ex[key]`` unless the example is to be skipped.
+  """Applies ``transform`` to ``ex[key]`` under one of two bad-image policies.
 
-  With ``max_pixels`` set (skipping on; the example then carries the
-  ``_add_index`` features), an encoded image over the limit is not decoded:
-  it becomes a zero image, is counted as ``too_large_image`` and is flagged
-  for ``_drop_bad`` to remove; so is the end-of-data sentinel, uncounted.
+  Raise (``max_pixels`` None): an encoded image over ``MAX_IMAGE_PIXELS`` by
+  its header fails the pipeline with ``InvalidArgumentError`` before it is
+  decoded, as an undecodable one does. Skip (``max_pixels`` set; the example
+  then carries the ``_add_index`` features): an encoded image over the limit
+  is not decoded: it becomes a zero image, is counted as ``too_large_image``
+  and is flagged for ``_drop_bad`` to remove; so is the end-of-data sentinel,
+  uncounted.
   """
   value = ex[key]
   out = {k: v for k, v in ex.items() if k != _END_KEY}
   if max_pixels is None:
-    image = transform(value)
+    checks = []
+    if value.dtype == tf.string:
+      pixels = encoded_image_pixels(value)
+      checks = [tf.debugging.Assert(pixels <= MAX_IMAGE_PIXELS, [
+          "image too large (pixels, limit):", pixels, MAX_IMAGE_PIXELS])]
+    with tf.control_dependencies(checks):
+      image = transform(value)
   else:
     end = ex[_END_KEY]
     too_large = tf.constant(False)
@@ -596,17 +634,20 @@ def eval_image_preprocessor(
     sequence_length: Optional[Mapping[str, int]] = None,
     skip_bad_images: bool = False,
     key: str = "image") -> tf.data.Dataset:
-  """SeqIO preprocessor: decode and square-resize to S x S (no crop).
+  """SeqIO preprocessor: ``decode_resize`` to S x S, with a bad-image policy.
 
-  CLIPA's fine-tuning/eval transform ("directly resize works better"). JPEGs
-  are decoded at the smallest DCT scale that keeps the shorter side >= S.
+  The one evaluation image map: SeqIO eval Tasks and every source of
+  ``clipa_t5x.evaluation.datasets`` read their images through it.
 
   Args:
-    dataset: examples whose ``key`` feature is encoded bytes or uint8 HxWx3.
+    dataset: examples whose ``key`` feature is encoded bytes or uint8 HxWx3
+      (or HxWx1).
     sequence_length: SeqIO's lengths; S = ``sequence_length[key]``.
-    skip_bad_images: drop (and log and count, as in
-      ``train_image_preprocessor``) undecodable or too large images; off by
-      default so that an eval set never shrinks silently.
+    skip_bad_images: the bad-image policy. True: skip-and-count, i.e. drop
+      (and log and count, as in ``train_image_preprocessor``) undecodable
+      or too large images. False (the default, so that an eval set never
+      shrinks silently): raise, i.e. such an image stops the pipeline with
+      ``tf.errors.InvalidArgumentError``.
     key: the image feature.
 
   Returns:
@@ -618,11 +659,11 @@ def eval_image_preprocessor(
 
   @tf.autograph.experimental.do_not_convert
   def fn(ex):
-    return _guarded(ex, key, size,
-                    lambda v: eval_resize(_to_image(v, size), size),
+    return _guarded(ex, key, size, lambda v: decode_resize(v, size),
                     max_pixels)
 
   if skip_bad_images:
     dataset = _add_index(dataset)
-  out = dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+  out = dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
   return _drop_bad(out) if skip_bad_images else out

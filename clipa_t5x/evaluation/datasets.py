@@ -5,7 +5,7 @@ Every source is a small frozen dataclass (bindable from gin) with
 * ``examples(image_size, text_length, shard_id=0, num_shards=1)``: a fresh
   iterator over this host's share of the examples, as numpy dicts, images
   already decoded and square-resized to ``image_size`` (CLIPA's eval
-  transform, ``image_ops.eval_resize``), in a fixed order;
+  transform, ``image_ops.eval_image_preprocessor``), in a fixed order;
 * classification sources: ``{'image': uint8 [S, S, 3], 'label': int}`` and
   ``class_names()`` (the data's own names, or None when it has none);
 * retrieval sources: ``{'image': uint8 [S, S, 3], 'captions': [str, ...]}``.
@@ -51,27 +51,14 @@ def _check_shard(shard_id: int, num_shards: int) -> None:
     raise ValueError(f"shard_id {shard_id} must lie in [0, num_shards={num_shards}).")
 
 
-def _decode_resize(image: Any, size: int):
-  """Encoded bytes or a decoded uint8 image -> uint8 [size, size, 3] (TF ops)."""
-  import tensorflow as tf
-  from clipa_t5x.data import image_ops
-  if image.dtype == tf.string:
-    image = image_ops.decode_image(image, target_size=size)
-  elif image.shape.rank == 3 and image.shape[-1] == 1:
-    image = tf.image.grayscale_to_rgb(image)
-  out = image_ops.eval_resize(image, size)
-  out.set_shape([size, size, 3])
-  return out
-
-
 def _map_images(ds, size: int, key: str = "image"):
-  import tensorflow as tf
+  """Decodes and resizes ``ds[key]`` with the one evaluation image map.
 
-  @tf.autograph.experimental.do_not_convert
-  def fn(ex):
-    return {**ex, key: _decode_resize(ex[key], size)}
-
-  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ``image_ops.eval_image_preprocessor`` with its raise policy: an evaluation
+  set never shrinks silently, so an unreadable image stops the evaluation.
+  """
+  from clipa_t5x.data import image_ops
+  return image_ops.eval_image_preprocessor(ds, {key: size}, key=key)
 
 
 def _read_files_ds(paths: Sequence[str], extra: Dict[str, Sequence[Any]], size: int):
@@ -83,10 +70,11 @@ def _read_files_ds(paths: Sequence[str], extra: Dict[str, Sequence[Any]], size: 
   @tf.autograph.experimental.do_not_convert
   def read(ex):
     out = {k: v for k, v in ex.items() if k != "path"}
-    out["image"] = _decode_resize(tf.io.read_file(ex["path"]), size)
+    out["image"] = tf.io.read_file(ex["path"])
     return out
 
-  return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return _map_images(ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+                     size)
 
 
 def canonical_class_name(name: str) -> str:

@@ -75,6 +75,10 @@ def test_jpeg_decodes_like_the_eval_pipeline():
   data = _jpeg(array)
   want = image_ops.eval_resize(image_ops.decode_image(tf.constant(data), target_size=8), 8)
   np.testing.assert_array_equal(image_files.load_image(data, 8), want.numpy())
+  # The evaluation map itself gives the same pixels (one decode-and-resize).
+  ds = tf.data.Dataset.from_tensors({"image": tf.constant(data)})
+  out = next(iter(image_ops.eval_image_preprocessor(ds, {"image": 8})))
+  np.testing.assert_array_equal(image_files.load_image(data, 8), out["image"].numpy())
 
 
 @pytest.mark.parametrize("data,reason", [
