@@ -29,11 +29,11 @@ Sharding is per file: host i of n reads files i, i+n, ... (``ShardInfo``), so
 hosts never read the same bytes and need no coordination.
 """
 
-import os
 import tarfile
 from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -191,24 +191,68 @@ _index_tar_fn = tf.function(index_tar, autograph=False,
                             input_signature=[tf.TensorSpec([], tf.string)])
 
 
+def group_members(names: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """webdataset's sample rules, the one copy for every front end.
+
+  A member's *key* is its path up to the first dot of its basename, its
+  *extension* the rest, lower-cased (``'a/0001.seg.PNG'`` -> ``'a/0001'``,
+  ``'seg.png'``); a *sample* is a run of consecutive members with one key.
+  ``WebDatasetSource`` calls this inside its tf.data graph; the plain-Python
+  readers (``image_files.TarImages``, the label check of the first sample)
+  call it eagerly on the names ``tarfile`` lists.
+
+  Args:
+    names: ``[M]`` string, the regular members' paths in archive order.
+
+  Returns:
+    ``{'key': [M], 'ext': [M], 'sample': [M] int64 sample of each member,
+    'num_samples': int64 scalar, 'first': [S] int64 first member of each
+    sample}``.
+  """
+  base = tf.strings.regex_replace(names, "(?s)^.*/", "")
+  folder = tf.strings.regex_replace(names, "(?s)[^/]*$", "")
+  key = tf.strings.join([folder, tf.strings.regex_replace(base, r"(?s)\..*$", "")])
+  ext = tf.strings.lower(tf.strings.regex_replace(base, r"(?s)^[^.]*\.?", ""))
+  new = tf.concat([tf.ones_like(key[:1], tf.bool), key[1:] != key[:-1]], 0)
+  sample = tf.cumsum(tf.cast(new, tf.int64)) - 1
+  num = tf.maximum(tf.reduce_max(tf.concat([sample, [-1]], 0)) + 1, 0)
+  member = tf.range(tf.size(key, out_type=tf.int64))
+  return {"key": key, "ext": ext, "sample": sample, "num_samples": num,
+          "first": tf.math.unsorted_segment_min(member, sample, num)}
+
+
+def pick_member(groups: Mapping[str, tf.Tensor], exts: Sequence[str]) -> tf.Tensor:
+  """Per sample of ``group_members``, the member whose extension comes first in
+  ``exts`` (the first such member when a sample repeats it), or -1: ``[S]`` int64."""
+  sample, num = groups["sample"], groups["num_samples"]
+  member = tf.range(tf.size(sample, out_type=tf.int64))
+  none = tf.constant(np.iinfo(np.int64).max, tf.int64)
+  found = tf.fill([num], none)
+  for e in reversed(exts):
+    idx = tf.math.unsorted_segment_min(
+        tf.where(tf.equal(groups["ext"], e.lower()), member, none), sample, num)
+    found = tf.where(idx < none, idx, found)
+  return tf.where(found < none, found, -1)
+
+
 def _first_sample_members(path: str) -> List[str]:
   """Extensions of the first sample of a tar file (reads only its start)."""
-  exts, key = [], None
-  with tf.io.gfile.GFile(path, "rb") as f:
+  names = []
+  # Eager, also when first asked while tf.data traces the reading function.
+  with tf.init_scope(), tf.io.gfile.GFile(path, "rb") as f:
     try:
       with tarfile.open(fileobj=f, mode="r|*") as tar:
         for info in tar:
-          if not info.isfile():
-            continue
-          directory, base = os.path.split(info.name)
-          stem, _, ext = base.partition(".")
-          if key is not None and (directory, stem) != key:
-            break
-          key = (directory, stem)
-          exts.append(ext.lower())
+          if info.isfile():
+            names.append(info.name.encode("utf-8", "surrogateescape"))
+            # Stop at the first member of the second sample.
+            if int(group_members(tf.constant(names))["num_samples"]) > 1:
+              break
     except (tarfile.TarError, EOFError):
       pass
-  return exts
+    groups = group_members(tf.constant(names, tf.string))
+    return [e.decode() for e in
+            tf.boolean_mask(groups["ext"], tf.equal(groups["sample"], 0)).numpy()]
 
 
 # ---------------------------------------------------------------- source ---
@@ -428,30 +472,11 @@ class WebDatasetSource(ShardedFileSource):
     content = tf.io.read_file(path)
     members = _index_tar_fn(content)
     keep = members["regular"]
-    name = tf.boolean_mask(members["name"], keep)
     start = tf.boolean_mask(members["start"], keep)
     size = tf.boolean_mask(members["size"], keep)
-    base = tf.strings.regex_replace(name, "^.*/", "")
-    folder = tf.strings.regex_replace(name, "[^/]*$", "")
-    key = tf.strings.join([folder, tf.strings.regex_replace(base, r"\..*$",
-                                                            "")])
-    ext = tf.strings.lower(tf.strings.regex_replace(base, r"^[^.]*\.?", ""))
-    # A sample is a run of consecutive members with the same key.
-    new = tf.concat([tf.ones_like(key[:1], tf.bool), key[1:] != key[:-1]], 0)
-    sample = tf.cumsum(tf.cast(new, tf.int64)) - 1
-    num = tf.maximum(tf.reduce_max(tf.concat([sample, [-1]], 0)) + 1, 0)
-    member = tf.range(tf.size(key, out_type=tf.int64))
-
-    def find(exts: Sequence[str]) -> tf.Tensor:
-      """Per sample, the member whose extension comes first in exts, or -1."""
-      found = tf.fill([num], tf.constant(-1, tf.int64))
-      for e in reversed(exts):
-        idx = tf.math.unsorted_segment_max(
-            tf.where(tf.equal(ext, e), member, -1), sample, num)
-        found = tf.where(idx >= 0, idx, found)
-      return found
-
-    first = tf.math.unsorted_segment_min(member, sample, num)
+    groups = group_members(tf.boolean_mask(members["name"], keep))
+    find = lambda exts: pick_member(groups, exts)
+    first = groups["first"]
     image = find(self._image_keys)
     caption = find([self._caption_key])
     has_image, has_caption = image >= 0, caption >= 0
@@ -476,7 +501,7 @@ class WebDatasetSource(ShardedFileSource):
         bad_records.count("incomplete_sample",
                           tf.reduce_sum(tf.cast(~ok, tf.int64))),
     ]
-    example = {"key": tf.gather(key, first),
+    example = {"key": tf.gather(groups["key"], first),
                "image_start": tf.gather(start, image),
                "image_size": tf.gather(size, image), "text": fixed}
     if with_labels:

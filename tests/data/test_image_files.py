@@ -135,12 +135,6 @@ def test_folder_errors(tmp_path):
     image_files.FolderImages(str(tmp_path / "f.txt"))
 
 
-def test_split_member_name_follows_webdataset():
-  assert image_files.split_member_name("a/b/0001.seg.PNG") == ("a/b/0001", "seg.png")
-  assert image_files.split_member_name("0002.jpg") == ("0002", "jpg")
-  assert image_files.split_member_name("dir.v1/0003.txt") == ("dir.v1/0003", "txt")
-
-
 def _tar(path, members):
   with tarfile.open(path, "w") as tar:
     for name, data in members:

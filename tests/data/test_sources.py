@@ -198,6 +198,32 @@ def test_seqio_task_falls_back_to_example_sharding(demo_dir):
   assert counts == [10, 10, 10]
 
 
+def test_group_members_follows_webdataset():
+  names = ["a/b/0001.seg.PNG", "a/b/0001.txt", "0002.jpg", "dir.v1/0003.txt",
+           "0002.png", "0002.png"]
+  groups = sources.group_members(tf.constant(names))
+  assert [k.decode() for k in groups["key"].numpy()] == [
+      "a/b/0001", "a/b/0001", "0002", "dir.v1/0003", "0002", "0002"]
+  assert [e.decode() for e in groups["ext"].numpy()] == [
+      "seg.png", "txt", "jpg", "txt", "png", "png"]
+  # A key seen again after another one starts a new sample.
+  assert groups["sample"].numpy().tolist() == [0, 0, 1, 2, 3, 3]
+  assert groups["first"].numpy().tolist() == [0, 2, 3, 4]
+  # Preference order across extensions; the first member of a repeated one.
+  assert sources.pick_member(groups, ["png", "jpg"]).numpy().tolist() == [-1, 2, -1, 4]
+  assert sources.pick_member(groups, ["SEG.PNG"]).numpy().tolist() == [0, -1, -1, -1]
+  empty = sources.group_members(tf.constant([], tf.string))
+  assert int(empty["num_samples"]) == 0
+  assert sources.pick_member(empty, ["jpg"]).numpy().tolist() == []
+
+
+def test_first_sample_members_reads_the_first_sample_only(tmp_path):
+  path = str(tmp_path / "s.tar")
+  _write_tar(path, [("x/1.JPG", b"a"), ("x/1.cls", b"3"), ("x/2.jpg", b"b"),
+                    ("x/2.txt", b"t")])
+  assert sources._first_sample_members(path) == ["jpg", "cls"]  # pylint: disable=protected-access
+
+
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT,
                                  tarfile.PAX_FORMAT])
 def test_index_tar_matches_python_tarfile(fmt):
