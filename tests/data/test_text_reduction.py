@@ -130,9 +130,8 @@ def test_syntax_matches_python_reference(tok):
 
 @pytest.mark.parametrize("method", tr.METHODS)
 def test_single_and_batch_paths_agree(tok, method):
-  # reduce_text (dense ops, per example) and reduce_batch (vectorised) are
-  # separate code; on a batch of one they must give the same result, random
-  # draws included.
+  # reduce_batch maps reduce_text over its rows, row 0 with the batch's seed:
+  # on a batch of one they must give the same result, random draws included.
   caps = captions(25, seed=7) + [""]
   for i, cap in enumerate(caps):
     wp = tok.word_pieces(tf.constant(cap))
