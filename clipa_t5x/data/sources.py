@@ -49,6 +49,9 @@ FilePatterns = Union[str, Sequence[str], Callable[[], Union[str, Sequence[str]]]
 BAD_RECORD_KINDS = ("missing_image", "missing_caption", "bad_caption_utf8",
                     "missing_label", "bad_label", "corrupt_shard")
 
+# The image members of a sample, in order of preference (img2dataset's formats).
+WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
 _BLOCK = 512
 _ZERO_BLOCK = b"\0" * _BLOCK
 _REGULAR_TYPES = (b"0", b"\0", b"7")
@@ -395,7 +398,7 @@ class WebDatasetSource(ShardedFileSource):
       self,
       split_to_filepattern: Mapping[str, FilePatterns],
       caption_key: str = "txt",
-      image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp"),
+      image_keys: Optional[Sequence[str]] = WEBDATASET_IMAGE_KEYS,
       label_key: Optional[str] = "cls",
       with_labels: Optional[bool] = None,
       num_input_examples: Optional[Mapping[str, int]] = None,
@@ -408,7 +411,8 @@ class WebDatasetSource(ShardedFileSource):
       split_to_filepattern: split name -> glob pattern(s) of its tar files,
         or a zero-argument callable returning them (resolved lazily).
       caption_key: member extension holding the caption (UTF-8 text).
-      image_keys: member extensions tried, in order, for the image.
+      image_keys: member extensions tried, in order, for the image; None is
+        ``WEBDATASET_IMAGE_KEYS``.
       label_key: member extension holding an integer class label as text.
       with_labels: whether examples carry ``'label'``. None decides per split
         from its first sample (labelled iff it has a ``label_key`` member).
@@ -421,6 +425,8 @@ class WebDatasetSource(ShardedFileSource):
     if not split_to_filepattern:
       raise ValueError("split_to_filepattern is empty; map each split to a "
                        "glob of its tar files, e.g. {'train': 'dir/*.tar'}.")
+    if image_keys is None:
+      image_keys = WEBDATASET_IMAGE_KEYS
     if not image_keys:
       raise ValueError("image_keys is empty; give the image extensions, e.g. "
                        "('jpg', 'png').")

@@ -40,9 +40,6 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from clipa_t5x.data.image_files import IMAGE_EXTENSIONS, has_image_extension
-
-# Image members of a webdataset sample, tried in order (WebDatasetSource's default).
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 _WNID = re.compile(r"n\d{8}")
 
 
@@ -313,7 +310,7 @@ class ImageFolder:
 
 # --------------------------------------------------------------- webdataset
 def _webdataset(pattern, caption_key: str, label_key: Optional[str], shard_id: int,
-                num_shards: int, image_keys: Sequence[str] = IMAGE_KEYS):
+                num_shards: int, image_keys: Optional[Sequence[str]] = None):
   import seqio
   from clipa_t5x.data import sources
   source = sources.WebDatasetSource({"eval": pattern}, caption_key=caption_key,
@@ -336,12 +333,13 @@ class WebDatasetClassification:
     label_key: label member extension.
     class_names_file: optional JSON list of class names (e.g. the demo's
       ``classes.json``); None: give them in the eval config.
-    image_keys: image member extensions, tried in order.
+    image_keys: image member extensions, tried in order (None:
+      ``sources.WEBDATASET_IMAGE_KEYS``).
   """
   pattern: Any
   label_key: str = "cls"
   class_names_file: Optional[str] = None
-  image_keys: Sequence[str] = IMAGE_KEYS
+  image_keys: Optional[Sequence[str]] = None
 
   def class_names(self) -> Optional[List[str]]:
     if self.class_names_file is None:
@@ -374,12 +372,13 @@ class WebDatasetRetrieval:
       object whose ``json_field`` is a list or a string), or a text member
       whose non-empty lines are the captions.
     json_field: the field of a JSON object holding the captions.
-    image_keys: image member extensions, tried in order.
+    image_keys: image member extensions, tried in order (None:
+      ``sources.WEBDATASET_IMAGE_KEYS``).
   """
   pattern: Any
   caption_key: str = "json"
   json_field: str = "captions"
-  image_keys: Sequence[str] = IMAGE_KEYS
+  image_keys: Optional[Sequence[str]] = None
 
   def parse(self, raw: bytes) -> List[str]:
     """Captions of one sample from its raw member bytes."""
