@@ -114,20 +114,24 @@ def _decode_any(image_bytes: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
 
+def _dct_scale(short_side: tf.Tensor, min_side) -> tf.Tensor:
+  """Index in ``_JPEG_RATIOS`` of the largest DCT downscale keeping ``min_side``.
+
+  Ratio r decodes to ceil(side / r); the floor keeps a safety margin. 0 (full
+  size) when no ratio keeps it. Shared by the eval decode and the training crop.
+  """
+  ok = tf.math.floordiv(short_side, tf.constant(_JPEG_RATIOS)) >= min_side
+  return tf.reduce_max(tf.where(ok, tf.range(len(_JPEG_RATIOS)), 0))
+
+
 def _decode_jpeg_scaled(image_bytes: tf.Tensor, min_side: int) -> tf.Tensor:
   """Decodes a JPEG with the largest DCT downscale keeping ``min_side``."""
   shape = tf.io.extract_jpeg_shape(image_bytes)
-  short = tf.minimum(shape[0], shape[1])
-  # ratio r decodes to ceil(side / r); the floor keeps a safety margin.
-  ratios = tf.constant(_JPEG_RATIOS)
-  ok = tf.math.floordiv(short, ratios) >= min_side
-  # Index of the largest ratio that still keeps min_side (0 if none does).
-  index = tf.reduce_max(tf.where(ok, tf.range(len(_JPEG_RATIOS)), 0))
   branches = [
       functools.partial(tf.io.decode_jpeg, image_bytes, channels=3, ratio=r)
       for r in _JPEG_RATIOS
   ]
-  return tf.switch_case(index, branches)
+  return tf.switch_case(_dct_scale(tf.minimum(shape[0], shape[1]), min_side), branches)
 
 
 def decode_image(image_bytes: tf.Tensor,
@@ -274,11 +278,8 @@ def jpeg_inception_crop(image_bytes: tf.Tensor, size: int, seed,
   """
   shape = tf.io.extract_jpeg_shape(image_bytes)
   begin, crop = _sample_crop(shape, seed, area, aspect)
-  ratios = tf.constant(_JPEG_RATIOS)
-  fits = ((tf.math.floordiv(crop[0], ratios) >= size)
-          & (tf.math.floordiv(crop[1], ratios) >= size))
-  index = tf.reduce_max(tf.where(fits, tf.range(len(_JPEG_RATIOS)), 0))
-  ratio = tf.gather(ratios, index)
+  index = _dct_scale(tf.minimum(crop[0], crop[1]), size)
+  ratio = tf.gather(tf.constant(_JPEG_RATIOS), index)
   # libjpeg's output at scale 1/r is ceil(side / r); keep the window inside.
   scaled = tf.math.floordiv(shape[:2] + ratio - 1, ratio)
   top_left = tf.math.floordiv(begin, ratio)
