@@ -168,26 +168,23 @@ def decode_image(image_bytes: tf.Tensor,
   return image
 
 
-def _resize_to_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
-  """Bilinear, antialiased square resize, rounded and clipped back to uint8."""
-  resized = tf.image.resize(image, [size, size], method="bilinear",
-                            antialias=True)
-  if image.dtype == tf.uint8:
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-  return tf.cast(resized, image.dtype)
-
-
 def eval_resize(image: tf.Tensor, size: int) -> tf.Tensor:
   """Square resize to ``size x size`` with no crop (CLIPA's eval transform).
 
+  Bilinear and antialiased; the training crops are resized with it too.
+
   Args:
-    image: ``[H, W, 3]`` image (uint8 stays uint8, rounded).
+    image: ``[H, W, 3]`` image (uint8 stays uint8, rounded and clipped).
     size: output side in pixels.
 
   Returns:
     ``[size, size, 3]`` of the input dtype.
   """
-  return _resize_to_uint8(image, size)
+  resized = tf.image.resize(image, [size, size], method="bilinear",
+                            antialias=True)
+  if image.dtype == tf.uint8:
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  return tf.cast(resized, image.dtype)
 
 
 def min_side_for_crop(size: int, area_range: Tuple[float, float],
@@ -237,7 +234,7 @@ def inception_crop(image: tf.Tensor, size: int, seed,
   begin, crop_size = _sample_crop(tf.shape(image), seed, area, aspect)
   crop = tf.slice(image, tf.concat([begin, [0]], 0),
                   tf.concat([crop_size, [-1]], 0))
-  return _resize_to_uint8(crop, size)
+  return eval_resize(crop, size)
 
 
 def _sample_crop(shape: tf.Tensor, seed, area: Tuple[float, float],
@@ -293,7 +290,7 @@ def jpeg_inception_crop(image_bytes: tf.Tensor, size: int, seed,
   ]
   image = tf.switch_case(index, branches)
   image.set_shape([None, None, 3])
-  return _resize_to_uint8(image, size)
+  return eval_resize(image, size)
 
 
 def _as_float(image: tf.Tensor) -> tf.Tensor:

@@ -269,14 +269,11 @@ class ShardedFileSource(seqio.DataSource):
   shuffles the file order with the seed and reads ``cycle_length`` files
   round-robin.
 
-  Why not a ``seqio.FileDataSource`` subclass: its ``read_file_fn`` gets only
-  a path, but ``WebDatasetSource`` reads a file differently per split (labels
-  on or off, decided from the split's first sample); its ``list_shards``
-  globs the pattern as given, where a split here may be a callable resolved
-  at first listing (Tasks registered at import, data configured later); and
-  its ``get_dataset`` neither sets the options the bad-record counters need
-  nor says which files are missing. Subclassing would override both of its
-  methods and the constructor's reader, reusing nothing.
+  Not a ``seqio.FileDataSource`` subclass: its reader gets only a path, but
+  ``WebDatasetSource`` reads a split's files with or without labels; its
+  ``list_shards`` cannot take the lazy callables above; its ``get_dataset``
+  sets no options for the bad-record counters. A subclass would override all
+  of it, reusing nothing.
   """
 
   def __init__(self, split_to_filepattern: Mapping[str, FilePatterns],
