@@ -497,7 +497,7 @@ class ClipaPredictor:
       raise ValueError(f"texts must be strings, got {type(bad[0]).__name__} ({bad[0]!r}).")
     if not texts:
       return np.zeros((0, self.text_length), np.int32)
-    return text_reduction_lib.encode_texts(texts, self.text_length,
+    return text_reduction_lib.tokenize_texts(texts, self.text_length,
                                            reduction or self.text_reduction)
 
   def encode_texts(self, texts: Sequence[str], *, reduction: Optional[str] = None,

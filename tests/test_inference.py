@@ -62,7 +62,7 @@ def _ref_images(images, size, params=None):
 
 
 def _ref_texts(texts, length=8, method="truncate", params=None):
-  tokens = text_reduction.encode_texts(texts, length, method)
+  tokens = text_reduction.tokenize_texts(texts, length, method)
   return np.asarray(_ENCODE_TEXTS(params or _params(), tokens))
 
 

@@ -226,7 +226,7 @@ class ShardedRetrievalEvaluator:
   def evaluate(self, encode_images, encode_texts, tokenize=None) -> Dict[str, float]:
     ev = self.evaluator
     if tokenize is None:
-      from clipa_t5x.data.text_reduction import encode_texts as tokenize  # lazy import
+      from clipa_t5x.data.text_reduction import tokenize_texts as tokenize  # lazy import
     feats, captions, owner = [], [], []
     num_local = 0
     dummy_image = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)

@@ -259,7 +259,7 @@ class RetrievalEvaluator:
                       tokenize: Optional[TokenizeFn] = None) -> np.ndarray:
     """[T, D] caption features, in fixed-size batches."""
     if tokenize is None:
-      from clipa_t5x.data.text_reduction import encode_texts as tokenize  # lazy: TF-free import
+      from clipa_t5x.data.text_reduction import tokenize_texts as tokenize  # lazy: TF-free import
     tokens = np.asarray(tokenize(list(captions), self.text_length, self.text_reduction))
     if tokens.shape != (len(captions), self.text_length):
       raise ValueError(

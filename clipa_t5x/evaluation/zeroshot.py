@@ -306,14 +306,14 @@ class ZeroShotClassifier:
     Args:
       encode_texts: int32 [text_batch_size, text_length] -> [text_batch_size, D].
       tokenize: ``(texts, length, method) -> int32 [N, length]``; defaults to
-        ``clipa_t5x.data.text_reduction.encode_texts``.
+        ``clipa_t5x.data.text_reduction.tokenize_texts``.
       class_names: overrides ``resolve_class_names()``.
 
     Returns:
       [C, D] float32 unit-norm class embeddings.
     """
     if tokenize is None:
-      from clipa_t5x.data.text_reduction import encode_texts as tokenize  # lazy: TF-free import
+      from clipa_t5x.data.text_reduction import tokenize_texts as tokenize  # lazy: TF-free import
     names = self.resolve_class_names() if class_names is None else list(class_names)
     texts = self.prompts(names)
     tokens = np.asarray(tokenize(texts, self.text_length, self.text_reduction))
@@ -348,7 +348,7 @@ class ZeroShotClassifier:
       encode_images: uint8 [batch_size, H, W, 3] -> [batch_size, D].
       encode_texts: int32 [text_batch_size, text_length] -> [text_batch_size, D].
       tokenize: ``(texts, length, method) -> int32 [N, length]``; defaults to
-        ``clipa_t5x.data.text_reduction.encode_texts``.
+        ``clipa_t5x.data.text_reduction.tokenize_texts``.
 
     Returns:
       ``{f'{name}/top{k}': accuracy for each reported k,

@@ -83,7 +83,7 @@ def test_same_numbers_on_1_and_4_devices_and_unsharded_reference(params_host):
 
   # Reference: the whole set in one unpadded, unjitted call per tower.
   model, params = params_host
-  from clipa_t5x.data.text_reduction import encode_texts
+  from clipa_t5x.data.text_reduction import tokenize_texts
   src = _MemorySource()
   examples = list(src.examples(SIZE, LENGTH))
   images = np.stack([e["image"] for e in examples])
@@ -91,13 +91,13 @@ def test_same_numbers_on_1_and_4_devices_and_unsharded_reference(params_host):
   prompts = [t.format(c=c).replace("{c}", c) for c in src.class_names()
              for t in ["a {c}.", "the {c}"]]
   weights = metrics.class_embeddings(
-      np.asarray(model.encode_texts(params, encode_texts(prompts, LENGTH))), 3, 2)
+      np.asarray(model.encode_texts(params, tokenize_texts(prompts, LENGTH))), 3, 2)
   labels = np.array([e["label"] for e in examples])
   acc = metrics.topk_accuracy(img @ weights.T, labels, (1, 2))
   assert one["cls/top1"] == pytest.approx(acc[1]) and one["cls/top2"] == pytest.approx(acc[2])
   caps = [c for e in examples for c in e["captions"]]
   owner = np.concatenate([[i] * len(e["captions"]) for i, e in enumerate(examples)])
-  txt = np.asarray(model.encode_texts(params, encode_texts(caps, LENGTH)))
+  txt = np.asarray(model.encode_texts(params, tokenize_texts(caps, LENGTH)))
   want = retrieval.recall_at_k(img, txt, owner, (1, 5))
   for k, v in want.items():
     assert one[f"ret/{k}"] == pytest.approx(v), k

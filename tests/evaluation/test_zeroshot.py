@@ -306,12 +306,12 @@ def test_jitted_encoders_trace_once():
 def test_default_tokenizer_is_imported_lazily(monkeypatch):
   calls = []
 
-  def encode_texts(texts, length, method="truncate"):
+  def tokenize_texts(texts, length, method="truncate"):
     calls.append((len(texts), length, method))
     return fake_tokenize(texts, length, "truncate")
 
   fake_module = types.ModuleType("clipa_t5x.data.text_reduction")
-  fake_module.encode_texts = encode_texts
+  fake_module.tokenize_texts = tokenize_texts
   monkeypatch.setitem(sys.modules, "clipa_t5x.data.text_reduction", fake_module)
   images, labels = make_examples(5, 7)
   clf = ZeroShotClassifier("d", examples_fn_of(images, labels), CLASSES7, TEMPLATES,
