@@ -204,7 +204,7 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
     ``pos_embedding`` of another length is resized bilinearly; any other shape
     mismatch raises with the parameter's name.
   """
-  directory, step = _resolve_checkpoint(config)
+  directory, step = resolve_checkpoint(config)
   manager = _manager(directory, read_only=True)
   saved_meta = manager.item_metadata(step)["params"].tree
   saved_flat = {_path_str(p): m for p, m in
@@ -268,7 +268,7 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _resolve_checkpoint(config: RestoreCheckpointConfig) -> Tuple[str, int]:
+def resolve_checkpoint(config: RestoreCheckpointConfig) -> Tuple[str, int]:
   """(manager directory, step) for a RestoreCheckpointConfig."""
   path = config.path.rstrip("/")
   if not path:
@@ -333,7 +333,7 @@ def load_params(path: str, mode: str = "latest") -> Tuple[Any, Dict[str, Any], s
     ``(params, meta, checkpoint_path)``; ``params`` is a tree of arrays on the
     first local device, as saved (any mesh wrote it).
   """
-  directory, step = _resolve_checkpoint(RestoreCheckpointConfig(path=path, mode=mode))
+  directory, step = resolve_checkpoint(RestoreCheckpointConfig(path=path, mode=mode))
   manager = _manager(directory, read_only=True)
   try:
     saved = manager.item_metadata(step)["params"].tree

@@ -51,6 +51,7 @@ from clipa_t5x import partitioning
 from clipa_t5x import paths
 from clipa_t5x.data import image_files
 from clipa_t5x.data import text_reduction as text_reduction_lib
+from clipa_t5x.evaluation import batching
 from clipa_t5x.evaluation import evaluators as evaluators_lib
 from clipa_t5x.evaluation import zeroshot
 from clipa_t5x.models import clip as clip_lib
@@ -442,7 +443,7 @@ class ClipaPredictor:
       return out
 
     try:
-      return zeroshot.encode_in_batches(fn, batch, self.batch_size, "encode_images")
+      return batching.encode_in_batches(fn, batch, self.batch_size, "encode_images")
     finally:
       reporter.close()
 
@@ -465,7 +466,7 @@ class ClipaPredictor:
             raise ValueError(f"image {key}: {e}") from None
           skipped.append((key, str(e)))
       if arrays:
-        feats.append(zeroshot.encode_in_batches(self._encoders.encode_images, np.stack(arrays),
+        feats.append(batching.encode_in_batches(self._encoders.encode_images, np.stack(arrays),
                                                 self.batch_size, "encode_images"))
       reporter.update(len(batch))
 
@@ -532,7 +533,7 @@ class ClipaPredictor:
     return np.concatenate(out).astype(np.float32)
 
   def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
-    return zeroshot.encode_in_batches(self._encoders.encode_texts, tokens, self.batch_size,
+    return batching.encode_in_batches(self._encoders.encode_texts, tokens, self.batch_size,
                                       "encode_texts")
 
   # ------------------------------------------------------------- zero-shot
@@ -552,11 +553,9 @@ class ClipaPredictor:
     """
     names = _check_class_names(class_names)
     templates = _check_templates(templates)
-    clf = zeroshot.ZeroShotClassifier(
-        name="inference", examples_fn=lambda: iter(()), class_names=names,
-        templates=templates, batch_size=self.batch_size, text_length=self.text_length,
-        text_reduction=self.text_reduction)
-    return clf.compute_class_embeddings(self._encoders.encode_texts)
+    return zeroshot.embed_classes(
+        self._encoders.encode_texts, names, templates, text_length=self.text_length,
+        text_reduction=self.text_reduction, batch_size=self.batch_size)
 
   def classify_features(self, image_features: np.ndarray,
                         class_names: Union[str, Sequence[str]],
