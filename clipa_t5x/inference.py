@@ -258,7 +258,7 @@ class ClipaPredictor:
   Build one with ``load``; the constructor takes parameters already in memory.
 
   Attributes:
-    config: the model (``mask_ratio`` 0: inference never masks).
+    config: the model (inference never masks patches).
     image_size: the default input resolution.
     text_length: the token length of every text.
     batch_size: rows per encoder call (a multiple of the local device count).
@@ -297,9 +297,7 @@ class ClipaPredictor:
     if jax.process_count() > 1:
       raise ValueError("clipa_t5x.inference runs in a single process; run one inference "
                        "process per host (each embedding its own inputs).")
-    config = _as_config(config)
-    # Inference never masks; the fine-tuning ratio is irrelevant here.
-    self.config = dataclasses.replace(config, mask_ratio=0.0)
+    self.config = _as_config(config)
     self.text_reduction = text_reduction_lib.check_method(text_reduction)
     self.num_workers = (_positive_int(num_workers, "num_workers") if num_workers is not None
                         else max(1, min(8, os.cpu_count() or 1)))

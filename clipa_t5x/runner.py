@@ -40,6 +40,7 @@ from clipa_t5x.evaluation import evaluators as evaluators_lib
 from clipa_t5x.models import clip as clip_lib
 from clipa_t5x.models import configs as model_configs
 from clipa_t5x.models import config_io
+from clipa_t5x.models import vit
 
 # Re-exported names of the MODEL_DIR layout (clipa_t5x.model_dir).
 STAGE_SUMMARY = model_dir_lib.STAGE_SUMMARY
@@ -126,6 +127,10 @@ def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitParti
         f"stage {stage.name!r}: Stage.batch_size={stage.batch_size} must split into "
         f"num_microbatches={stage.num_microbatches} pieces, each divisible by the data-parallel "
         f"size {partitioner.data_parallel_size}.")
+  try:
+    vit.check_masking(stage.mask_ratio, stage.mask_type)
+  except ValueError as e:
+    raise ValueError(f"stage {stage.name!r}: Stage.{e}") from None
   if stage.train_steps <= 0:
     raise ValueError(f"stage {stage.name!r}: train_steps must be positive, got {stage.train_steps}.")
   from clipa_t5x.data import dataset as dataset_lib  # pylint: disable=import-outside-toplevel
@@ -197,9 +202,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   from clipa_t5x.data import iterator_state
 
   start_time = time.time()
-  config = dataclasses.replace(model_config, mask_ratio=stage.mask_ratio,
-                               mask_type=stage.mask_type)
-  model = clip_lib.ClipaModel(config)
+  model = clip_lib.ClipaModel(model_config)
   tx, lr_fn = optimizers.make_optimizer(stage.optimizer, stage.batch_size, stage.train_steps)
   abstract, logical_specs, shardings = train_state_lib.abstract_train_state(
       model, tx, stage.image_size, stage.text_length, partitioner)
@@ -207,7 +210,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   checkpointer = checkpoints.Checkpointer(stage_dir, checkpoint_config)
   if jax.process_index() == 0:
     # Makes the stage directory self-describing (inference, export, eval).
-    config_io.write_model_config(stage_dir, config, stage.image_size, stage.text_length,
+    config_io.write_model_config(stage_dir, model_config, stage.image_size, stage.text_length,
                                  stage=stage.name)
   rng = jax.random.key(random_seed)
   init_rng, step_rng = jax.random.split(rng)
@@ -253,13 +256,14 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     print(f"[{stage.name}] no saved data position at step {start_step}: the data order is "
           "reseeded instead of continued", flush=True)
 
-  per_example = flops.per_example_flops(config, stage.image_size, stage.text_length,
+  per_example = flops.per_example_flops(model_config, stage.image_size, stage.text_length,
                                         stage.mask_ratio)
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, stage.batch_size,
                                 flops_per_example=per_example["train"],
                                 peak_flops_per_device=peak_flops_per_device,
                                 nonfinite_policy=nonfinite_policy,
-                                num_microbatches=stage.num_microbatches)
+                                num_microbatches=stage.num_microbatches,
+                                mask_ratio=stage.mask_ratio, mask_type=stage.mask_type)
   logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "train"),
                                          os.path.join(stage_dir, "train_metrics.jsonl"))
   eval_logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "eval"),
@@ -321,7 +325,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   logger.close()
   eval_logger.close()
   checkpointer.close()
-  row = _stage_row(stage, config, time.time() - start_time, results)
+  row = _stage_row(stage, model_config, time.time() - start_time, results)
   row["bad_records"] = bad_records.snapshot()
   skipped = sum(row["bad_records"].values())
   if skipped:

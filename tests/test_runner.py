@@ -153,6 +153,16 @@ def test_check_stage_non_positive_steps(model_config, partitioner):
     runner._check_stage(_stage(steps=0), model_config, partitioner)
 
 
+@pytest.mark.parametrize("mask, match", [
+    (dict(mask_ratio=1.0), "Stage.mask_ratio=1.0 must be in"),
+    (dict(mask_type="stripes"), "Stage.mask_type='stripes'"),
+    (dict(mask_ratio=0.5, mask_type="grid"), "0.75")])
+def test_check_stage_bad_masking(model_config, partitioner, mask, match):
+  with pytest.raises(ValueError, match=match) as info:
+    runner._check_stage(_stage(**mask), model_config, partitioner)
+  assert str(info.value).startswith("stage 'pretrain': ") and "\n" not in str(info.value)
+
+
 def test_check_stage_accepts_a_good_stage(model_config, partitioner):
   runner._check_stage(_stage(image=32, text=16, eval_image_size=64), model_config, partitioner)
 
@@ -369,6 +379,8 @@ def test_e2e_tensorboard_eval_and_checkpoints(e2e, model_config):
     assert record["stage"] == stage and record["model"].image == model_config.image
     assert (record["image_size"], record["text_length"]) == (
         (16, 8) if stage == "pretrain" else (32, 16))
+    with open(os.path.join(stage_dir, config_io.MODEL_CONFIG_FILE)) as f:
+      assert "mask_ratio" not in f.read()  # a training setting, not the architecture
 
 
 @pytest.mark.slow

@@ -296,7 +296,7 @@ def evaluate_checkpoint(*,
   output_dir = output_dir or os.path.join(directory, f"eval_{step}")
 
   partitioner = partitioner or partitioning.PjitPartitioner()
-  model = clip_lib.ClipaModel(dataclasses.replace(model_config, mask_ratio=0.0))
+  model = clip_lib.ClipaModel(model_config)
   abstract, _, shardings = train_state_lib.abstract_train_state(
       model, optax.identity(), image_size, text_length, partitioner)
   # No fresh initialisation: every parameter must come from the checkpoint.

@@ -1,7 +1,8 @@
 """A model's description as JSON, stored next to its checkpoints.
 
-Every stage directory gets ``model_config.json``: the ``ClipaConfig`` plus the
-stage's resolution and text length. With it, a checkpoint directory is
+Every stage directory gets ``model_config.json``: the ``ClipaConfig`` (the
+architecture; no training settings) plus the stage's resolution and text
+length. With it, a checkpoint directory is
 self-describing: inference, export and evaluation can rebuild the model
 without the gin files that trained it.
 """
@@ -16,6 +17,8 @@ from clipa_t5x.models.configs import ClipaConfig, TowerConfig
 
 MODEL_CONFIG_FILE = "model_config.json"
 FORMAT = "clipa_t5x.model_config.v1"
+# Training settings that files written before they left ClipaConfig still hold; ignored.
+_OLD_TRAINING_FIELDS = ("mask_ratio", "mask_type")
 
 
 def config_to_dict(config: ClipaConfig) -> Dict[str, Any]:
@@ -26,16 +29,19 @@ def config_to_dict(config: ClipaConfig) -> Dict[str, Any]:
 def config_from_dict(data: Dict[str, Any]) -> ClipaConfig:
   """Inverse of ``config_to_dict`` (validates like the dataclass does).
 
+  Training settings recorded by older versions (``mask_ratio``,
+  ``mask_type``) are ignored: they are not part of the architecture.
+
   Raises:
     ValueError: on unknown or missing fields, naming them.
   """
   if not isinstance(data, dict):
     raise ValueError(f"a model config must be a JSON object, got {type(data).__name__}.")
+  values = {k: v for k, v in data.items() if k not in _OLD_TRAINING_FIELDS}
   fields = {f.name for f in dataclasses.fields(ClipaConfig)}
-  unknown = sorted(set(data) - fields)
+  unknown = sorted(set(values) - fields)
   if unknown:
     raise ValueError(f"unknown ClipaConfig field(s) {unknown}; known: {sorted(fields)}.")
-  values = dict(data)
   tower_fields = {f.name for f in dataclasses.fields(TowerConfig)}
   for name in ("image", "text"):
     tower = values.get(name)

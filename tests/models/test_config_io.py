@@ -11,7 +11,7 @@ from clipa_t5x.models import configs
 
 def test_round_trip_every_variant(tmp_path):
   for name in configs.VARIANTS:
-    config = configs.get_config(name, dtype="bfloat16", mask_ratio=0.3)
+    config = configs.get_config(name, dtype="bfloat16", remat_policy="full")
     assert config_io.config_from_dict(config_io.config_to_dict(config)) == config
   config = configs.get_config("H/14")
   path = config_io.write_model_config(str(tmp_path), config, 70, 8, stage="pretrain")
@@ -55,5 +55,16 @@ def test_files_written_before_attention_impl_load_with_auto(tmp_path):
   path = tmp_path / config_io.MODEL_CONFIG_FILE
   record = json.loads(path.read_text())
   assert record["model"].pop("attention_impl") == "xla"
+  path.write_text(json.dumps(record))
+  assert config_io.read_model_config(str(tmp_path))["model"] == configs.get_config("Ti/8")
+
+
+def test_files_with_training_settings_load_without_them(tmp_path):
+  """Files written when ClipaConfig held mask_ratio / mask_type still load."""
+  config_io.write_model_config(str(tmp_path), configs.get_config("Ti/8"), 16, 8)
+  path = tmp_path / config_io.MODEL_CONFIG_FILE
+  record = json.loads(path.read_text())
+  assert "mask_ratio" not in record["model"] and "mask_type" not in record["model"]
+  record["model"].update(mask_ratio=0.3, mask_type="grid")
   path.write_text(json.dumps(record))
   assert config_io.read_model_config(str(tmp_path))["model"] == configs.get_config("Ti/8")
