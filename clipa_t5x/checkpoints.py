@@ -161,7 +161,8 @@ class Checkpointer:
         return self.restore(abstract_state, step)
       except Exception as e:  # pylint: disable=broad-except  (any read failure)
         path = os.path.join(self.directory, model_dir_lib.checkpoint_name(step))
-        moved = os.path.join(self.directory, f"corrupt_{STEP_PREFIX}_{step}_{int(time.time())}")
+        moved = os.path.join(self.directory,
+                             model_dir_lib.corrupt_checkpoint_name(step, int(time.time())))
         message = (f"checkpoint {path} cannot be read ({type(e).__name__}: "
                    f"{str(e).splitlines()[0][:200] if str(e) else ''}); moved to {moved}, "
                    "trying the previous one")

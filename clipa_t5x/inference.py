@@ -632,7 +632,7 @@ def _stage_of_model_dir(model_dir: str) -> str:
 
   def started(name: str) -> float:
     # Each stage writes model_config.json when it starts: its age gives run order.
-    config = os.path.join(model_dir, name, config_io.MODEL_CONFIG_FILE)
+    config = os.path.join(model_dir, name, model_dir_lib.MODEL_CONFIG)
     return paths.getmtime(config) if paths.exists(config) else 0.0
 
   # Stages of the summary in its order, then any later stage (still running) by start time.
@@ -650,7 +650,7 @@ def resolve_checkpoint(path: str) -> Tuple[str, str]:
     return path, model_dir_lib.stage_dir_of(path)
   if model_dir_lib.checkpoint_dirs(path):
     return path, path
-  if paths.exists(os.path.join(path, config_io.MODEL_CONFIG_FILE)):
+  if paths.exists(os.path.join(path, model_dir_lib.MODEL_CONFIG)):
     raise ValueError(f"stage folder {path!r} has no complete checkpoint yet; wait for the "
                      "first save or pass another stage.")
   stage = _stage_of_model_dir(path)
@@ -728,7 +728,7 @@ def load(path: str, *,
     record = config_io.read_model_config(stage_dir)
     if config is None and record is None:
       raise ValueError(
-          f"{stage_dir!r} has no {config_io.MODEL_CONFIG_FILE}; pass config= (a ClipaConfig or "
+          f"{stage_dir!r} has no {model_dir_lib.MODEL_CONFIG}; pass config= (a ClipaConfig or "
           "a variant name such as 'H/14') and image_size= for the model that wrote the "
           "checkpoint.")
     model_config = _as_config(config) if config is not None else record["model"]

@@ -264,10 +264,12 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                                 nonfinite_policy=nonfinite_policy,
                                 num_microbatches=stage.num_microbatches,
                                 mask_ratio=stage.mask_ratio, mask_type=stage.mask_type)
-  logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "train"),
-                                         os.path.join(stage_dir, "train_metrics.jsonl"))
-  eval_logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "eval"),
-                                              os.path.join(stage_dir, "eval_metrics.jsonl"))
+  logger = metrics_logging.MetricsLogger(
+      os.path.join(stage_dir, model_dir_lib.TRAIN_EVENTS),
+      os.path.join(stage_dir, model_dir_lib.TRAIN_METRICS))
+  eval_logger = metrics_logging.MetricsLogger(
+      os.path.join(stage_dir, model_dir_lib.EVAL_EVENTS),
+      os.path.join(stage_dir, model_dir_lib.EVAL_METRICS))
   eval_size = stage.eval_image_size or stage.image_size
   eval_length = stage.eval_text_length or stage.text_length
   built_evaluators = _build_evaluators(evaluators, eval_size, eval_length,
@@ -302,7 +304,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                        f"{stage.split!r} gave no batch; check the data files.") from None
     seconds = trainer.compile(state, first_batch, step_rng)
     print(f"[{stage.name}] compiled the train step in {seconds:.1f}s", flush=True)
-    model_info.write_model_info(os.path.join(stage_dir, "model-info.txt"), abstract,
+    model_info.write_model_info(os.path.join(stage_dir, model_dir_lib.MODEL_INFO), abstract,
                                 logical_specs, shardings, trainer.activation_bytes())
     batches_with_first = itertools.chain([first_batch], batches)
     progress = metrics_logging.ProgressLine(stage.name, start_step, stage.train_steps)

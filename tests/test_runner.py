@@ -21,6 +21,7 @@ from PIL import Image
 
 import clipa_t5x.tasks  # noqa: F401  (registers the demo Tasks)
 from clipa_t5x import checkpoints
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import flops
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
@@ -379,7 +380,7 @@ def test_e2e_tensorboard_eval_and_checkpoints(e2e, model_config):
     assert record["stage"] == stage and record["model"].image == model_config.image
     assert (record["image_size"], record["text_length"]) == (
         (16, 8) if stage == "pretrain" else (32, 16))
-    with open(os.path.join(stage_dir, config_io.MODEL_CONFIG_FILE)) as f:
+    with open(os.path.join(stage_dir, model_dir_lib.MODEL_CONFIG)) as f:
       assert "mask_ratio" not in f.read()  # a training setting, not the architecture
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import jax
 import numpy as np
 
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import paths
 from clipa_t5x import text_table
 from clipa_t5x.evaluation import retrieval as retrieval_lib
@@ -224,7 +225,6 @@ def run_evaluators(evaluators: Sequence[Any], encoders: Encoders, params) -> Dic
 
 
 # ------------------------------------------------------- checkpoint evals
-RESULTS = "results.json"
 
 
 def format_results_table(results: Dict[str, float]) -> str:
@@ -293,7 +293,8 @@ def evaluate_checkpoint(*,
     raise ValueError(f"CHECKPOINT_PATH {checkpoint_path!r} does not exist.")
   restore_config = checkpoints.RestoreCheckpointConfig(path=checkpoint_path)
   directory, step = checkpoints.resolve_checkpoint(restore_config)
-  output_dir = output_dir or os.path.join(directory, f"eval_{step}")
+  output_dir = output_dir or os.path.join(directory, model_dir_lib.eval_dir_name(step))
+  checkpoint = os.path.join(directory, model_dir_lib.checkpoint_name(step))
 
   partitioner = partitioner or partitioning.PjitPartitioner()
   model = clip_lib.ClipaModel(model_config)
@@ -301,23 +302,23 @@ def evaluate_checkpoint(*,
       model, optax.identity(), image_size, text_length, partitioner)
   # No fresh initialisation: every parameter must come from the checkpoint.
   params = checkpoints.restore_params(
-      dataclasses.replace(restore_config, path=os.path.join(directory, f"checkpoint_{step}"),
-                          mode="specific"), abstract.params, abstract.params)
+      dataclasses.replace(restore_config, path=checkpoint, mode="specific"), abstract.params,
+      abstract.params)
   built = build_evaluators(evaluators, image_size, text_length, text_reduction)
   encoders = Encoders(model, partitioner, shardings.params)
   results = run_evaluators(built, encoders, params)
-  record = {"checkpoint": os.path.join(directory, f"checkpoint_{step}"), "step": int(step),
+  record = {"checkpoint": checkpoint, "step": int(step),
             "image_size": int(image_size), "text_length": int(text_length),
             "text_reduction": text_reduction, "seconds": time.time() - start,
             "results": results}
   if jax.process_index() == 0:
     os.makedirs(output_dir, exist_ok=True)
-    logger = metrics_logging.MetricsLogger(output_dir, os.path.join(output_dir,
-                                                                    "eval_metrics.jsonl"))
+    logger = metrics_logging.MetricsLogger(
+        output_dir, os.path.join(output_dir, model_dir_lib.EVAL_METRICS))
     logger.write(int(step), results)
     logger.close()
-    paths.write_json_atomic(os.path.join(output_dir, RESULTS), record)
-    print(f"\ncheckpoint {record['checkpoint']} at {image_size} px, {text_length} tokens; "
-          f"results in {os.path.join(output_dir, RESULTS)}\n" + format_results_table(results),
-          flush=True)
+    results_path = os.path.join(output_dir, model_dir_lib.RESULTS)
+    paths.write_json_atomic(results_path, record)
+    print(f"\ncheckpoint {checkpoint} at {image_size} px, {text_length} tokens; "
+          f"results in {results_path}\n" + format_results_table(results), flush=True)
   return record

@@ -12,10 +12,10 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import paths
 from clipa_t5x.models.configs import ClipaConfig, TowerConfig
 
-MODEL_CONFIG_FILE = "model_config.json"
 FORMAT = "clipa_t5x.model_config.v1"
 # Training settings that files written before they left ClipaConfig still hold; ignored.
 _OLD_TRAINING_FIELDS = ("mask_ratio", "mask_type")
@@ -71,7 +71,7 @@ def write_model_config(directory: str, config: ClipaConfig, image_size: int, tex
     **extra: more JSON values to record (e.g. ``stage='pretrain'``).
   """
   paths.makedirs(directory)
-  path = os.path.join(directory, MODEL_CONFIG_FILE)
+  path = os.path.join(directory, model_dir_lib.MODEL_CONFIG)
   record = {"format": FORMAT, "model": config_to_dict(config),
             "image_size": int(image_size), "text_length": int(text_length), **extra}
   paths.write_json_atomic(path, record, indent=2, sort_keys=True)
@@ -87,7 +87,7 @@ def read_model_config(directory: str) -> Optional[Dict[str, Any]]:
   Raises:
     ValueError: when the file exists but is not a valid model config.
   """
-  path = os.path.join(directory, MODEL_CONFIG_FILE)
+  path = os.path.join(directory, model_dir_lib.MODEL_CONFIG)
   if not paths.exists(path):
     return None
   try:
