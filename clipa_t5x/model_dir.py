@@ -50,7 +50,7 @@ def checkpoint_name(step: int) -> str:
 
 
 def corrupt_checkpoint_name(step: int, when: int) -> str:
-  """The name a checkpoint that failed to restore is moved to: ``corrupt_checkpoint_<step>_<when>``."""
+  """Where a checkpoint that fails to restore is moved: ``corrupt_checkpoint_<step>_<when>``."""
   return f"corrupt_{checkpoint_name(step)}_{int(when)}"
 
 

@@ -42,11 +42,6 @@ from clipa_t5x.models import configs as model_configs
 from clipa_t5x.models import config_io
 from clipa_t5x.models import vit
 
-# Re-exported names of the MODEL_DIR layout (clipa_t5x.model_dir).
-STAGE_SUMMARY = model_dir_lib.STAGE_SUMMARY
-SUMMARY = model_dir_lib.SUMMARY
-
-
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """One training stage of a recipe.
@@ -144,7 +139,7 @@ def has_training_state(model_dir: str) -> bool:
   """Whether ``model_dir`` holds checkpoints or finished stages of some run."""
   import glob  # pylint: disable=import-outside-toplevel
   return bool(glob.glob(os.path.join(model_dir, "*", f"{model_dir_lib.STEP_PREFIX}_*"))
-              or glob.glob(os.path.join(model_dir, "*", STAGE_SUMMARY)))
+              or glob.glob(os.path.join(model_dir, "*", model_dir_lib.STAGE_SUMMARY)))
 
 
 def check_model_dir_writable(model_dir: str) -> None:
@@ -158,11 +153,6 @@ def check_model_dir_writable(model_dir: str) -> None:
   except OSError as e:
     raise ValueError(f"MODEL_DIR {model_dir!r} is not writable ({e.strerror}); "
                      "choose another --gin.MODEL_DIR or fix its permissions.") from None
-
-
-_build_evaluators = evaluators_lib.build_evaluators
-_Encoders = evaluators_lib.Encoders
-_run_evaluators = evaluators_lib.run_evaluators
 
 
 def _stage_row(stage: Stage, model_config, seconds: float,
@@ -272,9 +262,9 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
       os.path.join(stage_dir, model_dir_lib.EVAL_METRICS))
   eval_size = stage.eval_image_size or stage.image_size
   eval_length = stage.eval_text_length or stage.text_length
-  built_evaluators = _build_evaluators(evaluators, eval_size, eval_length,
+  built_evaluators = evaluators_lib.build_evaluators(evaluators, eval_size, eval_length,
                                        stage.eval_text_reduction)
-  encoders = _Encoders(model, partitioner, shardings.params)
+  encoders = evaluators_lib.Encoders(model, partitioner, shardings.params)
 
   def save(step, state):
     if checkpointer.has_step(step):
@@ -293,7 +283,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
       checkpointer.close()
       raise preemption.Preempted(stage.name, step)
     if eval_period and step % eval_period == 0 and step < stage.train_steps and built_evaluators:
-      eval_logger.write(step, _run_evaluators(built_evaluators, encoders, state.params))
+      eval_logger.write(step, evaluators_lib.run_evaluators(built_evaluators, encoders,
+                                                            state.params))
 
   remaining = stage.train_steps - start_step
   if remaining > 0:
@@ -321,7 +312,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
         "use a repeating dataset (num_epochs=None) or fewer train_steps.")
   save(final_step, state)
 
-  results = _run_evaluators(built_evaluators, encoders, state.params) if built_evaluators else {}
+  results = (evaluators_lib.run_evaluators(built_evaluators, encoders, state.params)
+             if built_evaluators else {})
   if results:
     eval_logger.write(final_step, results)
   logger.close()
@@ -334,7 +326,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     print(f"[{stage.name}] the input pipeline skipped {skipped} bad records so far: "
           + ", ".join(f"{k} {v}" for k, v in row["bad_records"].items() if v), flush=True)
   if jax.process_index() == 0:
-    paths.write_json_atomic(os.path.join(stage_dir, STAGE_SUMMARY), row)
+    paths.write_json_atomic(os.path.join(stage_dir, model_dir_lib.STAGE_SUMMARY), row)
   return row
 
 
@@ -357,7 +349,7 @@ def _run_or_skip_stage(stage: Stage, previous_dir: Optional[str], rows: List[Dic
                        *, model_dir: str, **train_kwargs) -> str:
   """Trains ``stage`` (or loads its row if it finished before); returns its directory."""
   stage_dir = os.path.join(model_dir, stage.name)
-  done_path = os.path.join(stage_dir, STAGE_SUMMARY)
+  done_path = os.path.join(stage_dir, model_dir_lib.STAGE_SUMMARY)
   if os.path.exists(done_path):
     with open(done_path) as f:
       rows.append(json.load(f))
@@ -440,7 +432,7 @@ def run(*,
       return rows
 
   if jax.process_index() == 0:
-    paths.write_json_atomic(os.path.join(model_dir, SUMMARY), rows)
+    paths.write_json_atomic(os.path.join(model_dir, model_dir_lib.SUMMARY), rows)
   for hook in after_run:
     hook(model_dir, rows)
   if jax.process_index() == 0:  # the table last, where the user looks
