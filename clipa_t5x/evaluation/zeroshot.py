@@ -266,25 +266,6 @@ class ZeroShotClassifier:
     names = self.class_names() if callable(self.class_names) else self.class_names
     return self._check_class_names(names)
 
-  def compute_class_embeddings(
-      self, encode_texts: EncodeFn, tokenize: Optional[TokenizeFn] = None,
-      class_names: Optional[Sequence[str]] = None,
-  ) -> np.ndarray:
-    """``embed_classes`` with this evaluator's templates and text settings.
-
-    Args:
-      encode_texts: int32 [text_batch_size, text_length] -> [text_batch_size, D].
-      tokenize: as ``embed_classes``.
-      class_names: overrides ``resolve_class_names()``.
-
-    Returns:
-      [C, D] float32 unit-norm class embeddings.
-    """
-    names = self.resolve_class_names() if class_names is None else list(class_names)
-    return embed_classes(encode_texts, names, self.templates, text_length=self.text_length,
-                         text_reduction=self.text_reduction, batch_size=self.text_batch_size,
-                         tokenize=tokenize)
-
   def image_batches(self) -> Iterator[tuple]:
     """Yields ``(images [b, H, W, 3], labels [b])`` with b <= batch_size, unpadded."""
     for batch in batching.example_batches(self.examples_fn(), self.batch_size,
@@ -333,7 +314,9 @@ class ZeroShotClassifier:
     if not ks:
       raise ValueError(f"{self.name}: every k in ks={self.ks} exceeds the {len(names)} classes.")
     # Class embeddings are computed for this call only: the params change between calls.
-    weights = self.compute_class_embeddings(encode_texts, tokenize, names)
+    weights = embed_classes(encode_texts, names, self.templates, text_length=self.text_length,
+                            text_reduction=self.text_reduction,
+                            batch_size=self.text_batch_size, tokenize=tokenize)
     factors = self._factor_table(len(names))
     hits = np.zeros(len(ks) + len(factors), np.int64)  # top-k, then per-factor top-1
     total = 0

@@ -182,18 +182,13 @@ def mask_patches(tokens: jax.Array, rng: jax.Array, *, grid_hw: Tuple[int, int],
   gh, gw = grid_hw
   if gh * gw != n:
     raise ValueError(f"grid {gh}x{gw} does not match {n} patch tokens.")
+  check_masking(mask_ratio, mask_type)
   if mask_type == "random":
     idx = random_keep_indices(rng, batch, n, mask_ratio)
   elif mask_type == "grid":
-    if abs(mask_ratio - 0.75) > 1e-9:
-      raise ValueError(
-          f"mask_type='grid' always drops 3 of every 4 patches (ratio 0.75), got "
-          f"mask_ratio={mask_ratio}; set mask_ratio=0.75.")
     idx = grid_keep_indices(rng, batch, gh, gw)
-  elif mask_type == "block":
-    idx = block_keep_indices(rng, batch, gh, gw, mask_ratio)
   else:
-    raise ValueError(f"Unknown mask_type {mask_type!r}; use one of {MASK_TYPES}.")
+    idx = block_keep_indices(rng, batch, gh, gw, mask_ratio)
   return jnp.take_along_axis(tokens, idx[:, :, None], axis=1)
 
 
