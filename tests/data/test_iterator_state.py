@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import clipa_t5x.tasks  # noqa: F401  (registers the demo Tasks)
 from clipa_t5x import checkpoints
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import partitioning
 from clipa_t5x import runner
 from clipa_t5x.data import iterator_state
@@ -63,7 +64,7 @@ def test_a_resumed_stage_reproduces_the_uninterrupted_losses(tmp_path):
     stage_dir = tmp_path / "run" / "pretrain"
     first = [json.loads(l) for l in (stage_dir / "train_metrics.jsonl").read_text().splitlines()]
     # Interrupted after step 2: the later checkpoints and the summary never got written.
-    os.remove(stage_dir / runner.STAGE_SUMMARY)
+    os.remove(stage_dir / model_dir_lib.STAGE_SUMMARY)
     for step in (4, 6):
       shutil.rmtree(stage_dir / f"checkpoint_{step}")
     runner.run(**kwargs)

@@ -110,26 +110,15 @@ def test_host_sharded_examples_combine_to_the_whole_set():
   assert len(parts[0]) + len(parts[1]) == N
 
 
-def test_synchronized_yields_dummies_only_for_other_hosts():
-  # One host: no dummy batches after the data ends.
-  assert list(evaluators._synchronized(iter([1, 2]), lambda: 0)) == [1, 2]
-
-
-def test_gather_rows_on_one_host_is_identity():
-  x = np.arange(6).reshape(3, 2)
-  (out,) = evaluators._gather_rows(x)
-  np.testing.assert_array_equal(out, x)
-
-
 def test_class_names_auto_uses_the_source_then_imagenet():
   spec = evaluators.ZeroShotEvalConfig(name="a", source=_MemorySource(), templates=["{c}"],
                                        batch_size=4)
   (ev,) = evaluators.build_evaluators([spec], SIZE, LENGTH, num_shards=1, shard_id=0)
-  assert ev.classifier.resolve_class_names() == ["red thing", "blue thing", "green thing"]
+  assert ev.resolve_class_names() == ["red thing", "blue thing", "green thing"]
   spec = evaluators.ZeroShotEvalConfig(name="b", task="demo_shapes_eval", templates=["{c}"],
                                        batch_size=4)
   (ev,) = evaluators.build_evaluators([spec], SIZE, LENGTH)
-  assert len(ev.classifier.resolve_class_names()) == 1000
+  assert len(ev.resolve_class_names()) == 1000
 
 
 @pytest.mark.parametrize("specs, match", [
