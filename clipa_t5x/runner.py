@@ -372,7 +372,6 @@ def run(*,
         random_seed: int = 0,
         peak_flops_per_device: Optional[float] = None,
         nonfinite_policy: str = "stop",
-        before_run: Sequence[Any] = (),
         after_run: Sequence[Callable[[str, List[Dict[str, Any]]], Any]] = ()
         ) -> List[Dict[str, Any]]:
   """Trains every stage in order; returns (and writes) the summary rows.
@@ -393,15 +392,11 @@ def run(*,
     nonfinite_policy: after a step with a NaN/Inf loss or gradient (which never
       changes the state): ``'stop'`` (the last checkpoint is the last good
       state) or ``'skip'`` (go on); ``nonfinite_steps`` is logged either way.
-    before_run: ignored values; gin evaluates the call references put here
-      (e.g. ``[@demo.configure()]`` to set where the demo data lives) before
-      training starts.
     after_run: callables ``(model_dir, rows)`` run on every process after
       ``summary.json`` is written, before the table is printed (not after a
       preemption), e.g.
-      ``[@demo.write_zeroshot_examples]`` for the demo's picture.
+      ``[@demo_picture.write_zeroshot_examples]`` for the demo's picture.
   """
-  del before_run  # evaluated by gin when it called us
   if model_config is None:
     raise ValueError("run: model_config is required; include a gin/models/*.gin file.")
   if not stages:

@@ -8,6 +8,7 @@ checkpoint deleted (it resumes from the earlier one).
 
 import contextlib
 import glob
+import functools
 import io
 import json
 import os
@@ -26,6 +27,8 @@ from clipa_t5x import flops
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
 from clipa_t5x import runner
+from clipa_t5x.data import demo_data as demo_data_lib
+from clipa_t5x.evaluation import demo_picture
 from clipa_t5x.models import configs
 from clipa_t5x.models import config_io
 from clipa_t5x.tasks import demo
@@ -55,10 +58,11 @@ def _stage(name="pretrain", image=16, text=8, batch=BATCH, steps=STEPS, **kwargs
 def demo_data(tmp_path_factory):
   """Small demo data (256 train / 60 eval, 32 px), generated once for the module."""
   path = str(tmp_path_factory.mktemp("demo_data") / "demo_shapes")
-  saved = demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS
-  demo.configure(path, num_train=256, num_eval=60, image_size=32, num_train_shards=2)
-  yield path
-  demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS = saved
+  data = demo_data_lib.DemoData(path, num_train=256, num_eval=60, image_size=32,
+                                num_train_shards=2)
+  demo.register(data)
+  yield data
+  demo.register()  # back to the default location
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +288,8 @@ def e2e(tmp_path_factory, demo_data, model_config):
                 partitioner=_partitioner(),
                 checkpoint_config=checkpoints.SaveCheckpointConfig(period=2, keep=None),
                 evaluators=[evaluator], log_every=1, random_seed=0,
-                after_run=[demo.write_zeroshot_examples])
+                after_run=[functools.partial(demo_picture.write_zeroshot_examples,
+                                             data=demo_data)])
 
   def call():
     out = io.StringIO()
