@@ -248,8 +248,7 @@ def evaluate_checkpoint(*,
              text_length: int = 32,
              text_reduction: str = "truncate",
              output_dir: Optional[str] = None,
-             partitioner=None,
-             before_run: Sequence[Any] = ()) -> Dict[str, Any]:
+             partitioner=None) -> Dict[str, Any]:
   """Restores a checkpoint's parameters into the gin model and runs the evaluators.
 
   Args:
@@ -263,14 +262,11 @@ def evaluate_checkpoint(*,
     output_dir: where ``results.json`` and TensorBoard summaries go; None:
       ``eval_<step>/`` next to the checkpoint.
     partitioner: defaults to a data-parallel ``PjitPartitioner``.
-    before_run: ignored; gin evaluates references put here first (e.g.
-      ``[@demo.configure()]``).
 
   Returns:
     What ``results.json`` holds: ``checkpoint``, ``step``, ``image_size``,
     ``text_length``, ``seconds`` and ``results`` (metric -> value).
   """
-  del before_run
   import optax
   from clipa_t5x import checkpoints
   from clipa_t5x import metrics_logging
