@@ -310,8 +310,7 @@ class StepRunner:
     import jax
     from clipa_t5x import optimizers, train_state, trainer
     from clipa_t5x.models import clip, configs
-    config = configs.get_config(model_name, dtype=dtype, mask_ratio=setting.mask_ratio,
-                                **config_overrides)
+    config = configs.get_config(model_name, dtype=dtype, **config_overrides)
     self.config = config
     model = clip.ClipaModel(config)
     # CLIPA's AdamW defaults; a long schedule keeps the rate at its peak.
@@ -327,7 +326,8 @@ class StepRunner:
         model, tx, jax.random.key(seed), setting.image_size, setting.text_length,
         partitioner, shardings)
     self._trainer = trainer.Trainer(model, tx, lr_fn, partitioner, shardings, batch_size,
-                                    flops_per_example=train_flops(config, setting))
+                                    flops_per_example=train_flops(config, setting),
+                                    mask_ratio=setting.mask_ratio)
     self._batch = random_batch(batch_size, setting, config.text.vocab_size, seed)
     self._rng = jax.random.key(seed + 1)
     self.compile_s = self._trainer.compile(self._state, self._batch, self._rng)

@@ -161,7 +161,8 @@ class Checkpointer:
         return self.restore(abstract_state, step)
       except Exception as e:  # pylint: disable=broad-except  (any read failure)
         path = os.path.join(self.directory, model_dir_lib.checkpoint_name(step))
-        moved = os.path.join(self.directory, f"corrupt_{STEP_PREFIX}_{step}_{int(time.time())}")
+        moved = os.path.join(self.directory,
+                             model_dir_lib.corrupt_checkpoint_name(step, int(time.time())))
         message = (f"checkpoint {path} cannot be read ({type(e).__name__}: "
                    f"{str(e).splitlines()[0][:200] if str(e) else ''}); moved to {moved}, "
                    "trying the previous one")
@@ -204,7 +205,7 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
     ``pos_embedding`` of another length is resized bilinearly; any other shape
     mismatch raises with the parameter's name.
   """
-  directory, step = _resolve_checkpoint(config)
+  directory, step = resolve_checkpoint(config)
   manager = _manager(directory, read_only=True)
   saved_meta = manager.item_metadata(step)["params"].tree
   saved_flat = {_path_str(p): m for p, m in
@@ -268,7 +269,7 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _resolve_checkpoint(config: RestoreCheckpointConfig) -> Tuple[str, int]:
+def resolve_checkpoint(config: RestoreCheckpointConfig) -> Tuple[str, int]:
   """(manager directory, step) for a RestoreCheckpointConfig."""
   path = config.path.rstrip("/")
   if not path:
@@ -333,7 +334,7 @@ def load_params(path: str, mode: str = "latest") -> Tuple[Any, Dict[str, Any], s
     ``(params, meta, checkpoint_path)``; ``params`` is a tree of arrays on the
     first local device, as saved (any mesh wrote it).
   """
-  directory, step = _resolve_checkpoint(RestoreCheckpointConfig(path=path, mode=mode))
+  directory, step = resolve_checkpoint(RestoreCheckpointConfig(path=path, mode=mode))
   manager = _manager(directory, read_only=True)
   try:
     saved = manager.item_metadata(step)["params"].tree

@@ -66,7 +66,7 @@ def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
     record = config_io.read_model_config(stage)
     if record is None:
       raise ValueError(
-          f"{stage} has no {config_io.MODEL_CONFIG_FILE}; pass --model VARIANT (e.g. --model "
+          f"{stage} has no {model_dir.MODEL_CONFIG}; pass --model VARIANT (e.g. --model "
           "H/14) and --image_size.")
     config = record["model"]
     image_size = record["image_size"] if image_size is None else image_size

@@ -15,6 +15,7 @@ import gin
 import jax
 
 from clipa_t5x import model_dir as model_dir_lib
+from clipa_t5x import paths
 
 # The package's own gin folder (repository root /gin, or installed data).
 _PACKAGE_GIN_DIRS = [
@@ -217,7 +218,7 @@ def check_same_config(model_dir: str, allow_change: bool = False) -> None:
     return
   if allow_change:
     if jax.process_index() == 0:
-      os.replace(path, os.path.join(model_dir, "config.previous.gin"))
+      os.replace(path, os.path.join(model_dir, model_dir_lib.CONFIG_PREVIOUS_GIN))
     return
   old_lines, new_lines = old.splitlines(), new.splitlines()
   first = next((n for n in new_lines if n not in old_lines),
@@ -232,11 +233,7 @@ def write_config(model_dir: str) -> None:
   if jax.process_index() != 0:
     return
   os.makedirs(model_dir, exist_ok=True)
-  path = os.path.join(model_dir, model_dir_lib.CONFIG_GIN)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(gin.config_str())
-  os.replace(tmp, path)
+  paths.write_text_atomic(os.path.join(model_dir, model_dir_lib.CONFIG_GIN), gin.config_str())
 
 
 def maybe_initialize_distributed(coordinator_address: Optional[str],

@@ -21,16 +21,20 @@ TEMPERATURE_PARAM = "log_temperature"
 
 
 def microbatched_loss_and_grads(model, params: Any, batch: Mapping[str, jax.Array],
-                                rng: jax.Array, num_microbatches: int
+                                rng: jax.Array, num_microbatches: int,
+                                mask_ratio: float = 0.0, mask_type: str = "random"
                                 ) -> Tuple[Tuple[jax.Array, Dict[str, jax.Array]], Any]:
   """``((loss, metrics), grads)`` of the full-batch contrastive loss.
 
   Args:
-    model: has ``features(params, batch, rng) -> (zimg, ztxt, log_t)``.
+    model: has ``features(params, batch, rng, mask_ratio, mask_type) -> (zimg,
+      ztxt, log_t)``.
     params: parameters; the temperature is ``params['log_temperature']``.
     batch: the global batch; its size must divide by ``num_microbatches``.
     rng: patch-masking key; micro-batch ``i`` uses ``fold_in(rng, i)``.
     num_microbatches: how many pieces to encode one after another.
+    mask_ratio: fraction of image patches dropped (0 = none).
+    mask_type: 'random', 'grid' or 'block'.
   """
   size = batch["image"].shape[0]
   if size % num_microbatches:
@@ -41,7 +45,7 @@ def microbatched_loss_and_grads(model, params: Any, batch: Mapping[str, jax.Arra
   index = jnp.arange(num_microbatches)
 
   def encode(p, piece, i):
-    zimg, ztxt, _ = model.features(p, piece, jax.random.fold_in(rng, i))
+    zimg, ztxt, _ = model.features(p, piece, jax.random.fold_in(rng, i), mask_ratio, mask_type)
     return zimg, ztxt
 
   # (1) all features, no activations kept.

@@ -37,7 +37,7 @@ import io
 import os
 import sys
 import tempfile
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 # Before TensorFlow is imported: its C++ log would repeat, per corrupt image, what the
 # skipped-images report says.
@@ -46,6 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from clipa_t5x import cli  # noqa: E402
+from clipa_t5x import paths  # noqa: E402
 from clipa_t5x import xla_flags  # noqa: E402
 
 _SHOWN_SKIPPED = 20  # skipped names printed; the rest are in the .skipped.txt file
@@ -83,27 +84,14 @@ def _npy_output(out: str) -> Tuple[str, str]:
   return out, _stem(out, ".npy")
 
 
-def _write_atomic(path: str, write: Callable[[io.IOBase], None], binary: bool) -> None:
-  """Writes via a temporary file in the same folder and a rename."""
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {
-        "encoding": "utf-8", "newline": ""})) as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def _write_lines(path: str, lines: Sequence[str]) -> None:
-  _write_atomic(path, lambda f: f.write("".join(f"{line}\n" for line in lines)), binary=False)
+  paths.write_text_atomic(path, "".join(f"{line}\n" for line in lines))
 
 
 def _write_npy(path: str, array: np.ndarray) -> None:
-  _write_atomic(path, lambda f: np.save(f, array), binary=True)
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  paths.write_bytes_atomic(path, buffer.getvalue())
 
 
 def _report_skipped(skipped: Sequence[Tuple[str, str]], what: str, path: str) -> None:
@@ -245,16 +233,15 @@ def cmd_classify(args: argparse.Namespace) -> None:
     header += [f"top{j}", f"top{j}_prob"]
   probs, top_names = preds.top_k_probabilities, preds.top_k_names
 
-  def write(f):
-    writer = csv.writer(f)
-    writer.writerow(header)
-    for key, row_names, row_probs in zip(result.keys, top_names, probs):
-      row = [key]
-      for name, p in zip(row_names, row_probs):
-        row += [name, f"{p:.6f}"]
-      writer.writerow(row)
-
-  _write_atomic(args.out, write, binary=False)
+  table = io.StringIO()
+  writer = csv.writer(table)
+  writer.writerow(header)
+  for key, row_names, row_probs in zip(result.keys, top_names, probs):
+    row = [key]
+    for name, p in zip(row_names, row_probs):
+      row += [name, f"{p:.6f}"]
+    writer.writerow(row)
+  paths.write_text_atomic(args.out, table.getvalue())
   counts = collections.Counter(preds.labels).most_common(10)
   print(f"classified {len(result.keys)} images into {len(names)} classes; predictions in "
         f"{args.out}")

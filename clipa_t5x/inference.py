@@ -51,6 +51,7 @@ from clipa_t5x import partitioning
 from clipa_t5x import paths
 from clipa_t5x.data import image_files
 from clipa_t5x.data import text_reduction as text_reduction_lib
+from clipa_t5x.evaluation import batching
 from clipa_t5x.evaluation import evaluators as evaluators_lib
 from clipa_t5x.evaluation import zeroshot
 from clipa_t5x.models import clip as clip_lib
@@ -257,7 +258,7 @@ class ClipaPredictor:
   Build one with ``load``; the constructor takes parameters already in memory.
 
   Attributes:
-    config: the model (``mask_ratio`` 0: inference never masks).
+    config: the model (inference never masks patches).
     image_size: the default input resolution.
     text_length: the token length of every text.
     batch_size: rows per encoder call (a multiple of the local device count).
@@ -296,9 +297,7 @@ class ClipaPredictor:
     if jax.process_count() > 1:
       raise ValueError("clipa_t5x.inference runs in a single process; run one inference "
                        "process per host (each embedding its own inputs).")
-    config = _as_config(config)
-    # Inference never masks; the fine-tuning ratio is irrelevant here.
-    self.config = dataclasses.replace(config, mask_ratio=0.0)
+    self.config = _as_config(config)
     self.text_reduction = text_reduction_lib.check_method(text_reduction)
     self.num_workers = (_positive_int(num_workers, "num_workers") if num_workers is not None
                         else max(1, min(8, os.cpu_count() or 1)))
@@ -442,7 +441,7 @@ class ClipaPredictor:
       return out
 
     try:
-      return zeroshot.encode_in_batches(fn, batch, self.batch_size, "encode_images")
+      return batching.encode_in_batches(fn, batch, self.batch_size, "encode_images")
     finally:
       reporter.close()
 
@@ -465,7 +464,7 @@ class ClipaPredictor:
             raise ValueError(f"image {key}: {e}") from None
           skipped.append((key, str(e)))
       if arrays:
-        feats.append(zeroshot.encode_in_batches(self._encoders.encode_images, np.stack(arrays),
+        feats.append(batching.encode_in_batches(self._encoders.encode_images, np.stack(arrays),
                                                 self.batch_size, "encode_images"))
       reporter.update(len(batch))
 
@@ -497,7 +496,7 @@ class ClipaPredictor:
       raise ValueError(f"texts must be strings, got {type(bad[0]).__name__} ({bad[0]!r}).")
     if not texts:
       return np.zeros((0, self.text_length), np.int32)
-    return text_reduction_lib.encode_texts(texts, self.text_length,
+    return text_reduction_lib.tokenize_texts(texts, self.text_length,
                                            reduction or self.text_reduction)
 
   def encode_texts(self, texts: Sequence[str], *, reduction: Optional[str] = None,
@@ -532,7 +531,7 @@ class ClipaPredictor:
     return np.concatenate(out).astype(np.float32)
 
   def _encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
-    return zeroshot.encode_in_batches(self._encoders.encode_texts, tokens, self.batch_size,
+    return batching.encode_in_batches(self._encoders.encode_texts, tokens, self.batch_size,
                                       "encode_texts")
 
   # ------------------------------------------------------------- zero-shot
@@ -552,11 +551,9 @@ class ClipaPredictor:
     """
     names = _check_class_names(class_names)
     templates = _check_templates(templates)
-    clf = zeroshot.ZeroShotClassifier(
-        name="inference", examples_fn=lambda: iter(()), class_names=names,
-        templates=templates, batch_size=self.batch_size, text_length=self.text_length,
-        text_reduction=self.text_reduction)
-    return clf.compute_class_embeddings(self._encoders.encode_texts)
+    return zeroshot.embed_classes(
+        self._encoders.encode_texts, names, templates, text_length=self.text_length,
+        text_reduction=self.text_reduction, batch_size=self.batch_size)
 
   def classify_features(self, image_features: np.ndarray,
                         class_names: Union[str, Sequence[str]],
@@ -635,7 +632,7 @@ def _stage_of_model_dir(model_dir: str) -> str:
 
   def started(name: str) -> float:
     # Each stage writes model_config.json when it starts: its age gives run order.
-    config = os.path.join(model_dir, name, config_io.MODEL_CONFIG_FILE)
+    config = os.path.join(model_dir, name, model_dir_lib.MODEL_CONFIG)
     return paths.getmtime(config) if paths.exists(config) else 0.0
 
   # Stages of the summary in its order, then any later stage (still running) by start time.
@@ -653,7 +650,7 @@ def resolve_checkpoint(path: str) -> Tuple[str, str]:
     return path, model_dir_lib.stage_dir_of(path)
   if model_dir_lib.checkpoint_dirs(path):
     return path, path
-  if paths.exists(os.path.join(path, config_io.MODEL_CONFIG_FILE)):
+  if paths.exists(os.path.join(path, model_dir_lib.MODEL_CONFIG)):
     raise ValueError(f"stage folder {path!r} has no complete checkpoint yet; wait for the "
                      "first save or pass another stage.")
   stage = _stage_of_model_dir(path)
@@ -731,7 +728,7 @@ def load(path: str, *,
     record = config_io.read_model_config(stage_dir)
     if config is None and record is None:
       raise ValueError(
-          f"{stage_dir!r} has no {config_io.MODEL_CONFIG_FILE}; pass config= (a ClipaConfig or "
+          f"{stage_dir!r} has no {model_dir_lib.MODEL_CONFIG}; pass config= (a ClipaConfig or "
           "a variant name such as 'H/14') and image_size= for the model that wrote the "
           "checkpoint.")
     model_config = _as_config(config) if config is not None else record["model"]

@@ -1,14 +1,22 @@
-"""The layout of a MODEL_DIR: file and folder names, and how to read them.
+"""The layout of a MODEL_DIR: every file and folder name, and how to read them.
 
 A run writes::
 
   MODEL_DIR/
-    config.gin                   the operative gin config
+    config.gin                   the operative gin config (config.previous.gin: the one
+                                 it replaced, after --allow_config_change)
     summary.json                 one row per finished stage, in run order
     <stage>/                     one folder per stage (e.g. pretrain_84px)
       model_config.json          the model + the stage's image size / text length
+      model-info.txt             every parameter's shape, axes and sharding
       stage_summary.json         written when the stage has finished
-      checkpoint_<step>/         Orbax checkpoints
+      train_metrics.jsonl        train/ (TensorBoard)   one row per logged step
+      eval_metrics.jsonl         eval/ (TensorBoard)    one row per evaluation
+      checkpoint_<step>/         Orbax checkpoints (corrupt_checkpoint_<step>_<time>/:
+                                 one that failed to restore, set aside)
+      data_iterators/            the input pipeline's position at each checkpoint
+      eval_<step>/               ``python -m clipa_t5x.eval`` of checkpoint_<step>:
+        results.json             results, eval_metrics.jsonl and TensorBoard events
 
 This module only names things (``os`` and ``re``, no TensorFlow, JAX or
 torch), so every tool that reads a MODEL_DIR (training, inference, export)
@@ -23,6 +31,15 @@ STEP_PREFIX = "checkpoint"
 CONFIG_GIN = "config.gin"
 SUMMARY = "summary.json"
 STAGE_SUMMARY = "stage_summary.json"
+CONFIG_PREVIOUS_GIN = "config.previous.gin"
+MODEL_CONFIG = "model_config.json"
+MODEL_INFO = "model-info.txt"
+TRAIN_METRICS = "train_metrics.jsonl"
+EVAL_METRICS = "eval_metrics.jsonl"
+TRAIN_EVENTS = "train"  # TensorBoard folders
+EVAL_EVENTS = "eval"
+DATA_ITERATORS = "data_iterators"
+RESULTS = "results.json"
 
 _STEP_DIR = re.compile(rf"{STEP_PREFIX}_(\d+)")
 
@@ -30,6 +47,16 @@ _STEP_DIR = re.compile(rf"{STEP_PREFIX}_(\d+)")
 def checkpoint_name(step: int) -> str:
   """The folder name of the checkpoint of ``step``: ``checkpoint_<step>``."""
   return f"{STEP_PREFIX}_{int(step)}"
+
+
+def corrupt_checkpoint_name(step: int, when: int) -> str:
+  """Where a checkpoint that fails to restore is moved: ``corrupt_checkpoint_<step>_<when>``."""
+  return f"corrupt_{checkpoint_name(step)}_{int(when)}"
+
+
+def eval_dir_name(step: int) -> str:
+  """The folder of ``python -m clipa_t5x.eval`` results of a step: ``eval_<step>``."""
+  return f"eval_{int(step)}"
 
 
 def step_of(path: str) -> Optional[int]:

@@ -85,17 +85,22 @@ def makedirs(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes ``text`` through a temporary file and a rename: never a half-written file."""
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Writes ``data`` through a temporary file and a rename: never a half-written file."""
   tmp = f"{path}.tmp"
   if is_remote(path):
-    with _gfile().GFile(tmp, "w") as f:
-      f.write(text)
+    with _gfile().GFile(tmp, "wb") as f:
+      f.write(data)
     _gfile().rename(tmp, path, overwrite=True)
     return
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
+  with open(tmp, "wb") as f:
+    f.write(data)
   os.replace(tmp, path)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes ``text`` (UTF-8) with ``write_bytes_atomic``."""
+  write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str, value: Any, indent: int = 2, sort_keys: bool = False) -> None:

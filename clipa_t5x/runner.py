@@ -40,11 +40,7 @@ from clipa_t5x.evaluation import evaluators as evaluators_lib
 from clipa_t5x.models import clip as clip_lib
 from clipa_t5x.models import configs as model_configs
 from clipa_t5x.models import config_io
-
-# Re-exported names of the MODEL_DIR layout (clipa_t5x.model_dir).
-STAGE_SUMMARY = model_dir_lib.STAGE_SUMMARY
-SUMMARY = model_dir_lib.SUMMARY
-
+from clipa_t5x.models import vit
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -126,6 +122,10 @@ def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitParti
         f"stage {stage.name!r}: Stage.batch_size={stage.batch_size} must split into "
         f"num_microbatches={stage.num_microbatches} pieces, each divisible by the data-parallel "
         f"size {partitioner.data_parallel_size}.")
+  try:
+    vit.check_masking(stage.mask_ratio, stage.mask_type)
+  except ValueError as e:
+    raise ValueError(f"stage {stage.name!r}: Stage.{e}") from None
   if stage.train_steps <= 0:
     raise ValueError(f"stage {stage.name!r}: train_steps must be positive, got {stage.train_steps}.")
   from clipa_t5x.data import dataset as dataset_lib  # pylint: disable=import-outside-toplevel
@@ -139,7 +139,7 @@ def has_training_state(model_dir: str) -> bool:
   """Whether ``model_dir`` holds checkpoints or finished stages of some run."""
   import glob  # pylint: disable=import-outside-toplevel
   return bool(glob.glob(os.path.join(model_dir, "*", f"{model_dir_lib.STEP_PREFIX}_*"))
-              or glob.glob(os.path.join(model_dir, "*", STAGE_SUMMARY)))
+              or glob.glob(os.path.join(model_dir, "*", model_dir_lib.STAGE_SUMMARY)))
 
 
 def check_model_dir_writable(model_dir: str) -> None:
@@ -153,11 +153,6 @@ def check_model_dir_writable(model_dir: str) -> None:
   except OSError as e:
     raise ValueError(f"MODEL_DIR {model_dir!r} is not writable ({e.strerror}); "
                      "choose another --gin.MODEL_DIR or fix its permissions.") from None
-
-
-_build_evaluators = evaluators_lib.build_evaluators
-_Encoders = evaluators_lib.Encoders
-_run_evaluators = evaluators_lib.run_evaluators
 
 
 def _stage_row(stage: Stage, model_config, seconds: float,
@@ -197,9 +192,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   from clipa_t5x.data import iterator_state
 
   start_time = time.time()
-  config = dataclasses.replace(model_config, mask_ratio=stage.mask_ratio,
-                               mask_type=stage.mask_type)
-  model = clip_lib.ClipaModel(config)
+  model = clip_lib.ClipaModel(model_config)
   tx, lr_fn = optimizers.make_optimizer(stage.optimizer, stage.batch_size, stage.train_steps)
   abstract, logical_specs, shardings = train_state_lib.abstract_train_state(
       model, tx, stage.image_size, stage.text_length, partitioner)
@@ -207,7 +200,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   checkpointer = checkpoints.Checkpointer(stage_dir, checkpoint_config)
   if jax.process_index() == 0:
     # Makes the stage directory self-describing (inference, export, eval).
-    config_io.write_model_config(stage_dir, config, stage.image_size, stage.text_length,
+    config_io.write_model_config(stage_dir, model_config, stage.image_size, stage.text_length,
                                  stage=stage.name)
   rng = jax.random.key(random_seed)
   init_rng, step_rng = jax.random.split(rng)
@@ -253,22 +246,25 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     print(f"[{stage.name}] no saved data position at step {start_step}: the data order is "
           "reseeded instead of continued", flush=True)
 
-  per_example = flops.per_example_flops(config, stage.image_size, stage.text_length,
+  per_example = flops.per_example_flops(model_config, stage.image_size, stage.text_length,
                                         stage.mask_ratio)
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, stage.batch_size,
                                 flops_per_example=per_example["train"],
                                 peak_flops_per_device=peak_flops_per_device,
                                 nonfinite_policy=nonfinite_policy,
-                                num_microbatches=stage.num_microbatches)
-  logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "train"),
-                                         os.path.join(stage_dir, "train_metrics.jsonl"))
-  eval_logger = metrics_logging.MetricsLogger(os.path.join(stage_dir, "eval"),
-                                              os.path.join(stage_dir, "eval_metrics.jsonl"))
+                                num_microbatches=stage.num_microbatches,
+                                mask_ratio=stage.mask_ratio, mask_type=stage.mask_type)
+  logger = metrics_logging.MetricsLogger(
+      os.path.join(stage_dir, model_dir_lib.TRAIN_EVENTS),
+      os.path.join(stage_dir, model_dir_lib.TRAIN_METRICS))
+  eval_logger = metrics_logging.MetricsLogger(
+      os.path.join(stage_dir, model_dir_lib.EVAL_EVENTS),
+      os.path.join(stage_dir, model_dir_lib.EVAL_METRICS))
   eval_size = stage.eval_image_size or stage.image_size
   eval_length = stage.eval_text_length or stage.text_length
-  built_evaluators = _build_evaluators(evaluators, eval_size, eval_length,
+  built_evaluators = evaluators_lib.build_evaluators(evaluators, eval_size, eval_length,
                                        stage.eval_text_reduction)
-  encoders = _Encoders(model, partitioner, shardings.params)
+  encoders = evaluators_lib.Encoders(model, partitioner, shardings.params)
 
   def save(step, state):
     if checkpointer.has_step(step):
@@ -287,7 +283,8 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
       checkpointer.close()
       raise preemption.Preempted(stage.name, step)
     if eval_period and step % eval_period == 0 and step < stage.train_steps and built_evaluators:
-      eval_logger.write(step, _run_evaluators(built_evaluators, encoders, state.params))
+      eval_logger.write(step, evaluators_lib.run_evaluators(built_evaluators, encoders,
+                                                            state.params))
 
   remaining = stage.train_steps - start_step
   if remaining > 0:
@@ -298,7 +295,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
                        f"{stage.split!r} gave no batch; check the data files.") from None
     seconds = trainer.compile(state, first_batch, step_rng)
     print(f"[{stage.name}] compiled the train step in {seconds:.1f}s", flush=True)
-    model_info.write_model_info(os.path.join(stage_dir, "model-info.txt"), abstract,
+    model_info.write_model_info(os.path.join(stage_dir, model_dir_lib.MODEL_INFO), abstract,
                                 logical_specs, shardings, trainer.activation_bytes())
     batches_with_first = itertools.chain([first_batch], batches)
     progress = metrics_logging.ProgressLine(stage.name, start_step, stage.train_steps)
@@ -315,20 +312,21 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
         "use a repeating dataset (num_epochs=None) or fewer train_steps.")
   save(final_step, state)
 
-  results = _run_evaluators(built_evaluators, encoders, state.params) if built_evaluators else {}
+  results = (evaluators_lib.run_evaluators(built_evaluators, encoders, state.params)
+             if built_evaluators else {})
   if results:
     eval_logger.write(final_step, results)
   logger.close()
   eval_logger.close()
   checkpointer.close()
-  row = _stage_row(stage, config, time.time() - start_time, results)
+  row = _stage_row(stage, model_config, time.time() - start_time, results)
   row["bad_records"] = bad_records.snapshot()
   skipped = sum(row["bad_records"].values())
   if skipped:
     print(f"[{stage.name}] the input pipeline skipped {skipped} bad records so far: "
           + ", ".join(f"{k} {v}" for k, v in row["bad_records"].items() if v), flush=True)
   if jax.process_index() == 0:
-    paths.write_json_atomic(os.path.join(stage_dir, STAGE_SUMMARY), row)
+    paths.write_json_atomic(os.path.join(stage_dir, model_dir_lib.STAGE_SUMMARY), row)
   return row
 
 
@@ -351,7 +349,7 @@ def _run_or_skip_stage(stage: Stage, previous_dir: Optional[str], rows: List[Dic
                        *, model_dir: str, **train_kwargs) -> str:
   """Trains ``stage`` (or loads its row if it finished before); returns its directory."""
   stage_dir = os.path.join(model_dir, stage.name)
-  done_path = os.path.join(stage_dir, STAGE_SUMMARY)
+  done_path = os.path.join(stage_dir, model_dir_lib.STAGE_SUMMARY)
   if os.path.exists(done_path):
     with open(done_path) as f:
       rows.append(json.load(f))
@@ -374,7 +372,6 @@ def run(*,
         random_seed: int = 0,
         peak_flops_per_device: Optional[float] = None,
         nonfinite_policy: str = "stop",
-        before_run: Sequence[Any] = (),
         after_run: Sequence[Callable[[str, List[Dict[str, Any]]], Any]] = ()
         ) -> List[Dict[str, Any]]:
   """Trains every stage in order; returns (and writes) the summary rows.
@@ -395,15 +392,11 @@ def run(*,
     nonfinite_policy: after a step with a NaN/Inf loss or gradient (which never
       changes the state): ``'stop'`` (the last checkpoint is the last good
       state) or ``'skip'`` (go on); ``nonfinite_steps`` is logged either way.
-    before_run: ignored values; gin evaluates the call references put here
-      (e.g. ``[@demo.configure()]`` to set where the demo data lives) before
-      training starts.
     after_run: callables ``(model_dir, rows)`` run on every process after
       ``summary.json`` is written, before the table is printed (not after a
       preemption), e.g.
-      ``[@demo.write_zeroshot_examples]`` for the demo's picture.
+      ``[@demo_picture.write_zeroshot_examples]`` for the demo's picture.
   """
-  del before_run  # evaluated by gin when it called us
   if model_config is None:
     raise ValueError("run: model_config is required; include a gin/models/*.gin file.")
   if not stages:
@@ -434,7 +427,7 @@ def run(*,
       return rows
 
   if jax.process_index() == 0:
-    paths.write_json_atomic(os.path.join(model_dir, SUMMARY), rows)
+    paths.write_json_atomic(os.path.join(model_dir, model_dir_lib.SUMMARY), rows)
   for hook in after_run:
     hook(model_dir, rows)
   if jax.process_index() == 0:  # the table last, where the user looks

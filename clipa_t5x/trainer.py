@@ -20,6 +20,7 @@ from clipa_t5x import device_profiles
 from clipa_t5x import grad_accumulation
 from clipa_t5x import metrics_logging
 from clipa_t5x import partitioning
+from clipa_t5x.models import vit
 from clipa_t5x.train_state import TrainState
 
 Batch = Mapping[str, np.ndarray]
@@ -32,24 +33,29 @@ class NonFiniteError(ValueError):
 
 def make_train_step(model, tx: optax.GradientTransformation,
                     learning_rate_fn: Callable[[jax.Array], jax.Array],
-                    num_microbatches: int = 1
+                    num_microbatches: int = 1, mask_ratio: float = 0.0,
+                    mask_type: str = "random"
                     ) -> Callable[[TrainState, Batch, jax.Array], Tuple[TrainState, Dict]]:
   """Returns ``step(state, batch, rng) -> (new_state, metrics)``.
 
-  The step's randomness (patch masking) is ``fold_in(rng, state.step)``, so a
-  resumed run draws exactly the masks an uninterrupted one would. With
-  ``num_microbatches > 1`` the batch is encoded in pieces and the gradient of
-  the full-batch contrastive loss is accumulated exactly (``grad_accumulation``).
+  Images are patch-masked by ``mask_ratio`` / ``mask_type`` (the stage's
+  training setting; 0 = none). The step's randomness (patch masking) is
+  ``fold_in(rng, state.step)``, so a resumed run draws exactly the masks an
+  uninterrupted one would. With ``num_microbatches > 1`` the batch is encoded
+  in pieces and the gradient of the full-batch contrastive loss is
+  accumulated exactly (``grad_accumulation``).
   """
+  vit.check_masking(mask_ratio, mask_type)
+  mask = {"mask_ratio": mask_ratio, "mask_type": mask_type}
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
     if num_microbatches > 1:
       (_, metrics), grads = grad_accumulation.microbatched_loss_and_grads(
-          model, state.params, batch, step_rng, num_microbatches)
+          model, state.params, batch, step_rng, num_microbatches, **mask)
     else:
       grad_fn = jax.value_and_grad(model.loss_fn, has_aux=True)
-      (_, metrics), grads = grad_fn(state.params, batch, step_rng)
+      (_, metrics), grads = grad_fn(state.params, batch, step_rng, **mask)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
@@ -73,7 +79,7 @@ class Trainer:
   """Runs the jitted, partitioned train step and reports its metrics.
 
   Args:
-    model: a ``ClipaModel`` (``loss_fn(params, batch, rng)``).
+    model: a ``ClipaModel`` (``loss_fn(params, batch, rng, mask_ratio, mask_type)``).
     tx: the optax transformation.
     learning_rate_fn: step -> learning rate (logged).
     partitioner: the ``PjitPartitioner``.
@@ -92,13 +98,16 @@ class Trainer:
       running count) is logged.
     num_microbatches: encode the batch in this many pieces, accumulating the
       exact full-batch gradient (less activation memory, same result).
+    mask_ratio: fraction of image patches dropped in training (0 = none).
+    mask_type: 'random', 'grid' or 'block' (``vit.check_masking``).
   """
 
   def __init__(self, model, tx, learning_rate_fn, partitioner: partitioning.PjitPartitioner,
                state_shardings: TrainState, global_batch_size: int,
                flops_per_example: float = 0.0,
                peak_flops_per_device: Optional[float] = None,
-               nonfinite_policy: str = "stop", num_microbatches: int = 1):
+               nonfinite_policy: str = "stop", num_microbatches: int = 1,
+               mask_ratio: float = 0.0, mask_type: str = "random"):
     if nonfinite_policy not in NONFINITE_POLICIES:
       raise ValueError(f"nonfinite_policy must be one of {NONFINITE_POLICIES}, got "
                        f"{nonfinite_policy!r}.")
@@ -120,7 +129,8 @@ class Trainer:
       raise ValueError(
           f"batch size {global_batch_size} must divide into num_microbatches={num_microbatches} "
           f"pieces each divisible by the data-parallel size {partitioner.data_parallel_size}.")
-    step_fn = make_train_step(model, tx, learning_rate_fn, num_microbatches)
+    step_fn = make_train_step(model, tx, learning_rate_fn, num_microbatches, mask_ratio,
+                              mask_type)
     self._compiled = None
     self._step = partitioner.partition(
         step_fn,

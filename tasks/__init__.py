@@ -1,7 +1,13 @@
 """SeqIO Tasks and Mixtures of clipa_t5x (installed as ``clipa_t5x.tasks``).
 
-Importing this package registers every Task; t5x-style gin files import it
-(``import clipa_t5x.tasks``) before naming ``MIXTURE_OR_TASK_NAME``.
+Registration only: each module's Task factories (``demo.task``,
+``datacomp.task``, ``user_data.task``, ...) take where the data lives as
+arguments, register the Task over it and return its name, so a gin file calls
+them where a Task name goes. Importing this package also registers every Task
+at its default location (environment variables / the demo's cache folder), so
+a plain name such as ``MIXTURE_OR_TASK_NAME = 'demo_shapes'`` works after
+``import clipa_t5x.tasks``. The library logic (sources, where corpora live)
+is in ``clipa_t5x.data``; no ``clipa_t5x`` module imports this package.
 """
 
 from . import demo  # noqa: F401  (relative: works as `tasks` and `clipa_t5x.tasks`)

@@ -9,44 +9,67 @@ Registered names:
 - ``laion2b_datacomp1b_mix`` and ``laion2b_datacomp1b_syntax_mix``: the two
   corpora sampled by ``MIXTURE_RATES``.
 
-Data location, as in ``tasks/laion.py``: ``configure(train_pattern=...,
-format=...)`` (gin: ``datacomp.configure.train_pattern``) or
-``$CLIPA_DATACOMP1B_PATTERN`` / ``$CLIPA_DATACOMP1B_FORMAT``, resolved when a
-dataset is built. CLIPA's augmentation (see ``tasks/laion.py``).
+Data location, as in ``tasks/laion.py``: the ``train_pattern`` argument of
+``task`` / ``register`` (gin: ``PRETRAIN_TASK = @pretrain/datacomp.task()``
+with ``datacomp.task.train_pattern = %DATACOMP1B_DATA``, as
+``gin/stages/*.gin`` do), else ``$CLIPA_DATACOMP1B_PATTERN`` /
+``$CLIPA_DATACOMP1B_FORMAT``, read when a dataset is built. CLIPA's
+augmentation (see ``tasks/laion.py``).
 """
 
 from typing import Optional
 
+from clipa_t5x.data.web_corpus import WebScaleCorpus
+from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
 from . import laion
 
-CORPUS = laion.WebScaleCorpus("datacomp", "CLIPA_DATACOMP1B")
+NAME = "datacomp1b"
+ENV_PREFIX = "CLIPA_DATACOMP1B"
+SETTING = "the gin macro DATACOMP1B_DATA (datacomp.task.train_pattern)"
 # Sampling rates of the mixtures (relative; SeqIO normalises them).
 MIXTURE_RATES = {"laion2b": 1.0, "datacomp1b": 1.0}
 
 
-def configure(train_pattern: Optional[str] = None,
-              format: Optional[str] = None,  # pylint: disable=redefined-builtin
-              caption_key: str = "txt", image_key: str = "jpg") -> None:
-  """Sets where DataComp-1B lives (gin: ``datacomp.configure.train_pattern``).
+def task(text_reduction: str = "truncate", train_pattern: Optional[str] = None,
+         format: Optional[str] = None,  # pylint: disable=redefined-builtin
+         caption_key: str = "txt", image_key: str = "jpg") -> str:
+  """Registers ``datacomp1b`` / ``datacomp1b_syntax`` over the given shards; returns its name.
 
   Args:
+    text_reduction: ``'truncate'`` (``datacomp1b``) or ``'syntax'``
+      (``datacomp1b_syntax``).
     train_pattern: glob of the train shards (several: comma-separated); None
-      uses ``$CLIPA_DATACOMP1B_PATTERN``.
-    format: 'webdataset' or 'tfrecord'; None: ``$CLIPA_DATACOMP1B_FORMAT`` or
-      the pattern's extension.
+      reads ``$CLIPA_DATACOMP1B_PATTERN`` when a dataset is built.
+    format: ``'webdataset'`` or ``'tfrecord'``; None:
+      ``$CLIPA_DATACOMP1B_FORMAT`` or the pattern's extension.
     caption_key: caption member extension / feature name.
     image_key: TFRecord image feature name.
   """
-  CORPUS.configure(train_pattern, format, caption_key, image_key)
+  corpus = WebScaleCorpus(NAME, ENV_PREFIX, train_pattern, format, caption_key, image_key,
+                          setting=SETTING)
+  return laion.register_corpus_task(corpus, NAME, text_reduction)
 
 
-def register() -> None:
-  """Registers the DataComp Tasks and the LAION+DataComp Mixtures."""
-  laion.register_tasks(CORPUS, "datacomp1b")
-  for suffix in laion.TEXT_METHODS:
-    laion.register_mixture(
-        f"laion2b_datacomp1b{suffix}_mix",
-        {f"{task}{suffix}": rate for task, rate in MIXTURE_RATES.items()})
+def mixture(text_reduction: str = "truncate") -> str:
+  """Registers the LAION-2B + DataComp-1B Mixture over the Tasks registered now; returns it.
+
+  Register the two Tasks first (``laion.task``, ``task``) to point them at data.
+  """
+  suffix = laion.TEXT_METHODS[text_reduction]
+  name = f"laion2b_datacomp1b{suffix}_mix"
+  common.register_mixture(
+      name, {f"{corpus}{suffix}": rate for corpus, rate in MIXTURE_RATES.items()})
+  return name
+
+
+def register(train_pattern: Optional[str] = None,
+             format: Optional[str] = None,  # pylint: disable=redefined-builtin
+             caption_key: str = "txt", image_key: str = "jpg") -> None:
+  """Registers the DataComp Tasks over the given shards (see ``task``) and the Mixtures."""
+  for method in laion.TEXT_METHODS:
+    task(method, train_pattern, format, caption_key, image_key)
+    mixture(method)
+
 
 
 register()

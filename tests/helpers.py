@@ -13,9 +13,9 @@ TEXT_LENGTH = 8
 
 
 def tiny_setup(partitioner: partitioning.PjitPartitioner, batch_size: int = 8,
-               total_steps: int = 20, text_length: int = TEXT_LENGTH, mask_ratio: float = 0.0):
+               total_steps: int = 20, text_length: int = TEXT_LENGTH):
   """A Ti/8 model, its optimizer and the abstract state on ``partitioner``."""
-  model = clip.ClipaModel(configs.get_config("Ti/8", mask_ratio=mask_ratio))
+  model = clip.ClipaModel(configs.get_config("Ti/8"))
   tx, lr_fn = optimizers.make_optimizer(
       optimizers.OptimizerConfig(base_learning_rate=2e-3, warmup_steps=2), batch_size, total_steps)
   abstract, specs, shardings = train_state.abstract_train_state(

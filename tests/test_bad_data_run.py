@@ -11,6 +11,7 @@ import clipa_t5x.tasks  # noqa: F401  (registers the demo Tasks)
 from clipa_t5x import partitioning
 from clipa_t5x import runner
 from clipa_t5x.data import bad_records
+from clipa_t5x.data import demo_data
 from clipa_t5x.data import demo_shapes
 from clipa_t5x.models import configs
 from clipa_t5x.tasks import demo
@@ -34,17 +35,17 @@ def _corrupt_every_tenth_image(tar_path: str) -> int:
 
 @pytest.mark.slow
 def test_training_over_corrupt_shards_reports_the_bad_records(tmp_path):
-  saved = demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS
   data_dir = str(tmp_path / "data")
   kwargs = dict(num_train=200, num_eval=60, image_size=32, num_train_shards=2)
   root = demo_shapes.ensure_demo_data(data_dir, **kwargs)
   corrupted = sum(_corrupt_every_tenth_image(os.path.join(root, name))
                   for name in sorted(os.listdir(root)) if name.startswith("train-"))
   assert corrupted == 20  # 10% of the 200 training records
-  demo.configure(data_dir, **kwargs)
   bad_records.reset()
   try:
-    stage = runner.Stage(name="pretrain", mixture_or_task_name="demo_shapes",
+    stage = runner.Stage(name="pretrain",
+                         mixture_or_task_name=demo.task(
+                             "truncate", demo_data.DemoData(data_dir, **kwargs)),
                          task_feature_lengths={"image": 16, "text": 8}, batch_size=16,
                          train_steps=15)
     rows = runner.run(model_dir=str(tmp_path / "run"), stages=[stage],
@@ -53,7 +54,7 @@ def test_training_over_corrupt_shards_reports_the_bad_records(tmp_path):
                           logical_axis_rules=partitioning.data_parallel_logical_axis_rules()),
                       log_every=5)
   finally:
-    demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS = saved
+    demo.register()  # back to the default location
   # 15 steps x 16 = 240 examples > 180 good ones: every corrupt image was met at least once.
   assert rows[0]["bad_records"]["bad_image"] >= corrupted
   logged = [json.loads(line) for line in

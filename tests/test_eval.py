@@ -54,22 +54,23 @@ def test_train_then_evaluate_checkpoint(tmp_path):
   train = f"""
 import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-import clipa_t5x.tasks
 from clipa_t5x import checkpoints, partitioning, runner
+from clipa_t5x.data import demo_data
 from clipa_t5x.evaluation import datasets
 from clipa_t5x.models import configs
 from clipa_t5x.tasks import demo
-demo.configure({str(tmp_path / 'data')!r}, **{DEMO_KWARGS!r})
+data = demo_data.DemoData({str(tmp_path / 'data')!r}, **{DEMO_KWARGS!r})
 p = partitioning.PjitPartitioner(
     num_partitions=1, logical_axis_rules=partitioning.data_parallel_logical_axis_rules())
-stage = runner.Stage(name="pretrain", mixture_or_task_name="demo_shapes",
+stage = runner.Stage(name="pretrain", mixture_or_task_name=demo.task("truncate", data),
                      task_feature_lengths={{"image": 16, "text": 8}}, batch_size=16,
                      train_steps=2)
-evals = [runner.ZeroShotEvalConfig(name="demo_shapes", task="demo_shapes_eval",
-                                   class_names=demo.class_names, templates=["a {{c}}."],
+evals = [runner.ZeroShotEvalConfig(name="demo_shapes", task=demo.eval_task(data),
+                                   class_names=demo_data.class_names, templates=["a {{c}}."],
                                    batch_size=8),
          runner.RetrievalEvalConfig(name="demo_shapes_retrieval", batch_size=8,
-             source=datasets.WebDatasetRetrieval(demo.eval_files, caption_key="txt"))]
+             source=datasets.WebDatasetRetrieval(lambda: demo_data.eval_files(data),
+                                                 caption_key="txt"))]
 runner.run(model_dir={str(tmp_path / 'model')!r}, stages=[stage],
            model_config=configs.get_config("Ti/8"), partitioner=p, evaluators=evals,
            checkpoint_config=checkpoints.SaveCheckpointConfig(period=2))
@@ -82,8 +83,8 @@ runner.run(model_dir={str(tmp_path / 'model')!r}, stages=[stage],
   with open(stage_dir / "eval_metrics.jsonl") as f:
     trained = [json.loads(line) for line in f if line.strip()][-1]
 
-  demo_flags = [f"--gin.demo.configure.data_dir='{tmp_path / 'data'}'"] + [
-      f"--gin.demo.configure.{k}={v}" for k, v in DEMO_KWARGS.items()]
+  demo_flags = [f"--gin.demo_data.DemoData.data_dir='{tmp_path / 'data'}'"] + [
+      f"--gin.demo_data.DemoData.{k}={v}" for k, v in DEMO_KWARGS.items()]
   common = ["--gin_file=runs/eval_demo.gin", "--gin_file=models/ti8.gin",
             "--gin.evaluators.ZeroShotEvalConfig.templates=['a {c}.']",
             "--gin.evaluators.ZeroShotEvalConfig.batch_size=8",

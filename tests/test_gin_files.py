@@ -57,3 +57,69 @@ def test_required_macros_are_reported(tmp_path):
   with pytest.raises(ValueError, match="TRAIN_STEPS|MIXTURE_OR_TASK_NAME|TASK_FEATURE_LENGTHS"):
     _run(["gin/runs/pretrain.gin", "models/ti8.gin", "partitioning/data_parallel.gin"], [],
          tmp_path)
+
+
+@pytest.fixture
+def default_registrations():
+  """Registers the demo and DataComp Tasks at their default locations again afterwards."""
+  yield
+  from clipa_t5x.tasks import datacomp, demo  # pylint: disable=import-outside-toplevel
+  demo.register()
+  datacomp.register()
+
+
+def _files_of(task_name, split):
+  """The files a registered Task's source lists for ``split`` (the demo data is made)."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  return seqio.get_mixture_or_task(task_name).source.list_shards(split)
+
+
+SMALL_DEMO = ["demo_data.DemoData.num_train = 16", "demo_data.DemoData.num_eval = 20",
+              "demo_data.DemoData.num_train_shards = 2"]
+
+
+def test_demo_data_location_is_a_gin_argument(captured, tmp_path, default_registrations):
+  """DEMO_DATA reaches every demo Task the run names; runner.run needs no hook for it."""
+  from clipa_t5x.data import demo_shapes  # pylint: disable=import-outside-toplevel
+  data_dir = tmp_path / "demo_data"
+  _run(["gin/runs/demo_cpu.gin"], [f"demo_data.DemoData.data_dir = '{data_dir}'", *SMALL_DEMO],
+       tmp_path / "run")
+  stages = [c[0] for c in captured]
+  assert [s.mixture_or_task_name for s in stages] == ["demo_shapes_syntax", "demo_shapes"]
+  assert captured[0][2]["evaluators"][0].task == "demo_shapes_eval"
+  assert not data_dir.exists()  # registering lists no files
+  for name, split, count in (("demo_shapes_syntax", "train", 2), ("demo_shapes", "train", 2),
+                             ("demo_shapes_eval", "eval", 1)):
+    files = _files_of(name, split)
+    assert len(files) == count and {os.path.dirname(f) for f in files} == {str(data_dir)}
+  assert demo_shapes.read_manifest(str(data_dir))["params"]["num_train"] == 16
+
+
+def test_eval_demo_binds_the_data_location(tmp_path, default_registrations):
+  data_dir = str(tmp_path / "demo_data")
+  gin_utils.parse_gin_flags(["gin/runs/eval_demo.gin"],
+                            ["CHECKPOINT_PATH = '/nowhere'",
+                             f"demo_data.DemoData.data_dir = '{data_dir}'", *SMALL_DEMO])
+  zeroshot, retrieval = gin_utils.query_macro("EVALUATORS")
+  assert zeroshot.task == "demo_shapes_eval"
+  assert {os.path.dirname(f) for f in _files_of("demo_shapes_eval", "eval")} == {data_dir}
+  assert retrieval.source is not None
+
+
+@pytest.mark.parametrize("run_file", ["clipav2_h14_70_224", "clipav2_l14_84_224_336"])
+def test_datacomp_location_is_one_macro(captured, tmp_path, run_file, default_registrations):
+  import seqio  # pylint: disable=import-outside-toplevel
+  _run([f"gin/runs/{run_file}.gin"],
+       ["DATACOMP1B_DATA = '/data/dc/*.tar'", "EVALUATORS = []"], tmp_path)
+  stages = [c[0] for c in captured]
+  assert stages[0].mixture_or_task_name == "datacomp1b_syntax"
+  assert {s.mixture_or_task_name for s in stages[1:]} == {"datacomp1b"}
+  for name in ("datacomp1b_syntax", "datacomp1b"):
+    assert seqio.get_mixture_or_task(name).source.corpus.pattern() == ("/data/dc/*.tar",)
+
+
+def test_no_gin_file_needs_a_before_run_hook():
+  for path in glob.glob(os.path.join(ROOT, "gin", "**", "*.gin"), recursive=True):
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    assert "before_run" not in text and ".configure" not in text, path

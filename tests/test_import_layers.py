@@ -1,6 +1,6 @@
 """The package's layers, checked: imports only go downwards, and there are no cycles.
 
-From the bottom up (README, "How a sample flows"):
+From the bottom up (README, "Layers and how a sample flows"):
 
 1. **core** (JAX): models, losses, optimizers, partitioning, train_state,
    trainer, checkpoints and their helpers. No TensorFlow, seqio, gin or clu at
@@ -10,7 +10,9 @@ From the bottom up (README, "How a sample flows"):
 3. **evaluation, inference and the stage runner**, on top of both.
 4. **entry points**: train, eval, infer, plan, convert and their CLI/gin
    helpers, the only modules that use gin or absl flags.
-5. **tasks**: SeqIO registrations; nothing below imports them.
+5. **tasks**: SeqIO registrations only (Task factories taking the data's
+   location as arguments, no classes or module state); no clipa_t5x module
+   imports them.
 
 The check reads every module's source (imports inside functions count too).
 """
@@ -136,6 +138,28 @@ def test_only_entry_points_and_tasks_use_gin():
            if name != "clipa_t5x" and layer_of(name) not in ("entry", "tasks")
            for imported, line in imports(tree)
            if imported.split(".")[0] in ("gin", "__gin__")]
+  assert not wrong, "\n".join(wrong)
+
+
+def test_no_clipa_t5x_module_imports_tasks():
+  wrong = [f"{os.path.relpath(path, REPO)}:{line} imports {imported}"
+           for name, (path, tree) in MODULES.items()
+           if name != "clipa_t5x" and layer_of(name) != "tasks"
+           for imported, line in imports(tree)
+           if _ours(imported) and layer_of(_ours(imported)) == "tasks"]
+  assert not wrong, "\n".join(wrong)
+
+
+def test_tasks_only_register():
+  """No classes and no ``global`` statements in tasks/: library logic lives in clipa_t5x/data."""
+  wrong = []
+  for name, (path, tree) in MODULES.items():
+    if name == "clipa_t5x" or layer_of(name) != "tasks":
+      continue
+    for node in ast.walk(tree):
+      if isinstance(node, (ast.ClassDef, ast.Global)):
+        wrong.append(f"{os.path.relpath(path, REPO)}:{node.lineno} "
+                     f"{type(node).__name__}")
   assert not wrong, "\n".join(wrong)
 
 

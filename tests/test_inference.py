@@ -15,6 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from clipa_t5x import checkpoints
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import inference
 from clipa_t5x import paths
 from clipa_t5x.data import image_ops
@@ -62,7 +63,7 @@ def _ref_images(images, size, params=None):
 
 
 def _ref_texts(texts, length=8, method="truncate", params=None):
-  tokens = text_reduction.encode_texts(texts, length, method)
+  tokens = text_reduction.tokenize_texts(texts, length, method)
   return np.asarray(_ENCODE_TEXTS(params or _params(), tokens))
 
 
@@ -297,7 +298,7 @@ def test_load_without_summary_orders_stages_by_start(tmp_path):
     config_io.write_model_config(stages[name], CONFIG, 16, 8)
   os.makedirs(os.path.join(root, "no_checkpoint"))
   config_io.write_model_config(os.path.join(root, "no_checkpoint"), CONFIG, 16, 8)
-  first, second = (os.path.join(stages[n], config_io.MODEL_CONFIG_FILE)
+  first, second = (os.path.join(stages[n], model_dir_lib.MODEL_CONFIG)
                    for n in ("zz_first", "aa_second"))
   os.utime(first, (1000, 1000))
   os.utime(second, (2000, 2000))
@@ -313,7 +314,7 @@ def test_load_without_summary_orders_stages_by_start(tmp_path):
 def test_load_without_model_config_needs_config(tmp_path, model_dir):
   stage = str(tmp_path / "imported")
   shutil.copytree(os.path.join(model_dir, "pretrain"), stage)
-  os.remove(os.path.join(stage, config_io.MODEL_CONFIG_FILE))
+  os.remove(os.path.join(stage, model_dir_lib.MODEL_CONFIG))
   with pytest.raises(ValueError, match="no model_config.json; pass config="):
     inference.load(stage)
   p = inference.load(stage, config="Ti/8", image_size=16)

@@ -17,6 +17,12 @@ def test_checkpoint_name_and_step_of_invert_each_other():
     assert model_dir.step_of(other) is None, other
 
 
+def test_set_aside_and_eval_folder_names():
+  name = model_dir.corrupt_checkpoint_name(5, 1700000000)
+  assert name == "corrupt_checkpoint_5_1700000000" and model_dir.step_of(name) is None
+  assert model_dir.eval_dir_name(1200) == "eval_1200"
+
+
 def test_stage_dir_of():
   assert model_dir.stage_dir_of("/runs/x/pretrain/checkpoint_7") == "/runs/x/pretrain"
   assert model_dir.stage_dir_of("/runs/x/pretrain/") == "/runs/x/pretrain"

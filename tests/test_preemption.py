@@ -48,9 +48,9 @@ def _command(model_dir, data_dir, steps):
       f"--gin.pretrain/runner.Stage.train_steps={steps}",
       "--gin.pretrain/optimizers.OptimizerConfig.warmup_steps=1",
       "--gin.CHECKPOINT_PERIOD=100000", "--gin.runner.run.log_every=1",
-      f"--gin.demo.configure.data_dir='{data_dir}'", "--gin.demo.configure.num_train=256",
-      "--gin.demo.configure.num_eval=60", "--gin.demo.configure.image_size=32",
-      "--gin.demo.configure.num_train_shards=2",
+      f"--gin.demo_data.DemoData.data_dir='{data_dir}'",
+      "--gin.demo_data.DemoData.num_train=256", "--gin.demo_data.DemoData.num_eval=60",
+      "--gin.demo_data.DemoData.image_size=32", "--gin.demo_data.DemoData.num_train_shards=2",
   ]
 
 

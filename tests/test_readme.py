@@ -51,8 +51,8 @@ NEEDS_PACKAGE = [("import open_clip", "open_clip", "needs the [torch] extra (ope
 
 DEMO_COMMAND = ["python", "-m", "clipa_t5x.train", "--gin_file=gin/runs/demo_cpu.gin",
                 "--gin.MODEL_DIR='runs/demo_cpu'"]
-TINY_DATA = ["--gin.demo.configure.num_train=256", "--gin.demo.configure.num_eval=60",
-             "--gin.demo.configure.num_train_shards=2"]
+TINY_DATA = ["--gin.demo_data.DemoData.num_train=256", "--gin.demo_data.DemoData.num_eval=60",
+             "--gin.demo_data.DemoData.num_train_shards=2"]
 TINY_TRAIN = [f"--gin.{stage}/{binding}" for stage in ("pretrain", "finetune")
               for binding in ("runner.Stage.batch_size=32", "runner.Stage.train_steps=2",
                               "optimizers.OptimizerConfig.warmup_steps=1")] + TINY_DATA

@@ -8,6 +8,7 @@ checkpoint deleted (it resumes from the earlier one).
 
 import contextlib
 import glob
+import functools
 import io
 import json
 import os
@@ -21,10 +22,13 @@ from PIL import Image
 
 import clipa_t5x.tasks  # noqa: F401  (registers the demo Tasks)
 from clipa_t5x import checkpoints
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import flops
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
 from clipa_t5x import runner
+from clipa_t5x.data import demo_data as demo_data_lib
+from clipa_t5x.evaluation import demo_picture
 from clipa_t5x.models import configs
 from clipa_t5x.models import config_io
 from clipa_t5x.tasks import demo
@@ -54,10 +58,11 @@ def _stage(name="pretrain", image=16, text=8, batch=BATCH, steps=STEPS, **kwargs
 def demo_data(tmp_path_factory):
   """Small demo data (256 train / 60 eval, 32 px), generated once for the module."""
   path = str(tmp_path_factory.mktemp("demo_data") / "demo_shapes")
-  saved = demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS
-  demo.configure(path, num_train=256, num_eval=60, image_size=32, num_train_shards=2)
-  yield path
-  demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS = saved
+  data = demo_data_lib.DemoData(path, num_train=256, num_eval=60, image_size=32,
+                                num_train_shards=2)
+  demo.register(data)
+  yield data
+  demo.register()  # back to the default location
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +156,16 @@ def test_check_stage_missing_feature_lengths(model_config, partitioner, lengths,
 def test_check_stage_non_positive_steps(model_config, partitioner):
   with pytest.raises(ValueError, match="train_steps must be positive, got 0"):
     runner._check_stage(_stage(steps=0), model_config, partitioner)
+
+
+@pytest.mark.parametrize("mask, match", [
+    (dict(mask_ratio=1.0), "Stage.mask_ratio=1.0 must be in"),
+    (dict(mask_type="stripes"), "Stage.mask_type='stripes'"),
+    (dict(mask_ratio=0.5, mask_type="grid"), "0.75")])
+def test_check_stage_bad_masking(model_config, partitioner, mask, match):
+  with pytest.raises(ValueError, match=match) as info:
+    runner._check_stage(_stage(**mask), model_config, partitioner)
+  assert str(info.value).startswith("stage 'pretrain': ") and "\n" not in str(info.value)
 
 
 def test_check_stage_accepts_a_good_stage(model_config, partitioner):
@@ -273,7 +288,8 @@ def e2e(tmp_path_factory, demo_data, model_config):
                 partitioner=_partitioner(),
                 checkpoint_config=checkpoints.SaveCheckpointConfig(period=2, keep=None),
                 evaluators=[evaluator], log_every=1, random_seed=0,
-                after_run=[demo.write_zeroshot_examples])
+                after_run=[functools.partial(demo_picture.write_zeroshot_examples,
+                                             data=demo_data)])
 
   def call():
     out = io.StringIO()
@@ -285,7 +301,7 @@ def e2e(tmp_path_factory, demo_data, model_config):
 
   result = {"model_dir": model_dir, "first": call()}
   ft_dir = os.path.join(model_dir, "finetune")
-  result["summary_after_first"] = _read_json(os.path.join(model_dir, runner.SUMMARY))
+  result["summary_after_first"] = _read_json(os.path.join(model_dir, model_dir_lib.SUMMARY))
   result["ft_jsonl_after_first"] = _read_jsonl(os.path.join(ft_dir, "train_metrics.jsonl"))
   result["ckpt_steps_after_first"] = {s: _checkpoint_steps(os.path.join(model_dir, s))
                                       for s in ("pretrain", "finetune")}
@@ -298,7 +314,7 @@ def e2e(tmp_path_factory, demo_data, model_config):
   result["rerun"] = call()
 
   # Interrupted fine-tune: no summary, no final checkpoint, an earlier one kept.
-  os.remove(os.path.join(ft_dir, runner.STAGE_SUMMARY))
+  os.remove(os.path.join(ft_dir, model_dir_lib.STAGE_SUMMARY))
   shutil.rmtree(os.path.join(ft_dir, f"{checkpoints.STEP_PREFIX}_{STEPS}"))
   result["resumed"] = call()
   return result
@@ -363,12 +379,14 @@ def test_e2e_tensorboard_eval_and_checkpoints(e2e, model_config):
     evals = _read_jsonl(os.path.join(stage_dir, "eval_metrics.jsonl"))
     assert evals[0]["step"] == STEPS and "shapes/top1" in evals[0]
     assert e2e["ckpt_steps_after_first"][stage] == [2, 4]  # period 2, keep all
-    assert os.path.exists(os.path.join(stage_dir, runner.STAGE_SUMMARY))
+    assert os.path.exists(os.path.join(stage_dir, model_dir_lib.STAGE_SUMMARY))
     # Self-describing: the model and the stage's sizes, for inference and export.
     record = config_io.read_model_config(stage_dir)
     assert record["stage"] == stage and record["model"].image == model_config.image
     assert (record["image_size"], record["text_length"]) == (
         (16, 8) if stage == "pretrain" else (32, 16))
+    with open(os.path.join(stage_dir, model_dir_lib.MODEL_CONFIG)) as f:
+      assert "mask_ratio" not in f.read()  # a training setting, not the architecture
 
 
 @pytest.mark.slow
@@ -419,8 +437,8 @@ def test_e2e_resume_from_an_earlier_checkpoint(e2e):
   assert steps == [1, 2, 3, 4, 3, 4]
   assert _checkpoint_steps(ft_dir) == [2, 4]
   # It completed: stage summary and run summary are back, pretrain's row unchanged.
-  assert os.path.exists(os.path.join(ft_dir, runner.STAGE_SUMMARY))
-  summary = _read_json(os.path.join(model_dir, runner.SUMMARY))
+  assert os.path.exists(os.path.join(ft_dir, model_dir_lib.STAGE_SUMMARY))
+  summary = _read_json(os.path.join(model_dir, model_dir_lib.SUMMARY))
   assert [r["stage"] for r in summary] == ["pretrain", "finetune"]
   assert summary[0] == e2e["summary_after_first"][0]
   assert summary[1]["image_tokens"] == 11 and summary[1]["text_tokens"] == 16

@@ -146,14 +146,13 @@ def test_demo_recipe_end_to_end(tmp_path):
   proc = _cli(
       DEMO, _model_dir(model_dir), "--gin.configs.get_config.name='Ti/8'", *stage_args,
       "--gin.runner.ZeroShotEvalConfig.batch_size=20",
-      "--gin.runner.run.before_run=[@demo.configure()]",
-      f"--gin.demo.configure.data_dir='{data_dir}'",
-      "--gin.demo.configure.num_train=256", "--gin.demo.configure.num_eval=60",
-      "--gin.demo.configure.image_size=32", "--gin.demo.configure.num_train_shards=2",
+      f"--gin.demo_data.DemoData.data_dir='{data_dir}'",
+      "--gin.demo_data.DemoData.num_train=256", "--gin.demo_data.DemoData.num_eval=60",
+      "--gin.demo_data.DemoData.image_size=32", "--gin.demo_data.DemoData.num_train_shards=2",
       tmp_path=tmp_path, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
-  # The data went where demo.configure said, with the bound size.
+  # The data went where DemoData said, with the bound size.
   with open(data_dir / "manifest.json") as f:
     assert json.load(f)["num_examples"] == {"train": 256, "eval": 60}
   assert not os.path.exists(tmp_path / "default_demo_data")
@@ -166,7 +165,7 @@ def test_demo_recipe_end_to_end(tmp_path):
   try:
     gin.parse_config_file(str(model_dir / "config.gin"))
     assert gin.query_parameter("%MODEL_DIR") == str(model_dir)
-    assert gin.query_parameter("demo.configure.num_train") == 256
+    assert gin.query_parameter("demo_data.DemoData.num_train") == 256
   finally:
     gin.clear_config()
 

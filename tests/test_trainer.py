@@ -14,11 +14,11 @@ import helpers  # tests/helpers.py
 
 
 def _run(partitioner, steps, batches, tmp_path, mask_ratio=0.0, name="run"):
-  model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner, mask_ratio=mask_ratio)
+  model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner)
   state = train_state.create_train_state(model, tx, jax.random.key(0), helpers.IMAGE_SIZE,
                                          helpers.TEXT_LENGTH, partitioner, shardings)
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, global_batch_size=8,
-                                flops_per_example=1e6)
+                                flops_per_example=1e6, mask_ratio=mask_ratio)
   trainer.compile(state, batches[0], jax.random.key(1))
   jsonl = tmp_path / f"{name}.jsonl"
   logger = metrics_logging.MetricsLogger(str(tmp_path / name), str(jsonl))
@@ -71,8 +71,8 @@ class _NanAfterModel:
     del rng, image_size, text_length
     return {"params": {"w": jax.numpy.ones((3,))}}
 
-  def loss_fn(self, params, batch, rng):
-    del rng
+  def loss_fn(self, params, batch, rng, mask_ratio=0.0, mask_type="random"):
+    del rng, mask_ratio, mask_type
     loss = jax.numpy.sum(params["w"] ** 2) * jax.numpy.mean(batch["image"].astype("float32"))
     loss = jax.numpy.where(batch["text"][0, 0] == -1, jax.numpy.nan, loss)
     return loss, {"loss": loss}

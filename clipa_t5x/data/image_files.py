@@ -6,19 +6,21 @@ with their count known before the first image is read (for progress bars):
 * ``FolderImages``: every image file under a folder, recursively, sorted by
   relative path (the key); hidden files and folders (``.name``) are skipped,
   among them macOS ``._x.jpg`` resource forks, which are not images;
-* ``TarImages``: a tar file grouped into samples as webdataset does (key =
-  member path up to the first dot of its basename; a sample is a run of
-  consecutive members with one key); each sample's image member is the key;
+* ``TarImages``: a tar file grouped into samples as webdataset does, by the
+  rules of ``sources.group_members`` (key = member path up to the first dot
+  of its basename; a sample is a run of consecutive members with one key);
+  each sample's image member is the key;
 * ``ListImages``: a text file with one image path per line (relative paths
   are resolved against the list's folder); the key is the line as written.
 
 ``load_image`` turns one image (a path, encoded bytes, a PIL image or a uint8
 array) into the ``uint8 [size, size, 3]`` array the model sees. It decodes and
-resizes with the TensorFlow ops of the evaluation pipeline
-(``image_ops.decode_image`` + ``image_ops.eval_resize``: a square,
-antialiased resize with no crop), so features match evaluation exactly.
-Anything unreadable raises ``BadImageError`` naming the reason; callers decide
-whether to skip it (the CLI does, and reports it) or to stop.
+resizes with ``image_ops.decode_resize``, the function the evaluation pipeline
+maps (a square, antialiased resize with no crop), so features match
+evaluation exactly. The bad-image policy here is *raise*: anything unreadable
+(or over ``image_ops.MAX_IMAGE_PIXELS``) raises ``BadImageError`` naming the
+reason; callers decide whether to skip it (the CLI does, and reports it) or to
+stop.
 """
 
 import dataclasses
@@ -75,15 +77,11 @@ def _tf_functions(size: int):
   def pixels(data):
     return image_ops.encoded_image_pixels(data)
 
-  @tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
-  def decode_resize(data):
-    # As the evaluation preprocessor: JPEGs decode at the smallest DCT scale
-    # that keeps the shorter side >= size, then a square antialiased resize.
-    return image_ops.eval_resize(image_ops.decode_image(data, target_size=size), size)
-
-  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)], autograph=False)
-  def resize(image):
-    return image_ops.eval_resize(image, size)
+  # The evaluation transform itself, traced for bytes and for arrays.
+  decode_resize, resize = (
+      tf.function(lambda x: image_ops.decode_resize(x, size), input_signature=[spec],
+                  autograph=False)
+      for spec in (tf.TensorSpec([], tf.string), tf.TensorSpec([None, None, 3], tf.uint8)))
 
   # Traced here, once, under a lock: worker threads then only call them.
   pixels.get_concrete_function()
@@ -299,17 +297,6 @@ class FolderImages(ImageSource):
       yield key, os.path.join(self.path, key)
 
 
-def split_member_name(name: str) -> Tuple[str, str]:
-  """webdataset's ``(key, extension)`` of a tar member path.
-
-  The key is the path up to the first dot of the basename, the extension the
-  rest, lower-cased: ``'a/0001.seg.png'`` -> ``('a/0001', 'seg.png')``.
-  """
-  folder, _, base = name.rpartition("/")
-  stem, _, ext = base.partition(".")
-  return (f"{folder}/{stem}" if folder else stem), ext.lower()
-
-
 class TarImages(ImageSource):
   """The image of every sample of a (webdataset-style) tar file, keyed as webdataset does."""
 
@@ -333,34 +320,28 @@ class TarImages(ImageSource):
     except (tarfile.TarError, EOFError, OSError) as e:
       raise ValueError(f"{path!r} is not a readable tar file ({e}); check that it is complete "
                        "and not corrupt.") from None
-    # Samples are runs of consecutive regular members with one key.
-    samples: List[Tuple[str, List[tarfile.TarInfo]]] = []
-    for info in members:
-      if not info.isfile():
-        continue
-      key, _ = split_member_name(info.name)
-      if samples and samples[-1][0] == key:
-        samples[-1][1].append(info)
-      else:
-        samples.append((key, [info]))
     self._samples: List[Tuple[str, tarfile.TarInfo]] = []
-    for key, infos in samples:
-      image = self._pick_image(infos)
+    infos = [i for i in members if i.isfile()]
+    if not infos:
+      return
+    # webdataset's key/extension rules, from the one copy the training source uses.
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from clipa_t5x.data import sources  # pylint: disable=import-outside-toplevel
+    encode = lambda name: name.encode("utf-8", "surrogateescape")
+    decode = lambda value: value.decode("utf-8", "surrogateescape")
+    groups = sources.group_members(tf.constant([encode(i.name) for i in infos], tf.string))
+    keys, exts, sample = (groups[k].numpy() for k in ("key", "ext", "sample"))
+    images = sources.pick_member(groups, self._extensions).numpy()
+    for s, first in enumerate(groups["first"].numpy()):
+      key = decode(keys[first])
       problem = _bad_key(key)
-      if image is None:
-        exts = sorted(split_member_name(i.name)[1] for i in infos)
-        self.skipped.append((key, f"no image member (has {', '.join(exts)})"))
+      if images[s] < 0:
+        found = sorted(decode(e) for e in exts[sample == s])
+        self.skipped.append((key, f"no image member (has {', '.join(found)})"))
       elif problem:
         self.skipped.append((key.replace("\n", "\\n").replace("\r", "\\r"), problem))
       else:
-        self._samples.append((key, image))
-
-  def _pick_image(self, infos: List[tarfile.TarInfo]) -> Optional[tarfile.TarInfo]:
-    by_ext = {split_member_name(i.name)[1]: i for i in reversed(infos)}  # first wins
-    for ext in self._extensions:
-      if ext in by_ext:
-        return by_ext[ext]
-    return None
+        self._samples.append((key, infos[images[s]]))
 
   def __len__(self) -> int:
     return len(self._samples)

@@ -29,10 +29,6 @@ import tensorflow as tf
 
 from clipa_t5x.data import bad_records
 
-# ImageNet statistics (0-255 scale) the model normalises with, on device.
-IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
 _JPEG_RATIOS = (1, 2, 4, 8)  # The DCT scale factors libjpeg supports.
 
 # Images with more pixels are skipped before decoding (a 50 MP RGB image is
@@ -118,20 +114,24 @@ def _decode_any(image_bytes: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
 
+def _dct_scale(short_side: tf.Tensor, min_side) -> tf.Tensor:
+  """Index in ``_JPEG_RATIOS`` of the largest DCT downscale keeping ``min_side``.
+
+  Ratio r decodes to ceil(side / r); the floor keeps a safety margin. 0 (full
+  size) when no ratio keeps it. Shared by the eval decode and the training crop.
+  """
+  ok = tf.math.floordiv(short_side, tf.constant(_JPEG_RATIOS)) >= min_side
+  return tf.reduce_max(tf.where(ok, tf.range(len(_JPEG_RATIOS)), 0))
+
+
 def _decode_jpeg_scaled(image_bytes: tf.Tensor, min_side: int) -> tf.Tensor:
   """Decodes a JPEG with the largest DCT downscale keeping ``min_side``."""
   shape = tf.io.extract_jpeg_shape(image_bytes)
-  short = tf.minimum(shape[0], shape[1])
-  # ratio r decodes to ceil(side / r); the floor keeps a safety margin.
-  ratios = tf.constant(_JPEG_RATIOS)
-  ok = tf.math.floordiv(short, ratios) >= min_side
-  # Index of the largest ratio that still keeps min_side (0 if none does).
-  index = tf.reduce_max(tf.where(ok, tf.range(len(_JPEG_RATIOS)), 0))
   branches = [
       functools.partial(tf.io.decode_jpeg, image_bytes, channels=3, ratio=r)
       for r in _JPEG_RATIOS
   ]
-  return tf.switch_case(index, branches)
+  return tf.switch_case(_dct_scale(tf.minimum(shape[0], shape[1]), min_side), branches)
 
 
 def decode_image(image_bytes: tf.Tensor,
@@ -168,26 +168,23 @@ def decode_image(image_bytes: tf.Tensor,
   return image
 
 
-def _resize_to_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
-  """Bilinear, antialiased square resize, rounded and clipped back to uint8."""
-  resized = tf.image.resize(image, [size, size], method="bilinear",
-                            antialias=True)
-  if image.dtype == tf.uint8:
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-  return tf.cast(resized, image.dtype)
-
-
 def eval_resize(image: tf.Tensor, size: int) -> tf.Tensor:
   """Square resize to ``size x size`` with no crop (CLIPA's eval transform).
 
+  Bilinear and antialiased; the training crops are resized with it too.
+
   Args:
-    image: ``[H, W, 3]`` image (uint8 stays uint8, rounded).
+    image: ``[H, W, 3]`` image (uint8 stays uint8, rounded and clipped).
     size: output side in pixels.
 
   Returns:
     ``[size, size, 3]`` of the input dtype.
   """
-  return _resize_to_uint8(image, size)
+  resized = tf.image.resize(image, [size, size], method="bilinear",
+                            antialias=True)
+  if image.dtype == tf.uint8:
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  return tf.cast(resized, image.dtype)
 
 
 def min_side_for_crop(size: int, area_range: Tuple[float, float],
@@ -237,7 +234,7 @@ def inception_crop(image: tf.Tensor, size: int, seed,
   begin, crop_size = _sample_crop(tf.shape(image), seed, area, aspect)
   crop = tf.slice(image, tf.concat([begin, [0]], 0),
                   tf.concat([crop_size, [-1]], 0))
-  return _resize_to_uint8(crop, size)
+  return eval_resize(crop, size)
 
 
 def _sample_crop(shape: tf.Tensor, seed, area: Tuple[float, float],
@@ -278,11 +275,8 @@ def jpeg_inception_crop(image_bytes: tf.Tensor, size: int, seed,
   """
   shape = tf.io.extract_jpeg_shape(image_bytes)
   begin, crop = _sample_crop(shape, seed, area, aspect)
-  ratios = tf.constant(_JPEG_RATIOS)
-  fits = ((tf.math.floordiv(crop[0], ratios) >= size)
-          & (tf.math.floordiv(crop[1], ratios) >= size))
-  index = tf.reduce_max(tf.where(fits, tf.range(len(_JPEG_RATIOS)), 0))
-  ratio = tf.gather(ratios, index)
+  index = _dct_scale(tf.minimum(crop[0], crop[1]), size)
+  ratio = tf.gather(tf.constant(_JPEG_RATIOS), index)
   # libjpeg's output at scale 1/r is ceil(side / r); keep the window inside.
   scaled = tf.math.floordiv(shape[:2] + ratio - 1, ratio)
   top_left = tf.math.floordiv(begin, ratio)
@@ -296,7 +290,7 @@ def jpeg_inception_crop(image_bytes: tf.Tensor, size: int, seed,
   ]
   image = tf.switch_case(index, branches)
   image.set_shape([None, None, 3])
-  return _resize_to_uint8(image, size)
+  return eval_resize(image, size)
 
 
 def _as_float(image: tf.Tensor) -> tf.Tensor:
@@ -411,14 +405,43 @@ def _image_side(sequence_length: Optional[Mapping[str, int]],
 
 
 def _to_image(value: tf.Tensor, min_side: int) -> tf.Tensor:
-  """Decodes encoded bytes, or checks an already-decoded uint8 image."""
+  """Decodes encoded bytes, or checks an already-decoded uint8 image.
+
+  The one decoder of training, evaluation and inference: bytes go through
+  ``decode_image`` (DCT-scaled JPEGs keeping ``min_side``); a uint8
+  ``[H, W, 1]`` (greyscale) image becomes RGB.
+  """
   if value.dtype == tf.string:
     return decode_image(value, target_size=min_side)
   if value.dtype != tf.uint8 or value.shape.rank != 3:
     raise ValueError(f"'image' must be encoded bytes (tf.string) or a uint8 "
                      f"[H, W, 3] tensor, got {value.dtype.name} of rank "
                      f"{value.shape.rank}.")
+  if value.shape[-1] == 1:
+    value = tf.image.grayscale_to_rgb(value)
   return value
+
+
+def decode_resize(value: tf.Tensor, size: int) -> tf.Tensor:
+  """The evaluation and inference transform: decode, square-resize, no crop.
+
+  CLIPA's fine-tuning/eval transform ("directly resize works better"): JPEGs
+  are decoded at the smallest DCT scale that keeps the shorter side >= size,
+  then ``eval_resize``. ``eval_image_preprocessor`` (every evaluation data
+  set) and ``image_files.load_image`` (inference) both call this, so their
+  features match exactly.
+
+  Args:
+    value: scalar ``tf.string`` of encoded bytes, or a uint8 ``[H, W, 3]``
+      (or greyscale ``[H, W, 1]``) image.
+    size: output side in pixels.
+
+  Returns:
+    uint8 ``[size, size, 3]``.
+  """
+  out = eval_resize(_to_image(value, size), size)
+  out.set_shape([size, size, 3])
+  return out
 
 
 # do_not_convert: no Python control flow on tensors here, and autograph's
@@ -438,7 +461,7 @@ def _train_map(ex, seed, *, size: int, key: str, area_range, aspect_ratio_range,
           tf.io.is_jpeg(value),
           lambda: jpeg_inception_crop(value, size, crop_seed, area_range,
                                       aspect_ratio_range),
-          lambda: inception_crop(_decode_any(value), size, crop_seed,
+          lambda: inception_crop(decode_image(value), size, crop_seed,
                                  area_range, aspect_ratio_range))
     else:
       image = inception_crop(_to_image(value, size), size, crop_seed,
@@ -453,17 +476,26 @@ def _train_map(ex, seed, *, size: int, key: str, area_range, aspect_ratio_range,
 
 
 def _guarded(ex, key: str, size: int, transform, max_pixels: Optional[int]):
-  """Applies ``transform`` to ``ex[key]`` unless the example is to be skipped.
+  """Applies ``transform`` to ``ex[key]`` under one of two bad-image policies.
 
-  With ``max_pixels`` set (skipping on; the example then carries the
-  ``_add_index`` features), an encoded image over the limit is not decoded:
-  it becomes a zero image, is counted as ``too_large_image`` and is flagged
-  for ``_drop_bad`` to remove; so is the end-of-data sentinel, uncounted.
+  Raise (``max_pixels`` None): an encoded image over ``MAX_IMAGE_PIXELS`` by
+  its header fails the pipeline with ``InvalidArgumentError`` before it is
+  decoded, as an undecodable one does. Skip (``max_pixels`` set; the example
+  then carries the ``_add_index`` features): an encoded image over the limit
+  is not decoded: it becomes a zero image, is counted as ``too_large_image``
+  and is flagged for ``_drop_bad`` to remove; so is the end-of-data sentinel,
+  uncounted.
   """
   value = ex[key]
   out = {k: v for k, v in ex.items() if k != _END_KEY}
   if max_pixels is None:
-    image = transform(value)
+    checks = []
+    if value.dtype == tf.string:
+      pixels = encoded_image_pixels(value)
+      checks = [tf.debugging.Assert(pixels <= MAX_IMAGE_PIXELS, [
+          "image too large (pixels, limit):", pixels, MAX_IMAGE_PIXELS])]
+    with tf.control_dependencies(checks):
+      image = transform(value)
   else:
     end = ex[_END_KEY]
     too_large = tf.constant(False)
@@ -600,17 +632,20 @@ def eval_image_preprocessor(
     sequence_length: Optional[Mapping[str, int]] = None,
     skip_bad_images: bool = False,
     key: str = "image") -> tf.data.Dataset:
-  """SeqIO preprocessor: decode and square-resize to S x S (no crop).
+  """SeqIO preprocessor: ``decode_resize`` to S x S, with a bad-image policy.
 
-  CLIPA's fine-tuning/eval transform ("directly resize works better"). JPEGs
-  are decoded at the smallest DCT scale that keeps the shorter side >= S.
+  The one evaluation image map: SeqIO eval Tasks and every source of
+  ``clipa_t5x.evaluation.datasets`` read their images through it.
 
   Args:
-    dataset: examples whose ``key`` feature is encoded bytes or uint8 HxWx3.
+    dataset: examples whose ``key`` feature is encoded bytes or uint8 HxWx3
+      (or HxWx1).
     sequence_length: SeqIO's lengths; S = ``sequence_length[key]``.
-    skip_bad_images: drop (and log and count, as in
-      ``train_image_preprocessor``) undecodable or too large images; off by
-      default so that an eval set never shrinks silently.
+    skip_bad_images: the bad-image policy. True: skip-and-count, i.e. drop
+      (and log and count, as in ``train_image_preprocessor``) undecodable
+      or too large images. False (the default, so that an eval set never
+      shrinks silently): raise, i.e. such an image stops the pipeline with
+      ``tf.errors.InvalidArgumentError``.
     key: the image feature.
 
   Returns:
@@ -622,11 +657,11 @@ def eval_image_preprocessor(
 
   @tf.autograph.experimental.do_not_convert
   def fn(ex):
-    return _guarded(ex, key, size,
-                    lambda v: eval_resize(_to_image(v, size), size),
+    return _guarded(ex, key, size, lambda v: decode_resize(v, size),
                     max_pixels)
 
   if skip_bad_images:
     dataset = _add_index(dataset)
-  out = dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+  out = dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
   return _drop_bad(out) if skip_bad_images else out

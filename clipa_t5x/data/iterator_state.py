@@ -21,7 +21,9 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-_DIR = "data_iterators"
+from clipa_t5x import model_dir as model_dir_lib
+
+_DIR = model_dir_lib.DATA_ITERATORS
 
 
 def _step_dir(stage_dir: str, step: int) -> str:

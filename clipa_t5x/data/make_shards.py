@@ -47,7 +47,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from clipa_t5x.data.image_files import IMAGE_EXTENSIONS
+from clipa_t5x.data.image_files import has_image_extension
 
 SKIPPED = "skipped.txt"
 CLASSES = "classes.json"
@@ -76,10 +76,6 @@ class Sample:
 
 
 # ---------------------------------------------------------------- inputs ---
-def _has_image_extension(name: str) -> bool:
-  return name.lower().rsplit(".", 1)[-1] in IMAGE_EXTENSIONS and "." in name
-
-
 def _read_caption(path: str) -> Optional[str]:
   if not os.path.isfile(path):
     return None
@@ -112,7 +108,7 @@ def folder_items(root: str, labels_from_folders: bool = False
         continue  # images directly under ROOT have no class
       label = classes.index(rel.split(os.sep)[0])
     for name in sorted(files):
-      if name.startswith(".") or not _has_image_extension(name):
+      if name.startswith(".") or not has_image_extension(name):
         continue
       path = os.path.join(folder, name)
       caption = _read_caption(os.path.splitext(path)[0] + ".txt")

@@ -29,11 +29,11 @@ Sharding is per file: host i of n reads files i, i+n, ... (``ShardInfo``), so
 hosts never read the same bytes and need no coordination.
 """
 
-import os
 import tarfile
 from typing import (Callable, Dict, Iterable, List, Mapping, Optional,
                     Sequence, Tuple, Union)
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -44,14 +44,13 @@ from clipa_t5x.data import bad_records
 # a Task registered at import time can point at data made (or configured) later.
 FilePatterns = Union[str, Sequence[str], Callable[[], Union[str, Sequence[str]]]]
 
-BAD_RECORD_KINDS = ("missing_image", "missing_caption", "bad_caption_encoding",
-                    "missing_label", "bad_label", "truncated_shard")
-# The process-wide ``bad_records`` counter each per-source kind also feeds.
-_GLOBAL_KIND = {"missing_image": "missing_image",
-                "missing_caption": "missing_caption",
-                "bad_caption_encoding": "bad_caption_utf8",
-                "missing_label": "missing_label", "bad_label": "bad_label",
-                "truncated_shard": "corrupt_shard"}
+# Per-source counters; each also feeds the process-wide ``bad_records`` counter
+# of the same name.
+BAD_RECORD_KINDS = ("missing_image", "missing_caption", "bad_caption_utf8",
+                    "missing_label", "bad_label", "corrupt_shard")
+
+# The image members of a sample, in order of preference (img2dataset's formats).
+WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
 _BLOCK = 512
 _ZERO_BLOCK = b"\0" * _BLOCK
@@ -195,24 +194,68 @@ _index_tar_fn = tf.function(index_tar, autograph=False,
                             input_signature=[tf.TensorSpec([], tf.string)])
 
 
+def group_members(names: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """webdataset's sample rules, the one copy for every front end.
+
+  A member's *key* is its path up to the first dot of its basename, its
+  *extension* the rest, lower-cased (``'a/0001.seg.PNG'`` -> ``'a/0001'``,
+  ``'seg.png'``); a *sample* is a run of consecutive members with one key.
+  ``WebDatasetSource`` calls this inside its tf.data graph; the plain-Python
+  readers (``image_files.TarImages``, the label check of the first sample)
+  call it eagerly on the names ``tarfile`` lists.
+
+  Args:
+    names: ``[M]`` string, the regular members' paths in archive order.
+
+  Returns:
+    ``{'key': [M], 'ext': [M], 'sample': [M] int64 sample of each member,
+    'num_samples': int64 scalar, 'first': [S] int64 first member of each
+    sample}``.
+  """
+  base = tf.strings.regex_replace(names, "(?s)^.*/", "")
+  folder = tf.strings.regex_replace(names, "(?s)[^/]*$", "")
+  key = tf.strings.join([folder, tf.strings.regex_replace(base, r"(?s)\..*$", "")])
+  ext = tf.strings.lower(tf.strings.regex_replace(base, r"(?s)^[^.]*\.?", ""))
+  new = tf.concat([tf.ones_like(key[:1], tf.bool), key[1:] != key[:-1]], 0)
+  sample = tf.cumsum(tf.cast(new, tf.int64)) - 1
+  num = tf.maximum(tf.reduce_max(tf.concat([sample, [-1]], 0)) + 1, 0)
+  member = tf.range(tf.size(key, out_type=tf.int64))
+  return {"key": key, "ext": ext, "sample": sample, "num_samples": num,
+          "first": tf.math.unsorted_segment_min(member, sample, num)}
+
+
+def pick_member(groups: Mapping[str, tf.Tensor], exts: Sequence[str]) -> tf.Tensor:
+  """Per sample of ``group_members``, the member whose extension comes first in
+  ``exts`` (the first such member when a sample repeats it), or -1: ``[S]`` int64."""
+  sample, num = groups["sample"], groups["num_samples"]
+  member = tf.range(tf.size(sample, out_type=tf.int64))
+  none = tf.constant(np.iinfo(np.int64).max, tf.int64)
+  found = tf.fill([num], none)
+  for e in reversed(exts):
+    idx = tf.math.unsorted_segment_min(
+        tf.where(tf.equal(groups["ext"], e.lower()), member, none), sample, num)
+    found = tf.where(idx < none, idx, found)
+  return tf.where(found < none, found, -1)
+
+
 def _first_sample_members(path: str) -> List[str]:
   """Extensions of the first sample of a tar file (reads only its start)."""
-  exts, key = [], None
-  with tf.io.gfile.GFile(path, "rb") as f:
+  names = []
+  # Eager, also when first asked while tf.data traces the reading function.
+  with tf.init_scope(), tf.io.gfile.GFile(path, "rb") as f:
     try:
       with tarfile.open(fileobj=f, mode="r|*") as tar:
         for info in tar:
-          if not info.isfile():
-            continue
-          directory, base = os.path.split(info.name)
-          stem, _, ext = base.partition(".")
-          if key is not None and (directory, stem) != key:
-            break
-          key = (directory, stem)
-          exts.append(ext.lower())
+          if info.isfile():
+            names.append(info.name.encode("utf-8", "surrogateescape"))
+            # Stop at the first member of the second sample.
+            if int(group_members(tf.constant(names))["num_samples"]) > 1:
+              break
     except (tarfile.TarError, EOFError):
       pass
-  return exts
+    groups = group_members(tf.constant(names, tf.string))
+    return [e.decode() for e in
+            tf.boolean_mask(groups["ext"], tf.equal(groups["sample"], 0)).numpy()]
 
 
 # ---------------------------------------------------------------- source ---
@@ -225,6 +268,12 @@ class ShardedFileSource(seqio.DataSource):
   ``gs://`` works), gives host i of n the files i, i+n, ... (``ShardInfo``),
   shuffles the file order with the seed and reads ``cycle_length`` files
   round-robin.
+
+  Not a ``seqio.FileDataSource`` subclass: its reader gets only a path, but
+  ``WebDatasetSource`` reads a split's files with or without labels; its
+  ``list_shards`` cannot take the lazy callables above; its ``get_dataset``
+  sets no options for the bad-record counters. A subclass would override all
+  of it, reusing nothing.
   """
 
   def __init__(self, split_to_filepattern: Mapping[str, FilePatterns],
@@ -346,7 +395,7 @@ class WebDatasetSource(ShardedFileSource):
       self,
       split_to_filepattern: Mapping[str, FilePatterns],
       caption_key: str = "txt",
-      image_keys: Sequence[str] = ("jpg", "jpeg", "png", "webp"),
+      image_keys: Optional[Sequence[str]] = WEBDATASET_IMAGE_KEYS,
       label_key: Optional[str] = "cls",
       with_labels: Optional[bool] = None,
       num_input_examples: Optional[Mapping[str, int]] = None,
@@ -359,7 +408,8 @@ class WebDatasetSource(ShardedFileSource):
       split_to_filepattern: split name -> glob pattern(s) of its tar files,
         or a zero-argument callable returning them (resolved lazily).
       caption_key: member extension holding the caption (UTF-8 text).
-      image_keys: member extensions tried, in order, for the image.
+      image_keys: member extensions tried, in order, for the image; None is
+        ``WEBDATASET_IMAGE_KEYS``.
       label_key: member extension holding an integer class label as text.
       with_labels: whether examples carry ``'label'``. None decides per split
         from its first sample (labelled iff it has a ``label_key`` member).
@@ -372,6 +422,8 @@ class WebDatasetSource(ShardedFileSource):
     if not split_to_filepattern:
       raise ValueError("split_to_filepattern is empty; map each split to a "
                        "glob of its tar files, e.g. {'train': 'dir/*.tar'}.")
+    if image_keys is None:
+      image_keys = WEBDATASET_IMAGE_KEYS
     if not image_keys:
       raise ValueError("image_keys is empty; give the image extensions, e.g. "
                        "('jpg', 'png').")
@@ -411,9 +463,9 @@ class WebDatasetSource(ShardedFileSource):
 
     Keys (only non-zero ones are returned): ``missing_image`` and
     ``missing_caption`` (samples skipped; an empty or all-whitespace caption
-    counts as missing), ``bad_caption_encoding`` (non-UTF-8
+    counts as missing), ``bad_caption_utf8`` (non-UTF-8
     caption, invalid bytes replaced by U+FFFD), ``missing_label`` and
-    ``bad_label`` (label set to -1), ``truncated_shard`` (a tar ended early or
+    ``bad_label`` (label set to -1), ``corrupt_shard`` (a tar ended early or
     has a corrupt header; the samples before it are read). Counts are taken
     when a file is read (again each epoch), so they may run ahead of the
     examples consumed. The same events also feed the process-wide
@@ -425,37 +477,18 @@ class WebDatasetSource(ShardedFileSource):
   def _count(self, kind: str, n: tf.Tensor) -> tf.Operation:
     n = tf.cast(n, tf.int64)
     return tf.group(self._counters[kind].assign_add(n),
-                    bad_records.count(_GLOBAL_KIND[kind], n))
+                    bad_records.count(kind, n))
 
   def _samples(self, path: tf.Tensor, with_labels: bool) -> tf.data.Dataset:
     """The examples of one tar file, in file order."""
     content = tf.io.read_file(path)
     members = _index_tar_fn(content)
     keep = members["regular"]
-    name = tf.boolean_mask(members["name"], keep)
     start = tf.boolean_mask(members["start"], keep)
     size = tf.boolean_mask(members["size"], keep)
-    base = tf.strings.regex_replace(name, "^.*/", "")
-    folder = tf.strings.regex_replace(name, "[^/]*$", "")
-    key = tf.strings.join([folder, tf.strings.regex_replace(base, r"\..*$",
-                                                            "")])
-    ext = tf.strings.lower(tf.strings.regex_replace(base, r"^[^.]*\.?", ""))
-    # A sample is a run of consecutive members with the same key.
-    new = tf.concat([tf.ones_like(key[:1], tf.bool), key[1:] != key[:-1]], 0)
-    sample = tf.cumsum(tf.cast(new, tf.int64)) - 1
-    num = tf.maximum(tf.reduce_max(tf.concat([sample, [-1]], 0)) + 1, 0)
-    member = tf.range(tf.size(key, out_type=tf.int64))
-
-    def find(exts: Sequence[str]) -> tf.Tensor:
-      """Per sample, the member whose extension comes first in exts, or -1."""
-      found = tf.fill([num], tf.constant(-1, tf.int64))
-      for e in reversed(exts):
-        idx = tf.math.unsorted_segment_max(
-            tf.where(tf.equal(ext, e), member, -1), sample, num)
-        found = tf.where(idx >= 0, idx, found)
-      return found
-
-    first = tf.math.unsorted_segment_min(member, sample, num)
+    groups = group_members(tf.boolean_mask(members["name"], keep))
+    find = lambda exts: pick_member(groups, exts)
+    first = groups["first"]
     image = find(self._image_keys)
     caption = find([self._caption_key])
     has_image, has_caption = image >= 0, caption >= 0
@@ -467,11 +500,11 @@ class WebDatasetSource(ShardedFileSource):
     has_caption &= tf.strings.length(all_text) > 0
     ok = has_image & has_caption
     take = lambda x: tf.boolean_mask(x, ok)
-    image, first, text = take(image), take(first), take(all_text)
-    fixed = tf.strings.unicode_transcode(
-        text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+    image, first = take(image), take(first)
+    fixed, fix_op = fix_caption(take(all_text), count=self._count)
     updates = [
-        self._count("truncated_shard",
+        fix_op,
+        self._count("corrupt_shard",
                     tf.cast(~members["complete"], tf.int64)),
         self._count("missing_image",
                     tf.reduce_sum(tf.cast(~has_image, tf.int64))),
@@ -479,10 +512,8 @@ class WebDatasetSource(ShardedFileSource):
             tf.cast(has_image & ~has_caption, tf.int64))),
         bad_records.count("incomplete_sample",
                           tf.reduce_sum(tf.cast(~ok, tf.int64))),
-        self._count("bad_caption_encoding",
-                    tf.reduce_sum(tf.cast(fixed != text, tf.int64))),
     ]
-    example = {"key": tf.gather(key, first),
+    example = {"key": tf.gather(groups["key"], first),
                "image_start": tf.gather(start, image),
                "image_size": tf.gather(size, image), "text": fixed}
     if with_labels:
@@ -520,11 +551,16 @@ class WebDatasetSource(ShardedFileSource):
     return self._samples(path, self._labels_on(split))
 
 
-def fix_caption(text: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+def fix_caption(text: tf.Tensor, count: Callable[[str, tf.Tensor], tf.Operation]
+                = bad_records.count) -> Tuple[tf.Tensor, tf.Operation]:
   """Strips captions and repairs invalid UTF-8 (counted as bad_caption_utf8).
+
+  The one caption repair of every source (webdataset, TFRecord, CSV, TFDS).
 
   Args:
     text: string tensor of captions, any shape.
+    count: ``(kind, n) -> op`` that counts; a source with counters of its own
+      passes one that feeds them as well as ``bad_records``.
 
   Returns:
     ``(captions, update_op)``: invalid bytes replaced by U+FFFD.
@@ -532,8 +568,8 @@ def fix_caption(text: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   text = tf.strings.strip(text)
   fixed = tf.strings.unicode_transcode(
       text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
-  return fixed, bad_records.count(
-      "bad_caption_utf8", tf.reduce_sum(tf.cast(fixed != text, tf.int64)))
+  return fixed, count("bad_caption_utf8",
+                      tf.reduce_sum(tf.cast(fixed != text, tf.int64)))
 
 
 def select_features(dataset: tf.data.Dataset,

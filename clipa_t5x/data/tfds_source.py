@@ -23,6 +23,7 @@ import seqio
 import tensorflow as tf
 
 from clipa_t5x.data import bad_records
+from clipa_t5x.data.sources import fix_caption
 
 
 def _builder(name: str, data_dir: Optional[str]):
@@ -152,12 +153,10 @@ class TfdsSource(seqio.DataSource):
       # A "" after the captions is what an image without any gets.
       index = tf.where(n > 0, tf.math.floormod(draw, tf.maximum(n, 1)), n)
       text = tf.gather(tf.concat([captions, [""]], 0), index)
-      fixed = tf.strings.unicode_transcode(
-          text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+      fixed, fix_op = fix_caption(text)
       updates = [
           bad_records.count("missing_caption", tf.cast(n == 0, tf.int64)),
-          bad_records.count("bad_caption_utf8",
-                            tf.cast(fixed != text, tf.int64)),
+          fix_op,
       ]
       with tf.control_dependencies(updates):
         return {"key": tf.identity(ex["tfds_id"]),

@@ -35,7 +35,7 @@ import seqio
 import tensorflow as tf
 
 from clipa_t5x.data.csv_source import CsvSource
-from clipa_t5x.data.sources import WebDatasetSource
+from clipa_t5x.data.sources import WEBDATASET_IMAGE_KEYS, WebDatasetSource
 from clipa_t5x.data.tfrecord_source import TFRecordSource
 
 Location = Union[str, Sequence[str]]
@@ -45,7 +45,7 @@ _EXTENSION_FORMATS = {".tar": "webdataset", ".tfrecord": "tfrecord", ".tfrec": "
                       ".tfrecords": "tfrecord", ".csv": "csv", ".tsv": "tsv"}
 # Keys each format reads when none is given: img2dataset's member/feature
 # names, and open_clip's CSV column names (--csv-img-key / --csv-caption-key).
-DEFAULT_IMAGE_KEYS = {"webdataset": ("jpg", "jpeg", "png", "webp"), "tfrecord": "jpg",
+DEFAULT_IMAGE_KEYS = {"webdataset": WEBDATASET_IMAGE_KEYS, "tfrecord": "jpg",
                       "csv": "filepath", "tsv": "filepath"}
 DEFAULT_CAPTION_KEYS = {"webdataset": "txt", "tfrecord": "txt", "csv": "title", "tsv": "title"}
 _GLOB_CHARS = re.compile(r"[*?\[]")

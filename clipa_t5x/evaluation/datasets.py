@@ -5,7 +5,7 @@ Every source is a small frozen dataclass (bindable from gin) with
 * ``examples(image_size, text_length, shard_id=0, num_shards=1)``: a fresh
   iterator over this host's share of the examples, as numpy dicts, images
   already decoded and square-resized to ``image_size`` (CLIPA's eval
-  transform, ``image_ops.eval_resize``), in a fixed order;
+  transform, ``image_ops.eval_image_preprocessor``), in a fixed order;
 * classification sources: ``{'image': uint8 [S, S, 3], 'label': int}`` and
   ``class_names()`` (the data's own names, or None when it has none);
 * retrieval sources: ``{'image': uint8 [S, S, 3], 'captions': [str, ...]}``.
@@ -39,9 +39,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
-# Image members of a webdataset sample, tried in order (WebDatasetSource's default).
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+from clipa_t5x.data.image_files import IMAGE_EXTENSIONS, has_image_extension
 _WNID = re.compile(r"n\d{8}")
 
 
@@ -50,27 +48,14 @@ def _check_shard(shard_id: int, num_shards: int) -> None:
     raise ValueError(f"shard_id {shard_id} must lie in [0, num_shards={num_shards}).")
 
 
-def _decode_resize(image: Any, size: int):
-  """Encoded bytes or a decoded uint8 image -> uint8 [size, size, 3] (TF ops)."""
-  import tensorflow as tf
-  from clipa_t5x.data import image_ops
-  if image.dtype == tf.string:
-    image = image_ops.decode_image(image, target_size=size)
-  elif image.shape.rank == 3 and image.shape[-1] == 1:
-    image = tf.image.grayscale_to_rgb(image)
-  out = image_ops.eval_resize(image, size)
-  out.set_shape([size, size, 3])
-  return out
-
-
 def _map_images(ds, size: int, key: str = "image"):
-  import tensorflow as tf
+  """Decodes and resizes ``ds[key]`` with the one evaluation image map.
 
-  @tf.autograph.experimental.do_not_convert
-  def fn(ex):
-    return {**ex, key: _decode_resize(ex[key], size)}
-
-  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ``image_ops.eval_image_preprocessor`` with its raise policy: an evaluation
+  set never shrinks silently, so an unreadable image stops the evaluation.
+  """
+  from clipa_t5x.data import image_ops
+  return image_ops.eval_image_preprocessor(ds, {key: size}, key=key)
 
 
 def _read_files_ds(paths: Sequence[str], extra: Dict[str, Sequence[Any]], size: int):
@@ -82,10 +67,11 @@ def _read_files_ds(paths: Sequence[str], extra: Dict[str, Sequence[Any]], size: 
   @tf.autograph.experimental.do_not_convert
   def read(ex):
     out = {k: v for k, v in ex.items() if k != "path"}
-    out["image"] = _decode_resize(tf.io.read_file(ex["path"]), size)
+    out["image"] = tf.io.read_file(ex["path"])
     return out
 
-  return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return _map_images(ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+                     size)
 
 
 def canonical_class_name(name: str) -> str:
@@ -257,9 +243,9 @@ class TfdsRetrieval:
 
 # ------------------------------------------------------------- image folder
 def _list_images(folder: str, extensions: Sequence[str]) -> List[str]:
-  exts = tuple(f".{e.lower().lstrip('.')}" for e in extensions)
+  exts = tuple(e.lower().lstrip(".") for e in extensions)
   return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                if f.lower().endswith(exts) and os.path.isfile(os.path.join(folder, f)))
+                if has_image_extension(f, exts) and os.path.isfile(os.path.join(folder, f)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +310,7 @@ class ImageFolder:
 
 # --------------------------------------------------------------- webdataset
 def _webdataset(pattern, caption_key: str, label_key: Optional[str], shard_id: int,
-                num_shards: int, image_keys: Sequence[str] = IMAGE_KEYS):
+                num_shards: int, image_keys: Optional[Sequence[str]] = None):
   import seqio
   from clipa_t5x.data import sources
   source = sources.WebDatasetSource({"eval": pattern}, caption_key=caption_key,
@@ -347,12 +333,13 @@ class WebDatasetClassification:
     label_key: label member extension.
     class_names_file: optional JSON list of class names (e.g. the demo's
       ``classes.json``); None: give them in the eval config.
-    image_keys: image member extensions, tried in order.
+    image_keys: image member extensions, tried in order (None:
+      ``sources.WEBDATASET_IMAGE_KEYS``).
   """
   pattern: Any
   label_key: str = "cls"
   class_names_file: Optional[str] = None
-  image_keys: Sequence[str] = IMAGE_KEYS
+  image_keys: Optional[Sequence[str]] = None
 
   def class_names(self) -> Optional[List[str]]:
     if self.class_names_file is None:
@@ -385,12 +372,13 @@ class WebDatasetRetrieval:
       object whose ``json_field`` is a list or a string), or a text member
       whose non-empty lines are the captions.
     json_field: the field of a JSON object holding the captions.
-    image_keys: image member extensions, tried in order.
+    image_keys: image member extensions, tried in order (None:
+      ``sources.WEBDATASET_IMAGE_KEYS``).
   """
   pattern: Any
   caption_key: str = "json"
   json_field: str = "captions"
-  image_keys: Sequence[str] = IMAGE_KEYS
+  image_keys: Optional[Sequence[str]] = None
 
   def parse(self, raw: bytes) -> List[str]:
     """Captions of one sample from its raw member bytes."""

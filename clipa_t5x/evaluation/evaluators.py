@@ -11,25 +11,23 @@ length; ``run_evaluators`` runs them with the jitted, partitioned encoders of
 ``Encoders``.
 
 Distribution: the encoders are sharded over the devices of the mesh; each host
-reads its own share of the examples (``shard_id`` of ``num_shards``). Hosts
-make the same number of encoder calls (a host that has run out feeds a dummy
-batch that counts for nothing), then combine: classification sums per-host hit
-counts, retrieval gathers every host's features and ranks them all. Padding
-never counts.
+reads its own share of the examples (``shard_id`` of ``num_shards``); the
+evaluators (``zeroshot.ZeroShotClassifier``, ``retrieval.RetrievalEvaluator``)
+keep the hosts' encoder calls in step and combine their results.
 """
 
 import dataclasses
 import os
 import re
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import jax
 import numpy as np
 
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import paths
 from clipa_t5x import text_table
-from clipa_t5x.evaluation import metrics as metrics_lib
 from clipa_t5x.evaluation import retrieval as retrieval_lib
 from clipa_t5x.evaluation import zeroshot
 
@@ -95,165 +93,11 @@ class RetrievalEvalConfig:
   block_size: int = 1024
 
 
-# ------------------------------------------------------------------ hosts
-def _allgather(x: np.ndarray) -> np.ndarray:
-  """[P, ...] stack of every host's ``x`` (equal shapes); [1, ...] on one host."""
-  if jax.process_count() == 1:
-    return np.asarray(x)[None]
-  from jax.experimental import multihost_utils
-  return np.asarray(multihost_utils.process_allgather(np.asarray(x)))
-
-
-def _gather_rows(x: np.ndarray) -> List[np.ndarray]:
-  """Every host's rows of ``x`` (row counts may differ), in host order."""
-  if jax.process_count() == 1:
-    return [x]
-  sizes = _allgather(np.int64(x.shape[0]))
-  padded = np.zeros((int(sizes.max()),) + x.shape[1:], x.dtype)
-  padded[:x.shape[0]] = x
-  gathered = _allgather(padded)
-  return [gathered[i, :int(n)] for i, n in enumerate(sizes)]
-
-
-def _any_host(flag: bool) -> bool:
-  return bool(_allgather(np.int32(flag)).any()) if jax.process_count() > 1 else flag
-
-
-def _synchronized(batches: Iterator[Any], dummy: Callable[[], Any]) -> Iterator[Any]:
-  """``batches``, then ``dummy()`` while other hosts still have batches.
-
-  Every host must call a partitioned function equally often, or the
-  collective hangs.
-  """
-  for batch in batches:
-    _any_host(True)
-    yield batch
-  while _any_host(False):
-    yield dummy()
-
-
 def _per_host(batch_size: int, num_shards: int) -> int:
   if batch_size < 1 or batch_size % num_shards:
     raise ValueError(f"eval batch size {batch_size} must be a positive multiple of the "
                      f"{num_shards} hosts; change the eval config's batch_size.")
   return batch_size // num_shards
-
-
-def _encode_synchronized(fn, inputs: np.ndarray, batch_size: int, row: np.ndarray,
-                         what: str) -> np.ndarray:
-  """``zeroshot.encode_in_batches`` with host-synchronised call counts."""
-  def batches():
-    for start in range(0, inputs.shape[0], batch_size):
-      yield inputs[start:start + batch_size]
-
-  outs = []
-  for chunk in _synchronized(batches(), lambda: row[None][:0]):
-    rows = chunk.shape[0]
-    padded = zeroshot._pad_rows(chunk if rows else row[None], batch_size)  # pylint: disable=protected-access
-    out = zeroshot._check_features(fn(padded), batch_size, what)  # pylint: disable=protected-access
-    outs.append(out[:rows])
-  return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
-
-
-# -------------------------------------------------------------- evaluators
-class ClassificationEvaluator:
-  """Zero-shot top-k accuracy over this host's share; hit counts summed over hosts."""
-
-  def __init__(self, classifier: zeroshot.ZeroShotClassifier, image_size: int,
-               factors: Any = None):
-    self.classifier = classifier
-    self.name = classifier.name
-    self.image_size = image_size
-    self.factors = factors
-
-  def _factor_table(self, num_classes: int) -> Dict[str, np.ndarray]:
-    factors = self.factors() if callable(self.factors) else self.factors
-    table = {str(k): np.asarray(v, np.int64) for k, v in (factors or {}).items()}
-    for k, v in table.items():
-      if v.shape != (num_classes,):
-        raise ValueError(f"{self.name}: factor {k!r} must give one id per class "
-                         f"({num_classes}), got shape {v.shape}.")
-    return table
-
-  def evaluate(self, encode_images, encode_texts, tokenize=None) -> Dict[str, float]:
-    """``{'<name>/top<k>': accuracy, '<name>/num_examples': N}`` over all hosts."""
-    clf = self.classifier
-    names = clf.resolve_class_names()
-    ks = tuple(k for k in clf.ks if k <= len(names))
-    if not ks:
-      raise ValueError(f"{self.name}: every k in ks={clf.ks} exceeds the {len(names)} classes.")
-    weights = clf.compute_class_embeddings(encode_texts, tokenize, names)
-    factors = self._factor_table(len(names))
-    hits = np.zeros(len(ks) + len(factors), np.int64)  # top-k, then per-factor top-1
-    total = np.zeros((), np.int64)
-    dummy_image = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
-    dummy = lambda: (dummy_image, np.zeros((0,), np.int64))
-    for images, labels in _synchronized(clf.image_batches(), dummy):
-      out = encode_images(zeroshot._pad_rows(images, clf.batch_size))  # pylint: disable=protected-access
-      feats = zeroshot._check_features(out, clf.batch_size, "encode_images")  # pylint: disable=protected-access
-      if not labels.shape[0]:
-        continue
-      if labels.min() < 0 or labels.max() >= len(names):
-        raise ValueError(f"{self.name}: labels must lie in [0, {len(names)}) for "
-                         f"{len(names)} class names, got [{labels.min()}, {labels.max()}]; "
-                         "check the class names match the data set.")
-      logits = feats[:labels.shape[0]].astype(np.float32) @ weights.T
-      correct = metrics_lib.topk_correct(logits, labels, ks)
-      top1 = np.argmax(logits, axis=1)  # ties to the lower index, as topk_correct
-      hits += np.array([int(correct[k].sum()) for k in ks]
-                       + [int(np.sum(f[top1] == f[labels])) for f in factors.values()],
-                       np.int64)
-      total += labels.shape[0]
-    summed = _allgather(np.concatenate([hits, total[None]])).sum(axis=0)
-    hits, total = summed[:-1], int(summed[-1])
-    if total == 0:
-      raise ValueError(f"{self.name}: the eval data yielded no examples; check the split.")
-    result = {f"{self.name}/top{k}": float(h) / total for k, h in zip(ks, hits)}
-    for factor, h in zip(factors, hits[len(ks):]):
-      result[f"{self.name}/{factor}_top1"] = float(h) / total
-    result[f"{self.name}/num_examples"] = total
-    return result
-
-
-class ShardedRetrievalEvaluator:
-  """Recall@k: each host encodes its share; features of all hosts are ranked together."""
-
-  def __init__(self, evaluator: retrieval_lib.RetrievalEvaluator, image_size: int):
-    self.evaluator = evaluator
-    self.name = evaluator.name
-    self.image_size = image_size
-
-  def evaluate(self, encode_images, encode_texts, tokenize=None) -> Dict[str, float]:
-    ev = self.evaluator
-    if tokenize is None:
-      from clipa_t5x.data.text_reduction import encode_texts as tokenize  # lazy import
-    feats, captions, owner = [], [], []
-    num_local = 0
-    dummy_image = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
-    for images, caps in _synchronized(ev.image_batches(), lambda: (dummy_image, [])):
-      out = encode_images(zeroshot._pad_rows(images, ev.batch_size))  # pylint: disable=protected-access
-      out = zeroshot._check_features(out, ev.batch_size, "encode_images")  # pylint: disable=protected-access
-      feats.append(out[:len(caps)])
-      for c in caps:
-        captions.extend(c)
-        owner.extend([num_local] * len(c))
-        num_local += 1
-    tokens = (np.asarray(tokenize(captions, ev.text_length, ev.text_reduction)) if captions
-              else np.zeros((0, ev.text_length), np.int32))
-    text_feats = _encode_synchronized(encode_texts, tokens, ev.text_batch_size,
-                                      np.zeros((ev.text_length,), np.int32), "encode_texts")
-    image_feats = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
-    # Combine hosts: image ids of host h are offset by the images of hosts < h.
-    all_images = _gather_rows(image_feats.astype(np.float32))
-    all_texts = _gather_rows(text_feats.astype(np.float32))
-    all_owner = _gather_rows(np.asarray(owner, np.int64))
-    offsets = np.cumsum([0] + [x.shape[0] for x in all_images])
-    image_feats = np.concatenate([x for x in all_images if x.size])
-    text_feats = np.concatenate([x for x in all_texts if x.size])
-    owner = np.concatenate([o + offsets[h] for h, o in enumerate(all_owner)])
-    if image_feats.shape[0] == 0:
-      raise ValueError(f"{self.name}: the eval data yielded no examples; check the split.")
-    return ev.metrics(image_feats, text_feats, owner)
 
 
 # ----------------------------------------------------------------- builder
@@ -281,7 +125,8 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
     num_shards: number of data shards (default ``jax.process_count()``).
 
   Returns:
-    Objects with ``name`` and ``evaluate(encode_images, encode_texts)``.
+    ``ZeroShotClassifier`` / ``RetrievalEvaluator`` instances (``name`` and
+    ``evaluate(encode_images, encode_texts)``).
   """
   from clipa_t5x.evaluation import datasets
   shard_id = jax.process_index() if shard_id is None else shard_id
@@ -298,10 +143,10 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
       batch = _per_host(spec.batch_size, num_shards)
       examples_fn = (lambda src=spec.source: src.examples(image_size, text_length, shard_id,
                                                           num_shards))
-      out.append(ShardedRetrievalEvaluator(retrieval_lib.RetrievalEvaluator(
+      out.append(retrieval_lib.RetrievalEvaluator(
           spec.name, examples_fn, batch_size=batch, text_length=text_length,
           text_reduction=text_reduction, num_examples=spec.num_examples, ks=spec.ks,
-          block_size=spec.block_size), image_size))
+          block_size=spec.block_size, image_size=image_size))
     elif isinstance(spec, ZeroShotEvalConfig):
       if (spec.task is None) == (spec.source is None):
         raise ValueError(f"zero-shot eval {spec.name!r}: give exactly one of task "
@@ -312,12 +157,12 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
       batch = _per_host(spec.batch_size, num_shards)
       examples_fn = (lambda src=source: src.examples(image_size, text_length, shard_id,
                                                      num_shards))
-      clf = zeroshot.ZeroShotClassifier(
+      out.append(zeroshot.ZeroShotClassifier(
           name=spec.name, examples_fn=examples_fn,
           class_names=_resolve_class_names(spec, source), templates=templates,
           batch_size=batch, text_length=text_length, text_reduction=text_reduction,
-          num_examples=spec.num_examples, ks=spec.ks)
-      out.append(ClassificationEvaluator(clf, image_size, spec.factors))
+          num_examples=spec.num_examples, ks=spec.ks, factors=spec.factors,
+          image_size=image_size))
     else:
       raise ValueError(f"unknown evaluator config {spec!r}; use ZeroShotEvalConfig or "
                        "RetrievalEvalConfig.")
@@ -380,7 +225,6 @@ def run_evaluators(evaluators: Sequence[Any], encoders: Encoders, params) -> Dic
 
 
 # ------------------------------------------------------- checkpoint evals
-RESULTS = "results.json"
 
 
 def format_results_table(results: Dict[str, float]) -> str:
@@ -404,8 +248,7 @@ def evaluate_checkpoint(*,
              text_length: int = 32,
              text_reduction: str = "truncate",
              output_dir: Optional[str] = None,
-             partitioner=None,
-             before_run: Sequence[Any] = ()) -> Dict[str, Any]:
+             partitioner=None) -> Dict[str, Any]:
   """Restores a checkpoint's parameters into the gin model and runs the evaluators.
 
   Args:
@@ -419,14 +262,11 @@ def evaluate_checkpoint(*,
     output_dir: where ``results.json`` and TensorBoard summaries go; None:
       ``eval_<step>/`` next to the checkpoint.
     partitioner: defaults to a data-parallel ``PjitPartitioner``.
-    before_run: ignored; gin evaluates references put here first (e.g.
-      ``[@demo.configure()]``).
 
   Returns:
     What ``results.json`` holds: ``checkpoint``, ``step``, ``image_size``,
     ``text_length``, ``seconds`` and ``results`` (metric -> value).
   """
-  del before_run
   import optax
   from clipa_t5x import checkpoints
   from clipa_t5x import metrics_logging
@@ -448,32 +288,33 @@ def evaluate_checkpoint(*,
   if not os.path.exists(checkpoint_path) and "://" not in checkpoint_path:
     raise ValueError(f"CHECKPOINT_PATH {checkpoint_path!r} does not exist.")
   restore_config = checkpoints.RestoreCheckpointConfig(path=checkpoint_path)
-  directory, step = checkpoints._resolve_checkpoint(restore_config)  # pylint: disable=protected-access
-  output_dir = output_dir or os.path.join(directory, f"eval_{step}")
+  directory, step = checkpoints.resolve_checkpoint(restore_config)
+  output_dir = output_dir or os.path.join(directory, model_dir_lib.eval_dir_name(step))
+  checkpoint = os.path.join(directory, model_dir_lib.checkpoint_name(step))
 
   partitioner = partitioner or partitioning.PjitPartitioner()
-  model = clip_lib.ClipaModel(dataclasses.replace(model_config, mask_ratio=0.0))
+  model = clip_lib.ClipaModel(model_config)
   abstract, _, shardings = train_state_lib.abstract_train_state(
       model, optax.identity(), image_size, text_length, partitioner)
   # No fresh initialisation: every parameter must come from the checkpoint.
   params = checkpoints.restore_params(
-      dataclasses.replace(restore_config, path=os.path.join(directory, f"checkpoint_{step}"),
-                          mode="specific"), abstract.params, abstract.params)
+      dataclasses.replace(restore_config, path=checkpoint, mode="specific"), abstract.params,
+      abstract.params)
   built = build_evaluators(evaluators, image_size, text_length, text_reduction)
   encoders = Encoders(model, partitioner, shardings.params)
   results = run_evaluators(built, encoders, params)
-  record = {"checkpoint": os.path.join(directory, f"checkpoint_{step}"), "step": int(step),
+  record = {"checkpoint": checkpoint, "step": int(step),
             "image_size": int(image_size), "text_length": int(text_length),
             "text_reduction": text_reduction, "seconds": time.time() - start,
             "results": results}
   if jax.process_index() == 0:
     os.makedirs(output_dir, exist_ok=True)
-    logger = metrics_logging.MetricsLogger(output_dir, os.path.join(output_dir,
-                                                                    "eval_metrics.jsonl"))
+    logger = metrics_logging.MetricsLogger(
+        output_dir, os.path.join(output_dir, model_dir_lib.EVAL_METRICS))
     logger.write(int(step), results)
     logger.close()
-    paths.write_json_atomic(os.path.join(output_dir, RESULTS), record)
-    print(f"\ncheckpoint {record['checkpoint']} at {image_size} px, {text_length} tokens; "
-          f"results in {os.path.join(output_dir, RESULTS)}\n" + format_results_table(results),
-          flush=True)
+    results_path = os.path.join(output_dir, model_dir_lib.RESULTS)
+    paths.write_json_atomic(results_path, record)
+    print(f"\ncheckpoint {checkpoint} at {image_size} px, {text_length} tokens; "
+          f"results in {results_path}\n" + format_results_table(results), flush=True)
   return record

@@ -21,6 +21,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from clipa_t5x.losses import l2_normalize
+
 
 def _check_logits_labels(logits: np.ndarray, labels: np.ndarray) -> None:
   if logits.ndim != 2:
@@ -112,12 +114,6 @@ def topk_accuracy(
   return {k: float(np.mean(h)) for k, h in hits.items()}
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
-  """Scales ``x`` to unit L2 norm along ``axis`` in float32 (zeros stay zero)."""
-  x = np.asarray(x, dtype=np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
-
-
 def class_embeddings(
     text_features: np.ndarray, num_classes: int, num_templates: int
 ) -> np.ndarray:
@@ -143,6 +139,6 @@ def class_embeddings(
     raise ValueError(
         f"text_features must be [C*T, D] = [{num_classes}*{num_templates}, D], got shape "
         f"{text_features.shape}; encode every (class, template) prompt, class-major.")
-  per_prompt = l2_normalize(text_features)
+  per_prompt = l2_normalize(text_features.astype(np.float32))
   per_class = per_prompt.reshape(num_classes, num_templates, -1).mean(axis=1)
-  return l2_normalize(per_class)
+  return np.asarray(l2_normalize(per_class), np.float32)

@@ -19,8 +19,11 @@ Similarities are computed block by block (``block_size`` queries x
 at 5k images x 25k captions whatever the data set size: the largest
 intermediate is a ``[block_size, block_size]`` matrix.
 
-The evaluator ``RetrievalEvaluator`` only calls two host callables, with
-exactly ``batch_size`` (``text_batch_size``) rows, like ``zeroshot.py``.
+The evaluator ``RetrievalEvaluator`` (the one retrieval computation, in
+training and in ``clipa_t5x.eval``) only calls two host callables, with
+exactly ``batch_size`` (``text_batch_size``) rows, like ``zeroshot.py``. Under
+multi-host evaluation each host encodes its own share and the features of all
+hosts are ranked together.
 """
 
 import logging
@@ -28,6 +31,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
+from clipa_t5x.evaluation import batching
 from clipa_t5x.evaluation import zeroshot
 
 EncodeFn = Callable[[np.ndarray], Any]
@@ -168,19 +172,13 @@ def recall_at_k(image_features: np.ndarray, text_features: np.ndarray,
   Returns:
     ``{'image_to_text/R@k': ..., 'text_to_image/R@k': ...}`` in [0, 1].
   """
-  _check_ks(ks)
+  zeroshot.check_ks(ks)
   i2t, t2i = retrieval_ranks(image_features, text_features, text_to_image, block_size)
   out = {}
   for k in ks:
     out[f"image_to_text/R@{k}"] = float(np.mean(i2t < k))
     out[f"text_to_image/R@{k}"] = float(np.mean(t2i < k))
   return out
-
-
-def _check_ks(ks: Sequence[int]) -> None:
-  if isinstance(ks, (int, str)) or not ks or any(
-      not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-    raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
 
 
 def _as_captions(value: Any) -> List[str]:
@@ -208,7 +206,7 @@ class RetrievalEvaluator:
                batch_size: int = 256, text_length: int = 32,
                text_reduction: str = "truncate", num_examples: Optional[int] = None,
                ks: Sequence[int] = (1, 5, 10), text_batch_size: Optional[int] = None,
-               block_size: int = 1024):
+               block_size: int = 1024, image_size: Optional[int] = None):
     """Configures the evaluator; nothing is read until ``evaluate``.
 
     Args:
@@ -221,15 +219,17 @@ class RetrievalEvaluator:
       ks: recall cut-offs.
       text_batch_size: rows of every ``encode_texts`` call (``batch_size`` if None).
       block_size: block side of the chunked similarity.
+      image_size: image side of the dummy batch a host feeds while other
+        hosts still have data (multi-host only).
     """
     if not name or not isinstance(name, str):
       raise ValueError(f"name must be a non-empty string, got {name!r}.")
     if not callable(examples_fn):
       raise ValueError("examples_fn must be a zero-arg callable returning examples.")
     text_batch_size = batch_size if text_batch_size is None else text_batch_size
-    zeroshot.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
+    batching.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
                          text_length=text_length, block_size=block_size)
-    _check_ks(ks)
+    zeroshot.check_ks(ks)
     self.name = name
     self.examples_fn = examples_fn
     self.batch_size = int(batch_size)
@@ -239,11 +239,12 @@ class RetrievalEvaluator:
     self.num_examples = num_examples
     self.ks = tuple(int(k) for k in ks)
     self.block_size = int(block_size)
+    self.image_size = image_size
 
   def image_batches(self) -> Iterator[Tuple[np.ndarray, List[List[str]]]]:
     """Yields ``(images [b, H, W, 3], captions per image)``, b <= batch_size, unpadded."""
     offset = 0
-    for batch in zeroshot.example_batches(self.examples_fn(), self.batch_size,
+    for batch in batching.example_batches(self.examples_fn(), self.batch_size,
                                           self.num_examples, ("image", "captions")):
       captions = []
       for i, example in enumerate(batch):
@@ -253,48 +254,48 @@ class RetrievalEvaluator:
                            "the data.")
         captions.append(caps)
       offset += len(batch)
-      yield zeroshot.stack_images(batch), captions
-
-  def encode_captions(self, captions: Sequence[str], encode_texts: EncodeFn,
-                      tokenize: Optional[TokenizeFn] = None) -> np.ndarray:
-    """[T, D] caption features, in fixed-size batches."""
-    if tokenize is None:
-      from clipa_t5x.data.text_reduction import encode_texts as tokenize  # lazy: TF-free import
-    tokens = np.asarray(tokenize(list(captions), self.text_length, self.text_reduction))
-    if tokens.shape != (len(captions), self.text_length):
-      raise ValueError(
-          f"tokenize must return [{len(captions)}, {self.text_length}] tokens, got "
-          f"{tokens.shape}.")
-    return zeroshot.encode_in_batches(encode_texts, tokens, self.text_batch_size,
-                                      "encode_texts")
-
-  def encode(self, encode_images: EncodeFn, encode_texts: EncodeFn,
-             tokenize: Optional[TokenizeFn] = None
-             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(image features [N, D], caption features [T, D], text_to_image [T])``."""
-    feats, captions, owner = [], [], []
-    for images, caps in self.image_batches():
-      out = encode_images(zeroshot._pad_rows(images, self.batch_size))  # pylint: disable=protected-access
-      out = zeroshot._check_features(out, self.batch_size, "encode_images")  # pylint: disable=protected-access
-      base = sum(f.shape[0] for f in feats)
-      feats.append(out[:images.shape[0]])
-      for i, c in enumerate(caps):
-        captions.extend(c)
-        owner.extend([base + i] * len(c))
-    if not feats:
-      raise ValueError(f"{self.name}: examples_fn yielded no examples; check the eval split.")
-    text_feats = self.encode_captions(captions, encode_texts, tokenize)
-    return np.concatenate(feats), text_feats, np.asarray(owner, np.int64)
+      yield batching.stack_images(batch), captions
 
   def evaluate(self, encode_images: EncodeFn, encode_texts: EncodeFn,
                tokenize: Optional[TokenizeFn] = None) -> Dict[str, float]:
-    """Encodes everything and returns the recalls (module docstring)."""
-    image_feats, text_feats, owner = self.encode(encode_images, encode_texts, tokenize)
-    return self.metrics(image_feats, text_feats, owner)
+    """Recalls (module docstring) over every host's images and captions.
+
+    Each host encodes its own share; the features of all hosts are gathered
+    and ranked together (image ids of host h follow those of hosts < h).
+    """
+    feats, captions, owner = [], [], []
+    num_images = 0
+    side = self.image_size or 1
+    dummy = (np.zeros((1, side, side, 3), np.uint8), [])
+    for out, caps in batching.encode_batches(encode_images, self.image_batches(),
+                                             self.batch_size, "encode_images", dummy):
+      feats.append(out)
+      for c in caps:
+        captions.extend(c)
+        owner.extend([num_images] * len(c))
+        num_images += 1
+    if not batching.any_host(bool(captions)):
+      raise ValueError(f"{self.name}: examples_fn yielded no examples; check the eval split.")
+    tokens = np.asarray(zeroshot.default_tokenize(tokenize)(
+        captions, self.text_length, self.text_reduction)) if captions else np.zeros(
+            (0, self.text_length), np.int32)
+    if tokens.shape != (len(captions), self.text_length):
+      raise ValueError(f"tokenize must return [{len(captions)}, {self.text_length}] tokens, "
+                       f"got {tokens.shape}.")
+    text_feats = batching.encode_in_batches(encode_texts, tokens, self.text_batch_size,
+                                            "encode_texts")
+    image_feats = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+    all_images = batching.gather_rows(image_feats.astype(np.float32))
+    all_texts = batching.gather_rows(text_feats.astype(np.float32))
+    all_owner = batching.gather_rows(np.asarray(owner, np.int64))
+    offsets = np.cumsum([0] + [x.shape[0] for x in all_images])
+    return self.metrics(np.concatenate([x for x in all_images if x.size]),
+                        np.concatenate([x for x in all_texts if x.size]),
+                        np.concatenate([o + offsets[h] for h, o in enumerate(all_owner)]))
 
   def metrics(self, image_feats: np.ndarray, text_feats: np.ndarray,
               owner: np.ndarray) -> Dict[str, float]:
-    """Prefixed recalls and counts from features (shared by the sharded evaluator)."""
+    """Prefixed recalls and counts from features."""
     recalls = recall_at_k(image_feats, text_feats, owner, self.ks, self.block_size)
     logging.info("%s: %d images, %d captions", self.name, image_feats.shape[0],
                  text_feats.shape[0])
@@ -302,5 +303,3 @@ class RetrievalEvaluator:
     out[f"{self.name}/num_images"] = int(image_feats.shape[0])
     out[f"{self.name}/num_captions"] = int(text_feats.shape[0])
     return out
-
-

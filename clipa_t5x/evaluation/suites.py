@@ -268,7 +268,7 @@ def user_data_evaluators(data: Optional[Union[str, Sequence[str]]],
     return []
   fmt = user_data_lib.infer_format(data, format, setting)
   files = user_data_lib.FileLister(data, setting)
-  image_keys = (image_key,) if image_key else datasets.IMAGE_KEYS
+  image_keys = (image_key,) if image_key else None
   out: List[Any] = []
   if class_names is not None:
     if fmt != "webdataset":

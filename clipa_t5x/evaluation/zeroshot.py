@@ -1,11 +1,14 @@
 """Zero-shot image classification with prompt-ensembled class embeddings.
 
-The evaluator is model-agnostic: it only calls two host callables,
+The one zero-shot computation of the package: in-training evaluation,
+``clipa_t5x.eval`` and inference (``embed_classes``) all use it. It is
+model-agnostic: it only calls two host callables,
 ``encode_images(uint8 [B, H, W, 3]) -> [B, D]`` and
-``encode_texts(int32 [B, L]) -> [B, D]``, and always with exactly
-``batch_size`` rows (the last batch is padded by repeating its last row and the
-padded outputs are dropped), so a jitted, partitioned function compiles once.
-Everything else (prompt filling, ensembling, top-k) is numpy on the host.
+``encode_texts(int32 [B, L]) -> [B, D]``, always with exactly ``batch_size``
+rows (``batching``), so a jitted, partitioned function compiles once.
+Everything else (prompt filling, ensembling, top-k) is numpy on the host. Under
+multi-host evaluation each host reads its own share of the examples and the
+hit counts are summed over hosts.
 
 Typical use in a trainer, every ``EVAL_PERIOD`` steps::
 
@@ -25,6 +28,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
+from clipa_t5x.evaluation import batching
 from clipa_t5x.evaluation import metrics as metrics_lib
 
 _ASSETS = "assets"
@@ -126,97 +130,56 @@ def examples_from_tf_dataset(ds_or_fn: Any) -> Callable[[], Iterator[Dict[str, n
   return examples_fn
 
 
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-  """Pads ``x`` to ``rows`` rows by repeating its last row (real data, no NaN risk)."""
-  if x.shape[0] == rows:
-    return x
-  pad = np.repeat(x[-1:], rows - x.shape[0], axis=0)
-  return np.concatenate([x, pad], axis=0)
+def default_tokenize(tokenize: Optional[TokenizeFn]) -> TokenizeFn:
+  """``tokenize``, or the package tokenizer (imported only now: TF-free import)."""
+  if tokenize is not None:
+    return tokenize
+  from clipa_t5x.data.text_reduction import tokenize_texts  # pylint: disable=import-outside-toplevel
+  return tokenize_texts
 
 
-def _check_features(out: Any, rows: int, what: str) -> np.ndarray:
-  out = np.asarray(out)
-  if out.ndim != 2 or out.shape[0] != rows:
-    raise ValueError(
-        f"{what} must return [batch_size={rows}, D] features, got shape {out.shape}.")
-  return out
-
-
-def encode_in_batches(fn: EncodeFn, inputs: np.ndarray, batch_size: int, what: str = "encoder"
-                      ) -> np.ndarray:
-  """Runs ``fn`` over ``inputs`` in batches of exactly ``batch_size`` rows.
+def embed_classes(encode_texts: EncodeFn, class_names: Sequence[str], templates: Sequence[str],
+                  *, text_length: int, text_reduction: str = "truncate", batch_size: int = 256,
+                  tokenize: Optional[TokenizeFn] = None) -> np.ndarray:
+  """Prompt-ensembled class embeddings (CLIP's zero-shot classifier weights).
 
   Args:
-    fn: maps [batch_size, ...] to [batch_size, D] (numpy or jax arrays).
-    inputs: [N, ...], N >= 1.
-    batch_size: rows per call; the last batch is padded by repetition.
-    what: name used in error messages.
+    encode_texts: int32 [batch_size, text_length] -> [batch_size, D].
+    class_names: C names, in label order.
+    templates: T prompts with ``{c}`` (or ``{}``) for the class name.
+    text_length: token length passed to ``tokenize``.
+    text_reduction: text reduction method passed to ``tokenize``.
+    batch_size: rows of every ``encode_texts`` call.
+    tokenize: ``(texts, length, method) -> int32 [N, length]``; defaults to
+      ``clipa_t5x.data.text_reduction.tokenize_texts``.
 
   Returns:
-    [N, D] numpy features; padded rows are dropped.
+    [C, D] float32 unit-norm rows: each class's normalised prompt embeddings,
+    averaged and renormalised.
   """
-  outs = []
-  pending = None  # one batch in flight: dispatch the next before pulling this one to the host
-  for start in range(0, inputs.shape[0], batch_size):
-    chunk = inputs[start:start + batch_size]
-    out = fn(_pad_rows(chunk, batch_size))
-    if pending is not None:
-      outs.append(_check_features(pending[0], batch_size, what)[:pending[1]])
-    pending = (out, chunk.shape[0])
-  if pending is None:
-    raise ValueError(f"{what}: nothing to encode (0 rows).")
-  outs.append(_check_features(pending[0], batch_size, what)[:pending[1]])
-  return np.concatenate(outs, axis=0)
-
-
-def check_sizes(num_examples: Optional[int], **sizes: Any) -> None:
-  """Every ``sizes`` value a positive int; ``num_examples`` one too, or None."""
-  for arg, value in sizes.items():
-    if not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"{arg} must be a positive int, got {value!r}.")
-  if num_examples is not None and (not isinstance(num_examples, (int, np.integer))
-                                   or num_examples < 1):
-    raise ValueError(f"num_examples must be a positive int or None, got {num_examples!r}.")
-
-
-def example_batches(examples: Iterable[Dict[str, Any]], batch_size: int,
-                    num_examples: Optional[int], required: Sequence[str]
-                    ) -> Iterator[List[Dict[str, Any]]]:
-  """Groups examples into lists of at most ``batch_size`` (the first ``num_examples``)."""
-  batch: List[Dict[str, Any]] = []
-  for seen, example in enumerate(examples):
-    if num_examples is not None and seen >= num_examples:
-      break
-    missing = [k for k in required if k not in example]
-    if missing:
-      raise ValueError(f"eval examples must have {' and '.join(map(repr, required))}, got "
-                       f"keys {sorted(example)}.")
-    batch.append(example)
-    if len(batch) == batch_size:
-      yield batch
-      batch = []
-  if batch:
-    yield batch
-
-
-def stack_images(batch: Sequence[Dict[str, Any]]) -> np.ndarray:
-  """``[b, H, W, 3]`` from the examples' ``image``; one shape required."""
-  images = [np.asarray(ex["image"]) for ex in batch]
-  shapes = {im.shape for im in images}
-  if len(shapes) != 1:
+  texts = [fill_template(t, c) for c in class_names for t in templates]  # class-major
+  tokens = np.asarray(default_tokenize(tokenize)(texts, text_length, text_reduction))
+  if tokens.shape != (len(texts), text_length):
     raise ValueError(
-        f"all images must share one shape to be batched, got {sorted(shapes)}; resize "
-        "them in the eval pipeline.")
-  return np.stack(images)
+        f"tokenize must return [num_prompts={len(texts)}, text_length={text_length}] "
+        f"tokens, got shape {tokens.shape}.")
+  features = batching.encode_in_batches(encode_texts, tokens, batch_size, "encode_texts")
+  return metrics_lib.class_embeddings(features, len(class_names), len(templates))
+
+
+def check_ks(ks: Sequence[int]) -> None:
+  """ValueError unless ``ks`` is a non-empty list of positive ints."""
+  if isinstance(ks, (int, str)) or not ks or any(
+      not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+    raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
 
 
 class ZeroShotClassifier:
   """Zero-shot top-k accuracy of an image-text model on one labelled image set.
 
-  Classes are embedded by filling every template with every class name,
-  encoding the prompts, L2-normalising each, averaging per class and
-  renormalising; an image is classified by cosine similarity to them. Exact
-  ties go to the lower class index, as with ``np.argmax`` (see ``metrics``).
+  Classes are embedded by ``embed_classes``; an image is classified by cosine
+  similarity to them. Exact ties go to the lower class index, as with
+  ``np.argmax`` (see ``metrics``).
 
   Accuracies are reported for every k in ``ks`` with ``k <= num_classes``;
   larger k are left out (top-5 of 3 classes is always 1.0 and says nothing),
@@ -235,22 +198,31 @@ class ZeroShotClassifier:
       num_examples: Optional[int] = None,
       ks: Sequence[int] = (1, 5),
       text_batch_size: Optional[int] = None,
+      factors: Any = None,
+      image_size: Optional[int] = None,
   ):
     """Configures the evaluator; nothing is read or encoded until ``evaluate``.
 
     Args:
       name: metric prefix, e.g. ``'imagenet'`` gives ``'imagenet/top1'``.
       examples_fn: zero-arg callable returning a fresh iterable of unbatched
-        numpy examples ``{'image': uint8 [H, W, 3], 'label': int}``.
+        numpy examples ``{'image': uint8 [H, W, 3], 'label': int}`` (this
+        host's share of them).
       class_names: names in label order, or a zero-arg callable returning them
         (resolved at each ``evaluate``, e.g. to read a file written later).
       templates: prompt templates with ``{c}`` (or ``{}``) for the class name.
-      batch_size: rows of every ``encode_images`` call.
+      batch_size: rows of every ``encode_images`` call (per host).
       text_length: token length passed to ``tokenize``.
       text_reduction: text reduction method passed to ``tokenize``.
       num_examples: evaluate only the first this many examples (all if None).
       ks: the top-k values to report.
       text_batch_size: rows of every ``encode_texts`` call (``batch_size`` if None).
+      factors: optional parts of a compound label, ``{factor: [its id for
+        each class]}`` or a zero-arg callable returning that; adds
+        ``'<name>/<factor>_top1'``: how often the top-1 class has the true
+        class's factor.
+      image_size: image side of the dummy batch a host feeds while other
+        hosts still have data (multi-host only).
     """
     if not name or not isinstance(name, str):
       raise ValueError(f"name must be a non-empty string, got {name!r}.")
@@ -265,10 +237,9 @@ class ZeroShotClassifier:
     if not callable(class_names):
       self._check_class_names(class_names)
     text_batch_size = batch_size if text_batch_size is None else text_batch_size
-    check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
-                text_length=text_length)
-    if not ks or any(not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-      raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
+    batching.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
+                         text_length=text_length)
+    check_ks(ks)
     self.name = name
     self.examples_fn = examples_fn
     self.class_names = class_names
@@ -279,6 +250,8 @@ class ZeroShotClassifier:
     self.text_reduction = text_reduction
     self.num_examples = num_examples
     self.ks = tuple(int(k) for k in ks)
+    self.factors = factors
+    self.image_size = image_size
 
   @staticmethod
   def _check_class_names(class_names: Any) -> List[str]:
@@ -293,48 +266,26 @@ class ZeroShotClassifier:
     names = self.class_names() if callable(self.class_names) else self.class_names
     return self._check_class_names(names)
 
-  def prompts(self, class_names: Sequence[str]) -> List[str]:
-    """All prompts, class-major: ``[fill(t, c) for c in class_names for t in templates]``."""
-    return [fill_template(t, c) for c in class_names for t in self.templates]
-
-  def compute_class_embeddings(
-      self, encode_texts: EncodeFn, tokenize: Optional[TokenizeFn] = None,
-      class_names: Optional[Sequence[str]] = None,
-  ) -> np.ndarray:
-    """Prompt-ensembled class embeddings.
-
-    Args:
-      encode_texts: int32 [text_batch_size, text_length] -> [text_batch_size, D].
-      tokenize: ``(texts, length, method) -> int32 [N, length]``; defaults to
-        ``clipa_t5x.data.text_reduction.encode_texts``.
-      class_names: overrides ``resolve_class_names()``.
-
-    Returns:
-      [C, D] float32 unit-norm class embeddings.
-    """
-    if tokenize is None:
-      from clipa_t5x.data.text_reduction import encode_texts as tokenize  # lazy: TF-free import
-    names = self.resolve_class_names() if class_names is None else list(class_names)
-    texts = self.prompts(names)
-    tokens = np.asarray(tokenize(texts, self.text_length, self.text_reduction))
-    if tokens.shape != (len(texts), self.text_length):
-      raise ValueError(
-          f"tokenize must return [num_prompts={len(texts)}, text_length={self.text_length}] "
-          f"tokens, got shape {tokens.shape}.")
-    features = encode_in_batches(encode_texts, tokens, self.text_batch_size, "encode_texts")
-    return metrics_lib.class_embeddings(features, len(names), len(self.templates))
-
   def image_batches(self) -> Iterator[tuple]:
     """Yields ``(images [b, H, W, 3], labels [b])`` with b <= batch_size, unpadded."""
-    for batch in example_batches(self.examples_fn(), self.batch_size, self.num_examples,
-                                 ("image", "label")):
+    for batch in batching.example_batches(self.examples_fn(), self.batch_size,
+                                          self.num_examples, ("image", "label")):
       labels = [np.asarray(ex["label"]) for ex in batch]
       label_array = np.stack(labels)
       if label_array.ndim != 1 or not np.issubdtype(label_array.dtype, np.integer):
         raise ValueError(
             f"each label must be a scalar integer class id, got shape {labels[0].shape} and "
             f"dtype {label_array.dtype}.")
-      yield stack_images(batch), label_array.astype(np.int64)
+      yield batching.stack_images(batch), label_array.astype(np.int64)
+
+  def _factor_table(self, num_classes: int) -> Dict[str, np.ndarray]:
+    factors = self.factors() if callable(self.factors) else self.factors
+    table = {str(k): np.asarray(v, np.int64) for k, v in (factors or {}).items()}
+    for k, v in table.items():
+      if v.shape != (num_classes,):
+        raise ValueError(f"{self.name}: factor {k!r} must give one id per class "
+                         f"({num_classes}), got shape {v.shape}.")
+    return table
 
   def evaluate(
       self,
@@ -348,48 +299,50 @@ class ZeroShotClassifier:
       encode_images: uint8 [batch_size, H, W, 3] -> [batch_size, D].
       encode_texts: int32 [text_batch_size, text_length] -> [text_batch_size, D].
       tokenize: ``(texts, length, method) -> int32 [N, length]``; defaults to
-        ``clipa_t5x.data.text_reduction.encode_texts``.
+        ``clipa_t5x.data.text_reduction.tokenize_texts``.
 
     Returns:
       ``{f'{name}/top{k}': accuracy for each reported k,
-      f'{name}/num_examples': N}``.
+      f'{name}/<factor>_top1': accuracy for each factor,
+      f'{name}/num_examples': N}``, over all hosts.
     """
     names = self.resolve_class_names()
-    num_classes = len(names)
-    ks = tuple(k for k in self.ks if k <= num_classes)
+    ks = tuple(k for k in self.ks if k <= len(names))
     if len(ks) < len(self.ks):
-      logging.info("%s: %d classes, skipping top-k for k in %s", self.name, num_classes,
-                   [k for k in self.ks if k > num_classes])
+      logging.info("%s: %d classes, skipping top-k for k in %s", self.name, len(names),
+                   [k for k in self.ks if k > len(names)])
     if not ks:
-      raise ValueError(f"{self.name}: every k in ks={self.ks} exceeds the {num_classes} classes.")
-    # Class embeddings are cached for this call only: the params change between calls.
-    weights = self.compute_class_embeddings(encode_texts, tokenize, names)
-
-    hits = {k: 0 for k in ks}
+      raise ValueError(f"{self.name}: every k in ks={self.ks} exceeds the {len(names)} classes.")
+    # Class embeddings are computed for this call only: the params change between calls.
+    weights = embed_classes(encode_texts, names, self.templates, text_length=self.text_length,
+                            text_reduction=self.text_reduction,
+                            batch_size=self.text_batch_size, tokenize=tokenize)
+    factors = self._factor_table(len(names))
+    hits = np.zeros(len(ks) + len(factors), np.int64)  # top-k, then per-factor top-1
     total = 0
-    pending = None  # (device output, labels): pull it only after the next batch is dispatched
-
-    def consume(out: Any, labels: np.ndarray) -> None:
-      nonlocal total
-      feats = _check_features(out, self.batch_size, "encode_images")[:labels.shape[0]]
+    side = self.image_size or 1
+    dummy = (np.zeros((1, side, side, 3), np.uint8), np.zeros((0,), np.int64))
+    for feats, labels in batching.encode_batches(encode_images, self.image_batches(),
+                                                 self.batch_size, "encode_images", dummy):
+      if not labels.shape[0]:
+        continue
       if feats.shape[1] != weights.shape[1]:
         raise ValueError(
             f"image features have D={feats.shape[1]} but text features D={weights.shape[1]}; "
             "both towers must project to the same embedding size.")
       logits = feats.astype(np.float32) @ weights.T
-      for k, correct in metrics_lib.topk_correct(logits, labels, ks).items():
-        hits[k] += int(correct.sum())
+      correct = metrics_lib.topk_correct(logits, labels, ks)
+      top1 = np.argmax(logits, axis=1)  # ties to the lower index, as topk_correct
+      hits += np.array([int(correct[k].sum()) for k in ks]
+                       + [int(np.sum(f[top1] == f[labels])) for f in factors.values()],
+                       np.int64)
       total += labels.shape[0]
-
-    for images, labels in self.image_batches():
-      out = encode_images(_pad_rows(images, self.batch_size))
-      if pending is not None:
-        consume(*pending)
-      pending = (out, labels)
-    if pending is not None:
-      consume(*pending)
+    summed = batching.allgather(np.append(hits, total)).sum(axis=0)
+    hits, total = summed[:-1], int(summed[-1])
     if total == 0:
       raise ValueError(f"{self.name}: examples_fn yielded no examples; check the eval split.")
-    result = {f"{self.name}/top{k}": hits[k] / total for k in ks}
+    result = {f"{self.name}/top{k}": float(h) / total for k, h in zip(ks, hits)}
+    for factor, h in zip(factors, hits[len(ks):]):
+      result[f"{self.name}/{factor}_top1"] = float(h) / total
     result[f"{self.name}/num_examples"] = total
     return result

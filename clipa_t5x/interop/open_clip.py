@@ -33,6 +33,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from clipa_t5x import paths
 from clipa_t5x.interop import open_clip_config
 from clipa_t5x.models import layers
 from clipa_t5x.models import vit
@@ -588,9 +589,7 @@ def export_open_clip(params: Mapping[str, Any], config: ClipaConfig, out_dir: st
   }
 
   def write(directory: str) -> None:
-    with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-      json.dump(record, f, indent=2)
-      f.write("\n")
+    paths.write_json_atomic(os.path.join(directory, CONFIG_FILE), record)
     safetensors.numpy.save_file(state_dict, os.path.join(directory, WEIGHTS_FILE),
                                 metadata={"format": "pt", "producer": "clipa_t5x"})
 

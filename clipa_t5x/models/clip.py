@@ -40,8 +40,6 @@ class TwoTower(nn.Module):
         out_dim=c.embed_dim,
         dtype=dtype,
         remat_policy=c.remat_policy,
-        mask_ratio=c.mask_ratio,
-        mask_type=c.mask_type,
         attention_impl=c.attention_impl,
     )
     self.txt = TextTransformer(
@@ -59,19 +57,27 @@ class TwoTower(nn.Module):
         "log_temperature", layers.boxed(nn.initializers.constant(INIT_LOG_TEMPERATURE), ()),
         (), jnp.float32)
 
-  def encode_images(self, images: jax.Array, train: bool = False) -> jax.Array:
-    """L2-normalised image features [B, embed_dim] (float32)."""
-    return l2_normalize(self.img(images, train=train).astype(jnp.float32))
+  def encode_images(self, images: jax.Array, train: bool = False, mask_ratio: float = 0.0,
+                    mask_type: str = "random") -> jax.Array:
+    """L2-normalised image features [B, embed_dim] (float32); masked only in training."""
+    return l2_normalize(self.img(images, train=train, mask_ratio=mask_ratio,
+                                 mask_type=mask_type).astype(jnp.float32))
 
   def encode_texts(self, tokens: jax.Array) -> jax.Array:
     """L2-normalised text features [B, embed_dim] (float32)."""
     return l2_normalize(self.txt(tokens).astype(jnp.float32))
 
-  def __call__(self, images: jax.Array, texts: jax.Array,
-               train: bool = False) -> Tuple[jax.Array, jax.Array, jax.Array]:
-    """Returns ``(zimg, ztxt, log_temperature)``; features are L2-normalised."""
-    return (self.encode_images(images, train=train), self.encode_texts(texts),
-            self.log_temperature)
+  def __call__(self, images: jax.Array, texts: jax.Array, train: bool = False,
+               mask_ratio: float = 0.0, mask_type: str = "random"
+               ) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns ``(zimg, ztxt, log_temperature)``; features are L2-normalised.
+
+    ``mask_ratio`` / ``mask_type`` (patch masking when ``train``) are training
+    settings, passed per call: the module holds the architecture only.
+    """
+    return (self.encode_images(images, train=train, mask_ratio=mask_ratio,
+                               mask_type=mask_type),
+            self.encode_texts(texts), self.log_temperature)
 
 
 class ClipaModel:
@@ -114,7 +120,8 @@ class ClipaModel:
     return self.module.apply({"params": params}, *args, **kwargs)
 
   def loss_fn(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
-              rng: Optional[jax.Array]) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+              rng: Optional[jax.Array], mask_ratio: float = 0.0, mask_type: str = "random"
+              ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """Softmax contrastive loss of a batch (training mode).
 
     Args:
@@ -122,27 +129,31 @@ class ClipaModel:
       batch: ``{'image': uint8 [B, H, W, 3], 'text': int32 [B, L]}``.
       rng: key for the patch mask. ``None`` (t5x's ``eval_fn``) runs without
         masking, i.e. ``train=False``.
+      mask_ratio: fraction of image patches dropped (0 = none).
+      mask_type: 'random', 'grid' or 'block' (``vit.check_masking``).
 
     Returns:
       ``(loss, metrics)`` from ``softmax_contrastive_loss``.
     """
-    return softmax_contrastive_loss(*self.features(params, batch, rng))
+    return softmax_contrastive_loss(*self.features(params, batch, rng, mask_ratio, mask_type))
 
   def features(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
-               rng: Optional[jax.Array]) -> Tuple[jax.Array, jax.Array, jax.Array]:
+               rng: Optional[jax.Array], mask_ratio: float = 0.0, mask_type: str = "random"
+               ) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """``(image features, text features, log_temperature)`` of a batch.
 
     Features are L2-normalised; with an ``rng`` the images are patch-masked
-    (training), without one they are not. The loss is
-    ``softmax_contrastive_loss`` of these three; gradient accumulation uses
-    the features directly.
+    by ``mask_ratio`` / ``mask_type`` (training), without one they are not.
+    The loss is ``softmax_contrastive_loss`` of these three; gradient
+    accumulation uses the features directly.
     """
     missing = {"image", "text"} - set(batch)
     if missing:
       raise ValueError(f"batch lacks feature(s) {sorted(missing)}; expected 'image' and 'text'.")
     train = rng is not None
     rngs = {MASK_RNG: rng} if train else {}
-    return self._apply(params, batch["image"], batch["text"], train=train, rngs=rngs)
+    return self._apply(params, batch["image"], batch["text"], train=train,
+                       mask_ratio=mask_ratio, mask_type=mask_type, rngs=rngs)
 
   def eval_fn(self, params: Mapping[str, Any],
               batch: Mapping[str, jax.Array]) -> Tuple[jax.Array, Dict[str, jax.Array]]:

@@ -1,7 +1,8 @@
 """A model's description as JSON, stored next to its checkpoints.
 
-Every stage directory gets ``model_config.json``: the ``ClipaConfig`` plus the
-stage's resolution and text length. With it, a checkpoint directory is
+Every stage directory gets ``model_config.json``: the ``ClipaConfig`` (the
+architecture; no training settings) plus the stage's resolution and text
+length. With it, a checkpoint directory is
 self-describing: inference, export and evaluation can rebuild the model
 without the gin files that trained it.
 """
@@ -11,11 +12,13 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import paths
 from clipa_t5x.models.configs import ClipaConfig, TowerConfig
 
-MODEL_CONFIG_FILE = "model_config.json"
 FORMAT = "clipa_t5x.model_config.v1"
+# Training settings that files written before they left ClipaConfig still hold; ignored.
+_OLD_TRAINING_FIELDS = ("mask_ratio", "mask_type")
 
 
 def config_to_dict(config: ClipaConfig) -> Dict[str, Any]:
@@ -26,16 +29,19 @@ def config_to_dict(config: ClipaConfig) -> Dict[str, Any]:
 def config_from_dict(data: Dict[str, Any]) -> ClipaConfig:
   """Inverse of ``config_to_dict`` (validates like the dataclass does).
 
+  Training settings recorded by older versions (``mask_ratio``,
+  ``mask_type``) are ignored: they are not part of the architecture.
+
   Raises:
     ValueError: on unknown or missing fields, naming them.
   """
   if not isinstance(data, dict):
     raise ValueError(f"a model config must be a JSON object, got {type(data).__name__}.")
+  values = {k: v for k, v in data.items() if k not in _OLD_TRAINING_FIELDS}
   fields = {f.name for f in dataclasses.fields(ClipaConfig)}
-  unknown = sorted(set(data) - fields)
+  unknown = sorted(set(values) - fields)
   if unknown:
     raise ValueError(f"unknown ClipaConfig field(s) {unknown}; known: {sorted(fields)}.")
-  values = dict(data)
   tower_fields = {f.name for f in dataclasses.fields(TowerConfig)}
   for name in ("image", "text"):
     tower = values.get(name)
@@ -65,7 +71,7 @@ def write_model_config(directory: str, config: ClipaConfig, image_size: int, tex
     **extra: more JSON values to record (e.g. ``stage='pretrain'``).
   """
   paths.makedirs(directory)
-  path = os.path.join(directory, MODEL_CONFIG_FILE)
+  path = os.path.join(directory, model_dir_lib.MODEL_CONFIG)
   record = {"format": FORMAT, "model": config_to_dict(config),
             "image_size": int(image_size), "text_length": int(text_length), **extra}
   paths.write_json_atomic(path, record, indent=2, sort_keys=True)
@@ -81,7 +87,7 @@ def read_model_config(directory: str) -> Optional[Dict[str, Any]]:
   Raises:
     ValueError: when the file exists but is not a valid model config.
   """
-  path = os.path.join(directory, MODEL_CONFIG_FILE)
+  path = os.path.join(directory, model_dir_lib.MODEL_CONFIG)
   if not paths.exists(path):
     return None
   try:

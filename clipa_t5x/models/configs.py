@@ -13,7 +13,6 @@ import dataclasses
 from typing import Any, Dict, Optional
 
 REMAT_POLICIES = ("none", "full", "dots_saveable")
-MASK_TYPES = ("random", "grid", "block")
 DTYPES = ("float32", "bfloat16", "float16")
 # Mirrors clipa_t5x.models.layers.ATTENTION_IMPLS (this module stays import-light).
 ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")
@@ -62,7 +61,10 @@ class TowerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ClipaConfig:
-  """A CLIPA two-tower model.
+  """A CLIPA two-tower model: the architecture only.
+
+  Training settings (patch masking, batch size, ...) belong to the stage
+  (``runner.Stage``) and reach the model as call arguments.
 
   Attributes:
     image: image tower size (``patch_size`` required).
@@ -71,8 +73,6 @@ class ClipaConfig:
     dtype: compute dtype name ('float32', 'bfloat16' or 'float16'); parameters
       are always float32.
     remat_policy: per-block rematerialisation: 'none', 'full' or 'dots_saveable'.
-    mask_ratio: fraction of image patches dropped during training (0 = off).
-    mask_type: 'random', 'grid' (ratio must be 0.75) or 'block'.
     attention_impl: how both towers compute attention: 'auto' (per platform
       at trace time: 'chunked' on CPU, 'dot_product_attention' on GPU),
       'xla' (plain einsums), 'chunked' (batch chunks under jax.checkpoint,
@@ -86,8 +86,6 @@ class ClipaConfig:
   embed_dim: int
   dtype: str = "float32"
   remat_policy: str = "none"
-  mask_ratio: float = 0.0
-  mask_type: str = "random"
   attention_impl: str = "auto"
 
   def __post_init__(self):
@@ -102,18 +100,9 @@ class ClipaConfig:
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(
           f"ClipaConfig.remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}.")
-    if self.mask_type not in MASK_TYPES:
-      raise ValueError(f"ClipaConfig.mask_type={self.mask_type!r} is not one of {MASK_TYPES}.")
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(f"ClipaConfig.attention_impl={self.attention_impl!r} is not one of "
                        f"{ATTENTION_IMPLS}.")
-    if not 0.0 <= float(self.mask_ratio) < 1.0:
-      raise ValueError(
-          f"ClipaConfig.mask_ratio={self.mask_ratio} must be in [0, 1); use 0 to disable masking.")
-    if self.mask_type == "grid" and self.mask_ratio not in (0.0, 0.75):
-      raise ValueError(
-          f"mask_type='grid' keeps one patch per 2x2 window, i.e. mask_ratio=0.75, but "
-          f"mask_ratio={self.mask_ratio}; set mask_ratio=0.75 or use mask_type='random'.")
 
 
 def _tower(width: int, depth: int, mlp_dim: int, heads: int, **kw: Any) -> TowerConfig:
@@ -166,7 +155,7 @@ def get_config(name: str, **overrides: Any) -> ClipaConfig:
     name: one of ``VARIANTS`` ('Ti/8', 'Mu/8', 'S/16', 'B/16', 'L/14', 'H/14',
       'bigG/14').
     **overrides: ``ClipaConfig`` fields to replace, e.g. ``dtype='bfloat16'``,
-      ``mask_ratio=0.3``. ``image`` / ``text`` take a ``TowerConfig`` or a dict
+      ``remat_policy='full'``. ``image`` / ``text`` take a ``TowerConfig`` or a dict
       of tower fields to change, e.g. ``image={'patch_size': 16}``.
 
   Returns:

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clipa_t5x.models.configs import REMAT_POLICIES
+
 Initializer = Callable[..., Any]
 Dtype = Any
 
@@ -25,7 +27,6 @@ RESIDUAL_AXES = ("batch", "length", "embed")
 MLP_HIDDEN_AXES = ("batch", "length", "mlp")
 QKV_AXES = ("batch", "length", "heads", "kv")
 
-REMAT_POLICIES = ("none", "full", "dots_saveable")
 LAYERNORM_EPS = 1e-6
 # How the attention core (softmax(q.k) . v) is computed; see ``attention_core``.
 ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")

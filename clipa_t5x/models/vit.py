@@ -69,6 +69,22 @@ def num_kept(num_patches: int, mask_ratio: float) -> int:
   return keep
 
 
+def check_masking(mask_ratio: float, mask_type: str) -> None:
+  """ValueError unless ``(mask_ratio, mask_type)`` is a valid patch-masking setting.
+
+  ``mask_ratio`` in [0, 1) (0 = no masking); ``mask_type`` one of
+  ``MASK_TYPES``; ``'grid'`` keeps one patch per 2x2 window, i.e. ratio 0.75.
+  """
+  if mask_type not in MASK_TYPES:
+    raise ValueError(f"mask_type={mask_type!r} is not one of {MASK_TYPES}.")
+  if not 0.0 <= float(mask_ratio) < 1.0:
+    raise ValueError(f"mask_ratio={mask_ratio} must be in [0, 1); use 0 to disable masking.")
+  if mask_type == "grid" and mask_ratio not in (0.0, 0.75):
+    raise ValueError(
+        f"mask_type='grid' keeps one patch per 2x2 window, i.e. mask_ratio=0.75, but "
+        f"mask_ratio={mask_ratio}; set mask_ratio=0.75 or use mask_type='random'.")
+
+
 def random_keep_indices(rng: jax.Array, batch: int, num_patches: int,
                         mask_ratio: float) -> jax.Array:
   """Per sample, a uniformly random subset of ``num_kept`` patch indices.
@@ -156,24 +172,19 @@ def keep_indices(rng: jax.Array, batch: int, *, grid_hw: Tuple[int, int],
     rng: PRNG key; each sample draws its own mask.
     batch: number of samples.
     grid_hw: (rows, columns) of the patch grid.
-    mask_ratio: fraction dropped; 'grid' requires 0.75.
+    mask_ratio: fraction dropped (see ``check_masking``; 'grid' needs 0.75).
     mask_type: 'random', 'grid' or 'block'.
 
   Returns:
     int32 [batch, K].
   """
   gh, gw = grid_hw
+  check_masking(mask_ratio, mask_type)
   if mask_type == "random":
     return random_keep_indices(rng, batch, gh * gw, mask_ratio)
   if mask_type == "grid":
-    if abs(mask_ratio - 0.75) > 1e-9:
-      raise ValueError(
-          f"mask_type='grid' always drops 3 of every 4 patches (ratio 0.75), got "
-          f"mask_ratio={mask_ratio}; set mask_ratio=0.75.")
     return grid_keep_indices(rng, batch, gh, gw)
-  if mask_type == "block":
-    return block_keep_indices(rng, batch, gh, gw, mask_ratio)
-  raise ValueError(f"Unknown mask_type {mask_type!r}; use one of {MASK_TYPES}.")
+  return block_keep_indices(rng, batch, gh, gw, mask_ratio)
 
 
 def mask_patches(tokens: jax.Array, rng: jax.Array, *, grid_hw: Tuple[int, int],
@@ -242,8 +253,6 @@ class VisionTransformer(nn.Module):
     out_dim: output dimension of the projection head.
     dtype: compute dtype (params are float32).
     remat_policy: 'none', 'full' or 'dots_saveable'.
-    mask_ratio: fraction of patches dropped when ``train=True`` (0 = none).
-    mask_type: 'random', 'grid' or 'block'.
     attention_impl: see ``layers.attention_core``.
   """
   width: int
@@ -254,8 +263,6 @@ class VisionTransformer(nn.Module):
   out_dim: int
   dtype: Any = jnp.float32
   remat_policy: str = "none"
-  mask_ratio: float = 0.0
-  mask_type: str = "random"
   attention_impl: str = "auto"
 
   def setup(self):
@@ -299,13 +306,17 @@ class VisionTransformer(nn.Module):
           f"multiple of {p} (e.g. {max(p, h // p * p)}x{max(p, w // p * p)}).")
     return h // p, w // p
 
-  def tokens(self, images: jax.Array, *, train: bool) -> jax.Array:
+  def tokens(self, images: jax.Array, *, train: bool, mask_ratio: float = 0.0,
+             mask_type: str = "random") -> jax.Array:
     """The token sequence fed to the encoder: cls + (kept) patch tokens.
 
     Args:
       images: uint8 or float [B, H, W, 3] in 0..255.
       train: masking is applied only when True and ``mask_ratio > 0`` (needs
         the ``'mask'`` rng).
+      mask_ratio: fraction of patches dropped in training (a training
+        setting, see ``check_masking``).
+      mask_type: 'random', 'grid' or 'block'.
 
     Returns:
       [B, 1 + K, width] in the compute dtype; token 0 is cls (no position).
@@ -315,16 +326,16 @@ class VisionTransformer(nn.Module):
     # of float32 ones for uint8 input; normalised after, per channel.
     x = patchify(images, self.patch_size)
     pos = jnp.asarray(posemb_sincos_2d(gh, gw, self.width), self.dtype)[None]
-    if train and self.mask_ratio > 0:
+    if train and mask_ratio > 0:
       if not self.has_rng(MASK_RNG):
         raise ValueError(
-            f"Patch masking (mask_ratio={self.mask_ratio}) needs a 'mask' rng: call "
+            f"Patch masking (mask_ratio={mask_ratio}) needs a 'mask' rng: call "
             "apply(..., rngs={'mask': key}) or pass train=False.")
       # Only the kept patches are embedded (the same tokens as embedding all and
       # then dropping, at 1 - mask_ratio of the cost, and no scatter back over
       # every patch in the backward pass); each keeps its own position.
       idx = keep_indices(self.make_rng(MASK_RNG), x.shape[0], grid_hw=(gh, gw),
-                         mask_ratio=self.mask_ratio, mask_type=self.mask_type)
+                         mask_ratio=mask_ratio, mask_type=mask_type)
       # The indices are in range by construction: no clamping or fill select.
       x = jnp.take_along_axis(x, idx[:, :, None], axis=1, mode="promise_in_bounds")
       pos = jnp.take(pos[0], idx, axis=0, mode="clip")
@@ -337,9 +348,11 @@ class VisionTransformer(nn.Module):
     x = jnp.concatenate([cls, x], axis=1)
     return layers.constrain(x, layers.RESIDUAL_AXES)
 
-  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-    """Encodes images [B, H, W, 3] (0..255) → features [B, out_dim]."""
-    x = self.encoder(self.tokens(images, train=train))
+  def __call__(self, images: jax.Array, *, train: bool, mask_ratio: float = 0.0,
+               mask_type: str = "random") -> jax.Array:
+    """Encodes images [B, H, W, 3] (0..255) → features [B, out_dim] (masking: ``tokens``)."""
+    x = self.encoder(self.tokens(images, train=train, mask_ratio=mask_ratio,
+                                 mask_type=mask_type))
     # Mean over patch tokens only (cls excluded), in float32, then LayerNorm.
     pooled = jnp.mean(x[:, 1:].astype(jnp.float32), axis=1).astype(self.dtype)
     pooled = layers.constrain(self.encoder_norm(pooled), ("batch", "embed"))

@@ -8,7 +8,6 @@ predictions split into "colour right" and "shape right". The top-1 from these
 predictions must equal the runner's (a consistency check done by run.py).
 """
 
-import dataclasses
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -97,9 +96,9 @@ def predict(model_config, checkpoint_dir: str, images: np.ndarray, class_names: 
 
   params, _, _ = checkpoints.load_params(checkpoint_dir)
   num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-  model = clip.ClipaModel(dataclasses.replace(model_config, mask_ratio=0.0))
+  model = clip.ClipaModel(model_config)
   prompts = [zeroshot.fill_template(t, c) for c in class_names for t in templates]
-  tokens = np.asarray(text_reduction.encode_texts(prompts, text_length, "truncate"))
+  tokens = np.asarray(text_reduction.tokenize_texts(prompts, text_length, "truncate"))
   text_features = np.asarray(jax.jit(model.encode_texts)(params, tokens), np.float32)
   weights = metrics.class_embeddings(text_features, len(class_names), len(templates))
   encode = jax.jit(model.encode_images)

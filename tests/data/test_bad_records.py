@@ -138,6 +138,14 @@ def test_no_skipping_raises_on_a_bad_image():
     list(image_ops.eval_image_preprocessor(ds, LENGTHS))
 
 
+@pytest.mark.parametrize("image", [_jpeg_with_size(8000, 8000), _png_with_size(10000, 6000)])
+def test_no_skipping_raises_on_a_too_large_image_before_decoding(image):
+  # The raise policy checks the same header limit as skip-and-count.
+  ds = _image_dataset([image])
+  with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
+    list(image_ops.eval_image_preprocessor(ds, LENGTHS))
+
+
 def _tar(path, members, truncate_to=None):
   buf = io.BytesIO()
   with tarfile.open(fileobj=buf, mode="w") as tar:

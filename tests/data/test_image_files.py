@@ -75,6 +75,10 @@ def test_jpeg_decodes_like_the_eval_pipeline():
   data = _jpeg(array)
   want = image_ops.eval_resize(image_ops.decode_image(tf.constant(data), target_size=8), 8)
   np.testing.assert_array_equal(image_files.load_image(data, 8), want.numpy())
+  # The evaluation map itself gives the same pixels (one decode-and-resize).
+  ds = tf.data.Dataset.from_tensors({"image": tf.constant(data)})
+  out = next(iter(image_ops.eval_image_preprocessor(ds, {"image": 8})))
+  np.testing.assert_array_equal(image_files.load_image(data, 8), out["image"].numpy())
 
 
 @pytest.mark.parametrize("data,reason", [
@@ -129,12 +133,6 @@ def test_folder_errors(tmp_path):
   (tmp_path / "f.txt").write_text("x")
   with pytest.raises(ValueError, match="not a folder"):
     image_files.FolderImages(str(tmp_path / "f.txt"))
-
-
-def test_split_member_name_follows_webdataset():
-  assert image_files.split_member_name("a/b/0001.seg.PNG") == ("a/b/0001", "seg.png")
-  assert image_files.split_member_name("0002.jpg") == ("0002", "jpg")
-  assert image_files.split_member_name("dir.v1/0003.txt") == ("dir.v1/0003", "txt")
 
 
 def _tar(path, members):

@@ -275,3 +275,17 @@ def test_undecodable_images_are_skipped_in_training_only():
   kept = list(image_ops.eval_image_preprocessor(
       ds, sequence_length={"image": 8}, skip_bad_images=True))
   assert len(kept) == 3
+
+
+def test_decode_resize_takes_bytes_rgb_and_greyscale_arrays():
+  # One transform for evaluation and inference, whatever form the image has.
+  grey = _scene(40, 30)[:, :, :1]
+  rgb = np.repeat(grey, 3, axis=2)
+  want = image_ops.eval_resize(tf.constant(rgb), 10).numpy()
+  for value in (grey, rgb):
+    np.testing.assert_array_equal(image_ops.decode_resize(tf.constant(value), 10).numpy(), want)
+  png = _encode(rgb, "PNG")
+  np.testing.assert_array_equal(image_ops.decode_resize(png, 10).numpy(), want)
+  ds = tf.data.Dataset.from_tensors({"image": tf.constant(grey)})
+  out = next(iter(image_ops.eval_image_preprocessor(ds, {"image": 10})))
+  np.testing.assert_array_equal(out["image"].numpy(), want)

@@ -10,8 +10,10 @@ import tensorflow as tf
 
 import clipa_t5x.tasks  # noqa: F401  (registers the demo Tasks)
 from clipa_t5x import checkpoints
+from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import partitioning
 from clipa_t5x import runner
+from clipa_t5x.data import demo_data
 from clipa_t5x.data import iterator_state
 from clipa_t5x.models import configs
 from clipa_t5x.tasks import demo
@@ -46,11 +48,10 @@ def test_remove_except_keeps_only_listed_steps(tmp_path):
 
 @pytest.mark.slow
 def test_a_resumed_stage_reproduces_the_uninterrupted_losses(tmp_path):
-  saved = demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS
-  demo.configure(str(tmp_path / "data"), num_train=256, num_eval=60, image_size=32,
-                 num_train_shards=2)
+  data = demo_data.DemoData(str(tmp_path / "data"), num_train=256, num_eval=60, image_size=32,
+                            num_train_shards=2)
   try:
-    stage = runner.Stage(name="pretrain", mixture_or_task_name="demo_shapes",
+    stage = runner.Stage(name="pretrain", mixture_or_task_name=demo.task("truncate", data),
                          task_feature_lengths={"image": 16, "text": 8}, batch_size=16,
                          train_steps=6, mask_ratio=0.25)
     kwargs = dict(model_dir=str(tmp_path / "run"), stages=[stage],
@@ -63,7 +64,7 @@ def test_a_resumed_stage_reproduces_the_uninterrupted_losses(tmp_path):
     stage_dir = tmp_path / "run" / "pretrain"
     first = [json.loads(l) for l in (stage_dir / "train_metrics.jsonl").read_text().splitlines()]
     # Interrupted after step 2: the later checkpoints and the summary never got written.
-    os.remove(stage_dir / runner.STAGE_SUMMARY)
+    os.remove(stage_dir / model_dir_lib.STAGE_SUMMARY)
     for step in (4, 6):
       shutil.rmtree(stage_dir / f"checkpoint_{step}")
     runner.run(**kwargs)
@@ -73,4 +74,4 @@ def test_a_resumed_stage_reproduces_the_uninterrupted_losses(tmp_path):
     np.testing.assert_allclose([r["loss"] for r in again], [r["loss"] for r in first[2:]],
                                rtol=1e-5)
   finally:
-    demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS = saved
+    demo.register()  # back to the default location

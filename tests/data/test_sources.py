@@ -148,7 +148,7 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
   assert examples[1]["label"] == -1 and examples[2]["label"] == -1
   assert tf.io.decode_image(examples[0]["image"]).shape == (6, 5, 3)
   assert source.bad_record_counts() == {
-      "missing_caption": 1, "missing_image": 1, "bad_caption_encoding": 1,
+      "missing_caption": 1, "missing_image": 1, "bad_caption_utf8": 1,
       "missing_label": 1, "bad_label": 1}
   # Auto-detection: the first sample has a .cls member, so labels are on.
   auto = WebDatasetSource({"train": str(tmp_path / "bad-*.tar")})
@@ -174,7 +174,7 @@ def test_truncated_shard_keeps_earlier_samples(tmp_path, cut, complete_samples):
   source = WebDatasetSource({"train": str(tmp_path / "cut.tar")})
   keys = _keys(source.get_dataset("train", shuffle=False))
   assert keys == [f"{i:03d}" for i in range(complete_samples)]
-  assert source.bad_record_counts()["truncated_shard"] == 1
+  assert source.bad_record_counts()["corrupt_shard"] == 1
 
 
 def test_select_features_drops_and_casts(demo_dir):
@@ -196,6 +196,32 @@ def test_seqio_task_falls_back_to_example_sharding(demo_dir):
       None, split="eval", shuffle=False,
       shard_info=seqio.ShardInfo(index=i, num_shards=3)))) for i in range(3)]
   assert counts == [10, 10, 10]
+
+
+def test_group_members_follows_webdataset():
+  names = ["a/b/0001.seg.PNG", "a/b/0001.txt", "0002.jpg", "dir.v1/0003.txt",
+           "0002.png", "0002.png"]
+  groups = sources.group_members(tf.constant(names))
+  assert [k.decode() for k in groups["key"].numpy()] == [
+      "a/b/0001", "a/b/0001", "0002", "dir.v1/0003", "0002", "0002"]
+  assert [e.decode() for e in groups["ext"].numpy()] == [
+      "seg.png", "txt", "jpg", "txt", "png", "png"]
+  # A key seen again after another one starts a new sample.
+  assert groups["sample"].numpy().tolist() == [0, 0, 1, 2, 3, 3]
+  assert groups["first"].numpy().tolist() == [0, 2, 3, 4]
+  # Preference order across extensions; the first member of a repeated one.
+  assert sources.pick_member(groups, ["png", "jpg"]).numpy().tolist() == [-1, 2, -1, 4]
+  assert sources.pick_member(groups, ["SEG.PNG"]).numpy().tolist() == [0, -1, -1, -1]
+  empty = sources.group_members(tf.constant([], tf.string))
+  assert int(empty["num_samples"]) == 0
+  assert sources.pick_member(empty, ["jpg"]).numpy().tolist() == []
+
+
+def test_first_sample_members_reads_the_first_sample_only(tmp_path):
+  path = str(tmp_path / "s.tar")
+  _write_tar(path, [("x/1.JPG", b"a"), ("x/1.cls", b"3"), ("x/2.jpg", b"b"),
+                    ("x/2.txt", b"t")])
+  assert sources._first_sample_members(path) == ["jpg", "cls"]  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT,

@@ -130,9 +130,8 @@ def test_syntax_matches_python_reference(tok):
 
 @pytest.mark.parametrize("method", tr.METHODS)
 def test_single_and_batch_paths_agree(tok, method):
-  # reduce_text (dense ops, per example) and reduce_batch (vectorised) are
-  # separate code; on a batch of one they must give the same result, random
-  # draws included.
+  # reduce_batch maps reduce_text over its rows, row 0 with the batch's seed:
+  # on a batch of one they must give the same result, random draws included.
   caps = captions(25, seed=7) + [""]
   for i, cap in enumerate(caps):
     wp = tok.word_pieces(tf.constant(cap))
@@ -146,10 +145,10 @@ def test_single_and_batch_paths_agree(tok, method):
       np.testing.assert_array_equal(single, want)
 
 
-def test_encode_texts_syntax_is_deterministic_and_batch_independent(tok):
+def test_tokenize_texts_syntax_is_deterministic_and_batch_independent(tok):
   caps = captions(50, seed=1)
-  a = tr.encode_texts(caps, 8, "syntax")
-  b = tr.encode_texts(caps[::-1], 8, "syntax")[::-1]
+  a = tr.tokenize_texts(caps, 8, "syntax")
+  b = tr.tokenize_texts(caps[::-1], 8, "syntax")[::-1]
   np.testing.assert_array_equal(a, b)
   for cap, row in zip(caps[:10], a):
     single = tr.reduce_text(tok.word_pieces(tf.constant(cap)), 8, "syntax")
@@ -175,7 +174,7 @@ def test_output_format_and_short_captions(tok, method):
       if len(p) <= length - 1 and method != "syntax":
         # No reduction needed: the caption comes back whole.
         np.testing.assert_array_equal(row, t)
-  empty = tr.encode_texts([""], 6, method)
+  empty = tr.tokenize_texts([""], 6, method)
   np.testing.assert_array_equal(empty, [[101, 0, 0, 0, 0, 0]])
 
 
@@ -184,17 +183,17 @@ def test_syntax_without_overflow_of_words_is_truncation(tok):
   # 3 words (8 pieces) fit in length 4; 5 words fit in length 6.
   for cap, length in [("unbelievably skateboarding photographers", 4),
                       ("a cat on a mat", 6)]:
-    np.testing.assert_array_equal(tr.encode_texts([cap], length, "syntax"),
-                                  tr.encode_texts([cap], length, "truncate"))
+    np.testing.assert_array_equal(tr.tokenize_texts([cap], length, "syntax"),
+                                  tr.tokenize_texts([cap], length, "truncate"))
   # One word too many: nouns cat, mat first, then the function words a, on, a
   # by position (stable sort), so the second "a" is dropped.
-  assert decode(tok, tr.encode_texts(["a cat on a mat"], 5, "syntax")[0]) == [
+  assert decode(tok, tr.tokenize_texts(["a cat on a mat"], 5, "syntax")[0]) == [
       "[CLS]", "a", "cat", "on", "mat"]
 
 
 def test_truncate_equals_tokenizer_encode(tok):
   caps = captions(50, seed=3)
-  np.testing.assert_array_equal(tr.encode_texts(caps, 9, "truncate"),
+  np.testing.assert_array_equal(tr.tokenize_texts(caps, 9, "truncate"),
                                 tok.encode_batch(caps, 9))
 
 
@@ -253,9 +252,9 @@ def test_block_is_contiguous_and_varies_with_seed(tok):
 
 def test_batch_random_depends_only_on_seed(tok):
   caps = captions(30, seed=4)
-  a = tr.encode_texts(caps, 8, "random", seed=7)
-  b = tr.encode_texts(caps, 8, "random", seed=7)
-  c = tr.encode_texts(caps, 8, "random", seed=8)
+  a = tr.tokenize_texts(caps, 8, "random", seed=7)
+  b = tr.tokenize_texts(caps, 8, "random", seed=7)
+  c = tr.tokenize_texts(caps, 8, "random", seed=8)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
 
@@ -273,7 +272,7 @@ def test_errors(tok):
   with pytest.raises(ValueError, match="one caption"):
     tr.reduce_text(tok.word_pieces(tf.constant(["a", "b"])), 8, "truncate")
   with pytest.raises(ValueError, match="unknown text reduction"):
-    tr.encode_texts(["a"], 8, "first")
+    tr.tokenize_texts(["a"], 8, "first")
   ds = tf.data.Dataset.from_tensor_slices({"text": ["a", "b"]})
   with pytest.raises(ValueError, match="length for feature 'text'"):
     tr.tokenize_and_reduce(ds, {"image": 4})
@@ -308,7 +307,7 @@ def test_tokenize_and_reduce_in_pipeline(tok, method):
     assert ex["text"][0] == tok_lib.CLS_ID
   texts = np.stack([ex["text"] for ex in rows])
   if method in ("truncate", "syntax"):
-    np.testing.assert_array_equal(texts, tr.encode_texts(caps, 8, method))
+    np.testing.assert_array_equal(texts, tr.tokenize_texts(caps, 8, method))
   else:
     # Same seed: same reduction of each caption in any order or batch.
     shuffled = tr.tokenize_and_reduce(
@@ -355,5 +354,5 @@ def test_seqio_task_injects_sequence_length():
                                        method="syntax")])
   ds = task.get_dataset({"text": 4}, split="train", shuffle=False)
   got = np.stack([ex["text"] for ex in ds.as_numpy_iterator()])
-  np.testing.assert_array_equal(got, tr.encode_texts(caps, 4, "syntax"))
+  np.testing.assert_array_equal(got, tr.tokenize_texts(caps, 4, "syntax"))
   assert decode(tok_lib.get_tokenizer(), got[0][1:]) == FIGURE_EXPECTED[4]

@@ -83,7 +83,7 @@ def test_same_numbers_on_1_and_4_devices_and_unsharded_reference(params_host):
 
   # Reference: the whole set in one unpadded, unjitted call per tower.
   model, params = params_host
-  from clipa_t5x.data.text_reduction import encode_texts
+  from clipa_t5x.data.text_reduction import tokenize_texts
   src = _MemorySource()
   examples = list(src.examples(SIZE, LENGTH))
   images = np.stack([e["image"] for e in examples])
@@ -91,13 +91,13 @@ def test_same_numbers_on_1_and_4_devices_and_unsharded_reference(params_host):
   prompts = [t.format(c=c).replace("{c}", c) for c in src.class_names()
              for t in ["a {c}.", "the {c}"]]
   weights = metrics.class_embeddings(
-      np.asarray(model.encode_texts(params, encode_texts(prompts, LENGTH))), 3, 2)
+      np.asarray(model.encode_texts(params, tokenize_texts(prompts, LENGTH))), 3, 2)
   labels = np.array([e["label"] for e in examples])
   acc = metrics.topk_accuracy(img @ weights.T, labels, (1, 2))
   assert one["cls/top1"] == pytest.approx(acc[1]) and one["cls/top2"] == pytest.approx(acc[2])
   caps = [c for e in examples for c in e["captions"]]
   owner = np.concatenate([[i] * len(e["captions"]) for i, e in enumerate(examples)])
-  txt = np.asarray(model.encode_texts(params, encode_texts(caps, LENGTH)))
+  txt = np.asarray(model.encode_texts(params, tokenize_texts(caps, LENGTH)))
   want = retrieval.recall_at_k(img, txt, owner, (1, 5))
   for k, v in want.items():
     assert one[f"ret/{k}"] == pytest.approx(v), k
@@ -110,26 +110,15 @@ def test_host_sharded_examples_combine_to_the_whole_set():
   assert len(parts[0]) + len(parts[1]) == N
 
 
-def test_synchronized_yields_dummies_only_for_other_hosts():
-  # One host: no dummy batches after the data ends.
-  assert list(evaluators._synchronized(iter([1, 2]), lambda: 0)) == [1, 2]
-
-
-def test_gather_rows_on_one_host_is_identity():
-  x = np.arange(6).reshape(3, 2)
-  (out,) = evaluators._gather_rows(x)
-  np.testing.assert_array_equal(out, x)
-
-
 def test_class_names_auto_uses_the_source_then_imagenet():
   spec = evaluators.ZeroShotEvalConfig(name="a", source=_MemorySource(), templates=["{c}"],
                                        batch_size=4)
   (ev,) = evaluators.build_evaluators([spec], SIZE, LENGTH, num_shards=1, shard_id=0)
-  assert ev.classifier.resolve_class_names() == ["red thing", "blue thing", "green thing"]
+  assert ev.resolve_class_names() == ["red thing", "blue thing", "green thing"]
   spec = evaluators.ZeroShotEvalConfig(name="b", task="demo_shapes_eval", templates=["{c}"],
                                        batch_size=4)
   (ev,) = evaluators.build_evaluators([spec], SIZE, LENGTH)
-  assert len(ev.classifier.resolve_class_names()) == 1000
+  assert len(ev.resolve_class_names()) == 1000
 
 
 @pytest.mark.parametrize("specs, match", [

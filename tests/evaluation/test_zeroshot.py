@@ -233,8 +233,8 @@ def test_duplicate_classes_tie_to_the_lower_index():
   names = ["cat", "cat", "dog", "boat", "tree"]
   images, _ = make_examples(30, 5, seed=6)
   feats = fake_encode_images(images)
-  clf_tmp = ZeroShotClassifier("t", lambda: iter(()), names, TEMPLATES)
-  emb = clf_tmp.compute_class_embeddings(fake_encode_texts, fake_tokenize)
+  emb = zeroshot.embed_classes(fake_encode_texts, names, TEMPLATES, text_length=32,
+                               tokenize=fake_tokenize)
   np.testing.assert_array_equal(emb[0], emb[1])
   labels = np.argmax(feats @ emb.T, axis=1).astype(np.int32)  # the model's own argmax
   assert (labels == 0).any() and not (labels == 1).any()
@@ -306,12 +306,12 @@ def test_jitted_encoders_trace_once():
 def test_default_tokenizer_is_imported_lazily(monkeypatch):
   calls = []
 
-  def encode_texts(texts, length, method="truncate"):
+  def tokenize_texts(texts, length, method="truncate"):
     calls.append((len(texts), length, method))
     return fake_tokenize(texts, length, "truncate")
 
   fake_module = types.ModuleType("clipa_t5x.data.text_reduction")
-  fake_module.encode_texts = encode_texts
+  fake_module.tokenize_texts = tokenize_texts
   monkeypatch.setitem(sys.modules, "clipa_t5x.data.text_reduction", fake_module)
   images, labels = make_examples(5, 7)
   clf = ZeroShotClassifier("d", examples_fn_of(images, labels), CLASSES7, TEMPLATES,
@@ -400,3 +400,27 @@ def test_bad_runtime_input():
   with pytest.raises(ValueError, match="exceeds"):
     ZeroShotClassifier("k", examples_fn_of(images, labels % 3), CLASSES7[:3], TEMPLATES,
                        ks=(5,)).evaluate(fake_encode_images, fake_encode_texts, fake_tokenize)
+
+
+def test_factors_score_parts_of_the_label():
+  """A factor is right when the top-1 class shares it with the true class."""
+  names = ["zero", "one", "two", "three"]
+
+  def tokenize(texts, length, method):
+    return np.array([[names.index(t.split()[-1]) + 1] + [0] * (length - 1) for t in texts],
+                    np.int32)
+
+  encode_texts = lambda tokens: np.eye(len(names), dtype=np.float32)[tokens[:, 0] - 1]
+  encode_images = lambda images: np.eye(len(names), dtype=np.float32)[images[:, 0, 0, 0]]
+  predicted = np.array([0, 1, 2, 3, 0, 1])
+  labels = np.array([0, 3, 2, 1, 1, 1])  # top-1 right 3 of 6; parity right 5 of 6
+  images = np.zeros((6, 2, 2, 3), np.uint8)
+  images[:, 0, 0, 0] = predicted
+  clf = ZeroShotClassifier("f", examples_fn_of(images, labels), names, ["{c}"], batch_size=4,
+                           text_length=2, ks=(1,), factors=lambda: {"parity": [0, 1, 0, 1]})
+  got = clf.evaluate(encode_images, encode_texts, tokenize)
+  assert got == {"f/top1": 0.5, "f/parity_top1": 5 / 6, "f/num_examples": 6}
+  bad = ZeroShotClassifier("f", examples_fn_of(images, labels), names, ["{c}"],
+                           factors={"parity": [0, 1]})
+  with pytest.raises(ValueError, match="one id per class"):
+    bad.evaluate(encode_images, encode_texts, tokenize)

@@ -28,6 +28,13 @@ run = _load_run()
 plot = run._sibling("plot")  # pylint: disable=protected-access  (run.py's own loader)
 breakdown = run._sibling("breakdown")  # pylint: disable=protected-access
 
+# The settings these tests pin numbers on (a study shaped like the default, but
+# fixed here so that retuning SETTINGS does not rewrite every expectation).
+SETTINGS = run.SweepSettings(
+    widths=(64, 128, 192), image_sizes=(64, 48, 32), text_lengths=(32, 8),
+    headline_widths=(192,), pretrain_steps=120, finetune_steps=12, batch_size=64,
+    pretrain_lr=4e-3, pretrain_warmup=12, finetune_lr=8e-4, finetune_warmup=2)
+
 
 # ------------------------------------------------------------------ grid
 def test_default_grid_has_every_axis_two_seeds_per_point_and_the_headline():
@@ -60,7 +67,7 @@ def test_default_grid_has_every_axis_two_seeds_per_point_and_the_headline():
 
 
 def test_headline_pair_is_compute_matched():
-  s = run.DEFAULT
+  s = SETTINGS
   for width in s.widths:
     schedule = run.schedule_spec(width, 0, s)
     assert (schedule.image_size, schedule.text_length) == (min(s.image_sizes),
@@ -81,7 +88,7 @@ def test_headline_pair_is_compute_matched():
 
 
 def test_full_grid_and_combined_point():
-  s = dataclasses.replace(run.DEFAULT, widths=(64, 128), grid="full", mask_ratio=0.0,
+  s = dataclasses.replace(SETTINGS, widths=(64, 128), grid="full", mask_ratio=0.0,
                           headline_widths=())
   runs = run.build_grid(s)
   n_seeds = len(s.seeds)
@@ -98,7 +105,7 @@ def test_full_grid_and_combined_point():
 
 
 def test_grid_orders_widths_cheapest_first_and_the_headline_follows_its_width():
-  s = dataclasses.replace(run.DEFAULT, widths=(192, 64), headline_widths=(64,))
+  s = dataclasses.replace(SETTINGS, widths=(192, 64), headline_widths=(64,))
   runs = run.build_grid(s)
   widths = [r.width for r in runs]
   assert widths == sorted(widths)
@@ -122,7 +129,7 @@ def test_grid_orders_widths_cheapest_first_and_the_headline_follows_its_width():
 ])
 def test_bad_settings_give_one_line_errors(change, message):
   with pytest.raises(ValueError, match=message):
-    run.build_grid(dataclasses.replace(run.DEFAULT, **change))
+    run.build_grid(dataclasses.replace(SETTINGS, **change))
 
 
 def test_command_line_overrides_and_errors(capsys):
@@ -138,8 +145,8 @@ def test_command_line_overrides_and_errors(capsys):
   assert "not divisible by the patch size" in capsys.readouterr().err
   assert run.main(["--list", "--widths", "64"]) == 0
   listing = capsys.readouterr().out
-  assert "w64_px32_t32_s0" in listing and "w64_px64m75_t32_s1" in listing
-  assert "w64_fullres_px64_t32_n" in listing
+  assert "w64_px16_t16_s0" in listing and "w64_px32m75_t16_s1" in listing
+  assert "w64_fullres_px32_t16_n" in listing
   none, _ = run.parse_args(["--headline_widths", "", "--mask_ratio", "0", "--seeds", "3,4"])
   assert none.headline_widths == () and none.mask_ratio == 0.0 and none.seeds == (3, 4)
   assert not any(r.axis in ("fullres", "mask") for r in run.build_grid(none))
@@ -148,15 +155,15 @@ def test_command_line_overrides_and_errors(capsys):
 # --------------------------------------------------------- model, stages
 def test_model_config_per_width():
   for width in (64, 128, 192):
-    cfg = run.model_config(width, run.DEFAULT)
+    cfg = run.model_config(width, SETTINGS)
     for tower in (cfg.image, cfg.text):
       assert (tower.width, tower.heads, tower.mlp_dim, tower.depth) == (
-          width, width // 32, 4 * width, run.DEFAULT.depth)
+          width, width // 32, 4 * width, SETTINGS.depth)
     assert cfg.image.patch_size == 8 and cfg.embed_dim == width
 
 
 def test_stages_reduce_tokens_in_pretraining_only():
-  s = run.DEFAULT
+  s = SETTINGS
   reduced_text = run.RunSpec(128, 64, 8, 0, "text")
   pre, fine = run.make_stages(reduced_text, s)
   assert pre.mixture_or_task_name == "demo_shapes_syntax"
@@ -173,7 +180,7 @@ def test_stages_reduce_tokens_in_pretraining_only():
 
 
 def test_masked_pretraining_and_the_full_resolution_baseline():
-  s = run.DEFAULT
+  s = SETTINGS
   pre, fine = run.make_stages(run.RunSpec(128, 64, 32, 0, "mask", mask_ratio=0.75), s)
   assert pre.mask_ratio == 0.75 and dict(pre.task_feature_lengths) == {"image": 64, "text": 32}
   assert fine.mask_ratio == s.finetune_mask_ratio
@@ -204,7 +211,7 @@ def _reference_train_flops(width, depth, image_size, text_length, patch=8, mask_
 
 def test_compute_accounting_matches_flops_and_an_independent_count():
   from clipa_t5x import flops
-  s = run.DEFAULT
+  s = SETTINGS
   for spec in run.build_grid(s):
     acc = run.compute_accounting(spec, s)
     cfg = run.model_config(spec.width, s)
@@ -226,14 +233,14 @@ def test_compute_accounting_matches_flops_and_an_independent_count():
 
 
 def test_default_grid_size():
-  runs = run.build_grid(run.DEFAULT)
-  s = run.DEFAULT
+  runs = run.build_grid(SETTINGS)
+  s = SETTINGS
   per_width = len(s.image_sizes) + len(s.text_lengths) - 1 + 1  # axes + the masked point
   assert len(runs) == len(s.seeds) * (len(s.widths) * per_width + 2 * len(s.headline_widths))
 
 
 def test_fewer_tokens_cost_less_with_the_same_samples():
-  s = dataclasses.replace(run.DEFAULT, image_sizes=(64, 48, 32))
+  s = dataclasses.replace(SETTINGS, image_sizes=(64, 48, 32))
   for width in s.widths:
     rows = {(r.image_size, r.text_length): run.compute_accounting(r, s)
             for r in run.build_grid(s) if r.width == width and r.axis in ("full", "image", "text")}
@@ -273,7 +280,7 @@ def test_accuracy_breakdown_splits_colour_and_shape():
 
 # ------------------------------------------------------------ the report
 def _row(width, px, t, seed, top1, pre=None, axis=None, mask_ratio=0.0, train_steps=None):
-  s = run.DEFAULT
+  s = SETTINGS
   axis = axis or run._axis(px, t, s)  # pylint: disable=protected-access
   spec = run.RunSpec(width, px, t, seed, axis, mask_ratio=mask_ratio, train_steps=train_steps)
   return {**dataclasses.asdict(spec), "run_id": spec.run_id, "point_id": spec.point_id,
@@ -297,7 +304,7 @@ def _fake_rows(drop64, drop128, drop192, noise=0.01, seeds=(0, 1), mask_gap=0.03
                dict(width=width, px=64, t=32, top1=base - drop - mask_gap, axis="mask",
                     mask_ratio=0.75)]
   base192 = 0.3 + 0.192
-  steps = run.matched_fullres_steps(192, run.DEFAULT)
+  steps = run.matched_fullres_steps(192, SETTINGS)
   points += [dict(width=192, px=32, t=8, top1=base192 - drop192 - 0.01),
              dict(width=192, px=64, t=32, top1=base192 - drop192 - 0.01 - headline_gain,
                   axis="fullres", train_steps=steps)]
@@ -465,7 +472,7 @@ def test_rows_without_point_ids_still_aggregate():
 
 
 def test_a_run_directory_trained_with_other_settings_is_refused(tmp_path):
-  s = run.DEFAULT
+  s = SETTINGS
   spec = run.build_grid(s)[0]
   model_dir = tmp_path / "runs" / spec.run_id
   (model_dir / "pretrain").mkdir(parents=True)
@@ -477,7 +484,7 @@ def test_a_run_directory_trained_with_other_settings_is_refused(tmp_path):
 
 def test_a_finished_run_is_loaded_not_retrained(tmp_path, monkeypatch):
   from clipa_t5x import runner
-  s = run.DEFAULT
+  s = SETTINGS
   spec = run.build_grid(s)[0]
   model_dir = tmp_path / "runs" / spec.run_id
   model_dir.mkdir(parents=True)
@@ -489,7 +496,7 @@ def test_a_finished_run_is_loaded_not_retrained(tmp_path, monkeypatch):
 
 def test_an_interrupted_run_stops_the_sweep(tmp_path, monkeypatch):
   from clipa_t5x import runner
-  s = run.DEFAULT
+  s = SETTINGS
   spec = run.build_grid(s)[0]
   monkeypatch.setattr(runner, "run", lambda **kw: [{"stage": "pretrain"}])  # preempted
   with pytest.raises(run.SweepInterrupted, match="rerun the same command to resume"):
@@ -506,7 +513,7 @@ def test_a_relative_out_trains_in_an_absolute_model_dir(tmp_path, monkeypatch):
   monkeypatch.setattr(runner, "run", fake_run)
   monkeypatch.chdir(tmp_path)
   with pytest.raises(run.SweepInterrupted):
-    run.run_one(run.build_grid(run.DEFAULT)[0], run.DEFAULT, "rel_out", eval_set=None)
+    run.run_one(run.build_grid(SETTINGS)[0], SETTINGS, "rel_out", eval_set=None)
   assert os.path.isabs(seen["model_dir"])
   assert seen["model_dir"].startswith(str(tmp_path / "rel_out" / "runs"))
 

@@ -14,6 +14,7 @@ import interop_helpers  # noqa: E402
 
 from clipa_t5x import checkpoints  # noqa: E402
 from clipa_t5x import convert  # noqa: E402
+from clipa_t5x import model_dir as model_dir_lib  # noqa: E402
 from clipa_t5x import paths  # noqa: E402
 from clipa_t5x.interop import open_clip as oc  # noqa: E402
 from clipa_t5x.models import config_io  # noqa: E402
@@ -164,7 +165,7 @@ def test_cli_remote_paths_through_gfile(stage, tmp_path, monkeypatch):
   assert convert.main(["from-open-clip", "--weights", f"{out}/{oc.WEIGHTS_FILE}",
                        "--model_config", f"{out}/{oc.CONFIG_FILE}", "--out", remote_out]) == 0
   assert tf.io.gfile.isdir(f"{remote_out}/checkpoint_0")
-  assert tf.io.gfile.exists(f"{remote_out}/{config_io.MODEL_CONFIG_FILE}")
+  assert tf.io.gfile.exists(f"{remote_out}/{model_dir_lib.MODEL_CONFIG}")
 
 
 def test_module_entry_point_help():

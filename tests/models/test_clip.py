@@ -176,18 +176,17 @@ def test_encoders_return_unit_norm_features():
     np.testing.assert_allclose(np.linalg.norm(z, axis=-1), 1.0, rtol=1e-5)
 
 
-def test_masked_training_changes_loss_but_never_encoding():
-  plain, variables = _ti()
-  masked, _ = _ti(mask_ratio=0.5)
-  params = nn.meta.unbox(variables)["params"]  # same tree: masking adds no params
+def test_masked_training_changes_loss_per_rng_and_only_with_an_rng():
+  model, variables = _ti()
+  params = nn.meta.unbox(variables)["params"]  # masking adds no params
   batch = _batch()
-  l1 = masked.loss_fn(params, batch, jax.random.key(1))[0]
-  l1b = masked.loss_fn(params, batch, jax.random.key(1))[0]
-  l2 = masked.loss_fn(params, batch, jax.random.key(2))[0]
-  l0 = plain.loss_fn(params, batch, jax.random.key(1))[0]
-  assert np.isfinite(l1) and l1 == l1b and l1 != l2 and l1 != l0
-  np.testing.assert_array_equal(masked.encode_images(params, batch["image"]),
-                                plain.encode_images(params, batch["image"]))
+  l1 = model.loss_fn(params, batch, jax.random.key(1), mask_ratio=0.5)[0]
+  l1b = model.loss_fn(params, batch, jax.random.key(1), mask_ratio=0.5)[0]
+  l2 = model.loss_fn(params, batch, jax.random.key(2), mask_ratio=0.5)[0]
+  l0 = model.loss_fn(params, batch, jax.random.key(1))[0]
+  lg = model.loss_fn(params, _batch(), jax.random.key(1), mask_ratio=0.75, mask_type="grid")[0]
+  assert np.isfinite(l1) and l1 == l1b and l1 != l2 and l1 != l0 and np.isfinite(lg)
+  np.testing.assert_allclose(model.loss_fn(params, batch, None, mask_ratio=0.5)[0], l0, rtol=1e-6)
 
 
 def test_bf16_model_runs():

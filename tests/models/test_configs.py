@@ -28,8 +28,8 @@ def test_variant_sizes(name):
   assert (cfg.text.width, cfg.text.depth, cfg.text.mlp_dim, cfg.text.heads) == (tw, tdp, tmlp, th)
   assert cfg.text.vocab_size == 32000
   assert cfg.embed_dim == embed
-  assert (cfg.dtype, cfg.remat_policy, cfg.mask_ratio, cfg.mask_type) == (
-      "float32", "none", 0.0, "random")
+  assert (cfg.dtype, cfg.remat_policy) == ("float32", "none")
+  assert not hasattr(cfg, "mask_ratio") and not hasattr(cfg, "mask_type")  # training settings
 
 
 def test_variant_names_are_exactly_the_expected_ones():
@@ -42,8 +42,8 @@ def test_unknown_variant_lists_known_names():
 
 
 def test_overrides_replace_fields_and_keep_base():
-  cfg = configs.get_config("H/14", dtype="bfloat16", remat_policy="full", mask_ratio=0.3)
-  assert (cfg.dtype, cfg.remat_policy, cfg.mask_ratio) == ("bfloat16", "full", 0.3)
+  cfg = configs.get_config("H/14", dtype="bfloat16", remat_policy="full")
+  assert (cfg.dtype, cfg.remat_policy) == ("bfloat16", "full")
   assert configs.VARIANTS["H/14"].dtype == "float32"  # base untouched
 
 
@@ -64,10 +64,7 @@ def test_configs_are_frozen():
 @pytest.mark.parametrize("overrides, pattern", [
     ({"dtype": "float8"}, "dtype"),
     ({"remat_policy": "some"}, "remat_policy"),
-    ({"mask_type": "stripes"}, "mask_type"),
-    ({"mask_ratio": 1.0}, "mask_ratio"),
-    ({"mask_ratio": -0.1}, "mask_ratio"),
-    ({"mask_type": "grid", "mask_ratio": 0.5}, "0.75"),
+    ({"mask_ratio": 0.3}, "Unknown ClipaConfig override"),
     ({"embed_dim": 0}, "embed_dim"),
     ({"colour": 1}, "Unknown ClipaConfig override"),
     ({"image": {"patchsize": 8}}, "Unknown image override"),
@@ -78,10 +75,6 @@ def test_configs_are_frozen():
 def test_bad_overrides_raise_clear_errors(overrides, pattern):
   with pytest.raises(ValueError, match=pattern):
     configs.get_config("Ti/8", **overrides)
-
-
-def test_grid_mask_accepts_075():
-  assert configs.get_config("Ti/8", mask_type="grid", mask_ratio=0.75).mask_ratio == 0.75
 
 
 def test_attention_impl_is_a_validated_field_defaulting_to_auto():

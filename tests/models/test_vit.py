@@ -123,6 +123,19 @@ def test_mask_patches_gathers_rows():
     vit.mask_patches(tokens, jax.random.key(0), grid_hw=(4, 4), mask_ratio=0.5, mask_type="x")
 
 
+@pytest.mark.parametrize("ratio, mask_type, match", [
+    (0.3, "stripes", "mask_type"), (1.0, "random", "mask_ratio"), (-0.1, "random", "mask_ratio"),
+    (0.5, "grid", "0.75")])
+def test_check_masking_rejects_bad_settings(ratio, mask_type, match):
+  with pytest.raises(ValueError, match=match):
+    vit.check_masking(ratio, mask_type)
+
+
+def test_check_masking_accepts_good_settings():
+  for ratio, mask_type in ((0.0, "random"), (0.3, "block"), (0.75, "grid"), (0.0, "grid")):
+    vit.check_masking(ratio, mask_type)
+
+
 # --------------------------------------------------------------------- the tower
 
 
@@ -140,10 +153,10 @@ def _variables():
   return _tower().init(jax.random.key(0), _images(1), train=False)
 
 
-def _tokens(module, images, train, rng=None):
+def _tokens(module, images, train, rng=None, **mask):
   rngs = {"mask": rng} if rng is not None else {}
   return module.apply(_variables(), images, train=train, rngs=rngs,
-                      method=vit.VisionTransformer.tokens)
+                      method=vit.VisionTransformer.tokens, **mask)
 
 
 def test_tokens_are_normalised_patch_embedding_plus_posemb_and_zero_cls():
@@ -177,10 +190,11 @@ def test_float_and_uint8_images_agree():
     ("grid", 0.75, 32), ("grid", 0.75, 48),
     ("block", 0.5, 32), ("block", 0.5, 40), ("block", 0.3, 48)])
 def test_masked_tokens_keep_their_own_positions(mask_type, ratio, size):
-  m = _tower(mask_ratio=ratio, mask_type=mask_type)
+  m = _tower()
   images = jnp.broadcast_to(_images(1, size), (4, size, size, 3))  # same image, 4 masks
   full = np.asarray(_tokens(m, images, train=False))
-  masked = np.asarray(_tokens(m, images, train=True, rng=jax.random.key(7)))
+  masked = np.asarray(_tokens(m, images, train=True, rng=jax.random.key(7), mask_ratio=ratio,
+                              mask_type=mask_type))
   n = (size // PATCH)**2
   keep = n // 4 if mask_type == "grid" else vit.num_kept(n, ratio)
   assert full.shape[1] == 1 + n and masked.shape[1] == 1 + keep
@@ -198,27 +212,27 @@ def test_masked_tokens_keep_their_own_positions(mask_type, ratio, size):
 
 
 def test_masking_is_deterministic_per_rng():
-  m = _tower(mask_ratio=0.5)
+  m = _tower()
   images = _images(4)
-  a = _tokens(m, images, train=True, rng=jax.random.key(1))
-  b = _tokens(m, images, train=True, rng=jax.random.key(1))
-  c = _tokens(m, images, train=True, rng=jax.random.key(2))
+  a = _tokens(m, images, train=True, rng=jax.random.key(1), mask_ratio=0.5)
+  b = _tokens(m, images, train=True, rng=jax.random.key(1), mask_ratio=0.5)
+  c = _tokens(m, images, train=True, rng=jax.random.key(2), mask_ratio=0.5)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
 
 
 def test_no_masking_when_not_training():
-  m = _tower(mask_ratio=0.5)
+  m = _tower()
   images = _images(2)
   # No 'mask' rng needed and all 16 patches present.
-  assert _tokens(m, images, train=False).shape == (2, 17, WIDTH)
-  np.testing.assert_array_equal(m.apply(_variables(), images, train=False),
-                                _tower().apply(_variables(), images, train=False))
+  assert _tokens(m, images, train=False, mask_ratio=0.5).shape == (2, 17, WIDTH)
+  np.testing.assert_array_equal(m.apply(_variables(), images, train=False, mask_ratio=0.5),
+                                m.apply(_variables(), images, train=False))
 
 
 def test_training_with_mask_needs_rng():
   with pytest.raises(ValueError, match="'mask' rng"):
-    _tower(mask_ratio=0.5).apply(_variables(), _images(), train=True)
+    _tower().apply(_variables(), _images(), train=True, mask_ratio=0.5)
 
 
 def test_pooling_is_mean_of_patch_tokens_then_layernorm_then_head():

@@ -30,11 +30,11 @@ from clipa_t5x import trainer as trainer_lib  # noqa: E402
 GLOBAL_BATCH, STEPS = 8, 4
 partitioner = partitioning.PjitPartitioner(num_partitions=1)
 layout = partitioner.get_data_layout(GLOBAL_BATCH)
-model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner, batch_size=GLOBAL_BATCH,
-                                                       mask_ratio=0.25)
+model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner, batch_size=GLOBAL_BATCH)
 state = train_state.create_train_state(model, tx, jax.random.key(0), helpers.IMAGE_SIZE,
                                        helpers.TEXT_LENGTH, partitioner, shardings)
-trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, GLOBAL_BATCH)
+trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, GLOBAL_BATCH,
+                              mask_ratio=0.25)
 rows = GLOBAL_BATCH // layout.num_shards
 losses = []
 for step in range(STEPS):

@@ -24,10 +24,10 @@ def _helpers():
 
 @pytest.fixture
 def restore_config():
-  saved = [vars(c).copy() for c in (laion.CORPUS, datacomp.CORPUS)]
+  """Registers the Tasks and Mixtures at their default locations again afterwards."""
   yield
-  for c, s in zip((laion.CORPUS, datacomp.CORPUS), saved):
-    vars(c).update(s)
+  laion.register()
+  datacomp.register()
 
 
 def test_recipe_task_names_are_registered():
@@ -44,9 +44,9 @@ def test_recipe_task_names_are_registered():
 
 def test_missing_path_names_datacomp_settings(monkeypatch, restore_config):
   monkeypatch.delenv("CLIPA_DATACOMP1B_PATTERN", raising=False)
-  datacomp.configure()
+  datacomp.register()
   with pytest.raises(ValueError, match=r"CLIPA_DATACOMP1B_PATTERN.*"
-                     r"datacomp\.configure\.train_pattern"):
+                     r"DATACOMP1B_DATA \(datacomp\.task\.train_pattern\)"):
     seqio.get_mixture_or_task("datacomp1b_syntax").get_dataset(
         LENGTHS, split="train")
 
@@ -55,9 +55,9 @@ def test_mixture_reads_both_formats(tmp_path, monkeypatch, restore_config):
   h = _helpers()
   monkeypatch.setenv("CLIPA_DATACOMP1B_PATTERN",
                      h.write_tfrecords(str(tmp_path / "dc"), n=3))
-  laion.configure(train_pattern=h.write_webdataset(str(tmp_path / "laion")))
-  datacomp.configure()
-  assert datacomp.CORPUS.resolved_format() == "tfrecord"
+  laion.register(train_pattern=h.write_webdataset(str(tmp_path / "laion")))
+  datacomp.register()
+  assert seqio.get_mixture_or_task("datacomp1b").source.corpus.resolved_format() == "tfrecord"
   mix = seqio.get_mixture_or_task("laion2b_datacomp1b_mix")
   ds = mix.get_dataset(LENGTHS, split="train", shuffle=False, seed=0,
                        num_epochs=1)
@@ -65,3 +65,14 @@ def test_mixture_reads_both_formats(tmp_path, monkeypatch, restore_config):
   assert len(examples) == 10
   assert all(e["image"].shape == (16, 16, 3) for e in examples)
   assert all(e["text"].shape == (8,) for e in examples)
+
+
+def test_task_factory_points_one_task_at_its_data(tmp_path, restore_config):
+  pattern = _helpers().write_webdataset(str(tmp_path / "dc"), num_shards=1, n=3)
+  assert datacomp.task("syntax", train_pattern=pattern) == "datacomp1b_syntax"
+  assert datacomp.mixture("syntax") == "laion2b_datacomp1b_syntax_mix"
+  ds = seqio.get_mixture_or_task("datacomp1b_syntax").get_dataset(
+      LENGTHS, split="train", shuffle=False)
+  assert len(list(ds.as_numpy_iterator())) == 3
+  # The other Task keeps its own (default) location.
+  assert seqio.get_mixture_or_task("datacomp1b").source.corpus.train_pattern is None

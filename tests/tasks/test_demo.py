@@ -3,12 +3,14 @@
 import importlib
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
 import seqio
 
 import clipa_t5x.tasks  # noqa: F401  (registers the Tasks)
+from clipa_t5x.data import demo_data
 from clipa_t5x.data import demo_shapes
 from clipa_t5x.data.feature_converter import ImageTextFeatureConverter
 from clipa_t5x.tasks import demo
@@ -20,10 +22,9 @@ SMALL = dict(num_train=64, num_eval=60, image_size=48, num_train_shards=4)
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("demo") / "demo_shapes")
-  old = demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS
-  demo.configure(path, **SMALL)
+  demo.register(demo_data.DemoData(path, **SMALL))
   yield path
-  demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS = old
+  demo.register()  # back to the default location
 
 
 def test_tasks_registered_and_reimport_is_idempotent():
@@ -32,12 +33,8 @@ def test_tasks_registered_and_reimport_is_idempotent():
   for name in names:
     assert name in seqio.TaskRegistry.names()
   assert "demo_shapes_mix" in seqio.MixtureRegistry.names()
-  saved = demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS
-  try:
-    importlib.reload(demo)  # raises "duplicate provider" if not idempotent
-    demo.register()
-  finally:
-    demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS = saved
+  importlib.reload(demo)  # raises "duplicate provider" if not idempotent
+  demo.register()
   mix = seqio.get_mixture_or_task("demo_shapes_mix")
   assert sorted(t.name for t in mix.tasks) == ["demo_shapes",
                                                "demo_shapes_syntax"]
@@ -45,32 +42,59 @@ def test_tasks_registered_and_reimport_is_idempotent():
 
 
 def test_data_dir_precedence(monkeypatch):
-  old = demo.DEMO_DATA_DIR
-  try:
-    demo.DEMO_DATA_DIR = None
-    monkeypatch.setenv("CLIPA_DEMO_DATA", "/somewhere/else")
-    assert demo.data_dir() == "/somewhere/else"
-    monkeypatch.delenv("CLIPA_DEMO_DATA")
-    assert demo.data_dir().endswith(os.path.join(".cache", "clipa_t5x",
-                                                 "demo_shapes"))
-    demo.DEMO_DATA_DIR = "/explicit"
-    assert demo.data_dir() == "/explicit"
-  finally:
-    demo.DEMO_DATA_DIR = old
+  monkeypatch.setenv("CLIPA_DEMO_DATA", "/somewhere/else")
+  assert demo_data.DemoData().root() == "/somewhere/else"
+  monkeypatch.delenv("CLIPA_DEMO_DATA")
+  assert demo_data.DemoData().root().endswith(os.path.join(".cache", "clipa_t5x",
+                                                           "demo_shapes"))
+  assert demo_data.DemoData("/explicit").root() == "/explicit"
 
 
 def test_data_is_generated_lazily_when_files_are_listed(tmp_path):
-  saved = demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS
   try:
-    demo.configure(str(tmp_path / "lazy"), num_train=8, num_eval=30,
-                   image_size=24, num_train_shards=2)
-    source = seqio.get_mixture_or_task("demo_shapes").source
+    data = demo_data.DemoData(str(tmp_path / "lazy"), num_train=8, num_eval=30,
+                              image_size=24, num_train_shards=2)
+    assert demo.task("syntax", data) == "demo_shapes_syntax"
+    source = seqio.get_mixture_or_task("demo_shapes_syntax").source
     assert not (tmp_path / "lazy").exists()  # registering made nothing
     assert [os.path.basename(f) for f in source.list_shards("train")] == [
         "train-00000.tar", "train-00001.tar"]
-    assert demo_shapes.read_manifest(str(tmp_path / "lazy")) is not None
+    assert demo_shapes.read_manifest(str(tmp_path / "lazy"))["params"]["image_size"] == 24
+    assert demo_data.eval_files(data) == str(tmp_path / "lazy" / "eval-*.tar")
+    jpegs, labels = data.eval_examples(4)
+    assert len(jpegs) == 4 and labels == [0, 1, 2, 3]
   finally:
-    demo.DEMO_DATA_DIR, demo.DEMO_DATA_KWARGS = saved
+    demo.register()
+
+
+def test_task_factories_return_the_names_gin_puts_in_a_stage(tmp_path):
+  data = demo_data.DemoData(str(tmp_path / "d"))
+  try:
+    assert [demo.task(m, data) for m in ("truncate", "syntax", "random", "block")] == [
+        "demo_shapes", "demo_shapes_syntax", "demo_shapes_random", "demo_shapes_block"]
+    assert demo.eval_task(data) == "demo_shapes_eval"
+    with pytest.raises(ValueError, match="text_reduction must be one of"):
+      demo.task("summarise", data)
+  finally:
+    demo.register()
+
+
+def test_unknown_generator_parameter_is_named():
+  with pytest.raises(ValueError, match=r"Unknown demo data parameters \['colours'\]"):
+    demo_data.DemoData.from_kwargs("/x", colours=3)
+
+
+def test_deprecated_configure_re_registers_without_module_state(tmp_path):
+  try:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      demo.configure(str(tmp_path / "old"), num_train=8, num_eval=20, num_train_shards=1)
+    assert any(issubclass(w.category, DeprecationWarning) for w in caught)
+    files = seqio.get_mixture_or_task("demo_shapes_eval").source.list_shards("eval")
+    assert os.path.dirname(files[0]) == str(tmp_path / "old")
+    assert not hasattr(demo, "DEMO_DATA_DIR")
+  finally:
+    demo.register()
 
 
 def test_train_batch_from_seqio_get_dataset(data_dir):

@@ -51,9 +51,9 @@ def write_tfrecords(root, num_shards=2, n=4):
 
 @pytest.fixture
 def restore_config():
-  saved = vars(laion.CORPUS).copy()
+  """Registers the Tasks at their default location (the environment) again afterwards."""
   yield
-  vars(laion.CORPUS).update(saved)
+  laion.register()
 
 
 def _check_examples(ds, count):
@@ -74,10 +74,10 @@ def test_tasks_are_registered():
 def test_missing_path_is_a_clear_error_at_build_time(monkeypatch,
                                                       restore_config):
   monkeypatch.delenv("CLIPA_LAION2B_PATTERN", raising=False)
-  laion.configure()
+  laion.register()
   task = seqio.get_mixture_or_task("laion2b")  # no error: nothing listed yet
   with pytest.raises(ValueError, match=r"\$CLIPA_LAION2B_PATTERN.*"
-                     r"laion\.configure\.train_pattern"):
+                     r"gin binding laion\.task\.train_pattern"):
     task.get_dataset(LENGTHS, split="train", shuffle=False)
 
 
@@ -85,17 +85,17 @@ def test_webdataset_from_env_var(tmp_path, monkeypatch, restore_config):
   pattern = write_webdataset(str(tmp_path / "wds"))
   monkeypatch.setenv("CLIPA_LAION2B_PATTERN", pattern)
   monkeypatch.delenv("CLIPA_LAION2B_FORMAT", raising=False)
-  laion.configure()
-  assert laion.CORPUS.resolved_format() == "webdataset"
+  laion.register()
   for name in ("laion2b", "laion2b_syntax"):
+    assert seqio.get_mixture_or_task(name).source.corpus.resolved_format() == "webdataset"
     ds = seqio.get_mixture_or_task(name).get_dataset(
         LENGTHS, split="train", shuffle=False, seed=0)
     _check_examples(ds, 8)
 
 
-def test_tfrecord_by_configure_and_sharding(tmp_path, restore_config):
+def test_tfrecord_by_argument_and_sharding(tmp_path, restore_config):
   pattern = write_tfrecords(str(tmp_path))
-  laion.configure(train_pattern=pattern, format="tfrecord")
+  assert laion.task(train_pattern=pattern, format="tfrecord") == "laion2b"
   task = seqio.get_mixture_or_task("laion2b")
   total = 0
   for index in range(2):
@@ -104,13 +104,15 @@ def test_tfrecord_by_configure_and_sharding(tmp_path, restore_config):
     total += len(_check_examples(ds, 4))
   assert total == 8
   # Guessed from the extension when no format is given.
-  laion.configure(train_pattern=pattern)
-  assert laion.CORPUS.resolved_format() == "tfrecord"
+  assert laion.task("syntax", train_pattern=pattern) == "laion2b_syntax"
+  assert seqio.get_mixture_or_task("laion2b_syntax").source.corpus.resolved_format() == "tfrecord"
 
 
 def test_bad_format_is_rejected(restore_config):
   with pytest.raises(ValueError, match="format must be one of"):
-    laion.configure(train_pattern="x", format="parquet")
+    laion.task(train_pattern="x", format="parquet")
+  with pytest.raises(ValueError, match="text_reduction must be one of"):
+    laion.task("block", train_pattern="x")
 
 
 def test_bad_images_in_a_task_are_skipped_and_counted(tmp_path,
@@ -121,7 +123,7 @@ def test_bad_images_in_a_task_are_skipped_and_counted(tmp_path,
       {"key": "bad", "image": b"\xff\xd8 not really", "text": "broken"},
       {"key": "good2", "image": _jpeg(1), "text": "also fine"},
   ])
-  laion.configure(train_pattern=os.path.join(root, "*.tfrecord"))
+  laion.register(train_pattern=os.path.join(root, "*.tfrecord"))
   before = bad_records.snapshot()["bad_image"]
   ds = seqio.get_mixture_or_task("laion2b").get_dataset(
       LENGTHS, split="train", shuffle=False, seed=0)
