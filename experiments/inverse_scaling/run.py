@@ -393,6 +393,19 @@ def _fingerprint(spec: RunSpec, settings: SweepSettings) -> Dict[str, Any]:
           "templates": list(EVAL_TEMPLATES)}
 
 
+# Keys older model configs carried that are training settings now (masking
+# flows from the Stage): a run recorded with them was trained the same way.
+_MOVED_MODEL_KEYS = ("mask_ratio", "mask_type")
+
+
+def _upgrade_fingerprint(previous: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+  """A recorded fingerprint in today's form (drops keys that moved out of the model config)."""
+  if not previous or not isinstance(previous.get("model_config"), dict):
+    return previous
+  config = {k: v for k, v in previous["model_config"].items() if k not in _MOVED_MODEL_KEYS}
+  return {**previous, "model_config": config}
+
+
 def _cpu_seconds() -> float:
   """CPU time of this process so far (all threads): with wall time, how busy the cores were."""
   usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -453,7 +466,7 @@ def run_one(spec: RunSpec, settings: SweepSettings, out_dir: str,
   # Absolute: Orbax refuses relative checkpoint paths (the default --out is relative).
   model_dir = os.path.abspath(os.path.join(out_dir, "runs", spec.run_id))
   fingerprint = _fingerprint(spec, settings)
-  previous = _read_json(os.path.join(model_dir, RUN_FILE))
+  previous = _upgrade_fingerprint(_read_json(os.path.join(model_dir, RUN_FILE)))
   if previous is not None and previous != fingerprint:
     if runner.has_training_state(model_dir):
       raise ValueError(f"{model_dir} was trained with other settings ({RUN_FILE} differs); "

@@ -568,3 +568,13 @@ def test_quick_study_end_to_end(tmp_path):
   again = _cli(*flags)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("finished before") == len(runs)
+
+
+def test_runs_recorded_before_masking_moved_to_the_stage_still_match():
+  spec = run.build_grid(SETTINGS)[0]
+  now = run._fingerprint(spec, SETTINGS)  # pylint: disable=protected-access
+  old = {**now, "model_config": {**now["model_config"], "mask_ratio": 0.0, "mask_type": "random"}}
+  assert run._upgrade_fingerprint(old) == now  # pylint: disable=protected-access
+  other = {**now, "model_config": {**now["model_config"], "width": 1}}
+  assert run._upgrade_fingerprint(other) != now  # pylint: disable=protected-access
+  assert run._upgrade_fingerprint(None) is None  # pylint: disable=protected-access
