@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 DTYPES = ("float32", "bfloat16", "float16")
-# Mirrors clipa_t5x.models.layers.ATTENTION_IMPLS (this module stays import-light).
+# How the attention core (softmax(q.k) . v) may run: clipa_t5x.models.layers.resolve_attention_impl.
 ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")
 # Rows of the text token table: BERT-uncased has 30,522 ids, padded to 32,000.
 TEXT_VOCAB_SIZE = 32000

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clipa_t5x.models.configs import ATTENTION_IMPLS
 from clipa_t5x.models.configs import REMAT_POLICIES
 
 Initializer = Callable[..., Any]
@@ -28,8 +29,6 @@ MLP_HIDDEN_AXES = ("batch", "length", "mlp")
 QKV_AXES = ("batch", "length", "heads", "kv")
 
 LAYERNORM_EPS = 1e-6
-# How the attention core (softmax(q.k) . v) is computed; see ``attention_core``.
-ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")
 # 'chunked' sizes its batch chunks so that one chunk's float32 [c, heads, Lq, Lk]
 # logits take at most this many bytes. Measured on a 2-core AVX-512 Xeon (Mu/8
 # image tower, batch 128, fwd+bwd): at 197 tokens chunks of 4 samples (2.5 MB)
