@@ -37,7 +37,7 @@ import functools
 import json
 import logging
 import os
-from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional,
+from typing import (Any, Callable, Deque, Dict, Iterable, List, Optional,
                     Sequence, Tuple, Union)
 
 import flax
@@ -148,17 +148,6 @@ class _ProgressReporter:
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[List[Any]]:
-  chunk = []
-  for item in items:
-    chunk.append(item)
-    if len(chunk) == size:
-      yield chunk
-      chunk = []
-  if chunk:
-    yield chunk
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -472,7 +461,7 @@ class ClipaPredictor:
       with concurrent.futures.ThreadPoolExecutor(self.num_workers) as pool:
         # One batch decodes on the threads while the previous one is encoded.
         ahead: Deque[List[Tuple[str, concurrent.futures.Future]]] = collections.deque()
-        for chunk in _chunks(items, self.batch_size):
+        for chunk in batching.chunks(items, self.batch_size):
           ahead.append([(str(key), pool.submit(image_files.load_image, image, size))
                         for key, image in chunk])
           if len(ahead) > 1:
@@ -522,7 +511,7 @@ class ClipaPredictor:
     out = []
     try:
       # Tokenized in large chunks (TF per call is slow), encoded batch by batch.
-      for chunk in _chunks(texts, max(self.batch_size, 4096)):
+      for chunk in batching.chunks(texts, max(self.batch_size, 4096)):
         tokens = self.tokenize(chunk, reduction)
         out.append(self._encode_tokens(tokens))
         reporter.update(len(chunk))

@@ -120,24 +120,31 @@ def check_sizes(num_examples: Optional[int], **sizes: Any) -> None:
     raise ValueError(f"num_examples must be a positive int or None, got {num_examples!r}.")
 
 
+def chunks(items: Iterable[Any], size: int) -> Iterator[List[Any]]:
+  """Lists of ``size`` consecutive items; the last one may be shorter."""
+  chunk: List[Any] = []
+  for item in items:
+    chunk.append(item)
+    if len(chunk) == size:
+      yield chunk
+      chunk = []
+  if chunk:
+    yield chunk
+
+
 def example_batches(examples: Iterable[Dict[str, Any]], batch_size: int,
                     num_examples: Optional[int], required: Sequence[str]
                     ) -> Iterator[List[Dict[str, Any]]]:
   """Groups examples into lists of at most ``batch_size`` (the first ``num_examples``)."""
-  batch: List[Dict[str, Any]] = []
-  for seen, example in enumerate(examples):
-    if num_examples is not None and seen >= num_examples:
-      break
-    missing = [k for k in required if k not in example]
-    if missing:
-      raise ValueError(f"eval examples must have {' and '.join(map(repr, required))}, got "
-                       f"keys {sorted(example)}.")
-    batch.append(example)
-    if len(batch) == batch_size:
-      yield batch
-      batch = []
-  if batch:
-    yield batch
+  def checked():
+    for seen, example in enumerate(examples):
+      if num_examples is not None and seen >= num_examples:
+        return
+      if any(k not in example for k in required):
+        raise ValueError(f"eval examples must have {' and '.join(map(repr, required))}, got "
+                         f"keys {sorted(example)}.")
+      yield example
+  return chunks(checked(), batch_size)
 
 
 def stack_images(batch: Sequence[Dict[str, Any]]) -> np.ndarray:
