@@ -1,29 +1,17 @@
 """Tests of bench/ab_step.py (report) and bench/step_profile.py (HLO parsing, grouping)."""
-import importlib.util
-import os
-import sys
-
 import pytest
 
-_BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench")
-
-
-def _load(name):
-  sys.path.insert(0, os.path.abspath(_BENCH))
-  spec = importlib.util.spec_from_file_location(name, os.path.join(_BENCH, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+import bench_modules  # tests/bench_modules.py
 
 
 @pytest.fixture(scope="module")
 def profile():
-  return _load("step_profile")
+  return bench_modules.load("step_profile")
 
 
 @pytest.fixture(scope="module")
 def ab():
-  return _load("ab_step")
+  return bench_modules.load("ab_step")
 
 
 HLO = """

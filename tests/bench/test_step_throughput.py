@@ -1,31 +1,22 @@
 """Tests of bench/step_throughput.py and its timing helpers (bench/_timing.py)."""
-import importlib.util
 import json
-import os
 
 import pytest
 
 from clipa_t5x import flops
 from clipa_t5x.models import configs
 
-_BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench")
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(_BENCH, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+import bench_modules  # tests/bench_modules.py
 
 
 @pytest.fixture(scope="module")
 def st():
-  return _load("step_throughput")
+  return bench_modules.load("step_throughput")
 
 
 @pytest.fixture(scope="module")
 def timing():
-  return _load("_timing")
+  return bench_modules.load("_timing")
 
 
 # --------------------------------------------------------------- _timing ---
