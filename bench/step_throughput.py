@@ -312,6 +312,7 @@ class StepRunner:
     from clipa_t5x.models import clip, configs
     config = configs.get_config(model_name, dtype=dtype, **config_overrides)
     self.config = config
+    self._partitioner = partitioner
     model = clip.ClipaModel(config)
     # CLIPA's AdamW defaults; a long schedule keeps the rate at its peak.
     opt_config = optimizers.OptimizerConfig()
@@ -333,6 +334,7 @@ class StepRunner:
     self.compile_s = self._trainer.compile(self._state, self._batch, self._rng)
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self._state.params))
     self.loss = float("nan")
+    self._device_batch = None
 
   @property
   def params(self):
@@ -345,6 +347,23 @@ class StepRunner:
     metrics = None
     for _ in range(steps):
       self._state, metrics = self._trainer.step(self._state, self._batch, self._rng)
+    jax.block_until_ready((self._state, metrics))
+    self.loss = float(metrics["loss"])
+    return steps * self.batch_size
+
+  def compiled_text(self) -> Optional[str]:
+    """The compiled step's optimised HLO."""
+    return self._trainer.compiled_text()
+
+  def run_resident(self, steps: int) -> int:
+    """As ``run``, but on a batch placed on the devices once: no per-step host copy."""
+    import jax  # pylint: disable=import-outside-toplevel
+    if self._device_batch is None:
+      self._device_batch = self._partitioner.shard_batch(self._batch)
+    metrics = None
+    for _ in range(steps):
+      self._state, metrics = self._trainer.step_on_device(self._state, self._device_batch,
+                                                          self._rng)
     jax.block_until_ready((self._state, metrics))
     self.loss = float(metrics["loss"])
     return steps * self.batch_size

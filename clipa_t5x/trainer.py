@@ -167,10 +167,18 @@ class Trainer:
     except (AttributeError, NotImplementedError):  # not every backend reports it
       return None
 
+  def compiled_text(self) -> Optional[str]:
+    """The compiled step's optimised HLO (what the profiler's kernel names refer to)."""
+    return self._compiled.as_text() if self._compiled is not None else None
+
   def step(self, state: TrainState, host_batch: Batch, rng: jax.Array):
     """One step on this host's slice of the batch."""
+    return self.step_on_device(state, self._partitioner.shard_batch(host_batch), rng)
+
+  def step_on_device(self, state: TrainState, global_batch: Batch, rng: jax.Array):
+    """One step on a batch already sharded over the devices (``shard_batch``'s output)."""
     step_fn = self._compiled if self._compiled is not None else self._step
-    return step_fn(state, self._partitioner.shard_batch(host_batch), rng)
+    return step_fn(state, global_batch, rng)
 
   def train(self, state: TrainState, batches: Iterator[Batch], rng: jax.Array,
             num_steps: int, logger: metrics_logging.MetricsLogger,

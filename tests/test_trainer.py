@@ -64,6 +64,23 @@ def test_compile_rejects_a_wrong_host_batch():
     trainer.compile(state, helpers.random_batch(batch_size=6), jax.random.key(1))
 
 
+def test_step_on_device_is_step_on_a_presharded_batch():
+  partitioner = partitioning.PjitPartitioner(num_partitions=1)
+  model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner)
+  trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, global_batch_size=8)
+  batch = helpers.random_batch(seed=3)
+  states = [train_state.create_train_state(model, tx, jax.random.key(0), helpers.IMAGE_SIZE,
+                                           helpers.TEXT_LENGTH, partitioner, shardings)
+            for _ in range(2)]
+  trainer.compile(states[0], batch, jax.random.key(1))
+  assert "HloModule" in trainer.compiled_text()
+  _, from_host = trainer.step(states[0], batch, jax.random.key(1))
+  _, on_device = trainer.step_on_device(states[1], partitioner.shard_batch(batch),
+                                        jax.random.key(1))
+  assert float(from_host["loss"]) == float(on_device["loss"])
+  assert float(from_host["grad_norm"]) == float(on_device["grad_norm"])
+
+
 class _NanAfterModel:
   """A linear 'model' whose loss is NaN on batches marked with text[0, 0] == -1."""
 
