@@ -65,18 +65,24 @@ def render(n: int, size: int, seed: int, split: int, crop_min: float, no_second:
     else:
       jpeg, a = demo_shapes.render_example(rng, SOURCE)
     img = Image.open(io.BytesIO(jpeg)).convert("RGB")
-    if crop_min < 1.0:
-      crng = np.random.default_rng((seed, split, i, 7))
-      area = crng.uniform(crop_min, 1.0) * SOURCE * SOURCE
-      ratio = math.exp(crng.uniform(math.log(3 / 4), math.log(4 / 3)))
-      w = min(SOURCE, int(round(math.sqrt(area * ratio))))
-      h = min(SOURCE, int(round(math.sqrt(area / ratio))))
-      x0, y0 = crng.integers(0, SOURCE - w + 1), crng.integers(0, SOURCE - h + 1)
-      img = img.crop((x0, y0, x0 + w, y0 + h))
-    images[i] = np.asarray(img.resize((size, size), Image.BILINEAR))
+    images[i] = crop_resize(img, size, crop_min, np.random.default_rng((seed, split, i, 7)))
     shapes[i] = demo_shapes.SHAPES.index(a["shape"])
     colours[i] = list(demo_shapes.COLOURS).index(a["colour"])
   return images, shapes, colours
+
+
+def crop_resize(img: Image.Image, size: int, crop_min: float, rng) -> np.ndarray:
+  """The pipeline's random crop (area >= crop_min of the square image, aspect
+  3/4..4/3; none when crop_min is 1), then a bilinear resize to size px."""
+  source = img.size[0]
+  if crop_min < 1.0:
+    area = rng.uniform(crop_min, 1.0) * source * source
+    ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    w = min(source, int(round(math.sqrt(area * ratio))))
+    h = min(source, int(round(math.sqrt(area / ratio))))
+    x0, y0 = rng.integers(0, source - w + 1), rng.integers(0, source - h + 1)
+    img = img.crop((x0, y0, x0 + w, y0 + h))
+  return np.asarray(img.resize((size, size), Image.BILINEAR))
 
 
 def logistic_pixels(xtr, ytr, xte, yte, k, steps=300):

@@ -1,0 +1,131 @@
+"""The resolution probe with CLIP's loss: does a wider model lose less at fewer tokens?
+
+``resolution_probe.py`` trains the image tower alone, supervised. This trains
+the inverse-scaling study's whole two-tower model (``run.model_config``:
+widths as the study's, 4 blocks, patch 8) with the project's contrastive loss
+(``ClipaModel.loss_fn``) and optimizer (``optimizers.make_optimizer``, AdamW,
+peak 1e-3 at batch 128 as the study), on in-memory images and captions, and
+classifies the held-out images zero-shot with prompts. No SeqIO pipeline is
+involved, so each run costs only its train steps.
+
+Captions (``--captions mixed``): "the letter E", "a red letter E", "E in red"
+or "a red E" (colour and letter drawn independently); ``--captions letter``:
+"the letter E", "a letter E", "letter E" or "E". Tokenized once with the
+project's tokenizer at 16 tokens (truncation). Zero-shot prompts: "the letter
+E", "a letter E", averaged.
+
+  .venv/bin/python experiments/demo_diagnosis/clip_probe.py \\
+      --glyph_set small_capitals --sizes 32,16 --widths 64,128 --steps 800 --seeds 0
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+import resolution_probe
+from clipa_t5x import optimizers
+from clipa_t5x.data import demo_shapes
+from clipa_t5x.data import text_reduction
+from clipa_t5x.models import clip
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                "inverse_scaling"))
+import run as study  # pylint: disable=wrong-import-position
+
+# --captions mixed: three of four name the colour too; letter: only the letter.
+CAPTION_SETS = {
+    "mixed": ("the letter {g}", "a {c} letter {g}", "{g} in {c}", "a {c} {g}"),
+    "letter": ("the letter {g}", "a letter {g}", "letter {g}", "{g}"),
+}
+PROMPTS = ("the letter {g}", "a letter {g}")
+TEXT_LENGTH = 16
+
+
+def captions_for(labels: np.ndarray, colours: np.ndarray, glyphs, seed: int,
+                 caption_set: str = "mixed") -> np.ndarray:
+  """One caption per image (template drawn at random), tokenized: int32 [N, TEXT_LENGTH]."""
+  rng = np.random.default_rng(seed)
+  names = list(demo_shapes.COLOURS)
+  templates = CAPTION_SETS[caption_set]
+  texts = [templates[rng.integers(len(templates))].format(g=glyphs[l], c=names[c])
+           for l, c in zip(labels, colours)]
+  return text_reduction.tokenize_texts(texts, TEXT_LENGTH, "truncate")
+
+
+def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed: int,
+                       batch: int = 128) -> dict:
+  """Trains the study's model of ``width`` for ``steps``; zero-shot top-1 on (xte, yte)."""
+  model = clip.ClipaModel(study.model_config(width, study.DEFAULT))
+  size = xtr.shape[1]
+  params = nn.meta.unbox(model.get_initial_variables(jax.random.key(seed), size,
+                                                     TEXT_LENGTH)["params"])
+  config = optimizers.OptimizerConfig(base_learning_rate=study.DEFAULT.pretrain_lr,
+                                      warmup_steps=min(50, steps // 10), weight_decay=0.2)
+  tx, _ = optimizers.make_optimizer(config, batch, steps)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, images, texts, rng):
+    (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(
+        params, {"image": images, "text": texts}, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return jax.tree.map(lambda p, u: p + u, params, updates), opt_state, loss
+
+  order = np.random.default_rng(seed)
+  losses = []
+  start = time.time()
+  for t in range(steps):
+    idx = order.integers(0, len(xtr), batch)
+    params, opt_state, loss = step(params, opt_state, jnp.asarray(xtr[idx]),
+                                   jnp.asarray(ttr[idx]), jax.random.key(t))
+    losses.append(float(loss))
+  train_s = time.time() - start
+  prompts = text_reduction.tokenize_texts(
+      [p.format(g=g) for g in glyphs for p in PROMPTS], TEXT_LENGTH, "truncate")
+  text = model.encode_texts(params, jnp.asarray(prompts)).reshape(len(glyphs), len(PROMPTS), -1)
+  text = text.mean(axis=1)
+  text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
+  predictions = []
+  for i in range(0, len(xte), 500):
+    image = model.encode_images(params, jnp.asarray(xte[i:i + 500]))
+    predictions.append(np.asarray(jnp.argmax(image @ text.T, axis=-1)))
+  accuracy = float(np.mean(np.concatenate(predictions) == yte))
+  return {"zeroshot_top1": accuracy, "loss_first": round(float(np.mean(losses[:20])), 3),
+          "loss_last": round(float(np.mean(losses[-20:])), 3), "train_s": round(train_s, 1)}
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--glyph_set", default="small_capitals",
+                 choices=sorted(resolution_probe.GLYPH_SETS))
+  p.add_argument("--captions", default="mixed", choices=sorted(CAPTION_SETS))
+  p.add_argument("--sizes", default="32,16")
+  p.add_argument("--widths", default="64,128")
+  p.add_argument("--seeds", default="0")
+  p.add_argument("--steps", type=int, default=800)
+  p.add_argument("--crop_min", type=float, default=0.8)
+  p.add_argument("--num_train", type=int, default=8000)
+  p.add_argument("--num_eval", type=int, default=1000)
+  a = p.parse_args()
+  glyphs = resolution_probe.GLYPH_SETS[a.glyph_set][0]
+  for size in (int(s) for s in a.sizes.split(",")):
+    xtr, ytr, ctr = resolution_probe.render_glyphs(a.num_train, size, 0, a.crop_min, a.glyph_set)
+    xte, yte, _ = resolution_probe.render_glyphs(a.num_eval, size, 1, 1.0, a.glyph_set)
+    ttr = captions_for(ytr, ctr, glyphs, seed=0, caption_set=a.captions)
+    for width in (int(w) for w in a.widths.split(",")):
+      for seed in (int(s) for s in a.seeds.split(",")):
+        row = train_and_evaluate(xtr, ttr, xte, yte, glyphs, width, a.steps, seed)
+        print(json.dumps({"glyph_set": a.glyph_set, "captions": a.captions, "size": size, "tokens": (size // 8) ** 2,
+                          "width": width, "seed": seed, "steps": a.steps,
+                          "chance": 1 / len(glyphs), **row}), flush=True)
+
+
+if __name__ == "__main__":
+  main()

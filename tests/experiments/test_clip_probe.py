@@ -1,0 +1,40 @@
+"""Tests of experiments/demo_diagnosis/clip_probe.py: captions, and a tiny run end to end."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+DIAGNOSIS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "experiments",
+                                         "demo_diagnosis"))
+
+
+@pytest.fixture(scope="module")
+def probe():
+  sys.path.insert(0, DIAGNOSIS)
+  try:
+    import clip_probe  # pylint: disable=import-outside-toplevel
+    yield clip_probe
+  finally:
+    sys.path.remove(DIAGNOSIS)
+
+
+def test_letter_captions_never_name_the_colour(probe):
+  glyphs = ("E", "F")
+  labels, colours = np.array([0, 1, 0, 1]), np.array([0, 1, 2, 3])
+  for caption_set in ("mixed", "letter"):
+    tokens = probe.captions_for(labels, colours, glyphs, seed=0, caption_set=caption_set)
+    assert tokens.shape == (4, probe.TEXT_LENGTH) and tokens.dtype == np.int32
+    assert (tokens[:, 0] == 101).all()  # [CLS]
+  assert all("{c}" not in t for t in probe.CAPTION_SETS["letter"])
+  assert all("{g}" in t for caption_set in probe.CAPTION_SETS.values() for t in caption_set)
+
+
+def test_tiny_run_end_to_end(probe):
+  images, labels, colours = probe.resolution_probe.render_glyphs(64, 16, 0, 0.8, "capitals")
+  texts = probe.captions_for(labels, colours, probe.resolution_probe.GLYPH_SETS["capitals"][0], 0)
+  row = probe.train_and_evaluate(images, texts, images[:20], labels[:20],
+                                 probe.resolution_probe.GLYPH_SETS["capitals"][0], width=32,
+                                 steps=3, seed=0, batch=16)
+  assert 0.0 <= row["zeroshot_top1"] <= 1.0
+  assert np.isfinite(row["loss_first"]) and np.isfinite(row["loss_last"])
