@@ -122,6 +122,23 @@ def track_counts(trace: Dict[str, Any]) -> List[Tuple[str, str, int]]:
           for (pid, tid), n in counts.most_common()]
 
 
+_LAUNCH = re.compile(r"grid:(\d+),(\d+),(\d+) block:(\d+),(\d+),(\d+)")
+# Launch-size classes (threads per kernel) that separate, for a ViT step, the
+# passes over the largest activations, the mid-sized ones and per-parameter work.
+LAUNCH_CLASSES = ((20e6, ">= 20M threads"), (2e6, "2M-20M threads"), (0, "< 2M threads"))
+
+
+def launch_class(event: Dict[str, Any]) -> str:
+  """The launch-size class of a kernel event (from its ``kernel_details``), or 'unknown'."""
+  match = _LAUNCH.search(str(event.get("args", {}).get("kernel_details", "")))
+  if not match:
+    return "unknown"
+  threads = 1
+  for value in match.groups():
+    threads *= int(value)
+  return next(name for floor, name in LAUNCH_CLASSES if threads >= floor)
+
+
 def busy_time(events: Iterable[Dict[str, Any]]) -> Tuple[float, float]:
   """(µs in which some kernel ran, µs from the first start to the last end)."""
   spans = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events)
@@ -158,6 +175,17 @@ def summarize(events: Sequence[Dict[str, Any]], steps: int, top: int = 20) -> st
            "", f"{'kind':<22}{'ms/step':>10}{'share':>8}"]
   for kind, us in sorted(by_kind.items(), key=lambda kv: -kv[1]):
     lines.append(f"{kind:<22}{us / steps / 1e3:>10.2f}{100 * us / total:>7.1f}%")
+  by_launch: Dict[Tuple[str, str], List[float]] = collections.defaultdict(lambda: [0.0, 0])
+  for e in events:
+    kind = kernel_kind(e["name"])
+    if kind in ("element-wise fusion", "reduction"):
+      entry = by_launch[(kind, launch_class(e))]
+      entry[0] += float(e["dur"])
+      entry[1] += 1
+  if by_launch:
+    lines += ["", f"{'element-wise / reduction by launch size':<48}{'ms/step':>9}{'kernels/step':>14}"]
+    for (kind, size), (us, n) in sorted(by_launch.items(), key=lambda kv: -kv[1][0]):
+      lines.append(f"  {kind + ', ' + size:<46}{us / steps / 1e3:>9.2f}{n / steps:>14.1f}")
   lines += ["", f"top {top} kernels: {'ms/step':>8} {'calls/step':>10}  kind  name"]
   for name, us in sorted(by_name.items(), key=lambda kv: -kv[1])[:top]:
     lines.append(f"  {us / steps / 1e3:>8.3f} {counts[name] / steps:>10.1f}  "
@@ -225,6 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     batch = args.batch * mult
     key = (batch, json.dumps(overrides, sort_keys=True))
     if key not in runners:
+      runner = None
       runners.clear()  # frees the previous variant's device memory first
       runners[key] = step_throughput.StepRunner(args.model, setting, batch, args.dtype,
                                                 partitioner, **overrides)

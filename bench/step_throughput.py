@@ -343,27 +343,27 @@ class StepRunner:
 
   def run(self, steps: int) -> int:
     """Runs ``steps`` train steps, blocks until done; returns samples processed."""
-    import jax  # pylint: disable=import-outside-toplevel
-    metrics = None
-    for _ in range(steps):
-      self._state, metrics = self._trainer.step(self._state, self._batch, self._rng)
-    jax.block_until_ready((self._state, metrics))
-    self.loss = float(metrics["loss"])
-    return steps * self.batch_size
+    return self._run(steps, resident=False)
+
+  def run_resident(self, steps: int) -> int:
+    """As ``run``, but on a batch placed on the devices once: no per-step host copy."""
+    return self._run(steps, resident=True)
 
   def compiled_text(self) -> Optional[str]:
     """The compiled step's optimised HLO."""
     return self._trainer.compiled_text()
 
-  def run_resident(self, steps: int) -> int:
-    """As ``run``, but on a batch placed on the devices once: no per-step host copy."""
+  def _run(self, steps: int, resident: bool) -> int:
     import jax  # pylint: disable=import-outside-toplevel
-    if self._device_batch is None:
+    if resident and self._device_batch is None:
       self._device_batch = self._partitioner.shard_batch(self._batch)
     metrics = None
     for _ in range(steps):
-      self._state, metrics = self._trainer.step_on_device(self._state, self._device_batch,
-                                                          self._rng)
+      if resident:
+        self._state, metrics = self._trainer.step_on_device(self._state, self._device_batch,
+                                                            self._rng)
+      else:
+        self._state, metrics = self._trainer.step(self._state, self._batch, self._rng)
     jax.block_until_ready((self._state, metrics))
     self.loss = float(metrics["loss"])
     return steps * self.batch_size

@@ -10,7 +10,7 @@ class label, at several resolutions and widths, for a fixed number of steps:
 * ``--scene glyphs``: a candidate replacement: ten letters that differ in
   small strokes (``--glyph_set lower``: b d p q h n u o c e in DejaVu Sans,
   45-75% of the side; ``capitals``: E F O Q P R C G I T in DejaVu Sans Bold,
-  70-90%; ``small_capitals``: the same at 30-40%), from matplotlib's fonts, in the demo's colours on a tinted light
+  70-90%; ``small_capitals``: the same at 30-40%; ``medium_capitals``: 45-55%), from matplotlib's fonts, in the demo's colours on a tinted light
   background, position jittered, the same crop.
 
 Each line of output is one (scene, resolution, width) as JSON.
@@ -39,6 +39,8 @@ GLYPH_SETS = {
                  (0.7, 0.9)),
     "small_capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "I", "T"),
                        "DejaVuSans-Bold.ttf", (0.3, 0.4)),
+    "medium_capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "I", "T"),
+                        "DejaVuSans-Bold.ttf", (0.45, 0.55)),
 }
 GLYPHS = GLYPH_SETS["lower"][0]
 SOURCE = 64  # rendered side before the crop and resize

@@ -61,6 +61,22 @@ def test_summary_per_step(gp):
   assert gp.summarize([], steps=1) == "no device events in the trace"
 
 
+def test_launch_class_from_kernel_details(gp):
+  def event(grid, block):
+    return {"args": {"kernel_details": f"regs:32 grid:{grid},1,1 block:{block},1,1 occ_pct:100"}}
+  assert gp.launch_class(event(200000, 128)) == ">= 20M threads"
+  assert gp.launch_class(event(40000, 128)) == "2M-20M threads"
+  assert gp.launch_class(event(1000, 128)) == "< 2M threads"
+  assert gp.launch_class({"args": {}}) == "unknown"
+
+
+def test_summary_splits_fusions_by_launch_size(gp):
+  trace = _trace()
+  trace["traceEvents"][5]["args"] = {"kernel_details": "grid:200000,1,1 block:128,1,1"}
+  text = gp.summarize(gp.device_events(trace), steps=1)
+  assert "element-wise fusion, >= 20M threads" in text
+
+
 def test_load_trace_reads_the_newest_perfetto_file(gp, tmp_path):
   folder = tmp_path / "plugins" / "profile" / "run1"
   folder.mkdir(parents=True)

@@ -18,7 +18,7 @@ def probe():
     sys.path.remove(os.path.abspath(DIAGNOSIS))
 
 
-@pytest.mark.parametrize("glyph_set", ["lower", "capitals", "small_capitals"])
+@pytest.mark.parametrize("glyph_set", ["lower", "capitals", "small_capitals", "medium_capitals"])
 def test_glyphs_are_deterministic_and_every_class_appears(probe, glyph_set):
   images, labels, colours = probe.render_glyphs(200, 16, split=0, crop_min=0.8,
                                                 glyph_set=glyph_set)
