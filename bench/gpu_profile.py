@@ -83,6 +83,18 @@ def load_trace(trace_dir: str) -> Dict[str, Any]:
     return json.load(f)
 
 
+def _events_and_names(trace: Any) -> Tuple[List[Dict[str, Any]], Dict[Any, str],
+                                            Dict[Tuple[Any, Any], str]]:
+  """(events, process name by pid, thread name by (pid, tid)) of a Perfetto JSON trace."""
+  events = trace.get("traceEvents", []) if isinstance(trace, dict) else list(trace)
+  meta = [e for e in events if e.get("ph") == "M"]
+  processes = {e.get("pid"): e.get("args", {}).get("name", "") for e in meta
+               if e.get("name") == "process_name"}
+  threads = {(e.get("pid"), e.get("tid")): e.get("args", {}).get("name", "") for e in meta
+             if e.get("name") == "thread_name"}
+  return events, processes, threads
+
+
 def device_events(trace: Dict[str, Any]) -> List[Dict[str, Any]]:
   """Complete ('X') events on the device's streams.
 
@@ -92,12 +104,7 @@ def device_events(trace: Dict[str, Any]) -> List[Dict[str, Any]]:
   A trace without a GPU (CPU) falls back to every complete event, so the
   summary still runs.
   """
-  events = trace.get("traceEvents", trace if isinstance(trace, list) else [])
-  meta = [e for e in events if e.get("ph") == "M"]
-  processes = {e.get("pid"): e.get("args", {}).get("name", "") for e in meta
-               if e.get("name") == "process_name"}
-  threads = {(e.get("pid"), e.get("tid")): e.get("args", {}).get("name", "") for e in meta
-             if e.get("name") == "thread_name"}
+  events, processes, threads = _events_and_names(trace)
   gpu_pids = {pid for pid, name in processes.items() if re.search(r"gpu|cuda", name, re.I)}
   complete = [e for e in events if e.get("ph") == "X" and "dur" in e]
   if gpu_pids:
@@ -111,12 +118,7 @@ def device_events(trace: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def track_counts(trace: Dict[str, Any]) -> List[Tuple[str, str, int]]:
   """(process name, thread name, complete events) per track, most events first."""
-  events = trace.get("traceEvents", [])
-  meta = [e for e in events if e.get("ph") == "M"]
-  processes = {e.get("pid"): e.get("args", {}).get("name", "") for e in meta
-               if e.get("name") == "process_name"}
-  threads = {(e.get("pid"), e.get("tid")): e.get("args", {}).get("name", "") for e in meta
-             if e.get("name") == "thread_name"}
+  events, processes, threads = _events_and_names(trace)
   counts = collections.Counter((e.get("pid"), e.get("tid")) for e in events if e.get("ph") == "X")
   return [(processes.get(pid, str(pid)), threads.get((pid, tid), str(tid)), n)
           for (pid, tid), n in counts.most_common()]
@@ -162,10 +164,16 @@ def summarize(events: Sequence[Dict[str, Any]], steps: int, top: int = 20) -> st
   by_kind: Dict[str, float] = collections.defaultdict(float)
   by_name: Dict[str, float] = collections.defaultdict(float)
   counts: Dict[str, int] = collections.Counter()
+  by_launch: Dict[Tuple[str, str], List[float]] = collections.defaultdict(lambda: [0.0, 0])
   for e in events:
-    by_kind[kernel_kind(e["name"])] += float(e["dur"])
-    by_name[e["name"]] += float(e["dur"])
+    kind, dur = kernel_kind(e["name"]), float(e["dur"])
+    by_kind[kind] += dur
+    by_name[e["name"]] += dur
     counts[e["name"]] += 1
+    if kind in ("element-wise fusion", "reduction"):
+      entry = by_launch[(kind, launch_class(e))]
+      entry[0] += dur
+      entry[1] += 1
   busy, span = busy_time(events)
   total = sum(by_kind.values())
   lines = [f"per step ({steps} steps traced): span {span / steps / 1e3:.2f} ms, device busy "
@@ -175,13 +183,6 @@ def summarize(events: Sequence[Dict[str, Any]], steps: int, top: int = 20) -> st
            "", f"{'kind':<22}{'ms/step':>10}{'share':>8}"]
   for kind, us in sorted(by_kind.items(), key=lambda kv: -kv[1]):
     lines.append(f"{kind:<22}{us / steps / 1e3:>10.2f}{100 * us / total:>7.1f}%")
-  by_launch: Dict[Tuple[str, str], List[float]] = collections.defaultdict(lambda: [0.0, 0])
-  for e in events:
-    kind = kernel_kind(e["name"])
-    if kind in ("element-wise fusion", "reduction"):
-      entry = by_launch[(kind, launch_class(e))]
-      entry[0] += float(e["dur"])
-      entry[1] += 1
   if by_launch:
     lines += ["", f"{'element-wise / reduction by launch size':<48}{'ms/step':>9}{'kernels/step':>14}"]
     for (kind, size), (us, n) in sorted(by_launch.items(), key=lambda kv: -kv[1][0]):

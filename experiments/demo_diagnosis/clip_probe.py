@@ -27,12 +27,16 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import linen as nn
 
 import resolution_probe
 from clipa_t5x import optimizers
 from clipa_t5x.data import demo_shapes
 from clipa_t5x.data import text_reduction
+from clipa_t5x.evaluation import batching
+from clipa_t5x.evaluation import metrics
+from clipa_t5x.evaluation import zeroshot
 from clipa_t5x.models import clip
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
@@ -44,7 +48,7 @@ CAPTION_SETS = {
     "mixed": ("the letter {g}", "a {c} letter {g}", "{g} in {c}", "a {c} {g}"),
     "letter": ("the letter {g}", "a letter {g}", "letter {g}", "{g}"),
 }
-PROMPTS = ("the letter {g}", "a letter {g}")
+PROMPTS = ("the letter {c}", "a letter {c}")
 TEXT_LENGTH = 16
 
 
@@ -76,27 +80,25 @@ def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed:
     (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(
         params, {"image": images, "text": texts}, rng)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return jax.tree.map(lambda p, u: p + u, params, updates), opt_state, loss
+    return optax.apply_updates(params, updates), opt_state, loss
 
   order = np.random.default_rng(seed)
-  losses = []
+  losses = []  # device scalars, read once at the end: no host sync per step
   start = time.time()
   for t in range(steps):
     idx = order.integers(0, len(xtr), batch)
     params, opt_state, loss = step(params, opt_state, jnp.asarray(xtr[idx]),
                                    jnp.asarray(ttr[idx]), jax.random.key(t))
-    losses.append(float(loss))
+    losses.append(loss)
+  losses = np.asarray(jax.device_get(losses), np.float32)
   train_s = time.time() - start
-  prompts = text_reduction.tokenize_texts(
-      [p.format(g=g) for g in glyphs for p in PROMPTS], TEXT_LENGTH, "truncate")
-  text = model.encode_texts(params, jnp.asarray(prompts)).reshape(len(glyphs), len(PROMPTS), -1)
-  text = text.mean(axis=1)
-  text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
-  predictions = []
-  for i in range(0, len(xte), 500):
-    image = model.encode_images(params, jnp.asarray(xte[i:i + 500]))
-    predictions.append(np.asarray(jnp.argmax(image @ text.T, axis=-1)))
-  accuracy = float(np.mean(np.concatenate(predictions) == yte))
+  # The project's zero-shot path: prompt-ensembled class embeddings, then top-1.
+  classes = zeroshot.embed_classes(lambda tokens: model.encode_texts(params, tokens), glyphs,
+                                   PROMPTS, text_length=TEXT_LENGTH,
+                                   batch_size=len(glyphs) * len(PROMPTS))
+  images = batching.encode_in_batches(lambda x: model.encode_images(params, x), xte, 500,
+                                      "encode_images")
+  accuracy = metrics.topk_accuracy(images @ classes.T, yte, ks=(1,))[1]
   return {"zeroshot_top1": accuracy, "loss_first": round(float(np.mean(losses[:20])), 3),
           "loss_last": round(float(np.mean(losses[-20:])), 3), "train_s": round(train_s, 1)}
 
