@@ -35,6 +35,9 @@ class DemoData:
     image_size: side of the generated images in pixels.
     num_train_shards / num_eval_shards: tar shards per split.
     seed: the generator's seed.
+    scene: ``'shapes'`` (``demo_shapes``: coloured shapes, the demo) or
+      ``'glyphs'`` (``demo_glyphs``: small capitals, the inverse-scaling
+      study); the default folder is per scene.
   """
   data_dir: Optional[str] = None
   num_train: Optional[int] = None
@@ -43,6 +46,15 @@ class DemoData:
   num_train_shards: Optional[int] = None
   num_eval_shards: Optional[int] = None
   seed: Optional[int] = None
+  scene: str = "shapes"
+
+  def __post_init__(self):
+    demo_shapes.scene_module(self.scene)  # a clear error for an unknown scene
+
+  @property
+  def name(self) -> str:
+    """The data set's name, also the prefix of its Task names: ``demo_shapes``."""
+    return f"demo_{self.scene}"
 
   @classmethod
   def from_kwargs(cls, data_dir: Optional[str] = None, **generator_kwargs) -> "DemoData":
@@ -56,12 +68,23 @@ class DemoData:
 
   def generator_kwargs(self) -> Dict[str, int]:
     """The ``ensure_demo_data`` parameters that are set."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if f.name != "data_dir" and getattr(self, f.name) is not None}
+    kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+              if f.name != "data_dir" and getattr(self, f.name) is not None}
+    if self.scene == "shapes":
+      del kwargs["scene"]  # the generator's default
+    return kwargs
 
   def root(self) -> str:
     """The data folder in effect (not created)."""
-    return os.path.expanduser(self.data_dir or demo_shapes.default_data_dir())
+    return os.path.expanduser(self.data_dir or demo_shapes.default_data_dir(self.scene))
+
+  def class_names(self) -> List[str]:
+    """Ordered zero-shot class names of this scene (index = ``KEY.cls``)."""
+    return list(demo_shapes.scene_module(self.scene).CLASS_NAMES)
+
+  def class_factors(self) -> Dict[str, List[int]]:
+    """Per-class id of each label factor (``demo_shapes``: colour, shape; glyphs: pair)."""
+    return demo_shapes.scene_module(self.scene).class_factors()
 
   def files(self, split: str) -> str:
     """Glob of ``split``'s shards, generating the data set first if needed."""

@@ -31,7 +31,11 @@ Generation is deterministic: each example draws from its own
 ``numpy.random.default_rng((seed, split_id, index))`` and the tar headers carry
 fixed metadata (mtime 0, uid 0), so a fixed seed gives identical bytes.
 
-Command line: ``python -m clipa_t5x.data.demo_shapes --out DIR``.
+The same writer serves the letters scene of the inverse-scaling study
+(``scene='glyphs'``, drawn by ``demo_glyphs``; default folder
+``~/.cache/clipa_t5x/demo_glyphs``).
+
+Command line: ``python -m clipa_t5x.data.demo_shapes --out DIR [--scene glyphs]``.
 """
 
 import argparse
@@ -40,6 +44,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import time
@@ -283,15 +288,33 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
   tar.addfile(info, io.BytesIO(data))
 
 
+SCENES = ("shapes", "glyphs")
+
+
+def scene_module(scene: str):
+  """The module that draws ``scene``: this one, or ``demo_glyphs``.
+
+  A scene module has ``CLASS_NAMES``, ``GENERATOR_VERSION``,
+  ``render_example(rng, image_size, label)`` and ``class_factors()``.
+  """
+  if scene == "shapes":
+    return sys.modules[__name__]
+  if scene == "glyphs":
+    from clipa_t5x.data import demo_glyphs  # pylint: disable=import-outside-toplevel
+    return demo_glyphs
+  raise ValueError(f"Unknown demo scene {scene!r}; expected one of {SCENES}.")
+
+
 def _write_shard(path: str, shard_index: int, split_id: int, seed: int,
                  first_index: int, count: int, image_size: int,
-                 balanced_classes: bool) -> None:
+                 balanced_classes: bool, scene: str = "shapes") -> None:
+  module = scene_module(scene)
   with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
     for j in range(count):
       index = first_index + j
       rng = np.random.default_rng((seed, split_id, index))
-      label = index % len(CLASS_NAMES) if balanced_classes else None
-      jpeg, attrs = render_example(rng, image_size, label)
+      label = index % len(module.CLASS_NAMES) if balanced_classes else None
+      jpeg, attrs = module.render_example(rng, image_size, label)
       key = f"{shard_index:05d}{j:04d}"  # img2dataset's 9-digit key.
       meta = {"key": key, "status": "success", "error_message": None,
               "width": image_size, "height": image_size,
@@ -312,11 +335,14 @@ def _split_counts(total: int, num_shards: int) -> List[int]:
 
 def _params(num_train: int, num_eval: int, image_size: int,
             num_train_shards: int, num_eval_shards: int,
-            seed: int) -> Dict[str, int]:
-  return {"num_train": num_train, "num_eval": num_eval,
-          "image_size": image_size, "num_train_shards": num_train_shards,
-          "num_eval_shards": num_eval_shards, "seed": seed,
-          "generator_version": GENERATOR_VERSION}
+            seed: int, scene: str = "shapes") -> Dict[str, Any]:
+  params = {"num_train": num_train, "num_eval": num_eval,
+            "image_size": image_size, "num_train_shards": num_train_shards,
+            "num_eval_shards": num_eval_shards, "seed": seed,
+            "generator_version": scene_module(scene).GENERATOR_VERSION}
+  if scene != "shapes":  # recorded for other scenes only: shapes caches stay valid
+    params["scene"] = scene
+  return params
 
 
 def _validate(params: Dict[str, int]) -> None:
@@ -338,7 +364,7 @@ def _validate(params: Dict[str, int]) -> None:
 
 def generate(out_dir: str, num_train: int = 20000, num_eval: int = 1000,
              image_size: int = 48, num_train_shards: int = 8, seed: int = 0,
-             num_eval_shards: int = 1) -> Dict[str, Any]:
+             num_eval_shards: int = 1, scene: str = "shapes") -> Dict[str, Any]:
   """Writes the demo data set into ``out_dir`` (created; must be empty).
 
   Prefer ``ensure_demo_data``, which adds caching and atomic replacement.
@@ -352,13 +378,16 @@ def generate(out_dir: str, num_train: int = 20000, num_eval: int = 1000,
     num_train_shards: number of ``train-XXXXX.tar`` files.
     seed: the seed; the same seed gives byte-identical files.
     num_eval_shards: number of ``eval-XXXXX.tar`` files.
+    scene: ``'shapes'`` (this module's scenes) or ``'glyphs'``
+      (``demo_glyphs``: letters).
 
   Returns:
     The manifest written last to ``out_dir/manifest.json``.
   """
   params = _params(num_train, num_eval, image_size, num_train_shards,
-                   num_eval_shards, seed)
+                   num_eval_shards, seed, scene)
   _validate(params)
+  class_names = scene_module(scene).CLASS_NAMES
   os.makedirs(out_dir, exist_ok=True)
   if os.listdir(out_dir):
     raise ValueError(f"generate() needs an empty directory, but {out_dir} has "
@@ -370,15 +399,16 @@ def generate(out_dir: str, num_train: int = 20000, num_eval: int = 1000,
     for i, count in enumerate(_split_counts(n, shards)):
       name = f"{split}-{i:05d}.tar"
       _write_shard(os.path.join(out_dir, name), i, _SPLIT_IDS[split], seed,
-                   first, count, image_size, balanced_classes=split == "eval")
+                   first, count, image_size, balanced_classes=split == "eval",
+                   scene=scene)
       names.append(name)
       first += count
     files[split] = names
   with open(os.path.join(out_dir, "classes.json"), "w") as f:
-    json.dump(list(CLASS_NAMES), f, indent=1)
+    json.dump(list(class_names), f, indent=1)
   manifest = {"params": params, "files": files,
               "num_examples": {"train": num_train, "eval": num_eval},
-              "num_classes": len(CLASS_NAMES)}
+              "num_classes": len(class_names)}
   # Written last: its presence marks a complete data set.
   with open(os.path.join(out_dir, _MANIFEST), "w") as f:
     json.dump(manifest, f, indent=1, sort_keys=True)
@@ -404,16 +434,18 @@ def ensure_demo_data(out_dir: Optional[str] = None, **kwargs) -> str:
   ``out_dir``. An existing data set with other parameters is replaced.
 
   Args:
-    out_dir: target directory (default: ``default_data_dir()``).
+    out_dir: target directory (default: ``default_data_dir(scene)``).
     **kwargs: parameters of ``generate`` (num_train, num_eval, image_size,
-      num_train_shards, num_eval_shards, seed).
+      num_train_shards, num_eval_shards, seed, scene).
 
   Returns:
     ``out_dir`` as an absolute path.
   """
-  out_dir = os.path.abspath(os.path.expanduser(out_dir or default_data_dir()))
+  out_dir = os.path.abspath(os.path.expanduser(
+      out_dir or default_data_dir(kwargs.get("scene", "shapes"))))
   defaults = {"num_train": 20000, "num_eval": 1000, "image_size": 48,
-              "num_train_shards": 8, "num_eval_shards": 1, "seed": 0}
+              "num_train_shards": 8, "num_eval_shards": 1, "seed": 0,
+              "scene": "shapes"}
   unknown = set(kwargs) - set(defaults)
   if unknown:
     raise ValueError(f"Unknown demo data parameters {sorted(unknown)}; "
@@ -457,10 +489,15 @@ def ensure_demo_data(out_dir: Optional[str] = None, **kwargs) -> str:
   return out_dir
 
 
-def default_data_dir() -> str:
-  """``$CLIPA_DEMO_DATA`` or ``~/.cache/clipa_t5x/demo_shapes``."""
-  return os.environ.get("CLIPA_DEMO_DATA") or os.path.join(
-      os.path.expanduser("~"), ".cache", "clipa_t5x", "demo_shapes")
+DATA_DIR_VARIABLES = {"shapes": "CLIPA_DEMO_DATA", "glyphs": "CLIPA_DEMO_GLYPHS_DATA"}
+
+
+def default_data_dir(scene: str = "shapes") -> str:
+  """``$CLIPA_DEMO_DATA`` or ``~/.cache/clipa_t5x/demo_shapes`` (glyphs:
+  ``$CLIPA_DEMO_GLYPHS_DATA`` or ``~/.cache/clipa_t5x/demo_glyphs``)."""
+  scene_module(scene)  # a clear error for an unknown scene
+  return os.environ.get(DATA_DIR_VARIABLES[scene]) or os.path.join(
+      os.path.expanduser("~"), ".cache", "clipa_t5x", f"demo_{scene}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -475,11 +512,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument("--num_train_shards", type=int, default=8)
   parser.add_argument("--num_eval_shards", type=int, default=1)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--scene", default="shapes", choices=SCENES,
+                      help="shapes (demo_shapes) or glyphs (demo_glyphs: letters)")
   args = parser.parse_args(argv)
   start = time.time()
   kw = {k: v for k, v in vars(args).items() if k != "out"}
   path = ensure_demo_data(args.out, **kw)
-  print(f"demo_shapes data set ready at {path} ({time.time() - start:.1f} s)")
+  print(f"demo_{args.scene} data set ready at {path} ({time.time() - start:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The demo's second scene: small bold capital letters that differ in one stroke.
+
+Every image shows one letter of ``LETTERS`` (E F O Q P R C G U V, DejaVu Sans
+Bold, font size 30-40% of the side) in one of the demo's colours, jittered around the
+centre, on a tinted light background. The label is the letter alone (10
+classes); colour, size and position are nuisances the captions never name.
+
+Why letters (experiments/demo_diagnosis/README.md, section 5): the shapes of
+``demo_shapes`` are learned *better* at 16 px than at 32 px, so fewer image
+tokens cost a small model nothing and the inverse-scaling law has nothing to
+show there. These letters come in pairs that differ in one small stroke (E/F,
+O/Q, P/R, C/G, U/V). On the probes' set (I/T in place of U/V), the study's
+width-64 image tower trained supervised lost 59 points at 16 px against
+32 px, the width-128 one 29, and CLIP training lost accuracy at 4 tokens too.
+(I and T are not nouns to the syntax-masking table, so syntax masking would
+drop them from long captions; U and V are.) ``class_factors`` reports the
+pair (the coarse outline) as a factor, so the evaluation shows how much of the
+error is the stroke that tells the two letters of a pair apart.
+
+The font is the one matplotlib ships (an ``experiments`` / ``demo`` extra);
+written as ``demo_shapes`` writes its scenes (``demo_shapes.generate(...,
+scene='glyphs')``), the same tar shards and manifest.
+"""
+
+import functools
+import io
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# Bump when the rendered bytes or captions change (cached data sets are regenerated).
+GENERATOR_VERSION = 1
+
+# Pairs that differ in one stroke, next to each other: class 2k and 2k + 1.
+LETTERS: Tuple[str, ...] = ("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V")
+CLASS_NAMES: Tuple[str, ...] = tuple(f"letter {l}" for l in LETTERS)
+FONT_FILE = "DejaVuSans-Bold.ttf"
+# Font size (em) as a fraction of the side; capitals are ~0.73 em tall, so at
+# 32 px a letter is 7-9 px high (about one patch of 8) and at 16 px 3-5 px,
+# where the Q's tail and the E's lower bar blur away.
+_FONT_SIZE = (0.30, 0.40)
+_MAX_OFFSET = 0.08  # of the side, around the centre: the >= 80% crop keeps the letter
+_SUPERSAMPLE = 2
+_JPEG_QUALITY = 90
+_COLOUR_JITTER = 20
+
+# Captions name the letter only (colour words let a contrastive model settle on
+# colour; experiments/demo_diagnosis, section 5), and most are short: with
+# longer, wordier captions a width-128 model at 4 image tokens had not got off
+# the loss plateau after 1,000 steps (31% zero-shot; 99% with short captions
+# in the CLIP probe). In the last two the letter comes after 7 word pieces:
+# truncation to 8 tokens cuts it, syntax masking (nouns first) keeps it.
+_TEMPLATES = (
+    "the letter {l}",
+    "a letter {l}",
+    "letter {l}",
+    "{l}",
+    "a capital {l}",
+    "the capital letter {l}",
+    "a photo of the letter {l}",
+    "a bold letter {l}",
+    "a small picture of a single bold letter {l} near the middle",
+    "a close-up photo of one bold capital letter {l}",
+)
+
+
+@functools.lru_cache(maxsize=None)
+def font_path() -> str:
+  """Path of DejaVu Sans Bold as matplotlib ships it; a clear error without matplotlib."""
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ImportError("the demo_glyphs data set draws its letters with the font matplotlib "
+                      "ships; install it: pip install matplotlib (or the 'demo' extra).") from None
+  path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", FONT_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing from this matplotlib install; reinstall "
+                            "matplotlib.")
+  return path
+
+
+@functools.lru_cache(maxsize=64)
+def _font(pixels: int) -> ImageFont.FreeTypeFont:
+  return ImageFont.truetype(font_path(), pixels)
+
+
+def make_caption(rng: np.random.Generator, letter: str) -> str:
+  """One caption for a letter (a template drawn from ``rng``)."""
+  return _TEMPLATES[int(rng.integers(len(_TEMPLATES)))].format(l=letter)
+
+
+def render_example(rng: np.random.Generator, image_size: int,
+                   label: Optional[int] = None) -> Tuple[bytes, Dict[str, Any]]:
+  """Draws one letter and writes its caption (``demo_shapes.render_example``'s contract).
+
+  Returns ``(jpeg_bytes, attributes)``; the attributes hold the caption, the
+  class index and name, the letter, its colour, its centre ``(x, y)`` and font
+  size as image fractions.
+  """
+  from clipa_t5x.data import demo_shapes  # pylint: disable=import-outside-toplevel
+  if label is None:
+    label = int(rng.integers(len(LETTERS)))
+  letter = LETTERS[label]
+  colour = list(demo_shapes.COLOURS)[int(rng.integers(len(demo_shapes.COLOURS)))]
+  font_size = float(rng.uniform(*_FONT_SIZE))
+  fx, fy = 0.5 + rng.uniform(-_MAX_OFFSET, _MAX_OFFSET, size=2)
+  background = tuple(int(v) for v in rng.integers(215, 256, 3))
+  fill = tuple(int(np.clip(c + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1), 0, 255))
+               for c in demo_shapes.COLOURS[colour])
+  big = image_size * _SUPERSAMPLE
+  image = Image.new("RGB", (big, big), background)
+  ImageDraw.Draw(image).text((fx * big, fy * big), letter, font=_font(max(4, round(font_size * big))),
+                             fill=fill, anchor="mm")
+  image = image.resize((image_size, image_size), Image.BOX)
+  buf = io.BytesIO()
+  image.save(buf, format="JPEG", quality=_JPEG_QUALITY)
+  attrs = {"caption": make_caption(rng, letter), "label": label, "class_name": CLASS_NAMES[label],
+           "letter": letter, "colour": colour,
+           "center": [round(float(fx), 4), round(float(fy), 4)], "font_size": round(font_size, 4)}
+  return buf.getvalue(), attrs
+
+
+def class_factors() -> Dict[str, List[int]]:
+  """``{'pair': [...]}``: which one-stroke pair (E/F, O/Q, ...) each class belongs to.
+
+  Pair accuracy is how often the outline is right; top-1 below it is the
+  stroke that tells the two letters of a pair apart.
+  """
+  return {"pair": [i // 2 for i in range(len(LETTERS))]}
