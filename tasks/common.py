@@ -1,7 +1,7 @@
 """What every Task registration here shares: the training preprocessors and idempotent adds."""
 
 import functools
-from typing import Any, Callable, List, Mapping
+from typing import Any, Callable, List, Mapping, Optional
 
 import seqio
 
@@ -10,18 +10,31 @@ from clipa_t5x.data import text_reduction
 from clipa_t5x.data.sources import select_features
 
 
-def train_preprocessors(method: str, augmentation: Mapping[str, Any]) -> List[Callable]:
+def train_preprocessors(method: str,
+                        augmentation: Optional[Mapping[str, Any]]) -> List[Callable]:
   """image + caption -> ``{'image': uint8 SxSx3, 'text': int32 L}`` for training.
 
   Args:
     method: text reduction (``'truncate'``, ``'syntax'``, ``'random'``, ``'block'``).
-    augmentation: ``train_image_preprocessor`` keyword arguments.
+    augmentation: ``train_image_preprocessor`` keyword arguments, or None for
+      no random augmentation: a square resize (with training's bad-image
+      policy: skip and count). For data whose generator already draws every
+      nuisance per image, such as ``demo_glyphs``.
   """
+  if augmentation is None:
+    image = functools.partial(image_ops.eval_image_preprocessor, skip_bad_images=True)
+  else:
+    image = functools.partial(image_ops.train_image_preprocessor, **augmentation)
   return [
       functools.partial(select_features, keys=("image", "text")),
-      functools.partial(image_ops.train_image_preprocessor, **augmentation),
+      image,
       functools.partial(text_reduction.tokenize_and_reduce, method=method, key="text"),
   ]
+
+
+def is_deterministic(method: str, augmentation: Optional[Mapping[str, Any]]) -> bool:
+  """Whether ``train_preprocessors(method, augmentation)`` draws nothing at random."""
+  return augmentation is None and method not in text_reduction.RANDOM_METHODS
 
 
 def register_task(name: str, **kwargs) -> None:

@@ -42,6 +42,32 @@ class DatasetConfig:
   num_epochs: Optional[int] = None
 
 
+# Tasks whose preprocessing is deterministic and whose split fits in memory
+# (``mark_in_memory``): their repeated pipelines preprocess one pass only.
+_IN_MEMORY_TASKS = set()
+# Examples shuffled at once when a cached pass is replayed (per epoch).
+_REPLAY_SHUFFLE_BUFFER = 4096
+# (task, split, lengths, shard, converter) -> (the Task, its cached pass).
+_CACHED_PASSES = {}
+
+
+def mark_in_memory(task_name: str) -> None:
+  """Declares ``task_name``'s preprocessed examples deterministic and small.
+
+  A repeated pipeline over such a Task (``num_epochs`` != 1) then runs the
+  preprocessors for one pass, keeps the examples in memory and replays them,
+  reshuffled every epoch, instead of decoding, resizing and tokenizing every
+  example again. Only for Tasks without random augmentation or random text
+  reduction: a cached pass would repeat its first draws forever.
+  """
+  _IN_MEMORY_TASKS.add(task_name)
+
+
+def is_in_memory(task_name: str) -> bool:
+  """Whether ``mark_in_memory`` declared ``task_name``."""
+  return task_name in _IN_MEMORY_TASKS
+
+
 def get_provider(name: str):
   """The registered Task or Mixture ``name``, with a helpful error if unknown.
 
@@ -100,6 +126,9 @@ def get_dataset(
     raise ValueError(f"shard_id {shard_id} is outside [0, {num_shards}).")
   batch = per_host_batch_size(cfg.batch_size, num_shards)
   provider = get_provider(cfg.mixture_or_task_name)
+  if cfg.num_epochs != 1 and is_in_memory(cfg.mixture_or_task_name) and not cfg.use_cached:
+    return _replayed_from_memory(provider, cfg, shard_id, num_shards, feature_converter_cls,
+                                 batch).prefetch(prefetch)
   ds = seqio.get_dataset(
       provider,
       task_feature_lengths=dict(cfg.task_feature_lengths),
@@ -114,6 +143,32 @@ def get_dataset(
       verbose=False,
   )
   return ds.prefetch(prefetch)
+
+
+def _replayed_from_memory(provider, cfg: DatasetConfig, shard_id: int, num_shards: int,
+                          feature_converter_cls, batch: int) -> tf.data.Dataset:
+  """One preprocessed pass kept in memory, reshuffled and replayed ``num_epochs`` times.
+
+  The pass is read in file order (no shuffle), so the stream depends on
+  ``cfg.seed`` only through the replay's shuffle, and one cached pass serves
+  every pipeline of this process over the same Task, split, lengths and shard
+  (the stages and runs of a sweep): only the first one preprocesses.
+  """
+  key = (cfg.mixture_or_task_name, cfg.split, tuple(sorted(cfg.task_feature_lengths.items())),
+         shard_id, num_shards, feature_converter_cls, cfg.pack)
+  cached = _CACHED_PASSES.get(key)
+  if cached is None or cached[0] is not provider:  # new, or the Task was re-registered
+    ds = seqio.get_dataset(
+        provider, task_feature_lengths=dict(cfg.task_feature_lengths),
+        feature_converter=feature_converter_cls(pack=cfg.pack), dataset_split=cfg.split,
+        shuffle=False, num_epochs=1,
+        shard_info=seqio.ShardInfo(index=shard_id, num_shards=num_shards),
+        batch_size=None, verbose=False)
+    cached = _CACHED_PASSES[key] = (provider, ds.cache())
+  ds = cached[1]
+  if cfg.shuffle:
+    ds = ds.shuffle(_REPLAY_SHUFFLE_BUFFER, seed=cfg.seed, reshuffle_each_iteration=True)
+  return ds.repeat(cfg.num_epochs).batch(batch, drop_remainder=True)
 
 
 def get_eval_examples(task_name: str, split: str,

@@ -12,6 +12,7 @@ import seqio
 import clipa_t5x.tasks  # noqa: F401  (registers the Tasks)
 from clipa_t5x.data import demo_data
 from clipa_t5x.data import demo_shapes
+from clipa_t5x.data import text_reduction
 from clipa_t5x.data.feature_converter import ImageTextFeatureConverter
 from clipa_t5x.tasks import demo
 
@@ -138,3 +139,39 @@ def test_mixture_and_syntax_variant_give_batches(data_dir):
     batch = next(ds.as_numpy_iterator())
     assert batch["image"].shape == (4, 32, 32, 3)
     assert (batch["text"][:, 0] == 101).all()
+
+
+def test_glyph_tasks_have_their_own_names_labels_and_mixture(tmp_path):
+  from clipa_t5x.data import demo_glyphs  # pylint: disable=import-outside-toplevel
+  data = demo_data.DemoData(str(tmp_path / "glyphs"), num_train=40, num_eval=20,
+                            image_size=32, num_train_shards=2, scene="glyphs")
+  try:
+    demo.register(data)
+    for name in ("demo_glyphs", "demo_glyphs_syntax", "demo_glyphs_eval"):
+      assert name in seqio.TaskRegistry.names()
+    mix = seqio.get_mixture_or_task("demo_glyphs_mix")
+    assert sorted(t.name for t in mix.tasks) == ["demo_glyphs", "demo_glyphs_syntax"]
+    examples = list(seqio.get_mixture_or_task("demo_glyphs_eval")
+                    .get_dataset({"image": 16, "text": 8}, split="eval", shuffle=False)
+                    .as_numpy_iterator())
+    assert examples[0]["image"].shape == (16, 16, 3)
+    assert np.bincount([e["label"] for e in examples]).tolist() == [2] * 10
+    ds = seqio.get_dataset(
+        "demo_glyphs_syntax", task_feature_lengths={"image": 24, "text": 8},
+        feature_converter=ImageTextFeatureConverter(pack=False), dataset_split="train",
+        shuffle=False, num_epochs=1, seed=0, batch_size=40)
+    batch = next(ds.as_numpy_iterator())
+    assert batch["image"].shape == (40, 24, 24, 3)
+    # Syntax masking keeps the letter in every caption, long ones included.
+    letters = {int(t[1]) for t in text_reduction.tokenize_texts(
+        [l.lower() for l in demo_glyphs.LETTERS], 2, "truncate")}
+    assert all(letters & set(row.tolist()) for row in batch["text"])
+    # Resize-only glyph Tasks replay from memory; augmented or randomly reduced ones do not.
+    from clipa_t5x.data import dataset  # pylint: disable=import-outside-toplevel
+    assert dataset.is_in_memory("demo_glyphs") and dataset.is_in_memory("demo_glyphs_syntax")
+    assert not dataset.is_in_memory("demo_glyphs_random")
+    assert not dataset.is_in_memory("demo_shapes")
+    # The shapes Tasks are untouched by the glyph registration.
+    assert demo.class_names()[0] == "red circle"
+  finally:
+    demo.register(demo_data.DemoData(scene="glyphs"))
