@@ -31,9 +31,14 @@ import statistics
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-_METRICS = ("top1", "top5", "pretrain_top1", "pretrain_top5", "colour_acc", "shape_acc",
-            "pretrain_colour_acc", "pretrain_shape_acc",
-            "wall_seconds", "cpu_seconds")
+_METRICS = ("top1", "top5", "pretrain_top1", "pretrain_top5", "wall_seconds", "cpu_seconds")
+# Per-factor top-1 (how often the predicted class has the right colour, shape,
+# letter pair, ...): ``factor_<name>`` after the last stage, ``pretrain_factor_<name>``.
+_FACTOR_PREFIXES = ("factor_", "pretrain_factor_")
+# Rows written before factors were generic (demo_shapes only).
+_LEGACY_KEYS = {"colour_acc": "factor_colour", "shape_acc": "factor_shape",
+                "pretrain_colour_acc": "pretrain_factor_colour",
+                "pretrain_shape_acc": "pretrain_factor_shape"}
 # Per-run fields that differ between the seeds of one point.
 _PER_RUN = ("seed", "run_id", "breakdown_top1", "pretrain_seconds", "finetune_seconds")
 
@@ -43,6 +48,18 @@ def _point_id(row: Dict[str, Any]) -> str:
   if row.get("point_id"):
     return row["point_id"]
   return row["run_id"].rsplit("_s", 1)[0]
+
+
+def _normalise(row: Dict[str, Any]) -> Dict[str, Any]:
+  """The row with legacy colour/shape keys under their ``factor_`` names."""
+  return {_LEGACY_KEYS.get(k, k): v for k, v in row.items()}
+
+
+def factor_names(rows: Sequence[Dict[str, Any]]) -> List[str]:
+  """The label factors the rows report (``factor_<name>``), in first-seen order."""
+  names = (k[len("factor_"):] for row in rows for k in _normalise(row)
+           if k.startswith("factor_"))
+  return list(dict.fromkeys(names))
 
 
 def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -58,16 +75,19 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     more seeds, ``<metric>_sd`` (sample standard deviation) and
     ``<metric>_spread`` (max - min).
   """
+  rows = [_normalise(row) for row in rows]
+  metrics = _METRICS + tuple(prefix + name for prefix in _FACTOR_PREFIXES
+                             for name in factor_names(rows))
   groups: Dict[str, List[Dict[str, Any]]] = {}
   for row in rows:
     groups.setdefault(_point_id(row), []).append(row)
   out = []
   for key, group in groups.items():
-    merged = {k: v for k, v in group[0].items() if k not in _METRICS and k not in _PER_RUN}
+    merged = {k: v for k, v in group[0].items() if k not in metrics and k not in _PER_RUN}
     merged["point_id"] = key
     merged["seeds"] = sorted(r["seed"] for r in group)
     merged["n"] = len(group)
-    for metric in _METRICS:
+    for metric in metrics:
       values = [r[metric] for r in group if r.get(metric) is not None]
       merged[metric] = statistics.fmean(values) if values else None
       merged[f"{metric}_n"] = len(values)
@@ -157,8 +177,9 @@ _AXIS_LABELS = {"full": "full tokens", "image": "resize", "mask": "random mask",
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
   """Markdown table of the points (``aggregate``): mean (min–max over seeds)."""
   header = ("width", "params (M)", "setting", "pre-train px", "image tokens", "text tokens",
-            "compute (TFLOPs)", "seeds", "pre-train top-1 %", "top-1 %", "top-5 %",
-            "colour %", "shape %", "minutes")
+            "compute (TFLOPs)", "seeds", "pre-train top-1 %", "top-1 %", "top-5 %")
+  factors = factor_names(rows)
+  header += tuple(f"{name} %" for name in factors) + ("minutes",)
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in aggregate(rows):
     params = r.get("num_params")
@@ -173,7 +194,7 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
         f"{r['text_tokens']}{' (syntax)' if r['axis'] in ('text', 'both') else ''}",
         f"{r['total_flops'] / 1e12:.3g}", ",".join(map(str, r["seeds"])),
         _with_range(r, "pretrain_top1"), _with_range(r, "top1"), _pct(r["top5"]),
-        _pct(r["colour_acc"]), _pct(r["shape_acc"]),
+        *(_pct(r.get(f"factor_{name}")) for name in factors),
         "-" if r.get("wall_seconds") is None else f"{r['wall_seconds'] / 60:.1f}"]) + " |")
   return "\n".join(lines)
 
@@ -294,6 +315,32 @@ def _verdict_sentence(result: Dict[str, Any], what: str, widths: Sequence[int]) 
           f"sweep cannot say whether the loss of {what} shrinks with model size{diff}.")
 
 
+def _steps_sentence(by_width: Dict[int, Dict[str, Any]], noise: Noise, what: str) -> str:
+  """Size step by size step: does the loss at the fewest tokens shrink, grow or neither?
+
+  The verdict compares only the smallest and the largest model; a law that
+  holds from some size on (or a smallest model that gains from fewer tokens)
+  shows here.
+  """
+  widths = sorted(by_width)
+  if len(widths) < 3 or not noise.known:
+    return ""
+  steps = []
+  for a, b in zip(widths, widths[1:]):
+    difference = by_width[a]["drop"] - by_width[b]["drop"]
+    ci = noise.half_width(*by_width[a]["n"], *by_width[b]["n"])
+    word = ("shrinks" if difference > ci else "grows" if difference < -ci else
+            "changes within the noise")
+    steps.append(f"from width {a} to {b} it {word} ({100 * difference:+.1f} ± {100 * ci:.1f} "
+                 "points)")
+  gains = [w for w in widths if by_width[w]["ci"] is not None
+           and -by_width[w]["drop"] > by_width[w]["ci"]]
+  gain_note = (f" Fewer tokens raise {what} beyond the noise at width "
+               + ", ".join(map(str, gains)) + "." if gains else "")
+  return f"Size by size, the loss of {what} at the fewest tokens: " + "; ".join(steps) + "." \
+      + gain_note
+
+
 def _image_axis_paragraph(rows, metric: str, label: str) -> List[str]:
   agg = aggregate(rows)
   parts = []
@@ -316,7 +363,8 @@ def _image_axis_paragraph(rows, metric: str, label: str) -> List[str]:
   result = trend(fewest, noise)
   what = "top-1 after the fine-tune" if metric == "top1" else "pre-training-only top-1"
   parts.append(_verdict_sentence(result, what, sorted(fewest)))
-  return parts
+  parts.append(_steps_sentence(fewest, noise, what))
+  return [p for p in parts if p]
 
 
 def reading(rows: Sequence[Dict[str, Any]]) -> str:
@@ -360,11 +408,14 @@ def reading(rows: Sequence[Dict[str, Any]]) -> str:
     parts.append(f"(A top-1 near {_pct(mean_top1)}% on {min(examples)} images has a sampling "
                  f"error of about {100 * se:.1f} points, shared by all runs since they use "
                  "the same images.)")
-  shapes = [r["shape_acc"] for r in agg if r.get("shape_acc") is not None]
-  colours = [r["colour_acc"] for r in agg if r.get("colour_acc") is not None]
-  if shapes and colours:
-    parts.append(f"On average the prediction has the right colour {_pct(statistics.fmean(colours))}%"
-                 f" and the right shape {_pct(statistics.fmean(shapes))}% of the time.")
+  factor_means = {name: statistics.fmean(values) for name in factor_names(rows)
+                  if (values := [r[f"factor_{name}"] for r in agg
+                                 if r.get(f"factor_{name}") is not None])}
+  if factor_means:
+    parts.append("On average the prediction has the right "
+                 + " and the right ".join(f"{name} {_pct(mean)}%"
+                                          for name, mean in factor_means.items())
+                 + " of the time.")
   parts += _headline(rows, noise)
   parts.append(_compute_matched(agg))
   return " ".join(p for p in parts if p)
@@ -629,8 +680,10 @@ def markdown_report(rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str,
   lines += [format_table(rows), "",
             "Accuracies are the mean over the seeds, (min–max) in brackets. Compute is all "
             "stages' training FLOPs (clipa_t5x.flops: 3x the forward matmul FLOPs, per sample x "
-            "samples). Colour % / shape %: how often the prediction has the right colour / the "
-            "right shape. Figures: `accuracy_vs_tokens.png`, `accuracy_vs_flops.png`.", "",
+            "samples). The per-factor columns (e.g. pair %): how often the predicted class has the right "
+            "factor of the label "
+            "(demo_glyphs: pair = the one-stroke pair E/F, O/Q, P/R, C/G, U/V; demo_shapes: "
+            "colour, shape). Figures: `accuracy_vs_tokens.png`, `accuracy_vs_flops.png`.", "",
             "## Reading", "", reading(rows), ""]
   return "\n".join(lines)
 

@@ -107,10 +107,13 @@ class SweepSettings:
       or more give every point a spread and the reading its noise.
     checkpoint_period: steps between checkpoints (resume granularity).
     eval_batch_size: images per zero-shot evaluation batch.
-    data: ``demo.configure`` arguments (``data_dir`` and generator parameters).
+    scene: the demo data set: ``'glyphs'`` (``demo_glyphs``, small capitals
+      whose pairs differ in one stroke: fewer tokens cost accuracy there) or
+      ``'shapes'`` (``demo_shapes``, the demo's, learned as well at 16 px).
+    data: ``DemoData`` arguments (``data_dir`` and generator parameters).
   """
-  widths: Tuple[int, ...] = (64, 96, 128)
-  depth: int = 4
+  widths: Tuple[int, ...] = (32, 64, 96)
+  depth: int = 2
   head_dim: int = 32
   patch_size: int = 8
   image_sizes: Tuple[int, ...] = (32, 24, 16)
@@ -118,23 +121,30 @@ class SweepSettings:
   text_lengths: Tuple[int, ...] = (16, 8)
   grid: str = "axes"
   combined: bool = False
-  headline_widths: Tuple[int, ...] = (128,)
+  headline_widths: Tuple[int, ...] = (96,)
   # Batch 128, not 64: on the demo data a Mu/8-sized model at batch 64 and peak
   # 1e-3 stayed at the colour-only solution for 600 steps (shape 21%), while at
   # batch 128 shape reached 37% / 59% / 76% / 81% at steps 200 / 300 / 400 /
   # 500 (README.md: the pilot). 320 steps is what 34 runs can afford in about an hour.
-  pretrain_steps: int = 320
-  finetune_steps: int = 30
+  pretrain_steps: int = 1000
+  finetune_steps: int = 100
   batch_size: int = 128
   pretrain_lr: float = 2e-3   # peak 1e-3 at batch 128, as the demo's pre-training
-  pretrain_warmup: int = 30
+  pretrain_warmup: int = 50
   finetune_lr: float = 1e-3   # peak 5e-4 at batch 128, as the demo's fine-tune
-  finetune_warmup: int = 3
+  finetune_warmup: int = 10
   finetune_mask_ratio: float = 0.0
   seeds: Tuple[int, ...] = (0, 1)
   checkpoint_period: int = 1000
   eval_batch_size: int = 200
+  scene: str = "glyphs"
   data: Tuple[Tuple[str, Any], ...] = ()
+
+  def demo_data(self):
+    """The ``DemoData`` the study trains and evaluates on."""
+    from clipa_t5x.data import demo_data  # pylint: disable=import-outside-toplevel
+    data = dict(self.data)
+    return demo_data.DemoData.from_kwargs(data.pop("data_dir", None), scene=self.scene, **data)
 
   @property
   def full_image_size(self) -> int:
@@ -321,18 +331,19 @@ def make_stages(spec: RunSpec, settings: SweepSettings) -> list:
   """
   from clipa_t5x import optimizers  # pylint: disable=import-outside-toplevel
   from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
+  task = settings.demo_data().name  # demo_glyphs, demo_glyphs_syntax
   pretrain_optimizer = optimizers.OptimizerConfig(base_learning_rate=settings.pretrain_lr,
                                                   warmup_steps=settings.pretrain_warmup,
                                                   weight_decay=0.2)
   full_lengths = {"image": settings.full_image_size, "text": settings.full_text_length}
   if spec.axis == "fullres":
-    return [runner.Stage(name="train", mixture_or_task_name="demo_shapes",
+    return [runner.Stage(name="train", mixture_or_task_name=task,
                          task_feature_lengths=full_lengths, batch_size=settings.batch_size,
                          train_steps=spec.train_steps, optimizer=pretrain_optimizer)]
   text_reduced = spec.text_length < settings.full_text_length
   pretrain = runner.Stage(
       name="pretrain",
-      mixture_or_task_name="demo_shapes_syntax" if text_reduced else "demo_shapes",
+      mixture_or_task_name=f"{task}_syntax" if text_reduced else task,
       task_feature_lengths={"image": spec.image_size, "text": spec.text_length},
       batch_size=settings.batch_size, train_steps=settings.pretrain_steps,
       mask_ratio=spec.mask_ratio, optimizer=pretrain_optimizer,
@@ -340,7 +351,7 @@ def make_stages(spec: RunSpec, settings: SweepSettings) -> list:
       # prompts reduced as the captions were (as CLIPA-v2 evaluates it).
       eval_text_reduction="syntax" if text_reduced else "truncate")
   finetune = runner.Stage(
-      name="finetune", mixture_or_task_name="demo_shapes",
+      name="finetune", mixture_or_task_name=task,
       task_feature_lengths=full_lengths,
       batch_size=settings.batch_size, train_steps=settings.finetune_steps,
       mask_ratio=settings.finetune_mask_ratio,
@@ -429,39 +440,23 @@ class SweepInterrupted(Exception):
   """A run stopped early on SIGTERM / Ctrl-C (its checkpoint is saved)."""
 
 
-class EvalSet:
-  """The held-out images at the full resolution, read once for the whole sweep."""
-
-  def __init__(self, image_size: int, text_length: int):
-    self.image_size = image_size
-    self.text_length = text_length
-    self._data = None
-
-  def get(self):
-    if self._data is None:
-      self._data = _sibling("breakdown").load_eval_set("demo_shapes_eval", self.image_size,
-                                                       self.text_length)
-    return self._data
-
-
-def run_one(spec: RunSpec, settings: SweepSettings, out_dir: str,
-            eval_set: EvalSet) -> Dict[str, Any]:
+def run_one(spec: RunSpec, settings: SweepSettings, out_dir: str) -> Dict[str, Any]:
   """Trains (or resumes, or loads) one run; returns its result row.
 
   Args:
     spec: the run.
     settings: the sweep.
     out_dir: the sweep's output folder; the run trains in ``out_dir/runs/<id>``.
-    eval_set: the full-resolution held-out split (for the colour/shape split).
 
   Returns:
     The row: the spec, ``compute_accounting``, zero-shot top-1/top-5 after
-    pre-training and after the fine-tune, colour/shape accuracy of the
-    fine-tuned model, parameter count and seconds.
+    pre-training and after the fine-tune, per-factor top-1 of both
+    (``factor_<name>``, ``pretrain_factor_<name>``: the letter pair of
+    demo_glyphs, the colour and shape of demo_shapes), parameter count and
+    seconds.
   """
   from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
   from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
-  from clipa_t5x.tasks import demo  # pylint: disable=import-outside-toplevel
 
   # Absolute: Orbax refuses relative checkpoint paths (the default --out is relative).
   model_dir = os.path.abspath(os.path.join(out_dir, "runs", spec.run_id))
@@ -479,10 +474,11 @@ def run_one(spec: RunSpec, settings: SweepSettings, out_dir: str,
   os.makedirs(model_dir, exist_ok=True)
   _write_json(os.path.join(model_dir, RUN_FILE), fingerprint)
   config = model_config(spec.width, settings)
+  data = settings.demo_data()
   evaluator = runner.ZeroShotEvalConfig(
-      name="demo_shapes", task="demo_shapes_eval", split="eval", class_names=demo.class_names,
+      name=data.name, task=f"{data.name}_eval", split="eval", class_names=data.class_names,
       templates=list(EVAL_TEMPLATES), batch_size=settings.eval_batch_size,
-      **_factor_kwargs(runner, demo))
+      factors=data.class_factors)
   stages = make_stages(spec, settings)
   what = (f"full resolution only, {spec.train_steps} steps" if spec.axis == "fullres" else
           f"pre-train {spec.image_size} px" + (f" {100 * spec.mask_ratio:g}% masked"
@@ -494,75 +490,36 @@ def run_one(spec: RunSpec, settings: SweepSettings, out_dir: str,
       model_dir=model_dir, stages=stages, model_config=config,
       checkpoint_config=checkpoints.SaveCheckpointConfig(period=settings.checkpoint_period,
                                                          keep=1),
-      evaluators=[evaluator], log_every=50, random_seed=spec.seed)
+      evaluators=[evaluator], log_every=100, random_seed=spec.seed)
   if len(rows) != len(stages):  # SIGTERM / Ctrl-C: the runner saved a checkpoint and returned early
     raise SweepInterrupted(f"[{spec.run_id}] stopped before both stages finished; rerun the "
                            "same command to resume.")
-  train_seconds = time.time() - start
-
-  start = time.time()
   pre_row, fine_row = rows[0], rows[-1]
   two_stage = len(rows) == 2
-  top1 = fine_row["zeroshot_top1"]
-  split = _factor_accuracies(fine_row)
-  if split is not None:  # the runner's evaluator split colour and shape itself
-    num_params = _count_params(os.path.join(model_dir, stages[-1].name))
-    num_examples = int(fine_row["eval"]["demo_shapes/num_examples"])
-  else:  # an evaluator without factors: re-classify the held-out split once more
-    images, labels = eval_set.get()
-    breakdown = _sibling("breakdown")
-    predictions, num_params = breakdown.predict(
-        config, os.path.join(model_dir, stages[-1].name), images, demo.class_names(),
-        EVAL_TEMPLATES, settings.full_text_length)
-    split = breakdown.accuracy_breakdown(predictions, labels)
-    num_examples = int(len(labels))
-    if abs(split["top1"] - top1) > 2.0 / len(labels):
-      # Same checkpoint, data and prompts: only float noise may flip a near-tie. The
-      # runner's top-1 stays the result; the colour/shape split is then suspect.
-      print(f"[{spec.run_id}] WARNING: the colour/shape re-evaluation gives top-1 "
-            f"{split['top1']:.4f} but the runner's evaluator {top1:.4f}.", flush=True)
-  pre_split = _factor_accuracies(pre_row) if two_stage else None
+  name = data.name
   row = {**dataclasses.asdict(spec), "run_id": spec.run_id, "point_id": spec.point_id,
          **compute_accounting(spec, settings),
-         "num_params": num_params,
+         "num_params": _count_params(os.path.join(model_dir, stages[-1].name)),
          # The full-resolution baseline has no separate pre-training result.
          "pretrain_top1": pre_row["zeroshot_top1"] if two_stage else None,
-         "pretrain_top5": pre_row["eval"].get("demo_shapes/top5") if two_stage else None,
-         "top1": top1, "top5": fine_row["eval"].get("demo_shapes/top5"),
-         "colour_acc": split["colour"], "shape_acc": split["shape"],
-         "pretrain_colour_acc": pre_split and pre_split["colour"],
-         "pretrain_shape_acc": pre_split and pre_split["shape"],
-         "breakdown_top1": split["top1"],
-         "eval_examples": num_examples,
+         "pretrain_top5": pre_row["eval"].get(f"{name}/top5") if two_stage else None,
+         "top1": fine_row["zeroshot_top1"], "top5": fine_row["eval"].get(f"{name}/top5"),
+         **{f"factor_{k}": v for k, v in (fine_row.get("zeroshot_factor_top1") or {}).items()},
+         **({f"pretrain_factor_{k}": v
+             for k, v in (pre_row.get("zeroshot_factor_top1") or {}).items()} if two_stage else {}),
+         "eval_examples": int(fine_row["eval"][f"{name}/num_examples"]),
          "pretrain_seconds": pre_row["seconds"],
          "finetune_seconds": fine_row["seconds"] if two_stage else 0.0,
-         "wall_seconds": train_seconds + time.time() - start,
+         "wall_seconds": time.time() - start,
          "cpu_seconds": _cpu_seconds() - cpu_start}
   _write_json(os.path.join(model_dir, RESULT_FILE), row)
   pre_only = (f" (pre-train only {100 * row['pretrain_top1']:.1f}%)"
               if row["pretrain_top1"] is not None else "")
-  print(f"[{spec.run_id}] zero-shot top-1 {100 * top1:.1f}%{pre_only}, colour "
-        f"{100 * split['colour']:.1f}%, shape {100 * split['shape']:.1f}%, "
+  factors = "".join(f", {k[len('factor_'):]} {100 * v:.1f}%" for k, v in row.items()
+                    if k.startswith("factor_"))
+  print(f"[{spec.run_id}] zero-shot top-1 {100 * row['top1']:.1f}%{pre_only}{factors}, "
         f"{row['total_flops'] / 1e12:.2f} TFLOPs", flush=True)
   return row
-
-
-def _factor_kwargs(runner, demo) -> Dict[str, Any]:
-  """``factors=`` for the zero-shot evaluator where the library and the data set have them."""
-  fields = {f.name for f in dataclasses.fields(runner.ZeroShotEvalConfig)}
-  if "factors" in fields and hasattr(demo, "class_factors"):
-    return {"factors": demo.class_factors}
-  return {}
-
-
-def _factor_accuracies(stage_row: Dict[str, Any]) -> Optional[Dict[str, float]]:
-  """``{'top1', 'colour', 'shape'}`` from a stage's eval results, None if not reported."""
-  results = stage_row.get("eval", {})
-  keys = ("demo_shapes/colour_top1", "demo_shapes/shape_top1")
-  if not all(k in results for k in keys):
-    return None
-  return {"top1": stage_row["zeroshot_top1"], "colour": results[keys[0]],
-          "shape": results[keys[1]]}
 
 
 def _count_params(stage_dir: str) -> int:
@@ -596,15 +553,13 @@ def run_sweep(settings: SweepSettings, out_dir: str, only: Optional[Sequence[str
       raise ValueError(f"--only {unknown} are not runs or points of this study; see --list.")
     runs = [r for r in runs if r.run_id in set(only) or r.point_id in set(only)]
   os.makedirs(out_dir, exist_ok=True)
-  data = dict(settings.data)
-  demo.configure(data.pop("data_dir", None), **data)
-  eval_set = EvalSet(settings.full_image_size, settings.full_text_length)
+  demo.register(settings.demo_data())  # the Tasks over this study's data location
   start = time.time()
   rows = []
   for i, spec in enumerate(runs):
     print(f"\n[sweep] run {i + 1}/{len(runs)}: {spec.run_id} "
           f"({(time.time() - start) / 60:.1f} min so far)", flush=True)
-    rows.append(run_one(spec, settings, out_dir, eval_set))
+    rows.append(run_one(spec, settings, out_dir))
   report = _sibling("plot").write_report(rows, out_dir, settings=_plain(settings),
                                          command=command)
   print(f"\n[sweep] {len(rows)} runs in {(time.time() - start) / 60:.1f} min; "
@@ -650,11 +605,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[SweepSettings, arg
   p.add_argument("--pretrain_steps", type=int)
   p.add_argument("--finetune_steps", type=int)
   p.add_argument("--batch_size", type=int)
+  p.add_argument("--pretrain_warmup", type=int, help="warmup steps of pre-training")
+  p.add_argument("--finetune_warmup", type=int, help="warmup steps of the fine-tune")
   p.add_argument("--pretrain_lr", type=float, help="base learning rate per 256 samples")
   p.add_argument("--finetune_lr", type=float, help="base learning rate per 256 samples")
   p.add_argument("--finetune_mask_ratio", type=float)
   p.add_argument("--seeds", type=_ints, help="seeds of every point, e.g. 0,1")
+  p.add_argument("--scene", choices=("glyphs", "shapes"), help="the data: glyphs (default, "
+                 "demo_glyphs: small capitals) or shapes (demo_shapes, the demo's)")
   p.add_argument("--data_dir", default=None, help="demo data folder (default: "
+                 "$CLIPA_DEMO_GLYPHS_DATA or ~/.cache/clipa_t5x/demo_glyphs, shapes: "
                  "$CLIPA_DEMO_DATA or ~/.cache/clipa_t5x/demo_shapes; --quick: OUT/data)")
   p.add_argument("--only", type=lambda s: [x for x in s.split(",") if x],
                  help="comma-separated run or point ids to run (see --list)")
@@ -664,8 +624,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[SweepSettings, arg
   base = QUICK if args.quick else DEFAULT
   overrides = {k: getattr(args, k) for k in (
       "widths", "depth", "image_sizes", "mask_ratio", "text_lengths", "grid", "combined",
-      "headline_widths", "pretrain_steps", "finetune_steps", "batch_size", "pretrain_lr",
-      "finetune_lr", "finetune_mask_ratio", "seeds") if getattr(args, k) is not None}
+      "headline_widths", "pretrain_steps", "finetune_steps", "pretrain_warmup",
+      "finetune_warmup", "batch_size", "pretrain_lr",
+      "finetune_lr", "finetune_mask_ratio", "seeds", "scene") if getattr(args, k) is not None}
   if "widths" in overrides and "headline_widths" not in overrides:
     overrides["headline_widths"] = (max(overrides["widths"]),)
   args.out = args.out or os.path.join("runs", "inverse_scaling_quick" if args.quick

@@ -26,7 +26,6 @@ def _load_run():
 
 run = _load_run()
 plot = run._sibling("plot")  # pylint: disable=protected-access  (run.py's own loader)
-breakdown = run._sibling("breakdown")  # pylint: disable=protected-access
 
 # The settings these tests pin numbers on (a study shaped like the default, but
 # fixed here so that retuning SETTINGS does not rewrite every expectation).
@@ -133,9 +132,9 @@ def test_bad_settings_give_one_line_errors(change, message):
 
 
 def test_command_line_overrides_and_errors(capsys):
-  settings, args = run.parse_args(["--widths", "64,128", "--pretrain_steps", "50",
+  settings, args = run.parse_args(["--widths", "64,128", "--pretrain_steps", "80",
                                    "--out", "/tmp/x"])
-  assert settings.widths == (64, 128) and settings.pretrain_steps == 50
+  assert settings.widths == (64, 128) and settings.pretrain_steps == 80
   assert settings.headline_widths == (128,)  # follows the new widths: the largest
   assert args.out == "/tmp/x"
   quick, qargs = run.parse_args(["--quick", "--out", "/tmp/q"])
@@ -149,6 +148,8 @@ def test_command_line_overrides_and_errors(capsys):
   assert "w64_fullres_px32_t16_n" in listing
   none, _ = run.parse_args(["--headline_widths", "", "--mask_ratio", "0", "--seeds", "3,4"])
   assert none.headline_widths == () and none.mask_ratio == 0.0 and none.seeds == (3, 4)
+  warm, _ = run.parse_args(["--pretrain_warmup", "7", "--finetune_warmup", "2"])
+  assert (warm.pretrain_warmup, warm.finetune_warmup) == (7, 2)
   assert not any(r.axis in ("fullres", "mask") for r in run.build_grid(none))
 
 
@@ -166,14 +167,14 @@ def test_stages_reduce_tokens_in_pretraining_only():
   s = SETTINGS
   reduced_text = run.RunSpec(128, 64, 8, 0, "text")
   pre, fine = run.make_stages(reduced_text, s)
-  assert pre.mixture_or_task_name == "demo_shapes_syntax"
+  assert pre.mixture_or_task_name == "demo_glyphs_syntax"
   assert pre.eval_text_reduction == "syntax"
   assert dict(pre.task_feature_lengths) == {"image": 64, "text": 8}
-  assert fine.mixture_or_task_name == "demo_shapes"
+  assert fine.mixture_or_task_name == "demo_glyphs"
   assert dict(fine.task_feature_lengths) == {"image": 64, "text": 32}
   assert fine.mask_ratio == s.finetune_mask_ratio
   pre, _ = run.make_stages(run.RunSpec(128, 32, 32, 0, "image"), s)
-  assert pre.mixture_or_task_name == "demo_shapes"
+  assert pre.mixture_or_task_name == "demo_glyphs"
   assert dict(pre.task_feature_lengths) == {"image": 32, "text": 32}
   assert pre.train_steps == s.pretrain_steps and pre.batch_size == s.batch_size
   assert pre.mask_ratio == 0.0
@@ -253,31 +254,6 @@ def test_fewer_tokens_cost_less_with_the_same_samples():
     assert {r["finetune_flops"] for r in rows.values()} == {full["finetune_flops"]}
 
 
-# ------------------------------------------------------------- breakdown
-def test_accuracy_breakdown_splits_colour_and_shape():
-  from clipa_t5x.data import demo_shapes
-  # Whatever colours and shapes the installed data set has (its classes may change).
-  colours, shapes = list(demo_shapes.COLOURS), list(demo_shapes.SHAPES)
-  index = {name: i for i, name in enumerate(demo_shapes.CLASS_NAMES)}
-  def name(c, s):
-    return f"{colours[c]} {shapes[s]}"
-  pairs = [(name(0, 0), name(0, 0)),   # right
-           (name(1, 1), name(1, 0)),   # colour right, shape wrong
-           (name(2, 3), name(3, 3)),   # shape right, colour wrong
-           (name(3, 4), name(1, 4)),   # shape right, colour wrong
-           (name(3, 2), name(2, 1))]   # both wrong
-  labels = np.array([index[t] for t, _ in pairs])
-  preds = np.array([index[p] for _, p in pairs])
-  out = breakdown.accuracy_breakdown(preds, labels)
-  assert out == pytest.approx({"top1": 1 / 5, "colour": 2 / 5, "shape": 3 / 5})
-  # The same from the class-id arithmetic alone.
-  assert breakdown.accuracy_breakdown(preds, labels, num_shapes=len(shapes)) == out
-  factors = breakdown.class_factors()
-  assert len(factors["colour"]) == len(factors["shape"]) == len(demo_shapes.CLASS_NAMES)
-  with pytest.raises(ValueError, match="equal, non-empty"):
-    breakdown.accuracy_breakdown(preds[:2], labels)
-
-
 # ------------------------------------------------------------ the report
 def _row(width, px, t, seed, top1, pre=None, axis=None, mask_ratio=0.0, train_steps=None):
   s = SETTINGS
@@ -286,8 +262,8 @@ def _row(width, px, t, seed, top1, pre=None, axis=None, mask_ratio=0.0, train_st
   return {**dataclasses.asdict(spec), "run_id": spec.run_id, "point_id": spec.point_id,
           **run.compute_accounting(spec, s), "num_params": 1000 * width,
           "pretrain_top1": None if axis == "fullres" else (pre if pre is not None else top1 - 0.05),
-          "pretrain_top5": 0.9, "top1": top1, "top5": 0.95, "colour_acc": 0.9,
-          "shape_acc": top1 + 0.1, "eval_examples": 1000, "wall_seconds": 60.0,
+          "pretrain_top5": 0.9, "top1": top1, "top5": 0.95,
+          "factor_pair": min(1.0, top1 + 0.1), "eval_examples": 1000, "wall_seconds": 60.0,
           "cpu_seconds": 100.0}
 
 
@@ -365,6 +341,16 @@ def test_reading_says_larger_models_lose_less_when_they_do():
   assert "the larger models do lose less at fewer tokens" in text
   assert "steadily, at every width step" in text
   assert "Pre-training only: pre-training on 16 instead of 64" in text
+  assert "from width 64 to 128 it shrinks (+5.0 ± 2.1 points)" in text
+  assert "from width 128 to 192 it shrinks (+3.0 ± 2.1 points)" in text
+
+
+def test_reading_goes_size_by_size_when_the_smallest_model_gains():
+  # Width 64 gains 8 points from fewer tokens, 128 loses 10, 192 loses 2.
+  text = plot.reading(_fake_rows(-0.08, 0.10, 0.02, noise=0.01))
+  assert "from width 64 to 128 it grows (-18.0 ± 2.1 points)" in text
+  assert "from width 128 to 192 it shrinks (+8.0 ± 2.1 points)" in text
+  assert "Fewer tokens raise top-1 after the fine-tune beyond the noise at width 64." in text
 
 
 def test_reading_is_honest_when_the_effect_is_within_noise_or_reversed():
@@ -464,6 +450,40 @@ def test_write_report_writes_json_markdown_and_pngs(tmp_path):
     plot.write_report([], str(tmp_path))
 
 
+def test_factor_columns_follow_the_data_and_old_colour_shape_rows_still_read():
+  rows = _fake_rows(0.10, 0.05, 0.02)
+  table = plot.format_table(rows)
+  assert "| pair % |" in table and "colour %" not in table
+  assert "the right pair" in plot.reading(rows)
+  old = [{**{k: v for k, v in r.items() if k != "factor_pair"},
+          "colour_acc": 0.9, "shape_acc": r["top1"]} for r in rows]  # demo_shapes rows
+  assert plot.factor_names(old) == ["colour", "shape"]
+  table = plot.format_table(old)
+  assert "| colour % | shape % |" in table and "| 90.0 |" in table
+  agg = plot.aggregate(old)
+  assert all(r["factor_colour"] == pytest.approx(0.9) for r in agg)
+
+
+def test_the_scene_picks_the_tasks_and_the_evaluation(tmp_path, monkeypatch):
+  from clipa_t5x import runner
+  shapes = dataclasses.replace(SETTINGS, scene="shapes")
+  pre, fine = run.make_stages(run.RunSpec(128, 32, 8, 0, "both"), shapes)
+  assert (pre.mixture_or_task_name, fine.mixture_or_task_name) == (
+      "demo_shapes_syntax", "demo_shapes")
+  assert run.parse_args(["--scene", "shapes"])[0].scene == "shapes"
+  assert run.DEFAULT.scene == "glyphs"
+  seen = {}
+  def fake_run(**kw):
+    seen["evaluator"] = kw["evaluators"][0]
+    return [{"stage": "pretrain"}]  # stops before the result row
+  monkeypatch.setattr(runner, "run", fake_run)
+  with pytest.raises(run.SweepInterrupted):
+    run.run_one(run.build_grid(SETTINGS)[0], SETTINGS, str(tmp_path))
+  evaluator = seen["evaluator"]
+  assert (evaluator.name, evaluator.task) == ("demo_glyphs", "demo_glyphs_eval")
+  assert evaluator.class_names()[0] == "letter E" and "pair" in evaluator.factors()
+
+
 def test_rows_without_point_ids_still_aggregate():
   rows = _fake_rows(0.10, 0.05, 0.02)
   for r in rows:
@@ -479,7 +499,7 @@ def test_a_run_directory_trained_with_other_settings_is_refused(tmp_path):
   (model_dir / "pretrain" / "stage_summary.json").write_text("{}")
   (model_dir / run.RUN_FILE).write_text(json.dumps({"spec": "something else"}))
   with pytest.raises(ValueError, match="trained with other settings"):
-    run.run_one(spec, s, str(tmp_path), eval_set=None)
+    run.run_one(spec, s, str(tmp_path))
 
 
 def test_a_finished_run_is_loaded_not_retrained(tmp_path, monkeypatch):
@@ -491,7 +511,7 @@ def test_a_finished_run_is_loaded_not_retrained(tmp_path, monkeypatch):
   (model_dir / run.RUN_FILE).write_text(json.dumps(run._fingerprint(spec, s)))  # pylint: disable=protected-access
   (model_dir / run.RESULT_FILE).write_text(json.dumps({"run_id": spec.run_id, "top1": 0.5}))
   monkeypatch.setattr(runner, "run", lambda **kw: pytest.fail("trained a finished run"))
-  assert run.run_one(spec, s, str(tmp_path), eval_set=None)["top1"] == 0.5
+  assert run.run_one(spec, s, str(tmp_path))["top1"] == 0.5
 
 
 def test_an_interrupted_run_stops_the_sweep(tmp_path, monkeypatch):
@@ -500,7 +520,7 @@ def test_an_interrupted_run_stops_the_sweep(tmp_path, monkeypatch):
   spec = run.build_grid(s)[0]
   monkeypatch.setattr(runner, "run", lambda **kw: [{"stage": "pretrain"}])  # preempted
   with pytest.raises(run.SweepInterrupted, match="rerun the same command to resume"):
-    run.run_one(spec, s, str(tmp_path), eval_set=None)
+    run.run_one(spec, s, str(tmp_path))
 
 
 def test_a_relative_out_trains_in_an_absolute_model_dir(tmp_path, monkeypatch):
@@ -513,7 +533,7 @@ def test_a_relative_out_trains_in_an_absolute_model_dir(tmp_path, monkeypatch):
   monkeypatch.setattr(runner, "run", fake_run)
   monkeypatch.chdir(tmp_path)
   with pytest.raises(run.SweepInterrupted):
-    run.run_one(run.build_grid(SETTINGS)[0], SETTINGS, "rel_out", eval_set=None)
+    run.run_one(run.build_grid(SETTINGS)[0], SETTINGS, "rel_out")
   assert os.path.isabs(seen["model_dir"])
   assert seen["model_dir"].startswith(str(tmp_path / "rel_out" / "runs"))
 
@@ -544,7 +564,7 @@ def test_quick_study_end_to_end(tmp_path):
   assert record["command"] == "python experiments/inverse_scaling/run.py " + " ".join(flags)
   for r in runs:
     assert 0.0 <= r["top1"] <= 1.0
-    assert r["colour_acc"] >= r["top1"] and r["shape_acc"] >= r["top1"]
+    assert r["factor_pair"] >= r["top1"]  # demo_glyphs: the letter's one-stroke pair
     assert r["total_flops"] > 0 and r["num_params"] > 0 and r["eval_examples"] > 0
     with open(os.path.join(out, "runs", r["run_id"], "summary.json")) as f:
       stages = json.load(f)  # an ordinary clipa_t5x MODEL_DIR
