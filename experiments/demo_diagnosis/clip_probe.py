@@ -19,6 +19,7 @@ E", "a letter E", averaged.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -64,9 +65,15 @@ def captions_for(labels: np.ndarray, colours: np.ndarray, glyphs, seed: int,
 
 
 def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed: int,
-                       batch: int = 128) -> dict:
-  """Trains the study's model of ``width`` for ``steps``; zero-shot top-1 on (xte, yte)."""
-  model = clip.ClipaModel(study.model_config(width, study.DEFAULT))
+                       batch: int = 128, depth: int = 4, other_sizes=None) -> dict:
+  """Trains the study's model of ``width`` and ``depth`` for ``steps``; zero-shot top-1 on (xte, yte).
+
+  ``other_sizes``: ``{size: (images, labels)}`` also classified by the same
+  model (``zeroshot_top1_at_<size>``): does what it learned at one resolution
+  carry over to another without a fine-tune?
+  """
+  settings = dataclasses.replace(study.DEFAULT, depth=depth)
+  model = clip.ClipaModel(study.model_config(width, settings))
   size = xtr.shape[1]
   params = nn.meta.unbox(model.get_initial_variables(jax.random.key(seed), size,
                                                      TEXT_LENGTH)["params"])
@@ -96,10 +103,13 @@ def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed:
   classes = zeroshot.embed_classes(lambda tokens: model.encode_texts(params, tokens), glyphs,
                                    PROMPTS, text_length=TEXT_LENGTH,
                                    batch_size=len(glyphs) * len(PROMPTS))
-  images = batching.encode_in_batches(lambda x: model.encode_images(params, x), xte, 500,
-                                      "encode_images")
-  accuracy = metrics.topk_accuracy(images @ classes.T, yte, ks=(1,))[1]
-  return {"zeroshot_top1": accuracy, "loss_first": round(float(np.mean(losses[:20])), 3),
+  def top1(x, y):
+    images = batching.encode_in_batches(lambda b: model.encode_images(params, b), x, 500,
+                                        "encode_images")
+    return metrics.topk_accuracy(images @ classes.T, y, ks=(1,))[1]
+  return {"zeroshot_top1": top1(xte, yte),
+          **{f"zeroshot_top1_at_{s}": top1(x, y) for s, (x, y) in (other_sizes or {}).items()},
+          "loss_first": round(float(np.mean(losses[:20])), 3),
           "loss_last": round(float(np.mean(losses[-20:])), 3), "train_s": round(train_s, 1)}
 
 
@@ -112,20 +122,27 @@ def main() -> None:
   p.add_argument("--widths", default="64,128")
   p.add_argument("--seeds", default="0")
   p.add_argument("--steps", type=int, default=800)
+  p.add_argument("--depth", type=int, default=4, help="blocks per tower")
   p.add_argument("--crop_min", type=float, default=0.8)
   p.add_argument("--num_train", type=int, default=8000)
   p.add_argument("--num_eval", type=int, default=1000)
+  p.add_argument("--eval_sizes", default="", help="also classify the held-out letters at these "
+                 "sizes with the same model, e.g. 32 (transfer without a fine-tune)")
   a = p.parse_args()
   glyphs = resolution_probe.GLYPH_SETS[a.glyph_set][0]
   for size in (int(s) for s in a.sizes.split(",")):
     xtr, ytr, ctr = resolution_probe.render_glyphs(a.num_train, size, 0, a.crop_min, a.glyph_set)
     xte, yte, _ = resolution_probe.render_glyphs(a.num_eval, size, 1, 1.0, a.glyph_set)
     ttr = captions_for(ytr, ctr, glyphs, seed=0, caption_set=a.captions)
+    others = {int(s): resolution_probe.render_glyphs(a.num_eval, int(s), 1, 1.0, a.glyph_set)[:2]
+              for s in a.eval_sizes.split(",") if s and int(s) != size}
     for width in (int(w) for w in a.widths.split(",")):
       for seed in (int(s) for s in a.seeds.split(",")):
-        row = train_and_evaluate(xtr, ttr, xte, yte, glyphs, width, a.steps, seed)
-        print(json.dumps({"glyph_set": a.glyph_set, "captions": a.captions, "size": size, "tokens": (size // 8) ** 2,
-                          "width": width, "seed": seed, "steps": a.steps,
+        row = train_and_evaluate(xtr, ttr, xte, yte, glyphs, width, a.steps, seed,
+                                 depth=a.depth, other_sizes=others)
+        print(json.dumps({"glyph_set": a.glyph_set, "captions": a.captions, "size": size,
+                          "tokens": (size // 8) ** 2, "crop_min": a.crop_min,
+                          "width": width, "depth": a.depth, "seed": seed, "steps": a.steps,
                           "chance": 1 / len(glyphs), **row}), flush=True)
 
 

@@ -41,6 +41,12 @@ GLYPH_SETS = {
                        "DejaVuSans-Bold.ttf", (0.3, 0.4)),
     "medium_capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "I", "T"),
                         "DejaVuSans-Bold.ttf", (0.45, 0.55)),
+    # demo_glyphs' letters and sizes (U/V for I/T: syntax masking keeps them).
+    "demo_glyphs": (("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V"),
+                    "DejaVuSans-Bold.ttf", (0.3, 0.4)),
+    # The same letters at many sizes (25-60% of the side): scale variety.
+    "mixed_capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V"),
+                       "DejaVuSans-Bold.ttf", (0.25, 0.6)),
 }
 GLYPHS = GLYPH_SETS["lower"][0]
 SOURCE = 64  # rendered side before the crop and resize

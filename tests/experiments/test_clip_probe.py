@@ -38,3 +38,15 @@ def test_tiny_run_end_to_end(probe):
                                  steps=3, seed=0, batch=16)
   assert 0.0 <= row["zeroshot_top1"] <= 1.0
   assert np.isfinite(row["loss_first"]) and np.isfinite(row["loss_last"])
+
+
+def test_depth_and_other_sizes_are_used(probe):
+  glyphs = probe.resolution_probe.GLYPH_SETS["demo_glyphs"][0]
+  assert glyphs[-2:] == ("U", "V")
+  images, labels, colours = probe.resolution_probe.render_glyphs(32, 16, 0, 1.0, "demo_glyphs")
+  big, big_labels, _ = probe.resolution_probe.render_glyphs(10, 32, 1, 1.0, "demo_glyphs")
+  texts = probe.captions_for(labels, colours, glyphs, 0, caption_set="letter")
+  row = probe.train_and_evaluate(images, texts, images[:10], labels[:10], glyphs, width=32,
+                                 steps=2, seed=0, batch=8, depth=1,
+                                 other_sizes={32: (big, big_labels)})
+  assert 0.0 <= row["zeroshot_top1_at_32"] <= 1.0
