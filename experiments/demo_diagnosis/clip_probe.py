@@ -64,6 +64,18 @@ def captions_for(labels: np.ndarray, colours: np.ndarray, glyphs, seed: int,
   return text_reduction.tokenize_texts(texts, TEXT_LENGTH, "truncate")
 
 
+def pad_to(images: np.ndarray, size: int, corner: bool = False) -> np.ndarray:
+  """Each image on a ``size``-px canvas of its own corner colour: the letter keeps its pixel
+  size while the patch grid grows (scale kept, more background tokens). Centred, or in the
+  top-left ``corner``, where its patches keep the grid positions (and position embeddings)
+  they had in the smaller image."""
+  n, side = images.shape[:2]
+  out = np.broadcast_to(images[:, :1, :1], (n, size, size, 3)).copy()
+  start = 0 if corner else (size - side) // 2
+  out[:, start:start + side, start:start + side] = images
+  return out
+
+
 def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed: int,
                        batch: int = 128, depth: int = 4, other_sizes=None) -> dict:
   """Trains the study's model of ``width`` and ``depth`` for ``steps``; zero-shot top-1 on (xte, yte).
@@ -128,6 +140,9 @@ def main() -> None:
   p.add_argument("--num_eval", type=int, default=1000)
   p.add_argument("--eval_sizes", default="", help="also classify the held-out letters at these "
                  "sizes with the same model, e.g. 32 (transfer without a fine-tune)")
+  p.add_argument("--eval_padded", type=int, default=0, help="also classify the held-out images "
+                 "padded to this size (letters keep their pixel size), centred and in the top-left "
+                 "corner: zeroshot_top1_at_padded<N>, zeroshot_top1_at_corner<N>")
   a = p.parse_args()
   glyphs = resolution_probe.GLYPH_SETS[a.glyph_set][0]
   for size in (int(s) for s in a.sizes.split(",")):
@@ -136,6 +151,9 @@ def main() -> None:
     ttr = captions_for(ytr, ctr, glyphs, seed=0, caption_set=a.captions)
     others = {int(s): resolution_probe.render_glyphs(a.num_eval, int(s), 1, 1.0, a.glyph_set)[:2]
               for s in a.eval_sizes.split(",") if s and int(s) != size}
+    if a.eval_padded:
+      others[f"padded{a.eval_padded}"] = (pad_to(xte, a.eval_padded), yte)
+      others[f"corner{a.eval_padded}"] = (pad_to(xte, a.eval_padded, corner=True), yte)
     for width in (int(w) for w in a.widths.split(",")):
       for seed in (int(s) for s in a.seeds.split(",")):
         row = train_and_evaluate(xtr, ttr, xte, yte, glyphs, width, a.steps, seed,

@@ -50,3 +50,16 @@ def test_depth_and_other_sizes_are_used(probe):
                                  steps=2, seed=0, batch=8, depth=1,
                                  other_sizes={32: (big, big_labels)})
   assert 0.0 <= row["zeroshot_top1_at_32"] <= 1.0
+
+
+def test_pad_to_keeps_the_letter_and_fills_with_the_corner_colour(probe):
+  images = np.zeros((2, 16, 16, 3), np.uint8)
+  images[:, :, :] = (200, 210, 220)
+  images[:, 6:10, 6:10] = (255, 0, 0)
+  padded = probe.pad_to(images, 32)
+  assert padded.shape == (2, 32, 32, 3)
+  np.testing.assert_array_equal(padded[:, 8:24, 8:24], images)
+  assert (padded[:, 0, 0] == (200, 210, 220)).all() and (padded[:, 31, 31] == (200, 210, 220)).all()
+  corner = probe.pad_to(images, 32, corner=True)
+  np.testing.assert_array_equal(corner[:, :16, :16], images)
+  assert (corner[:, 31, 31] == (200, 210, 220)).all()
