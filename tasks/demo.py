@@ -82,11 +82,12 @@ def task(text_reduction: str = "truncate", data: Optional[demo_data.DemoData] = 
                      f"got {text_reduction!r}.")
   data = data or demo_data.DemoData()
   name = data.name + TEXT_METHODS[text_reduction]
+  augmentation = SCENE_AUGMENTATION[data.scene]
   common.register_task(
       name, source=data.source(with_labels=False),
       output_features=output_features(),
-      preprocessors=common.train_preprocessors(text_reduction, SCENE_AUGMENTATION[data.scene]))
-  if common.is_deterministic(text_reduction, SCENE_AUGMENTATION[data.scene]):
+      preprocessors=common.train_preprocessors(text_reduction, augmentation))
+  if common.is_deterministic(text_reduction, augmentation):
     dataset.mark_in_memory(name)  # ~60 MB at 32 px: repeated epochs replay from memory
   return name
 

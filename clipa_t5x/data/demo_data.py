@@ -68,11 +68,8 @@ class DemoData:
 
   def generator_kwargs(self) -> Dict[str, int]:
     """The ``ensure_demo_data`` parameters that are set."""
-    kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-              if f.name != "data_dir" and getattr(self, f.name) is not None}
-    if self.scene == "shapes":
-      del kwargs["scene"]  # the generator's default
-    return kwargs
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.name != "data_dir" and getattr(self, f.name) is not None}
 
   def root(self) -> str:
     """The data folder in effect (not created)."""

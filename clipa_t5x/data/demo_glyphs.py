@@ -23,7 +23,6 @@ scene='glyphs')``), the same tar shards and manifest.
 """
 
 import functools
-import io
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -42,8 +41,6 @@ FONT_FILE = "DejaVuSans-Bold.ttf"
 # where the Q's tail and the E's lower bar blur away.
 _FONT_SIZE = (0.30, 0.40)
 _MAX_OFFSET = 0.08  # of the side, around the centre: the >= 80% crop keeps the letter
-_SUPERSAMPLE = 2
-_JPEG_QUALITY = 90
 _COLOUR_JITTER = 20
 
 # Captions name the letter only (colour words let a contrastive model settle on
@@ -67,14 +64,17 @@ _TEMPLATES = (
 
 
 @functools.lru_cache(maxsize=None)
-def font_path() -> str:
-  """Path of DejaVu Sans Bold as matplotlib ships it; a clear error without matplotlib."""
+def font_path(name: str = FONT_FILE) -> str:
+  """Path of the font file ``name`` (default DejaVu Sans Bold) as matplotlib ships it.
+
+  A clear error without matplotlib or without the file.
+  """
   try:
     import matplotlib  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise ImportError("the demo_glyphs data set draws its letters with the font matplotlib "
                       "ships; install it: pip install matplotlib (or the 'demo' extra).") from None
-  path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", FONT_FILE)
+  path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", name)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing from this matplotlib install; reinstall "
                             "matplotlib.")
@@ -109,17 +109,15 @@ def render_example(rng: np.random.Generator, image_size: int,
   background = tuple(int(v) for v in rng.integers(215, 256, 3))
   fill = tuple(int(np.clip(c + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1), 0, 255))
                for c in demo_shapes.COLOURS[colour])
-  big = image_size * _SUPERSAMPLE
+  big = image_size * demo_shapes.SUPERSAMPLE
   image = Image.new("RGB", (big, big), background)
   ImageDraw.Draw(image).text((fx * big, fy * big), letter, font=_font(max(4, round(font_size * big))),
                              fill=fill, anchor="mm")
-  image = image.resize((image_size, image_size), Image.BOX)
-  buf = io.BytesIO()
-  image.save(buf, format="JPEG", quality=_JPEG_QUALITY)
+  jpeg = demo_shapes.encode_jpeg(image, image_size)
   attrs = {"caption": make_caption(rng, letter), "label": label, "class_name": CLASS_NAMES[label],
            "letter": letter, "colour": colour,
            "center": [round(float(fx), 4), round(float(fy), 4)], "font_size": round(font_size, 4)}
-  return buf.getvalue(), attrs
+  return jpeg, attrs
 
 
 def class_factors() -> Dict[str, List[int]]:

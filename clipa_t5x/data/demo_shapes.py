@@ -83,7 +83,7 @@ BACKGROUNDS = ("light",)
 _SPLIT_IDS = {"train": 0, "eval": 1}
 _MAX_PER_SHARD = 10_000  # 4 digits of the 9-digit key are the sample index.
 _JPEG_QUALITY = 90
-_SUPERSAMPLE = 2  # drawn at 2x and downsampled: anti-aliased edges
+SUPERSAMPLE = 2  # scenes are drawn at 2x and downsampled: anti-aliased edges
 _MANIFEST = "manifest.json"
 
 # ---------------------------------------------------------------- captions ---
@@ -250,14 +250,12 @@ def render_example(rng: np.random.Generator, image_size: int,
   angle = float(rng.uniform(-0.3, 0.3))
   fill = _jitter_colour(rng, COLOURS[colour])
 
-  big = image_size * _SUPERSAMPLE
+  big = image_size * SUPERSAMPLE
   image = Image.fromarray(_background(rng, background, big))
   _draw_shape(ImageDraw.Draw(image), shape, fx * big, fy * big, radius * big,
               angle, fill)
-  image = image.resize((image_size, image_size), Image.BOX)
+  jpeg = encode_jpeg(image, image_size)
   caption = make_caption(rng, colour, shape, size, background)
-  buf = io.BytesIO()
-  image.save(buf, format="JPEG", quality=_JPEG_QUALITY)
   attrs = {
       "caption": caption, "label": label, "class_name": CLASS_NAMES[label],
       "colour": colour, "shape": shape, "size": size,
@@ -265,7 +263,15 @@ def render_example(rng: np.random.Generator, image_size: int,
       "radius": round(radius, 4), "angle": round(angle, 4),
       "background": background,
   }
-  return buf.getvalue(), attrs
+  return jpeg, attrs
+
+
+def encode_jpeg(image: Image.Image, image_size: int) -> bytes:
+  """A scene drawn at ``SUPERSAMPLE`` x the size, box-downsampled and JPEG-encoded."""
+  buf = io.BytesIO()
+  image.resize((image_size, image_size), Image.BOX).save(buf, format="JPEG",
+                                                          quality=_JPEG_QUALITY)
+  return buf.getvalue()
 
 
 def class_factors() -> Dict[str, List[int]]:

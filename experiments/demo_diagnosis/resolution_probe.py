@@ -22,13 +22,13 @@ Each line of output is one (scene, resolution, width) as JSON.
 import argparse
 import functools
 import json
-import os
 import time
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import supervised_probe
+from clipa_t5x.data import demo_glyphs
 from clipa_t5x.data import demo_shapes
 
 # Letter sets: lower-case ones that differ in small strokes, and bold capitals
@@ -52,15 +52,10 @@ GLYPHS = GLYPH_SETS["lower"][0]
 SOURCE = 64  # rendered side before the crop and resize
 
 
-def _font_path(name: str) -> str:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", name)
-
-
 def render_glyphs(n: int, size: int, split: int, crop_min: float, glyph_set: str = "lower"):
   """n glyph images at ``size`` px, their class indices and colour indices."""
   glyphs, font_name, (low, high) = GLYPH_SETS[glyph_set]
-  font_path = _font_path(font_name)
+  font_path = demo_glyphs.font_path(font_name)
   fonts = {}
   colours = list(demo_shapes.COLOURS.values())
   images = np.zeros((n, size, size, 3), np.uint8)
