@@ -36,7 +36,7 @@ class DemoData:
     num_train_shards / num_eval_shards: tar shards per split.
     seed: the generator's seed.
     scene: ``'shapes'`` (``demo_shapes``: coloured shapes, the demo) or
-      ``'glyphs'`` (``demo_glyphs``: small capitals, the inverse-scaling
+      ``'glyphs'`` (``demo_glyphs``: letter textures, the inverse-scaling
       study); the default folder is per scene.
   """
   data_dir: Optional[str] = None

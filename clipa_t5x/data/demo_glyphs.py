@@ -1,21 +1,30 @@
-"""The demo's second scene: small bold capital letters that differ in one stroke.
+"""The demo's second scene: textures of bold capital letters that differ in one stroke.
 
-Every image shows one letter of ``LETTERS`` (E F O Q P R C G U V, DejaVu Sans
-Bold, font size 30-40% of the side) in one of the demo's colours, jittered around the
-centre, on a tinted light background. The label is the letter alone (10
-classes); colour, size and position are nuisances the captions never name.
+Every image is one letter of ``LETTERS`` (E F O Q P R C G U V, DejaVu Sans
+Bold) repeated over the whole frame in a grid at a random phase, in one of the
+demo's colours on a tinted light background. The copies are 0.25-0.7 of the
+side apart (font size 30-80% of the side), so a 16 px image of a coarse
+texture shows letters as large as a 32 px image of a fine one. The label is the
+letter alone (10 classes); colour, scale and phase are nuisances the captions
+never name.
 
 Why letters (experiments/demo_diagnosis/README.md, section 5): the shapes of
 ``demo_shapes`` are learned *better* at 16 px than at 32 px, so fewer image
 tokens cost a small model nothing and the inverse-scaling law has nothing to
 show there. These letters come in pairs that differ in one small stroke (E/F,
-O/Q, P/R, C/G, U/V). On the probes' set (I/T in place of U/V), the study's
-width-64 image tower trained supervised lost 59 points at 16 px against
-32 px, the width-128 one 29, and CLIP training lost accuracy at 4 tokens too.
+O/Q, P/R, C/G, U/V), which blurs away in small copies at 16 px.
 (I and T are not nouns to the syntax-masking table, so syntax masking would
 drop them from long captions; U and V are.) ``class_factors`` reports the
 pair (the coarse outline) as a factor, so the evaluation shows how much of the
 error is the stroke that tells the two letters of a pair apart.
+
+Why a texture, not one letter (version 1 drew one small letter near the
+centre; experiments/demo_diagnosis/README.md, section 6): with one letter, a
+model pre-trained at 16 px, where every patch holds part of the letter, met
+12 patches of bare background at 32 px and fell to chance, and a 100-step
+fine-tune could not recover (10-17% zero-shot). Natural images, on which CLIPA
+works, have content in every patch at every resolution and objects at many
+scales; the texture gives the letters both properties.
 
 The font is the one matplotlib ships (an ``experiments`` / ``demo`` extra);
 written as ``demo_shapes`` writes its scenes (``demo_shapes.generate(...,
@@ -30,17 +39,17 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # Bump when the rendered bytes or captions change (cached data sets are regenerated).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Pairs that differ in one stroke, next to each other: class 2k and 2k + 1.
 LETTERS: Tuple[str, ...] = ("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V")
 CLASS_NAMES: Tuple[str, ...] = tuple(f"letter {l}" for l in LETTERS)
 FONT_FILE = "DejaVuSans-Bold.ttf"
 # Font size (em) as a fraction of the side; capitals are ~0.73 em tall, so at
-# 32 px a letter is 7-9 px high (about one patch of 8) and at 16 px 3-5 px,
-# where the Q's tail and the E's lower bar blur away.
-_FONT_SIZE = (0.30, 0.40)
-_MAX_OFFSET = 0.08  # of the side, around the centre: the >= 80% crop keeps the letter
+# 32 px a letter is 7-19 px high and at 16 px 3.5-9.5 px, where the Q's tail and
+# the E's lower bar of the smaller copies blur away.
+_FONT_SIZE = (0.30, 0.80)
+_SPACING = 0.85  # copies this many em apart, in rows and columns
 _COLOUR_JITTER = 20
 
 # Captions name the letter only (colour words let a contrastive model settle on
@@ -58,8 +67,8 @@ _TEMPLATES = (
     "the capital letter {l}",
     "a photo of the letter {l}",
     "a bold letter {l}",
-    "a small picture of a single bold letter {l} near the middle",
-    "a close-up photo of one bold capital letter {l}",
+    "a pattern printed with many copies of the bold letter {l}",
+    "a close-up photo of rows of the bold capital letter {l}",
 )
 
 
@@ -93,11 +102,11 @@ def make_caption(rng: np.random.Generator, letter: str) -> str:
 
 def render_example(rng: np.random.Generator, image_size: int,
                    label: Optional[int] = None) -> Tuple[bytes, Dict[str, Any]]:
-  """Draws one letter and writes its caption (``demo_shapes.render_example``'s contract).
+  """Draws one letter texture and writes its caption (``demo_shapes.render_example``'s contract).
 
   Returns ``(jpeg_bytes, attributes)``; the attributes hold the caption, the
-  class index and name, the letter, its colour, its centre ``(x, y)`` and font
-  size as image fractions.
+  class index and name, the letter, its colour, the grid's phase ``(x, y)``
+  and the font size as image fractions, and the background RGB.
   """
   from clipa_t5x.data import demo_shapes  # pylint: disable=import-outside-toplevel
   if label is None:
@@ -105,18 +114,23 @@ def render_example(rng: np.random.Generator, image_size: int,
   letter = LETTERS[label]
   colour = list(demo_shapes.COLOURS)[int(rng.integers(len(demo_shapes.COLOURS)))]
   font_size = float(rng.uniform(*_FONT_SIZE))
-  fx, fy = 0.5 + rng.uniform(-_MAX_OFFSET, _MAX_OFFSET, size=2)
+  step = _SPACING * font_size  # of the side
+  fx, fy = rng.uniform(0.0, step, size=2)
   background = tuple(int(v) for v in rng.integers(215, 256, 3))
   fill = tuple(int(np.clip(c + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1), 0, 255))
                for c in demo_shapes.COLOURS[colour])
   big = image_size * demo_shapes.SUPERSAMPLE
   image = Image.new("RGB", (big, big), background)
-  ImageDraw.Draw(image).text((fx * big, fy * big), letter, font=_font(max(4, round(font_size * big))),
-                             fill=fill, anchor="mm")
+  draw, font = ImageDraw.Draw(image), _font(max(4, round(font_size * big)))
+  # Copies from one step before the frame to one after: the border is covered too.
+  for y in np.arange(fy - step, 1.0 + step, step):
+    for x in np.arange(fx - step, 1.0 + step, step):
+      draw.text((x * big, y * big), letter, font=font, fill=fill, anchor="mm")
   jpeg = demo_shapes.encode_jpeg(image, image_size)
   attrs = {"caption": make_caption(rng, letter), "label": label, "class_name": CLASS_NAMES[label],
            "letter": letter, "colour": colour,
-           "center": [round(float(fx), 4), round(float(fy), 4)], "font_size": round(font_size, 4)}
+           "phase": [round(float(fx), 4), round(float(fy), 4)], "font_size": round(font_size, 4),
+           "background": list(background)}
   return jpeg, attrs
 
 

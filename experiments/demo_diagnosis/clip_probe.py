@@ -14,6 +14,10 @@ or "a red E" (colour and letter drawn independently); ``--captions letter``:
 project's tokenizer at 16 tokens (truncation). Zero-shot prompts: "the letter
 E", "a letter E", averaged.
 
+``--eval_sizes`` classifies the same held-out letters at other resolutions
+(transfer without a fine-tune); ``--finetune_steps N`` then trains on at
+``--finetune_size`` (CLIPA's second stage) and reports ``finetune_top1``.
+
   .venv/bin/python experiments/demo_diagnosis/clip_probe.py \\
       --glyph_set small_capitals --sizes 32,16 --widths 64,128 --steps 800 --seeds 0
 """
@@ -76,21 +80,11 @@ def pad_to(images: np.ndarray, size: int, corner: bool = False) -> np.ndarray:
   return out
 
 
-def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed: int,
-                       batch: int = 128, depth: int = 4, other_sizes=None) -> dict:
-  """Trains the study's model of ``width`` and ``depth`` for ``steps``; zero-shot top-1 on (xte, yte).
-
-  ``other_sizes``: ``{size: (images, labels)}`` also classified by the same
-  model (``zeroshot_top1_at_<size>``): does what it learned at one resolution
-  carry over to another without a fine-tune?
-  """
-  settings = dataclasses.replace(study.DEFAULT, depth=depth)
-  model = clip.ClipaModel(study.model_config(width, settings))
-  size = xtr.shape[1]
-  params = nn.meta.unbox(model.get_initial_variables(jax.random.key(seed), size,
-                                                     TEXT_LENGTH)["params"])
-  config = optimizers.OptimizerConfig(base_learning_rate=study.DEFAULT.pretrain_lr,
-                                      warmup_steps=min(50, steps // 10), weight_decay=0.2)
+def _train(model, params, images, texts, steps: int, lr: float, warmup: int, seed: int,
+           batch: int):
+  """``steps`` AdamW steps of the contrastive loss on (images, texts); returns (params, losses)."""
+  config = optimizers.OptimizerConfig(base_learning_rate=lr, warmup_steps=warmup,
+                                      weight_decay=0.2)
   tx, _ = optimizers.make_optimizer(config, batch, steps)
   opt_state = tx.init(params)
 
@@ -103,26 +97,57 @@ def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed:
 
   order = np.random.default_rng(seed)
   losses = []  # device scalars, read once at the end: no host sync per step
-  start = time.time()
   for t in range(steps):
-    idx = order.integers(0, len(xtr), batch)
-    params, opt_state, loss = step(params, opt_state, jnp.asarray(xtr[idx]),
-                                   jnp.asarray(ttr[idx]), jax.random.key(t))
+    idx = order.integers(0, len(images), batch)
+    params, opt_state, loss = step(params, opt_state, jnp.asarray(images[idx]),
+                                   jnp.asarray(texts[idx]), jax.random.key(t))
     losses.append(loss)
-  losses = np.asarray(jax.device_get(losses), np.float32)
+  return params, np.asarray(jax.device_get(losses), np.float32)
+
+
+def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed: int,
+                       batch: int = 128, depth: int = 4, other_sizes=None,
+                       finetune=None) -> dict:
+  """Trains the study's model of ``width`` and ``depth`` for ``steps``; zero-shot top-1 on (xte, yte).
+
+  ``other_sizes``: ``{size: (images, labels)}`` also classified by the same
+  model (``zeroshot_top1_at_<size>``): does what it learned at one resolution
+  carry over to another without a fine-tune?
+  ``finetune``: ``(steps, train_images, test_images, test_labels[, lr])``: then
+  train on to ``steps`` more at ``lr`` (default the study's fine-tune base
+  learning rate) on the same
+  captions with these images (another resolution) and classify the test images
+  (``finetune_top1``): CLIPA's second stage.
+  """
+  settings = dataclasses.replace(study.DEFAULT, depth=depth)
+  model = clip.ClipaModel(study.model_config(width, settings))
+  params = nn.meta.unbox(model.get_initial_variables(jax.random.key(seed), xtr.shape[1],
+                                                     TEXT_LENGTH)["params"])
+  start = time.time()
+  params, losses = _train(model, params, xtr, ttr, steps, settings.pretrain_lr,
+                          min(50, steps // 10), seed, batch)
   train_s = time.time() - start
   # The project's zero-shot path: prompt-ensembled class embeddings, then top-1.
-  classes = zeroshot.embed_classes(lambda tokens: model.encode_texts(params, tokens), glyphs,
-                                   PROMPTS, text_length=TEXT_LENGTH,
-                                   batch_size=len(glyphs) * len(PROMPTS))
-  def top1(x, y):
+  def top1(params, x, y):
+    classes = zeroshot.embed_classes(lambda tokens: model.encode_texts(params, tokens), glyphs,
+                                     PROMPTS, text_length=TEXT_LENGTH,
+                                     batch_size=len(glyphs) * len(PROMPTS))
     images = batching.encode_in_batches(lambda b: model.encode_images(params, b), x, 500,
                                         "encode_images")
     return metrics.topk_accuracy(images @ classes.T, y, ks=(1,))[1]
-  return {"zeroshot_top1": top1(xte, yte),
-          **{f"zeroshot_top1_at_{s}": top1(x, y) for s, (x, y) in (other_sizes or {}).items()},
-          "loss_first": round(float(np.mean(losses[:20])), 3),
-          "loss_last": round(float(np.mean(losses[-20:])), 3), "train_s": round(train_s, 1)}
+  row = {"zeroshot_top1": top1(params, xte, yte),
+         **{f"zeroshot_top1_at_{s}": top1(params, x, y)
+            for s, (x, y) in (other_sizes or {}).items()},
+         "loss_first": round(float(np.mean(losses[:20])), 3),
+         "loss_last": round(float(np.mean(losses[-20:])), 3), "train_s": round(train_s, 1)}
+  if finetune:
+    ft_steps, ft_train, ft_test, ft_labels, ft_lr = (*finetune, None)[:5]
+    params, ft_losses = _train(model, params, ft_train, ttr, ft_steps,
+                               ft_lr or settings.finetune_lr,
+                               min(settings.finetune_warmup, ft_steps // 10), seed + 1, batch)
+    row.update({"finetune_top1": top1(params, ft_test, ft_labels),
+                "finetune_loss_last": round(float(np.mean(ft_losses[-20:])), 3)})
+  return row
 
 
 def main() -> None:
@@ -143,6 +168,11 @@ def main() -> None:
   p.add_argument("--eval_padded", type=int, default=0, help="also classify the held-out images "
                  "padded to this size (letters keep their pixel size), centred and in the top-left "
                  "corner: zeroshot_top1_at_padded<N>, zeroshot_top1_at_corner<N>")
+  p.add_argument("--finetune_steps", type=int, default=0, help="then fine-tune this many steps "
+                 "at --finetune_size on the same captions (CLIPA's second stage): finetune_top1")
+  p.add_argument("--finetune_size", type=int, default=32)
+  p.add_argument("--finetune_lr", type=float, default=None,
+                 help="base learning rate of the fine-tune (default: the study's)")
   a = p.parse_args()
   glyphs = resolution_probe.GLYPH_SETS[a.glyph_set][0]
   for size in (int(s) for s in a.sizes.split(",")):
@@ -154,13 +184,24 @@ def main() -> None:
     if a.eval_padded:
       others[f"padded{a.eval_padded}"] = (pad_to(xte, a.eval_padded), yte)
       others[f"corner{a.eval_padded}"] = (pad_to(xte, a.eval_padded, corner=True), yte)
+    finetune = None
+    if a.finetune_steps:
+      ft_train = resolution_probe.render_glyphs(a.num_train, a.finetune_size, 0, a.crop_min,
+                                                a.glyph_set)[0]
+      ft_test, ft_labels, _ = resolution_probe.render_glyphs(a.num_eval, a.finetune_size, 1, 1.0,
+                                                             a.glyph_set)
+      finetune = (a.finetune_steps, ft_train, ft_test, ft_labels, a.finetune_lr)
     for width in (int(w) for w in a.widths.split(",")):
       for seed in (int(s) for s in a.seeds.split(",")):
         row = train_and_evaluate(xtr, ttr, xte, yte, glyphs, width, a.steps, seed,
-                                 depth=a.depth, other_sizes=others)
+                                 depth=a.depth, other_sizes=others, finetune=finetune)
         print(json.dumps({"glyph_set": a.glyph_set, "captions": a.captions, "size": size,
                           "tokens": (size // 8) ** 2, "crop_min": a.crop_min,
                           "width": width, "depth": a.depth, "seed": seed, "steps": a.steps,
+                          **({"finetune_steps": a.finetune_steps,
+                              "finetune_size": a.finetune_size,
+                              "finetune_lr": a.finetune_lr or study.DEFAULT.finetune_lr}
+                             if finetune else {}),
                           "chance": 1 / len(glyphs), **row}), flush=True)
 
 

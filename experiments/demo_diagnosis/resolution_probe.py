@@ -10,8 +10,10 @@ class label, at several resolutions and widths, for a fixed number of steps:
 * ``--scene glyphs``: a candidate replacement: ten letters that differ in
   small strokes (``--glyph_set lower``: b d p q h n u o c e in DejaVu Sans,
   45-75% of the side; ``capitals``: E F O Q P R C G I T in DejaVu Sans Bold,
-  70-90%; ``small_capitals``: the same at 30-40%; ``medium_capitals``: 45-55%), from matplotlib's fonts, in the demo's colours on a tinted light
-  background, position jittered, the same crop.
+  70-90%; ``small_capitals``: the same at 30-40%; ``medium_capitals``: 45-55%;
+  ``scattered_*``: anywhere in the frame; ``tiled_*``: a texture of copies
+  over the whole frame), from matplotlib's fonts, in the demo's colours on a
+  tinted light background, position jittered, the same crop.
 
 Each line of output is one (scene, resolution, width) as JSON.
 
@@ -32,7 +34,10 @@ from clipa_t5x.data import demo_glyphs
 from clipa_t5x.data import demo_shapes
 
 # Letter sets: lower-case ones that differ in small strokes, and bold capitals
-# whose pairs (E/F, O/Q, P/R, ...) differ in one stroke.
+# whose pairs (E/F, O/Q, P/R, ...) differ in one stroke. Each is (letters, font
+# file, font size range as a fraction of the side[, layout]); the layout is the
+# largest offset of the one letter from the centre (default 0.08 of the side),
+# or "tiled": copies over the whole frame, 0.85 em apart, at a random phase.
 GLYPH_SETS = {
     "lower": (("b", "d", "p", "q", "h", "n", "u", "o", "c", "e"), "DejaVuSans.ttf", (0.45, 0.75)),
     "capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "I", "T"), "DejaVuSans-Bold.ttf",
@@ -41,12 +46,27 @@ GLYPH_SETS = {
                        "DejaVuSans-Bold.ttf", (0.3, 0.4)),
     "medium_capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "I", "T"),
                         "DejaVuSans-Bold.ttf", (0.45, 0.55)),
-    # demo_glyphs' letters and sizes (U/V for I/T: syntax masking keeps them).
+    # demo_glyphs version 1's letters and sizes (U/V for I/T: syntax masking keeps them).
     "demo_glyphs": (("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V"),
                     "DejaVuSans-Bold.ttf", (0.3, 0.4)),
     # The same letters at many sizes (25-60% of the side): scale variety.
     "mixed_capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V"),
                        "DejaVuSans-Bold.ttf", (0.25, 0.6)),
+    # demo_glyphs' letters anywhere in the frame (centre within 0.25-0.75 of the
+    # side, not +-0.08 around the middle): at 16 px some patches hold no letter.
+    "scattered_capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V"),
+                           "DejaVuSans-Bold.ttf", (0.3, 0.4), 0.25),
+    "scattered_mixed": (("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V"),
+                        "DejaVuSans-Bold.ttf", (0.25, 0.5), 0.25),
+    # demo_glyphs' letters repeated over the whole frame at a random phase (a
+    # texture): every patch holds letter strokes at every resolution.
+    "tiled_capitals": (("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V"),
+                       "DejaVuSans-Bold.ttf", (0.3, 0.4), "tiled"),
+    # The same texture with font sizes 0.3-0.8 of the side: the 16 px image of a
+    # coarse texture shows letters as large as the 32 px image of a fine one
+    # (demo_glyphs version 2's layout).
+    "tiled_mixed": (("E", "F", "O", "Q", "P", "R", "C", "G", "U", "V"),
+                    "DejaVuSans-Bold.ttf", (0.3, 0.8), "tiled"),
 }
 GLYPHS = GLYPH_SETS["lower"][0]
 SOURCE = 64  # rendered side before the crop and resize
@@ -54,7 +74,9 @@ SOURCE = 64  # rendered side before the crop and resize
 
 def render_glyphs(n: int, size: int, split: int, crop_min: float, glyph_set: str = "lower"):
   """n glyph images at ``size`` px, their class indices and colour indices."""
-  glyphs, font_name, (low, high) = GLYPH_SETS[glyph_set]
+  glyphs, font_name, (low, high), *rest = GLYPH_SETS[glyph_set]
+  max_offset = rest[0] if rest else 0.08
+  tiled = max_offset == "tiled"
   font_path = demo_glyphs.font_path(font_name)
   fonts = {}
   colours = list(demo_shapes.COLOURS.values())
@@ -72,8 +94,15 @@ def render_glyphs(n: int, size: int, split: int, crop_min: float, glyph_set: str
     colour_ids[i] = rng.integers(len(colours))
     fill = tuple(int(v) for v in np.clip(np.array(colours[colour_ids[i]])
                                          + rng.integers(-20, 21, 3), 0, 255))
-    cx, cy = SOURCE * (0.5 + rng.uniform(-0.08, 0.08, 2))
-    draw.text((cx, cy), glyphs[label], font=font, fill=fill, anchor="mm")
+    if tiled:  # a grid of copies, 0.85 em apart, shifted by a random phase
+      step = 0.85 * px
+      x0, y0 = rng.uniform(0, step, 2)
+      for cy in np.arange(y0 - step, SOURCE + step, step):
+        for cx in np.arange(x0 - step, SOURCE + step, step):
+          draw.text((cx, cy), glyphs[label], font=font, fill=fill, anchor="mm")
+    else:
+      cx, cy = SOURCE * (0.5 + rng.uniform(-max_offset, max_offset, 2))
+      draw.text((cx, cy), glyphs[label], font=font, fill=fill, anchor="mm")
     images[i] = supervised_probe.crop_resize(img, size, crop_min, rng)
     labels[i] = label
   return images, labels, colour_ids

@@ -107,8 +107,9 @@ class SweepSettings:
       or more give every point a spread and the reading its noise.
     checkpoint_period: steps between checkpoints (resume granularity).
     eval_batch_size: images per zero-shot evaluation batch.
-    scene: the demo data set: ``'glyphs'`` (``demo_glyphs``, small capitals
-      whose pairs differ in one stroke: fewer tokens cost accuracy there) or
+    scene: the demo data set: ``'glyphs'`` (``demo_glyphs``, textures of bold
+      capitals whose pairs differ in one stroke: fewer tokens cost accuracy
+      there) or
       ``'shapes'`` (``demo_shapes``, the demo's, learned as well at 16 px).
     data: ``DemoData`` arguments (``data_dir`` and generator parameters).
   """
@@ -127,7 +128,13 @@ class SweepSettings:
   # batch 128 shape reached 37% / 59% / 76% / 81% at steps 200 / 300 / 400 /
   # 500 (README.md: the pilot). 320 steps is what 34 runs can afford in about an hour.
   pretrain_steps: int = 1000
-  finetune_steps: int = 100
+  # 200 fine-tune steps: on demo_glyphs v2 a width-64 model pre-trained at 16 px
+  # reached 55.7% at 32 px after 100 steps and 67.3% after 200 (48.6% / 52.8%
+  # at 100 steps with base learning rates 3e-4 / 3e-3; clip_probe.py,
+  # experiments/demo_diagnosis/README.md, section 6). In compute the fine-tune
+  # is then about half the smallest-token pre-training, as CLIPA-v2 H/14's
+  # 224 + 336 px fine-tunes are about 44% of its 84 px pre-training.
+  finetune_steps: int = 200
   batch_size: int = 128
   pretrain_lr: float = 2e-3   # peak 1e-3 at batch 128, as the demo's pre-training
   pretrain_warmup: int = 50
@@ -612,7 +619,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[SweepSettings, arg
   p.add_argument("--finetune_mask_ratio", type=float)
   p.add_argument("--seeds", type=_ints, help="seeds of every point, e.g. 0,1")
   p.add_argument("--scene", choices=("glyphs", "shapes"), help="the data: glyphs (default, "
-                 "demo_glyphs: small capitals) or shapes (demo_shapes, the demo's)")
+                 "demo_glyphs: textures of capitals) or shapes (demo_shapes, the demo's)")
   p.add_argument("--data_dir", default=None, help="demo data folder (default: "
                  "$CLIPA_DEMO_GLYPHS_DATA or ~/.cache/clipa_t5x/demo_glyphs, shapes: "
                  "$CLIPA_DEMO_DATA or ~/.cache/clipa_t5x/demo_shapes; --quick: OUT/data)")

@@ -52,6 +52,23 @@ def test_depth_and_other_sizes_are_used(probe):
   assert 0.0 <= row["zeroshot_top1_at_32"] <= 1.0
 
 
+def test_finetune_continues_training_at_another_size(probe):
+  glyphs = probe.resolution_probe.GLYPH_SETS["tiled_mixed"][0]
+  small, labels, colours = probe.resolution_probe.render_glyphs(16, 16, 0, 1.0, "tiled_mixed")
+  big, _, _ = probe.resolution_probe.render_glyphs(16, 32, 0, 1.0, "tiled_mixed")
+  np.testing.assert_array_equal(  # the same images, so the captions still match
+      small, probe.resolution_probe.render_glyphs(16, 16, 0, 1.0, "tiled_mixed")[0])
+  texts = probe.captions_for(labels, colours, glyphs, 0, caption_set="letter")
+  row = probe.train_and_evaluate(small, texts, small[:8], labels[:8], glyphs, width=32,
+                                 steps=2, seed=0, batch=8, depth=1,
+                                 finetune=(2, big, big[:8], labels[:8], 1e-3))
+  assert 0.0 <= row["finetune_top1"] <= 1.0 and np.isfinite(row["finetune_loss_last"])
+  without_lr = probe.train_and_evaluate(small, texts, small[:8], labels[:8], glyphs, width=32,
+                                        steps=2, seed=0, batch=8, depth=1,
+                                        finetune=(2, big, big[:8], labels[:8]))
+  assert "finetune_top1" in without_lr
+
+
 def test_pad_to_keeps_the_letter_and_fills_with_the_corner_colour(probe):
   images = np.zeros((2, 16, 16, 3), np.uint8)
   images[:, :, :] = (200, 210, 220)
