@@ -286,7 +286,11 @@ def trend(by_width: Dict[int, Dict[str, Any]], noise: Noise) -> Dict[str, Any]:
           "costs": costs}
 
 
-def _verdict_sentence(result: Dict[str, Any], what: str, widths: Sequence[int]) -> str:
+def _verdict_sentence(result: Dict[str, Any], what: str, widths: Sequence[int],
+                      tokens: Optional[int] = None) -> str:
+  """The verdict of ``trend`` in words; ``tokens``: of one reduced setting (default: the fewest)."""
+  if tokens is not None and result["verdict"] in ("shrinks", "grows", "no difference", "no cost"):
+    return _short_verdict(result, what, widths, tokens)
   small, large = widths[0], widths[-1]
   diff = ("" if result["difference"] is None else
           f" (drop at width {small} minus drop at width {large}: "
@@ -313,6 +317,25 @@ def _verdict_sentence(result: Dict[str, Any], what: str, widths: Sequence[int]) 
             "it).")
   return (f"No point was repeated with another seed, so the seed noise is unknown and this "
           f"sweep cannot say whether the loss of {what} shrinks with model size{diff}.")
+
+
+def _short_verdict(result: Dict[str, Any], what: str, widths: Sequence[int],
+                   tokens: int) -> str:
+  """One sentence: the verdict at ``tokens`` image tokens (a setting other than the fewest)."""
+  diff = (f"drop at width {widths[0]} minus drop at width {widths[-1]}: "
+          f"{100 * result['difference']:+.1f} ± {100 * result['ci']:.1f} points")
+  verdict = result["verdict"]
+  if verdict == "shrinks":
+    steady = "steadily" if result["monotone"] else "not at every width step"
+    return (f"At {tokens} image tokens the loss of {what} shrinks with model size beyond the "
+            f"seed noise ({diff}; {steady}): the larger models lose less there.")
+  if verdict == "grows":
+    return (f"At {tokens} image tokens the loss of {what} grows with model size beyond the "
+            f"seed noise ({diff}).")
+  if verdict == "no cost":
+    return f"At {tokens} image tokens no model loses {what} beyond the seed noise."
+  return (f"At {tokens} image tokens the loss of {what} does not differ between the smallest "
+          f"and the largest model beyond the seed noise ({diff}).")
 
 
 def _steps_sentence(by_width: Dict[int, Dict[str, Any]], noise: Noise, what: str) -> str:
@@ -360,8 +383,13 @@ def _image_axis_paragraph(rows, metric: str, label: str) -> List[str]:
         for w in sorted(by_width))
     parts.append(f"{label}: pre-training on {t} instead of {full_tokens} image tokens "
                  f"changes zero-shot top-1 by {listing}.")
-  result = trend(fewest, noise)
   what = "top-1 after the fine-tune" if metric == "top1" else "pre-training-only top-1"
+  # The law is about the whole curve: a verdict at every reduced count, the fewest last.
+  fewest_tokens = next(iter(fewest.values()))["image_tokens"]
+  for t in sorted({d["image_tokens"] for d in image} - {fewest_tokens}, reverse=True):
+    by_width = {d["width"]: d for d in image if d["image_tokens"] == t}
+    parts.append(_verdict_sentence(trend(by_width, noise), what, sorted(by_width), tokens=t))
+  result = trend(fewest, noise)
   parts.append(_verdict_sentence(result, what, sorted(fewest)))
   parts.append(_steps_sentence(fewest, noise, what))
   return [p for p in parts if p]
@@ -590,8 +618,12 @@ def plot_tokens(rows: Sequence[Dict[str, Any]], path: str, command: str = "") ->
                           markeredgewidth=2, label="random masking at full resolution"))
     labels.append(handles[-1].get_label())
   lift = 0.04 if command else 0.0
-  fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False,
-             bbox_to_anchor=(0.5, lift))
+  if handles:
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False,
+               bbox_to_anchor=(0.5, lift))
+  else:  # e.g. an --only subset of the headline pair: no resized or masked run to draw
+    fig.text(0.5, 0.5, "no full-token, resized or masked runs among these results",
+             ha="center", va="center", fontsize=12)
   fig.suptitle("Accuracy vs image tokens, one line per model size (mean of seeds; bars: "
                "min–max over seeds)")
   if command:

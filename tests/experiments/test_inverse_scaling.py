@@ -345,6 +345,29 @@ def test_reading_says_larger_models_lose_less_when_they_do():
   assert "from width 128 to 192 it shrinks (+3.0 ± 2.1 points)" in text
 
 
+def test_reading_gives_a_verdict_at_every_reduced_token_count():
+  # 36 tokens (48 px) lose half of what 16 tokens (32 px) lose.
+  text = plot.reading(_fake_rows(0.10, 0.05, 0.02, noise=0.01))
+  assert ("At 36 image tokens the loss of top-1 after the fine-tune shrinks with model size "
+          "beyond the seed noise (drop at width 64 minus drop at width 192: +4.0 ± 2.1 points; "
+          "steadily)") in text
+  assert text.index("At 36 image tokens") < text.index("drop at width 64 minus drop at width "
+                                                        "192: +8.0")
+  flat = plot.reading(_fake_rows(0.10, 0.10, 0.10, noise=0.01))
+  assert "At 36 image tokens the loss of top-1 after the fine-tune does not differ" in flat
+  within_noise = plot.reading(_fake_rows(0.02, 0.02, 0.02, noise=0.05))
+  assert "At 36 image tokens no model loses top-1 after the fine-tune" in within_noise
+
+
+def test_report_of_the_headline_pair_alone_draws_both_figures(tmp_path):
+  # --only w192_px32_t8,w192_fullres_...: no full-token or resized run to join in the tokens plot.
+  rows = [r for r in _fake_rows(0.10, 0.05, 0.02) if r["axis"] in ("both", "fullres")]
+  paths = plot.write_report(rows, str(tmp_path), settings=None, command="run.py --only ...")
+  for key in ("markdown", "tokens_png", "flops_png"):
+    assert os.path.getsize(paths[key]) > 0
+  assert "Headline, width 192" in open(paths["markdown"]).read()
+
+
 def test_reading_goes_size_by_size_when_the_smallest_model_gains():
   # Width 64 gains 8 points from fewer tokens, 128 loses 10, 192 loses 2.
   text = plot.reading(_fake_rows(-0.08, 0.10, 0.02, noise=0.01))
