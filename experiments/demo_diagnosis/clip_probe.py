@@ -114,10 +114,9 @@ def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed:
   model (``zeroshot_top1_at_<size>``): does what it learned at one resolution
   carry over to another without a fine-tune?
   ``finetune``: ``(steps, train_images, test_images, test_labels[, lr])``: then
-  train on to ``steps`` more at ``lr`` (default the study's fine-tune base
-  learning rate) on the same
-  captions with these images (another resolution) and classify the test images
-  (``finetune_top1``): CLIPA's second stage.
+  train ``steps`` more at ``lr`` (default: the study's fine-tune base learning
+  rate) on the same captions with these images (another resolution) and
+  classify the test images (``finetune_top1``): CLIPA's second stage.
   """
   settings = dataclasses.replace(study.DEFAULT, depth=depth)
   model = clip.ClipaModel(study.model_config(width, settings))
@@ -141,9 +140,9 @@ def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed:
          "loss_first": round(float(np.mean(losses[:20])), 3),
          "loss_last": round(float(np.mean(losses[-20:])), 3), "train_s": round(train_s, 1)}
   if finetune:
-    ft_steps, ft_train, ft_test, ft_labels, ft_lr = (*finetune, None)[:5]
+    ft_steps, ft_train, ft_test, ft_labels, *ft_lr = finetune
     params, ft_losses = _train(model, params, ft_train, ttr, ft_steps,
-                               ft_lr or settings.finetune_lr,
+                               (ft_lr[0] if ft_lr else None) or settings.finetune_lr,
                                min(settings.finetune_warmup, ft_steps // 10), seed + 1, batch)
     row.update({"finetune_top1": top1(params, ft_test, ft_labels),
                 "finetune_loss_last": round(float(np.mean(ft_losses[-20:])), 3)})
