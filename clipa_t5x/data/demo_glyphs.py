@@ -49,7 +49,7 @@ FONT_FILE = "DejaVuSans-Bold.ttf"
 # 32 px a letter is 7-19 px high and at 16 px 3.5-9.5 px, where the Q's tail and
 # the E's lower bar of the smaller copies blur away.
 _FONT_SIZE = (0.30, 0.80)
-_SPACING = 0.85  # copies this many em apart, in rows and columns
+SPACING = 0.85  # copies this many em apart, in rows and columns
 _COLOUR_JITTER = 20
 
 # Captions name the letter only (colour words let a contrastive model settle on
@@ -100,6 +100,21 @@ def make_caption(rng: np.random.Generator, letter: str) -> str:
   return _TEMPLATES[int(rng.integers(len(_TEMPLATES)))].format(l=letter)
 
 
+def draw_texture(draw: ImageDraw.ImageDraw, letter: str, font: ImageFont.FreeTypeFont,
+                 fill: Tuple[int, int, int], phase: Tuple[float, float], step: float,
+                 extent: float, scale: float = 1.0) -> None:
+  """Draws ``letter`` in rows and columns ``step`` apart, from ``phase``, over ``[0, extent]``.
+
+  Copies start one step before the frame and end one after, so the border is
+  covered too. ``phase``, ``step`` and ``extent`` share one unit (image
+  fractions, or pixels); ``scale`` converts it to pixels.
+  """
+  px, py = phase
+  for y in np.arange(py - step, extent + step, step):
+    for x in np.arange(px - step, extent + step, step):
+      draw.text((x * scale, y * scale), letter, font=font, fill=fill, anchor="mm")
+
+
 def render_example(rng: np.random.Generator, image_size: int,
                    label: Optional[int] = None) -> Tuple[bytes, Dict[str, Any]]:
   """Draws one letter texture and writes its caption (``demo_shapes.render_example``'s contract).
@@ -114,18 +129,15 @@ def render_example(rng: np.random.Generator, image_size: int,
   letter = LETTERS[label]
   colour = list(demo_shapes.COLOURS)[int(rng.integers(len(demo_shapes.COLOURS)))]
   font_size = float(rng.uniform(*_FONT_SIZE))
-  step = _SPACING * font_size  # of the side
+  step = SPACING * font_size  # of the side
   fx, fy = rng.uniform(0.0, step, size=2)
   background = tuple(int(v) for v in rng.integers(215, 256, 3))
   fill = tuple(int(np.clip(c + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1), 0, 255))
                for c in demo_shapes.COLOURS[colour])
   big = image_size * demo_shapes.SUPERSAMPLE
   image = Image.new("RGB", (big, big), background)
-  draw, font = ImageDraw.Draw(image), _font(max(4, round(font_size * big)))
-  # Copies from one step before the frame to one after: the border is covered too.
-  for y in np.arange(fy - step, 1.0 + step, step):
-    for x in np.arange(fx - step, 1.0 + step, step):
-      draw.text((x * big, y * big), letter, font=font, fill=fill, anchor="mm")
+  draw_texture(ImageDraw.Draw(image), letter, _font(max(4, round(font_size * big))), fill,
+               (fx, fy), step, extent=1.0, scale=big)
   jpeg = demo_shapes.encode_jpeg(image, image_size)
   attrs = {"caption": make_caption(rng, letter), "label": label, "class_name": CLASS_NAMES[label],
            "letter": letter, "colour": colour,

@@ -126,17 +126,20 @@ def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed:
   params, losses = _train(model, params, xtr, ttr, steps, settings.pretrain_lr,
                           min(50, steps // 10), seed, batch)
   train_s = time.time() - start
-  # The project's zero-shot path: prompt-ensembled class embeddings, then top-1.
-  def top1(params, x, y):
+  # The project's zero-shot path: prompt-ensembled class embeddings (once per
+  # set of weights), then top-1.
+  def classifier(params):
     classes = zeroshot.embed_classes(lambda tokens: model.encode_texts(params, tokens), glyphs,
                                      PROMPTS, text_length=TEXT_LENGTH,
                                      batch_size=len(glyphs) * len(PROMPTS))
-    images = batching.encode_in_batches(lambda b: model.encode_images(params, b), x, 500,
-                                        "encode_images")
-    return metrics.topk_accuracy(images @ classes.T, y, ks=(1,))[1]
-  row = {"zeroshot_top1": top1(params, xte, yte),
-         **{f"zeroshot_top1_at_{s}": top1(params, x, y)
-            for s, (x, y) in (other_sizes or {}).items()},
+    def top1(x, y):
+      images = batching.encode_in_batches(lambda b: model.encode_images(params, b), x, 500,
+                                          "encode_images")
+      return metrics.topk_accuracy(images @ classes.T, y, ks=(1,))[1]
+    return top1
+  top1 = classifier(params)
+  row = {"zeroshot_top1": top1(xte, yte),
+         **{f"zeroshot_top1_at_{s}": top1(x, y) for s, (x, y) in (other_sizes or {}).items()},
          "loss_first": round(float(np.mean(losses[:20])), 3),
          "loss_last": round(float(np.mean(losses[-20:])), 3), "train_s": round(train_s, 1)}
   if finetune:
@@ -144,7 +147,7 @@ def train_and_evaluate(xtr, ttr, xte, yte, glyphs, width: int, steps: int, seed:
     params, ft_losses = _train(model, params, ft_train, ttr, ft_steps,
                                (ft_lr[0] if ft_lr else None) or settings.finetune_lr,
                                min(settings.finetune_warmup, ft_steps // 10), seed + 1, batch)
-    row.update({"finetune_top1": top1(params, ft_test, ft_labels),
+    row.update({"finetune_top1": classifier(params)(ft_test, ft_labels),
                 "finetune_loss_last": round(float(np.mean(ft_losses[-20:])), 3)})
   return row
 

@@ -94,12 +94,10 @@ def render_glyphs(n: int, size: int, split: int, crop_min: float, glyph_set: str
     colour_ids[i] = rng.integers(len(colours))
     fill = tuple(int(v) for v in np.clip(np.array(colours[colour_ids[i]])
                                          + rng.integers(-20, 21, 3), 0, 255))
-    if tiled:  # a grid of copies, 0.85 em apart, shifted by a random phase
-      step = 0.85 * px
-      x0, y0 = rng.uniform(0, step, 2)
-      for cy in np.arange(y0 - step, SOURCE + step, step):
-        for cx in np.arange(x0 - step, SOURCE + step, step):
-          draw.text((cx, cy), glyphs[label], font=font, fill=fill, anchor="mm")
+    if tiled:  # demo_glyphs' grid of copies, shifted by a random phase
+      step = demo_glyphs.SPACING * px
+      demo_glyphs.draw_texture(draw, glyphs[label], font, fill, tuple(rng.uniform(0, step, 2)),
+                               step, extent=SOURCE)
     else:
       cx, cy = SOURCE * (0.5 + rng.uniform(-max_offset, max_offset, 2))
       draw.text((cx, cy), glyphs[label], font=font, fill=fill, anchor="mm")
