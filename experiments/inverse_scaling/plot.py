@@ -17,6 +17,10 @@ Noise: seeds of one point differ in initialisation, masking and data order.
 The seed standard deviation is pooled over all points with two or more seeds
 (``pooled_sd``), and a difference of two means gets a 95% t-interval from
 it; the reading calls an effect real only when its interval excludes zero.
+Seeds of a small model can spread far more than a large one's, which the
+pooled SD averages away, so every size verdict is also checked with each
+point's own seed variance (a Welch interval) and the reading says whether it
+agrees.
 
 Regenerate everything from an existing ``results.json``::
 
@@ -222,8 +226,33 @@ def drops(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> List[Dict[str
                 "text_tokens": r["text_tokens"], "drop": base[metric] - r[metric],
                 "ci": noise.half_width(base[f"{metric}_n"], r[f"{metric}_n"]),
                 "n": (base[f"{metric}_n"], r[f"{metric}_n"]),
+                "welch": _welch_terms(base, r, metric=metric),
                 "compute_ratio": r["total_flops"] / base["total_flops"]})
   return out
+
+
+def _welch_terms(*points: Dict[str, Any], metric: str) -> Optional[List[Tuple[float, int]]]:
+  """(variance of the mean, dof) of each point from its own seeds; None if one has < 2."""
+  if any(f"{metric}_sd" not in p for p in points):
+    return None
+  return [(p[f"{metric}_sd"] ** 2 / p[f"{metric}_n"], p[f"{metric}_n"] - 1) for p in points]
+
+
+def welch_interval(terms: Sequence[Tuple[float, int]]) -> Optional[Tuple[float, float]]:
+  """95% half-width and Welch-Satterthwaite dof of a sum/difference of independent means.
+
+  Args:
+    terms: per mean, (its variance = seed variance / seeds, its seed dof).
+
+  Returns:
+    ``(half_width, dof)``, or None when every seed variance is zero (no
+    spread to judge by).
+  """
+  variance = sum(v for v, _ in terms)
+  if variance <= 0:
+    return None
+  dof = variance ** 2 / sum(v ** 2 / d for v, d in terms)
+  return t_quantile(dof) * math.sqrt(variance), dof
 
 
 def noise_level(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> Optional[float]:
@@ -272,18 +301,39 @@ def trend(by_width: Dict[int, Dict[str, Any]], noise: Noise) -> Dict[str, Any]:
   values = [by_width[w]["drop"] for w in widths]
   monotone = all(b < a for a, b in zip(values, values[1:]))
   costs = any(d["ci"] is None or d["drop"] > d["ci"] for d in by_width.values())
+  welch = None
+  if small.get("welch") and large.get("welch"):
+    interval = welch_interval(small["welch"] + large["welch"])
+    if interval:
+      welch = {"ci": interval[0], "dof": interval[1],
+               "verdict": _direction(difference, interval[0])}
   if ci is None:
     verdict = "unknown"
   elif not costs:
     verdict = "no cost"
-  elif difference > ci:
-    verdict = "shrinks"
-  elif difference < -ci:
-    verdict = "grows"
   else:
-    verdict = "no difference"
+    verdict = _direction(difference, ci)
   return {"verdict": verdict, "difference": difference, "ci": ci, "monotone": monotone,
-          "costs": costs}
+          "costs": costs, "welch": welch}
+
+
+def _direction(difference: float, ci: float) -> str:
+  """'shrinks' / 'grows' when the interval excludes zero, else 'no difference'."""
+  return "shrinks" if difference > ci else "grows" if difference < -ci else "no difference"
+
+
+def _welch_note(result: Dict[str, Any]) -> str:
+  """The verdict checked without the pooled SD's equal-noise assumption (Welch)."""
+  welch = result.get("welch")
+  if not welch or result["verdict"] not in ("shrinks", "grows", "no difference"):
+    return ""
+  same = welch["verdict"] == result["verdict"]
+  outcome = ("the same verdict" if same else
+             "which excludes zero" if welch["verdict"] != "no difference" else
+             "which does not exclude zero")
+  return (f" With each point's own seed variance instead of the pooled one (Welch): "
+          f"{100 * result['difference']:+.1f} ± {100 * welch['ci']:.1f} points, "
+          f"{welch['dof']:.1f} degrees of freedom, {outcome}.")
 
 
 def _verdict_sentence(result: Dict[str, Any], what: str, widths: Sequence[int],
@@ -388,9 +438,11 @@ def _image_axis_paragraph(rows, metric: str, label: str) -> List[str]:
   fewest_tokens = next(iter(fewest.values()))["image_tokens"]
   for t in sorted({d["image_tokens"] for d in image} - {fewest_tokens}, reverse=True):
     by_width = {d["width"]: d for d in image if d["image_tokens"] == t}
-    parts.append(_verdict_sentence(trend(by_width, noise), what, sorted(by_width), tokens=t))
+    result = trend(by_width, noise)
+    parts.append(_verdict_sentence(result, what, sorted(by_width), tokens=t)
+                 + _welch_note(result))
   result = trend(fewest, noise)
-  parts.append(_verdict_sentence(result, what, sorted(fewest)))
+  parts.append(_verdict_sentence(result, what, sorted(fewest)) + _welch_note(result))
   parts.append(_steps_sentence(fewest, noise, what))
   return [p for p in parts if p]
 
@@ -480,10 +532,16 @@ def _masking_sentence(rows, noise: Noise) -> str:
           f"({r0['image_size']} px), after the fine-tune: {listing}; {verdict}.")
 
 
-def _headline(rows, noise: Noise) -> List[str]:
-  """The CLIPA schedule against full-resolution training for the same FLOPs."""
+def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
+  """Per headline width: the CLIPA schedule and its compute-matched full-resolution run.
+
+  Returns:
+    Dicts ``{'width', 'schedule', 'fullres', 'difference', 'ci', 'outcome'}``:
+    the two ``aggregate`` rows, schedule minus full-resolution top-1, its 95%
+    half-width (None without seed repeats) and the outcome in words.
+  """
   agg = aggregate(rows)
-  parts = []
+  pairs = []
   for base in (r for r in agg if r["axis"] == "fullres" and r["top1"] is not None):
     schedule = [r for r in agg if r["width"] == base["width"] and r["axis"] in ("both", "image")
                 and r["top1"] is not None]
@@ -501,6 +559,18 @@ def _headline(rows, noise: Noise) -> List[str]:
       outcome = "full-resolution training wins beyond the seed noise"
     else:
       outcome = "a tie within the seed noise"
+    pairs.append({"width": base["width"], "schedule": sched, "fullres": base,
+                  "difference": diff, "ci": ci, "outcome": outcome})
+  return pairs
+
+
+def _headline(rows, noise: Noise) -> List[str]:
+  """The CLIPA schedule against full-resolution training for the same FLOPs."""
+  agg = aggregate(rows)
+  parts = []
+  for pair in headline_pairs(rows, noise):
+    sched, base, diff, ci = pair["schedule"], pair["fullres"], pair["difference"], pair["ci"]
+    outcome = pair["outcome"]
     full = next((r for r in agg if r["width"] == base["width"] and r["axis"] == "full"
                  and r["top1"] is not None), None)
     extra = ("" if full is None else
@@ -643,7 +713,6 @@ def plot_flops(rows: Sequence[Dict[str, Any]], path: str, command: str = "") -> 
   schedule vs full resolution for the same FLOPs) joined by a thick line.
   """
   plt, agg, widths, colours = _plot_setup(rows)
-  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
   from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
   fig, ax = plt.subplots(figsize=(9, 5.6))
   for width in widths:
@@ -664,11 +733,7 @@ def plot_flops(rows: Sequence[Dict[str, Any]], path: str, command: str = "") -> 
       ax.plot([base["total_flops"] / 1e12, sched[0]["total_flops"] / 1e12],
               [100 * base["top1"], 100 * sched[0]["top1"]], "-", color="crimson", lw=2.5,
               alpha=0.8, zorder=0)
-  ax.set_xscale("log")
-  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-  ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
-      lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
-  ax.set_xlabel("training compute, all stages (TFLOPs, analytic)")
+  _log_flops_axis(ax)
   ax.set_ylabel("zero-shot top-1 after training (%)")
   ax.grid(True, which="both", alpha=0.3)
   handles = [Line2D([], [], color=colours[w], lw=2, label=f"width {w}") for w in widths]
@@ -693,12 +758,107 @@ def plot_flops(rows: Sequence[Dict[str, Any]], path: str, command: str = "") -> 
   return _save(fig, path)
 
 
+def _log_flops_axis(ax) -> None:
+  """A log x axis of training TFLOPs with plain numbers (1, 2, 5, ...) as ticks."""
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+  ax.set_xscale("log")
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
+      lambda v, _: f"{v:g}" if f"{v:g}"[0] in "2345" else ""))
+  ax.set_xlabel("training compute, all stages (TFLOPs, analytic)")
+
+
 def _save(fig, path: str) -> str:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path
+
+
+# ------------------------------------------------------- headline vs budget
+def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, str]:
+  """The headline pair at several budgets: ``headline_vs_budget.md`` and ``.png``.
+
+  Args:
+    records: ``results.json`` contents of studies that differ in their
+      budget (``pretrain_steps`` / ``finetune_steps``), each holding a headline
+      pair (e.g. run with ``--only <schedule>,<fullres>``).
+    out_dir: where the two files go.
+
+  Returns:
+    ``{'markdown': path, 'png': path}``.
+
+  Raises:
+    ValueError: a record has no headline pair.
+  """
+  budgets = []
+  for record in records:
+    rows = record["runs"]
+    pairs = headline_pairs(rows, Noise(rows))
+    if not pairs:
+      raise ValueError(f"no headline pair in the study run by {record.get('command')!r}; "
+                       "run it with its CLIPA schedule and full-resolution points.")
+    settings = record.get("settings") or {}
+    for pair in pairs:
+      budgets.append({**pair, "steps": (settings.get("pretrain_steps"),
+                                        settings.get("finetune_steps")),
+                      "command": record.get("command", "")})
+  budgets.sort(key=lambda b: (b["width"], b["fullres"]["total_flops"], b["steps"][0] or 0))
+  lines = ["# The headline at several budgets", "",
+           "The CLIPA schedule (fewest tokens, then the full-resolution fine-tune) against "
+           "training at full resolution only for the same FLOPs; mean over the seeds "
+           "(min–max), 95% intervals from each budget's pooled seed SD.", "",
+           "| width | pre-train + fine-tune steps | compute (TFLOPs) | seeds | CLIPA schedule "
+           "top-1 % | full resolution top-1 % | schedule minus full resolution | outcome |",
+           "|---|---|---|---|---|---|---|---|"]
+  for b in budgets:
+    sched, base = b["schedule"], b["fullres"]
+    steps = "?" if None in b["steps"] else f"{b['steps'][0]} + {b['steps'][1]}"
+    lines.append(
+        f"| {b['width']} | {steps} | {sched['total_flops'] / 1e12:.3g} | "
+        f"{','.join(map(str, sched['seeds']))} | {_with_range(sched, 'top1')} | "
+        f"{_with_range(base, 'top1')} | {_interval(-b['difference'], b['ci'])} | "
+        f"{b['outcome']} |")
+  ahead = sum(b["difference"] > 0 for b in budgets)
+  lines += ["", f"The schedule's mean is ahead at {ahead} of {len(budgets)} budgets; beyond the "
+            f"seed noise at {sum(b['outcome'].startswith('the CLIPA') for b in budgets)}, behind "
+            f"it at {sum(b['outcome'].startswith('full-resolution') for b in budgets)}.", "",
+            "Commands:", ""] + [f"    {b['command']}" for b in budgets] + [""]
+  paths = {"markdown": os.path.join(out_dir, "headline_vs_budget.md"),
+           "png": os.path.join(out_dir, "headline_vs_budget.png")}
+  os.makedirs(out_dir, exist_ok=True)
+  with open(paths["markdown"], "w") as f:
+    f.write("\n".join(lines))
+  _plot_budgets(budgets, paths["png"])
+  return paths
+
+
+def _plot_budgets(budgets: Sequence[Dict[str, Any]], path: str) -> str:
+  """Top-1 against training FLOPs: the schedule's line and full resolution's."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(7.5, 5))
+  for key, label, colour, marker in (("schedule", "CLIPA schedule (fewest tokens + fine-tune)",
+                                      "tab:blue", "*"),
+                                     ("fullres", "full resolution only, same FLOPs", "crimson",
+                                      "o")):
+    for width in sorted({b["width"] for b in budgets}):
+      mine = [b[key] for b in budgets if b["width"] == width]
+      x = [r["total_flops"] / 1e12 for r in mine]
+      bars = [_yerr(r, "top1") or [[0.0], [0.0]] for r in mine]
+      ax.errorbar(x, [100 * r["top1"] for r in mine],
+                  yerr=[[b[0][0] for b in bars], [b[1][0] for b in bars]],
+                  fmt=f"-{marker}", color=colour, markersize=11 if marker == "*" else 7,
+                  capsize=3, label=f"{label}, width {width}")
+  _log_flops_axis(ax)
+  ax.set_ylabel("zero-shot top-1 (%)")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(loc="lower right", fontsize=8)
+  ax.set_title("The headline at several budgets (mean of seeds; bars: min–max)")
+  fig.tight_layout()
+  return _save(fig, path)
 
 
 def markdown_report(rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None,
@@ -754,7 +914,25 @@ def write_report(rows: Sequence[Dict[str, Any]], out_dir: str,
 def main(argv: Optional[Sequence[str]] = None) -> int:
   p = argparse.ArgumentParser(description="Rewrite results.md and the PNGs from results.json.")
   p.add_argument("--out", default="runs/inverse_scaling", help="the study's output folder")
+  p.add_argument("--budgets", nargs="+", metavar="DIR", help="instead: the headline pair of "
+                 "these studies (one per budget) into OUT/headline_vs_budget.{md,png}")
   args = p.parse_args(argv)
+  if args.budgets:
+    records = []
+    for folder in args.budgets:
+      path = os.path.join(folder, "results.json")
+      if not os.path.exists(path):
+        print(f"error: {path} does not exist; run that budget's study first.", file=sys.stderr)
+        return 2
+      with open(path) as f:
+        records.append(json.load(f))
+    try:
+      paths = budget_report(records, args.out)
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    print(f"{paths['markdown']}\n{paths['png']}")
+    return 0
   path = os.path.join(args.out, "results.json")
   if not os.path.exists(path):
     print(f"error: {path} does not exist; run experiments/inverse_scaling/run.py first.",

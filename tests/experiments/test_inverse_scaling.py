@@ -153,6 +153,21 @@ def test_command_line_overrides_and_errors(capsys):
   assert not any(r.axis in ("fullres", "mask") for r in run.build_grid(none))
 
 
+def test_confirm_preset_is_the_declared_test(capsys):
+  # README.md, "A confirmatory test at 9 tokens, declared before it ran".
+  settings, args = run.parse_args(["--confirm"])
+  declared = ([f"w32_px{px}_t16_s{s}" for px in (32, 24) for s in range(4, 12)]
+              + [f"w96_px{px}_t16_s{s}" for px in (32, 24) for s in range(4, 8)])
+  assert sorted(args.only) == sorted(declared)
+  assert settings.seeds == tuple(range(4, 12))
+  grid = {r.run_id for r in run.build_grid(settings)}
+  assert set(args.only) <= grid  # every run is one the sweep knows
+  assert run.main(["--confirm", "--widths", "64"]) == 2
+  assert "--confirm compares two widths" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    run.parse_args(["--confirm", "--seeds", "0,1"])
+
+
 # --------------------------------------------------------- model, stages
 def test_model_config_per_width():
   for width in (64, 128, 192):
@@ -368,6 +383,26 @@ def test_report_of_the_headline_pair_alone_draws_both_figures(tmp_path):
   assert "Headline, width 192" in open(paths["markdown"]).read()
 
 
+def test_budget_report_puts_each_budgets_headline_pair_side_by_side(tmp_path):
+  def record(gain, steps):
+    rows = [r for r in _fake_rows(0.10, 0.05, 0.02, headline_gain=gain)
+            if r["axis"] in ("both", "fullres")]
+    return {"runs": rows, "command": f"run.py --pretrain_steps {steps}",
+            "settings": {"pretrain_steps": steps, "finetune_steps": steps // 5}}
+  paths = plot.budget_report([record(0.04, 500), record(-0.001, 250)], str(tmp_path))
+  text = open(paths["markdown"]).read()
+  assert text.index("| 192 | 250 + 50 |") < text.index("| 192 | 500 + 100 |")
+  assert "| +4.0 ± 3.0 | the CLIPA schedule wins beyond the seed noise |" in text
+  assert "| -0.1 ± 3.0 | a tie within the seed noise |" in text
+  assert "ahead at 1 of 2 budgets; beyond the seed noise at 1, behind it at 0" in text
+  assert "run.py --pretrain_steps 250" in text
+  assert os.path.getsize(paths["png"]) > 0
+  no_pair = {"runs": [r for r in _fake_rows(0.1, 0.05, 0.02) if r["axis"] == "full"]}
+  with pytest.raises(ValueError, match="no headline pair"):
+    plot.budget_report([no_pair], str(tmp_path))
+  assert plot.main(["--budgets", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+
+
 def test_reading_goes_size_by_size_when_the_smallest_model_gains():
   # Width 64 gains 8 points from fewer tokens, 128 loses 10, 192 loses 2.
   text = plot.reading(_fake_rows(-0.08, 0.10, 0.02, noise=0.01))
@@ -386,6 +421,29 @@ def test_reading_is_honest_when_the_effect_is_within_noise_or_reversed():
   assert "the opposite of CLIPA's inverse scaling law" in reversed_
   no_repeats = plot.reading([r for r in _fake_rows(0.1, 0.05, 0.02) if r["seed"] == 0])
   assert "seed noise is unknown" in no_repeats
+
+
+def test_welch_interval_matches_scipy_and_the_reading_reports_it():
+  from scipy import stats
+  a, b = [0.80, 0.85, 0.71, 0.88], [0.981, 0.983]
+  terms = [(np.var(x, ddof=1) / len(x), len(x) - 1) for x in (a, b)]
+  half, dof = plot.welch_interval(terms)
+  ref = stats.ttest_ind(a, b, equal_var=False)
+  assert dof == pytest.approx(ref.df)
+  se = abs(np.mean(a) - np.mean(b)) / abs(ref.statistic)
+  assert half == pytest.approx(stats.t.ppf(0.975, ref.df) * se)
+  assert plot.welch_interval([(0.0, 1), (0.0, 1)]) is None
+  # The smallest width's seeds spread 10x the largest's: the pooled SD and
+  # Welch can disagree, and the reading says so either way.
+  rows = _fake_rows(0.10, 0.05, 0.02, noise=0.01)
+  text = plot.reading(rows)
+  assert ("With each point's own seed variance instead of the pooled one (Welch): +8.0 ± "
+          in text) and "the same verdict" in text
+  noisy_small = [dict(r, top1=r["top1"] + (0.04 * r["seed"] if r["width"] == 64 else 0))
+                 for r in _fake_rows(0.10, 0.05, 0.02, noise=0.005)]
+  text = plot.reading(noisy_small)
+  assert "beyond the seed noise: here the larger models do lose less" in text
+  assert "which does not exclude zero" in text  # width 64 alone is noisy: Welch has ~2 dof
 
 
 def test_trend_verdicts():
