@@ -539,6 +539,21 @@ def _count_params(stage_dir: str) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def select_runs(runs: Sequence[RunSpec], only: Optional[Sequence[str]]) -> List[RunSpec]:
+  """The runs named by ``only`` (run or point ids; all when empty), in grid order.
+
+  Raises:
+    ValueError: an id that is no run or point of the grid.
+  """
+  if not only:
+    return list(runs)
+  known = {r.run_id for r in runs} | {r.point_id for r in runs}
+  unknown = sorted(set(only) - known)
+  if unknown:
+    raise ValueError(f"--only {unknown} are not runs or points of this study; see --list.")
+  return [r for r in runs if r.run_id in set(only) or r.point_id in set(only)]
+
+
 def run_sweep(settings: SweepSettings, out_dir: str, only: Optional[Sequence[str]] = None,
               command: str = "") -> List[Dict[str, Any]]:
   """Runs (or resumes) every run, then writes results.json, results.md and the two PNGs.
@@ -553,13 +568,7 @@ def run_sweep(settings: SweepSettings, out_dir: str, only: Optional[Sequence[str
     The result rows of the runs done or found finished.
   """
   from clipa_t5x.tasks import demo  # pylint: disable=import-outside-toplevel
-  runs = build_grid(settings)
-  if only:
-    known = {r.run_id for r in runs} | {r.point_id for r in runs}
-    unknown = sorted(set(only) - known)
-    if unknown:
-      raise ValueError(f"--only {unknown} are not runs or points of this study; see --list.")
-    runs = [r for r in runs if r.run_id in set(only) or r.point_id in set(only)]
+  runs = select_runs(build_grid(settings), only)
   os.makedirs(out_dir, exist_ok=True)
   demo.register(settings.demo_data())  # the Tasks over this study's data location
   start = time.time()
@@ -688,17 +697,19 @@ def confirm_runs(settings: SweepSettings) -> Tuple[SweepSettings, List[str]]:
   return settings, only
 
 
-def describe(settings: SweepSettings) -> str:
-  """One line per run: id, tokens and analytic training compute."""
+def describe(settings: SweepSettings, only: Optional[Sequence[str]] = None) -> str:
+  """One line per run (those ``only`` names, default all): id, tokens and training compute."""
   lines = []
   total = 0.0
-  for spec in build_grid(settings):
+  runs = select_runs(build_grid(settings), only)
+  for spec in runs:
     acc = compute_accounting(spec, settings)
     total += acc["total_flops"]
     lines.append(f"{spec.run_id:32s} {spec.axis:7s} image tokens {acc['image_tokens']:3d}  "
                  f"text tokens {acc['text_tokens']:3d}  {acc['total_flops'] / 1e12:8.3f} TFLOPs")
-  lines.append(f"{len(lines)} runs ({len(lines) // len(settings.seeds)} points x "
-               f"{len(settings.seeds)} seeds), {total / 1e12:.1f} TFLOPs of training in all")
+  points = len({r.point_id for r in runs})
+  lines.append(f"{len(runs)} runs ({points} points, {len({r.seed for r in runs})} seeds), "
+               f"{total / 1e12:.1f} TFLOPs of training in all")
   return "\n".join(lines)
 
 
@@ -725,7 +736,7 @@ def main(argv: Optional[Sequence[str]] = None, compilation_cache: bool = False) 
   try:
     settings, args = parse_args(argv)
     if args.list:
-      print(describe(settings))
+      print(describe(settings, args.only))
       return 0
     if compilation_cache:
       enable_compilation_cache(os.path.abspath(os.path.join(args.out, "jax_cache")))

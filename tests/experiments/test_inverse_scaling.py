@@ -162,6 +162,9 @@ def test_confirm_preset_is_the_declared_test(capsys):
   assert settings.seeds == tuple(range(4, 12))
   grid = {r.run_id for r in run.build_grid(settings)}
   assert set(args.only) <= grid  # every run is one the sweep knows
+  assert run.main(["--confirm", "--list"]) == 0
+  listing = capsys.readouterr().out
+  assert "24 runs (4 points, 8 seeds)" in listing and "w96_px24_t16_s8" not in listing
   assert run.main(["--confirm", "--widths", "64"]) == 2
   assert "--confirm compares two widths" in capsys.readouterr().err
   with pytest.raises(SystemExit):
