@@ -536,9 +536,11 @@ def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
   """Per headline width: the CLIPA schedule and its compute-matched full-resolution run.
 
   Returns:
-    Dicts ``{'width', 'schedule', 'fullres', 'difference', 'ci', 'outcome'}``:
-    the two ``aggregate`` rows, schedule minus full-resolution top-1, its 95%
-    half-width (None without seed repeats) and the outcome in words.
+    Dicts ``{'width', 'schedule', 'fullres', 'difference', 'ci', 'outcome',
+    'welch'}``: the two ``aggregate`` rows, schedule minus full-resolution
+    top-1, its 95% half-width from the pooled SD (None without seed repeats),
+    the outcome in words, and the Welch check (``{'ci', 'dof', 'verdict'}``
+    from each arm's own seed variance; None with fewer than 2 seeds an arm).
   """
   agg = aggregate(rows)
   pairs = []
@@ -559,8 +561,13 @@ def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
       outcome = "full-resolution training wins beyond the seed noise"
     else:
       outcome = "a tie within the seed noise"
+    terms = _welch_terms(sched, base, metric="top1")
+    interval = welch_interval(terms) if terms else None
+    welch = None if interval is None else {
+        "ci": interval[0], "dof": interval[1],
+        "verdict": {"shrinks": "win", "grows": "loss"}.get(_direction(diff, interval[0]), "tie")}
     pairs.append({"width": base["width"], "schedule": sched, "fullres": base,
-                  "difference": diff, "ci": ci, "outcome": outcome})
+                  "difference": diff, "ci": ci, "outcome": outcome, "welch": welch})
   return pairs
 
 
@@ -586,8 +593,25 @@ def _headline(rows, noise: Noise) -> List[str]:
         f"samples instead of {sched['pretrain_samples'] + sched['finetune_samples']:,}) "
         f"reaches {_pct(base['top1'])}%: a difference of {_interval(-diff, ci)} points "
         "(schedule minus full resolution), "
-        f"{outcome}.{extra}")
+        f"{outcome}.{_headline_welch(pair)}{extra}")
   return parts
+
+
+def _headline_welch(pair: Dict[str, Any]) -> str:
+  """The headline checked with each arm's own seed variance (Welch), in one sentence."""
+  welch = pair.get("welch")
+  if not welch or pair["ci"] is None:
+    return ""
+  pooled = ("win" if pair["outcome"].startswith("the CLIPA") else
+            "loss" if pair["outcome"].startswith("full-resolution") else "tie")
+  if welch["verdict"] == pooled:
+    agreement = "the same outcome"
+  else:
+    agreement = {"win": "a win for the schedule", "loss": "a loss for the schedule",
+                 "tie": "a tie"}[welch["verdict"]] + ", not the pooled interval's outcome"
+  return (f" With each arm's own seed variance instead of the pooled one (Welch): "
+          f"{_interval(-pair['difference'], welch['ci'])} points, {welch['dof']:.1f} degrees "
+          f"of freedom, {agreement}.")
 
 
 def _compute_matched(agg: Sequence[Dict[str, Any]]) -> str:
@@ -810,8 +834,9 @@ def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, 
            "training at full resolution only for the same FLOPs; mean over the seeds "
            "(min–max), 95% intervals from each budget's pooled seed SD.", "",
            "| width | pre-train + fine-tune steps | compute (TFLOPs) | seeds | CLIPA schedule "
-           "top-1 % | full resolution top-1 % | schedule minus full resolution | outcome |",
-           "|---|---|---|---|---|---|---|---|"]
+           "top-1 % | full resolution top-1 % | schedule minus full resolution | outcome | "
+           "Welch (each arm's own seed variance) |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for b in budgets:
     sched, base = b["schedule"], b["fullres"]
     steps = "?" if None in b["steps"] else f"{b['steps'][0]} + {b['steps'][1]}"
@@ -819,9 +844,11 @@ def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, 
         f"| {b['width']} | {steps} | {sched['total_flops'] / 1e12:.3g} | "
         f"{','.join(map(str, sched['seeds']))} | {_with_range(sched, 'top1')} | "
         f"{_with_range(base, 'top1')} | {_interval(-b['difference'], b['ci'])} | "
-        f"{b['outcome']} |")
+        f"{b['outcome']} | " + ("-" if not b["welch"] else
+                                f"± {100 * b['welch']['ci']:.1f} ({b['welch']['dof']:.1f} dof): "
+                                f"{b['welch']['verdict']}") + " |")
   ahead = sum(b["difference"] > 0 for b in budgets)
-  lines += ["", f"The schedule's mean is ahead at {ahead} of {len(budgets)} budgets; beyond the "
+  lines += ["", f"The schedule's mean is ahead in {ahead} of {len(budgets)} pairs; beyond the "
             f"seed noise at {sum(b['outcome'].startswith('the CLIPA') for b in budgets)}, behind "
             f"it at {sum(b['outcome'].startswith('full-resolution') for b in budgets)}.", "",
             "Commands:", ""] + [f"    {b['command']}" for b in budgets] + [""]
@@ -840,22 +867,30 @@ def _plot_budgets(budgets: Sequence[Dict[str, Any]], path: str) -> str:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig, ax = plt.subplots(figsize=(7.5, 5))
+  widths = sorted({b["width"] for b in budgets})
+  styles = dict(zip(widths, ("-", "--", ":", "-.") * len(widths)))
   for key, label, colour, marker in (("schedule", "CLIPA schedule (fewest tokens + fine-tune)",
                                       "tab:blue", "*"),
                                      ("fullres", "full resolution only, same FLOPs", "crimson",
                                       "o")):
-    for width in sorted({b["width"] for b in budgets}):
+    for width in widths:
       mine = [b[key] for b in budgets if b["width"] == width]
       x = [r["total_flops"] / 1e12 for r in mine]
       bars = [_yerr(r, "top1") or [[0.0], [0.0]] for r in mine]
       ax.errorbar(x, [100 * r["top1"] for r in mine],
                   yerr=[[b[0][0] for b in bars], [b[1][0] for b in bars]],
-                  fmt=f"-{marker}", color=colour, markersize=11 if marker == "*" else 7,
-                  capsize=3, label=f"{label}, width {width}")
+                  fmt=marker, ls=styles[width], color=colour,
+                  markersize=11 if marker == "*" else 7, capsize=3,
+                  markerfacecolor=colour if width == widths[0] else "white",
+                  label=f"{label}, width {width}")
   _log_flops_axis(ax)
+  # Only a few budgets: label exactly their compute.
+  ticks = sorted({round(b["fullres"]["total_flops"] / 1e12, 2) for b in budgets})
+  ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+  ax.set_xticks([], minor=True)
   ax.set_ylabel("zero-shot top-1 (%)")
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(loc="lower right", fontsize=8)
+  ax.legend(loc="best", fontsize=8)
   ax.set_title("The headline at several budgets (mean of seeds; bars: min–max)")
   fig.tight_layout()
   return _save(fig, path)

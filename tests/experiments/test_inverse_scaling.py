@@ -395,9 +395,9 @@ def test_budget_report_puts_each_budgets_headline_pair_side_by_side(tmp_path):
   paths = plot.budget_report([record(0.04, 500), record(-0.001, 250)], str(tmp_path))
   text = open(paths["markdown"]).read()
   assert text.index("| 192 | 250 + 50 |") < text.index("| 192 | 500 + 100 |")
-  assert "| +4.0 ± 3.0 | the CLIPA schedule wins beyond the seed noise |" in text
-  assert "| -0.1 ± 3.0 | a tie within the seed noise |" in text
-  assert "ahead at 1 of 2 budgets; beyond the seed noise at 1, behind it at 0" in text
+  assert "| +4.0 ± 3.0 | the CLIPA schedule wins beyond the seed noise | ± 3.0 (2.0 dof): win |" in text
+  assert "| -0.1 ± 3.0 | a tie within the seed noise | ± 3.0 (2.0 dof): tie |" in text
+  assert "ahead in 1 of 2 pairs; beyond the seed noise at 1, behind it at 0" in text
   assert "run.py --pretrain_steps 250" in text
   assert os.path.getsize(paths["png"]) > 0
   no_pair = {"runs": [r for r in _fake_rows(0.1, 0.05, 0.02) if r["axis"] == "full"]}
@@ -483,6 +483,24 @@ def test_reading_reports_the_headline_either_way():
   no_headline = plot.reading([r for r in _fake_rows(0.1, 0.05, 0.02)
                               if r["axis"] not in ("fullres", "both")])
   assert "Headline" not in no_headline
+
+
+def test_headline_is_checked_with_each_arms_own_seed_variance():
+  text = plot.reading(_fake_rows(0.10, 0.05, 0.02, headline_gain=0.04))
+  assert "With each arm's own seed variance instead of the pooled one (Welch): +4.0 ± " in text
+  assert "the same outcome." in text
+  # Six seeds; the full-resolution arm stalls on half of them, the schedule never does
+  # (the width-160 pair of the study's README): pooled says win, Welch says tie.
+  rows = []
+  for seed, (sched, full) in enumerate(zip((0.90, 0.92, 0.91, 0.89, 0.89, 0.91),
+                                           (0.88, 0.44, 0.85, 0.50, 0.29, 0.88))):
+    rows += [dict(r, seed=seed, run_id=f"{r['point_id']}_s{seed}",
+                  top1=sched if r["axis"] == "both" else full)
+             for r in _fake_rows(0.1, 0.05, 0.02, seeds=(0,)) if r["axis"] in ("both", "fullres")]
+  pair = plot.headline_pairs(rows, plot.Noise(rows))[0]
+  assert pair["outcome"] == "the CLIPA schedule wins beyond the seed noise"
+  assert pair["welch"]["verdict"] == "tie" and pair["welch"]["dof"] == pytest.approx(5.0, abs=0.1)
+  assert "a tie, not the pooled interval's outcome" in plot.reading(rows)
 
 
 def test_reading_reports_a_compute_matched_win():
