@@ -539,8 +539,9 @@ def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
     Dicts ``{'width', 'schedule', 'fullres', 'difference', 'ci', 'outcome',
     'welch'}``: the two ``aggregate`` rows, schedule minus full-resolution
     top-1, its 95% half-width from the pooled SD (None without seed repeats),
-    the outcome in words, and the Welch check (``{'ci', 'dof', 'verdict'}``
-    from each arm's own seed variance; None with fewer than 2 seeds an arm).
+    the outcome in words, the Welch check (``{'ci', 'dof', 'verdict'}``
+    from each arm's own seed variance; None with fewer than 2 seeds an arm)
+    and the rank test (``rank_test``; None with fewer than 2 seeds an arm).
   """
   agg = aggregate(rows)
   pairs = []
@@ -566,8 +567,10 @@ def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
     welch = None if interval is None else {
         "ci": interval[0], "dof": interval[1],
         "verdict": {"shrinks": "win", "grows": "loss"}.get(_direction(diff, interval[0]), "tie")}
+    rank = rank_test(_seed_values(rows, sched["point_id"]), _seed_values(rows, base["point_id"]))
     pairs.append({"width": base["width"], "schedule": sched, "fullres": base,
-                  "difference": diff, "ci": ci, "outcome": outcome, "welch": welch})
+                  "difference": diff, "ci": ci, "outcome": outcome, "welch": welch,
+                  "rank": rank})
   return pairs
 
 
@@ -593,8 +596,41 @@ def _headline(rows, noise: Noise) -> List[str]:
         f"samples instead of {sched['pretrain_samples'] + sched['finetune_samples']:,}) "
         f"reaches {_pct(base['top1'])}%: a difference of {_interval(-diff, ci)} points "
         "(schedule minus full resolution), "
-        f"{outcome}.{_headline_welch(pair)}{extra}")
+        f"{outcome}.{_headline_welch(pair)}{_headline_rank(pair)}{extra}")
   return parts
+
+
+def _seed_values(rows, point_id: str, metric: str = "top1") -> List[float]:
+  """The per-seed values of one point."""
+  return [r[metric] for r in rows if _point_id(r) == point_id and r.get(metric) is not None]
+
+
+def rank_test(a: Sequence[float], b: Sequence[float]) -> Optional[Dict[str, Any]]:
+  """Two-sided Mann-Whitney test of ``a`` against ``b`` (seeds of two arms).
+
+  Intervals from a standard deviation suit seeds that scatter around one value;
+  when some seeds of an arm stall and others learn (two clusters), the rank
+  test asks the plainer question: how often does a seed of one arm beat a seed
+  of the other?
+
+  Returns:
+    ``{'p', 'wins', 'pairs'}``: the p-value (exact without ties), how many of
+    the ``len(a) * len(b)`` seed pairs ``a`` wins (a tie counts half), or None
+    with fewer than 2 seeds an arm.
+  """
+  if len(a) < 2 or len(b) < 2:
+    return None
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  result = stats.mannwhitneyu(a, b, alternative="two-sided")
+  return {"p": float(result.pvalue), "wins": float(result.statistic), "pairs": len(a) * len(b)}
+
+
+def _headline_rank(pair: Dict[str, Any]) -> str:
+  rank = pair.get("rank")
+  if not rank:
+    return ""
+  return (f" Rank test (Mann-Whitney, two-sided): a schedule seed beats a full-resolution seed "
+          f"in {rank['wins']:g} of {rank['pairs']} pairs, p = {rank['p']:.3g}.")
 
 
 def _headline_welch(pair: Dict[str, Any]) -> str:
@@ -835,8 +871,8 @@ def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, 
            "(min–max), 95% intervals from each budget's pooled seed SD.", "",
            "| width | pre-train + fine-tune steps | compute (TFLOPs) | seeds | CLIPA schedule "
            "top-1 % | full resolution top-1 % | schedule minus full resolution | outcome | "
-           "Welch (each arm's own seed variance) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "Welch (each arm's own seed variance) | rank test: seed pairs won, p |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for b in budgets:
     sched, base = b["schedule"], b["fullres"]
     steps = "?" if None in b["steps"] else f"{b['steps'][0]} + {b['steps'][1]}"
@@ -846,7 +882,9 @@ def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, 
         f"{_with_range(base, 'top1')} | {_interval(-b['difference'], b['ci'])} | "
         f"{b['outcome']} | " + ("-" if not b["welch"] else
                                 f"± {100 * b['welch']['ci']:.1f} ({b['welch']['dof']:.1f} dof): "
-                                f"{b['welch']['verdict']}") + " |")
+                                f"{b['welch']['verdict']}") + " | "
+        + ("-" if not b["rank"] else
+           f"{b['rank']['wins']:g} of {b['rank']['pairs']}, p = {b['rank']['p']:.3g}") + " |")
   ahead = sum(b["difference"] > 0 for b in budgets)
   lines += ["", f"The schedule's mean is ahead in {ahead} of {len(budgets)} pairs; beyond the "
             f"seed noise at {sum(b['outcome'].startswith('the CLIPA') for b in budgets)}, behind "

@@ -395,8 +395,9 @@ def test_budget_report_puts_each_budgets_headline_pair_side_by_side(tmp_path):
   paths = plot.budget_report([record(0.04, 500), record(-0.001, 250)], str(tmp_path))
   text = open(paths["markdown"]).read()
   assert text.index("| 192 | 250 + 50 |") < text.index("| 192 | 500 + 100 |")
-  assert "| +4.0 ± 3.0 | the CLIPA schedule wins beyond the seed noise | ± 3.0 (2.0 dof): win |" in text
-  assert "| -0.1 ± 3.0 | a tie within the seed noise | ± 3.0 (2.0 dof): tie |" in text
+  assert ("| +4.0 ± 3.0 | the CLIPA schedule wins beyond the seed noise | ± 3.0 (2.0 dof): win | "
+          "4 of 4, p = 0.333 |") in text
+  assert "| -0.1 ± 3.0 | a tie within the seed noise | ± 3.0 (2.0 dof): tie | 1 of 4, p = 0.667 |" in text
   assert "ahead in 1 of 2 pairs; beyond the seed noise at 1, behind it at 0" in text
   assert "run.py --pretrain_steps 250" in text
   assert os.path.getsize(paths["png"]) > 0
@@ -492,8 +493,8 @@ def test_headline_is_checked_with_each_arms_own_seed_variance():
   # Six seeds; the full-resolution arm stalls on half of them, the schedule never does
   # (the width-160 pair of the study's README): pooled says win, Welch says tie.
   rows = []
-  for seed, (sched, full) in enumerate(zip((0.90, 0.92, 0.91, 0.89, 0.89, 0.91),
-                                           (0.88, 0.44, 0.85, 0.50, 0.29, 0.88))):
+  for seed, (sched, full) in enumerate(zip((0.902, 0.920, 0.906, 0.886, 0.889, 0.907),
+                                           (0.883, 0.438, 0.854, 0.495, 0.288, 0.882))):
     rows += [dict(r, seed=seed, run_id=f"{r['point_id']}_s{seed}",
                   top1=sched if r["axis"] == "both" else full)
              for r in _fake_rows(0.1, 0.05, 0.02, seeds=(0,)) if r["axis"] in ("both", "fullres")]
@@ -501,6 +502,11 @@ def test_headline_is_checked_with_each_arms_own_seed_variance():
   assert pair["outcome"] == "the CLIPA schedule wins beyond the seed noise"
   assert pair["welch"]["verdict"] == "tie" and pair["welch"]["dof"] == pytest.approx(5.0, abs=0.1)
   assert "a tie, not the pooled interval's outcome" in plot.reading(rows)
+  # Every schedule seed beats every full-resolution seed: the exact rank test says so.
+  assert pair["rank"] == {"p": pytest.approx(2 / 924), "wins": 36.0, "pairs": 36}
+  assert "beats a full-resolution seed in 36 of 36 pairs, p = 0.00216." in plot.reading(rows)
+  assert plot.rank_test([0.5, 0.6, 0.7], [0.55, 0.65, 0.75])["p"] == pytest.approx(0.7)
+  assert plot.rank_test([0.9], [0.1, 0.2]) is None
 
 
 def test_reading_reports_a_compute_matched_win():
