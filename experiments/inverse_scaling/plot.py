@@ -402,8 +402,8 @@ def _steps_sentence(by_width: Dict[int, Dict[str, Any]], noise: Noise, what: str
   for a, b in zip(widths, widths[1:]):
     difference = by_width[a]["drop"] - by_width[b]["drop"]
     ci = noise.half_width(*by_width[a]["n"], *by_width[b]["n"])
-    word = ("shrinks" if difference > ci else "grows" if difference < -ci else
-            "changes within the noise")
+    word = _direction(difference, ci)
+    word = "changes within the noise" if word == "no difference" else word
     steps.append(f"from width {a} to {b} it {word} ({100 * difference:+.1f} ± {100 * ci:.1f} "
                  "points)")
   gains = [w for w in widths if by_width[w]["ci"] is not None
@@ -532,14 +532,26 @@ def _masking_sentence(rows, noise: Noise) -> str:
           f"({r0['image_size']} px), after the fine-tune: {listing}; {verdict}.")
 
 
+_HEADLINE_OUTCOMES = {None: "with unknown noise",
+                      "win": "the CLIPA schedule wins beyond the seed noise",
+                      "loss": "full-resolution training wins beyond the seed noise",
+                      "tie": "a tie within the seed noise"}
+
+
+def _win_loss(difference: float, ci: float) -> str:
+  """The schedule's 'win' / 'loss' / 'tie' against full resolution (``_direction``'s test)."""
+  return {"shrinks": "win", "grows": "loss"}.get(_direction(difference, ci), "tie")
+
+
 def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
   """Per headline width: the CLIPA schedule and its compute-matched full-resolution run.
 
   Returns:
-    Dicts ``{'width', 'schedule', 'fullres', 'difference', 'ci', 'outcome',
-    'welch'}``: the two ``aggregate`` rows, schedule minus full-resolution
-    top-1, its 95% half-width from the pooled SD (None without seed repeats),
-    the outcome in words, the Welch check (``{'ci', 'dof', 'verdict'}``
+    Dicts ``{'width', 'schedule', 'fullres', 'difference', 'ci', 'verdict',
+    'outcome', 'welch', 'rank'}``: the two ``aggregate`` rows, schedule minus
+    full-resolution top-1, its 95% half-width from the pooled SD (None without
+    seed repeats), ``'win'`` / ``'loss'`` / ``'tie'`` (None: unknown noise) and
+    the same in words, the Welch check (``{'ci', 'dof', 'verdict'}``
     from each arm's own seed variance; None with fewer than 2 seeds an arm)
     and the rank test (``rank_test``; None with fewer than 2 seeds an arm).
   """
@@ -554,23 +566,15 @@ def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
     sched = min(schedule, key=lambda r: (r["axis"] != "both", r["total_flops"]))
     diff = sched["top1"] - base["top1"]
     ci = noise.half_width(sched["top1_n"], base["top1_n"])
-    if ci is None:
-      outcome = "with unknown noise"
-    elif diff > ci:
-      outcome = "the CLIPA schedule wins beyond the seed noise"
-    elif diff < -ci:
-      outcome = "full-resolution training wins beyond the seed noise"
-    else:
-      outcome = "a tie within the seed noise"
+    verdict = None if ci is None else _win_loss(diff, ci)
     terms = _welch_terms(sched, base, metric="top1")
     interval = welch_interval(terms) if terms else None
     welch = None if interval is None else {
-        "ci": interval[0], "dof": interval[1],
-        "verdict": {"shrinks": "win", "grows": "loss"}.get(_direction(diff, interval[0]), "tie")}
+        "ci": interval[0], "dof": interval[1], "verdict": _win_loss(diff, interval[0])}
     rank = rank_test(_seed_values(rows, sched["point_id"]), _seed_values(rows, base["point_id"]))
     pairs.append({"width": base["width"], "schedule": sched, "fullres": base,
-                  "difference": diff, "ci": ci, "outcome": outcome, "welch": welch,
-                  "rank": rank})
+                  "difference": diff, "ci": ci, "verdict": verdict,
+                  "outcome": _HEADLINE_OUTCOMES[verdict], "welch": welch, "rank": rank})
   return pairs
 
 
@@ -636,11 +640,9 @@ def _headline_rank(pair: Dict[str, Any]) -> str:
 def _headline_welch(pair: Dict[str, Any]) -> str:
   """The headline checked with each arm's own seed variance (Welch), in one sentence."""
   welch = pair.get("welch")
-  if not welch or pair["ci"] is None:
+  if not welch or pair["verdict"] is None:
     return ""
-  pooled = ("win" if pair["outcome"].startswith("the CLIPA") else
-            "loss" if pair["outcome"].startswith("full-resolution") else "tie")
-  if welch["verdict"] == pooled:
+  if welch["verdict"] == pair["verdict"]:
     agreement = "the same outcome"
   else:
     agreement = {"win": "a win for the schedule", "loss": "a loss for the schedule",
@@ -887,8 +889,8 @@ def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, 
            f"{b['rank']['wins']:g} of {b['rank']['pairs']}, p = {b['rank']['p']:.3g}") + " |")
   ahead = sum(b["difference"] > 0 for b in budgets)
   lines += ["", f"The schedule's mean is ahead in {ahead} of {len(budgets)} pairs; beyond the "
-            f"seed noise at {sum(b['outcome'].startswith('the CLIPA') for b in budgets)}, behind "
-            f"it at {sum(b['outcome'].startswith('full-resolution') for b in budgets)}.", "",
+            f"seed noise at {sum(b['verdict'] == 'win' for b in budgets)}, behind "
+            f"it at {sum(b['verdict'] == 'loss' for b in budgets)}.", "",
             "Commands:", ""] + [f"    {b['command']}" for b in budgets] + [""]
   paths = {"markdown": os.path.join(out_dir, "headline_vs_budget.md"),
            "png": os.path.join(out_dir, "headline_vs_budget.png")}

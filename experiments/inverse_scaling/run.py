@@ -691,9 +691,9 @@ def confirm_runs(settings: SweepSettings) -> Tuple[SweepSettings, List[str]]:
   for width, seeds in ((widths[0], CONFIRM_SEEDS["smallest"]),
                        (widths[-1], CONFIRM_SEEDS["largest"])):
     for px in sizes[:2]:
-      point = RunSpec(width, px, settings.full_text_length, 0, _axis(
-          px, settings.full_text_length, settings)).point_id
-      only += [f"{point}_s{seed}" for seed in seeds]
+      axis = _axis(px, settings.full_text_length, settings)
+      only += [RunSpec(width, px, settings.full_text_length, seed, axis).run_id
+               for seed in seeds]
   return settings, only
 
 
