@@ -3,19 +3,19 @@ r"""Converts between clipa_t5x checkpoints and open_clip: ``python -m clipa_t5x.
 Export a stage (its latest checkpoint) or one ``checkpoint_<step>`` to an
 open_clip folder::
 
-  python -m clipa_t5x.convert to-open-clip --checkpoint /tmp/run/finetune \
+  clipa-convert to-open-clip --checkpoint /tmp/run/finetune \
       [--image_size 224] [--text_length 32] --out /tmp/clipa_open_clip
   # then, in PyTorch: open_clip.create_model('local-dir:/tmp/clipa_open_clip')
 
 The model, resolution and text length come from the stage's
-``model_config.json``; without one, name the variant with ``--model H/14``
+``model_config.json``; without one, name the architecture with ``--model_config H/14``
 and give ``--image_size``.
 
 Import open_clip CLIPA weights (an open_clip folder, or a weights file plus
 ``--model_config``, an open_clip model name such as ``ViT-H-14-CLIPA`` or a
 model-config JSON) as a parameters-only checkpoint::
 
-  python -m clipa_t5x.convert from-open-clip \
+  clipa-convert from-open-clip \
       --weights open_clip_pytorch_model.bin --model_config ViT-H-14-CLIPA --out /tmp/h14
 
 ``/tmp/h14`` then serves as a stage's ``init_from`` or as ``CHECKPOINT_PATH``
@@ -60,14 +60,15 @@ def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
   if model is not None:
     config = configs.get_config(model)
     if image_size is None:
-      raise ValueError(f"--model {model} needs --image_size (the resolution to export at).")
+      raise ValueError(f"--model_config {model} needs --image_size (the resolution to export "
+                       "at).")
   else:
     stage = model_dir.stage_dir_of(checkpoint)
     record = config_io.read_model_config(stage)
     if record is None:
       raise ValueError(
-          f"{stage} has no {model_dir.MODEL_CONFIG}; pass --model VARIANT (e.g. --model "
-          "H/14) and --image_size.")
+          f"{stage} has no {model_dir.MODEL_CONFIG}; pass --model_config VARIANT (e.g. "
+          "--model_config H/14) and --image_size.")
     config = record["model"]
     image_size = record["image_size"] if image_size is None else image_size
     text_length = record["text_length"] if text_length is None else text_length
@@ -102,12 +103,22 @@ def from_open_clip(weights: str, out: str, model_config: Optional[str] = None) -
   return paths.join(out, os.path.basename(checkpoint))
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="python -m clipa_t5x.convert",
-      description="Convert between clipa_t5x checkpoints and open_clip models.")
+EXAMPLES = {
+    "to-open-clip": "clipa-convert to-open-clip --checkpoint runs/demo_cpu/finetune "
+                    "--out exported/",
+    "from-open-clip": "clipa-convert from-open-clip --weights open_clip_pytorch_model.bin \\\n"
+                      "    --model_config ViT-H-14-CLIPA --out imported/h14",
+}
+
+
+def _parser() -> cli.ArgumentParser:
+  parser = cli.ArgumentParser(
+      prog="clipa-convert",
+      description="Convert between clipa_t5x checkpoints and open_clip models.",
+      example="\n".join(EXAMPLES.values()))
   sub = parser.add_subparsers(dest="command", required=True)
-  to = sub.add_parser("to-open-clip", help="export a checkpoint to an open_clip folder")
+  to = sub.add_parser("to-open-clip", help="export a checkpoint to an open_clip folder",
+                      example=EXAMPLES["to-open-clip"])
   to.add_argument("--checkpoint", required=True,
                   help="stage directory (latest checkpoint) or .../checkpoint_<step>")
   to.add_argument("--out", required=True, help="open_clip folder to create")
@@ -115,14 +126,16 @@ def _parser() -> argparse.ArgumentParser:
                   help="export resolution (default: the stage's)")
   to.add_argument("--text_length", type=int, default=None,
                   help="context length (default: the stage's)")
-  to.add_argument("--model", default=None,
-                  help="variant (e.g. H/14) for checkpoints without model_config.json")
+  to.add_argument("--model_config", default=None, deprecated=("--model",),
+                  help="architecture (e.g. H/14) for checkpoints without model_config.json")
   to.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-  frm = sub.add_parser("from-open-clip", help="import open_clip CLIPA weights as a checkpoint")
+  frm = sub.add_parser("from-open-clip", help="import open_clip CLIPA weights as a checkpoint",
+                       example=EXAMPLES["from-open-clip"])
   frm.add_argument("--weights", required=True,
                    help="open_clip folder, or a .safetensors/.bin/.pt/.pth/.npz file")
   frm.add_argument("--model_config", default=None,
-                   help="open_clip model name (e.g. ViT-H-14-CLIPA) or model-config JSON")
+                   help="architecture: open_clip model name (e.g. ViT-H-14-CLIPA) or "
+                      "model-config JSON (none: the folder's open_clip_config.json)")
   frm.add_argument("--out", required=True, help="new directory for the checkpoint")
   return parser
 
@@ -135,7 +148,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   def command() -> None:
     if args.command == "to-open-clip":
       done = to_open_clip(args.checkpoint, args.out, args.image_size, args.text_length,
-                          args.model, args.overwrite)
+                          args.model_config, args.overwrite)
       print(f"wrote open_clip model to {done} (load with open_clip.create_model("
             f"'local-dir:{done}'))")
     else:

@@ -48,7 +48,7 @@ def test_a_command_that_imports_tensorflow_is_quiet_and_keeps_real_errors(tmp_pa
 
 
 def test_infer_and_convert_errors_are_quiet(tmp_path):
-  for args in (["-m", "clipa_t5x.infer", "embed-texts", "--model", str(tmp_path / "none"),
+  for args in (["-m", "clipa_t5x.infer", "embed-texts", "--checkpoint", str(tmp_path / "none"),
                 "--input", str(tmp_path / "none.txt"), "--out", str(tmp_path / "o.npy")],
                ["-m", "clipa_t5x.convert", "to-open-clip", "--checkpoint",
                 str(tmp_path / "none"), "--out", str(tmp_path / "out")]):
