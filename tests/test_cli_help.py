@@ -169,3 +169,14 @@ def test_installed_console_scripts_run(script):
   proc = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr
   assert "example:" in proc.stdout and script in proc.stdout
+
+
+def test_eval_checkpoint_flag_is_the_checkpoint_path(tmp_path):
+  # --checkpoint=PATH means --gin.CHECKPOINT_PATH="'PATH'": a missing one is named.
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  proc = subprocess.run([sys.executable, "-m", "clipa_t5x.eval",
+                         "--gin_file=gin/runs/eval_demo.gin",
+                         f"--checkpoint={tmp_path}/no_such_run"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr
+  assert "no_such_run" in proc.stderr.strip().splitlines()[-1], proc.stderr
