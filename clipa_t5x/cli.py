@@ -171,10 +171,10 @@ def exit_code(command: Callable[[], Any]) -> int:
   return 0
 
 
-def _entry_point_flag_modules() -> List[str]:
-  # Flags defined by this package (a module run with -m registers under its path).
-  return [m for m in flags.FLAGS.flags_by_module_dict()
-          if m.startswith("clipa_t5x") or m.endswith(".py") or m == "__main__"]
+def _entry_point_flag_modules(main_module: str) -> List[str]:
+  # The shared flags and the entry point's own (absl names a module run with -m by its path).
+  own = sys.argv[0] if main_module == "__main__" else main_module
+  return [m for m in ("clipa_t5x.cli", own) if m in flags.FLAGS.flags_by_module_dict()]
 
 
 def run_app(main: Callable[[Sequence[str]], None], argv: Optional[List[str]] = None,
@@ -188,7 +188,7 @@ def run_app(main: Callable[[Sequence[str]], None], argv: Optional[List[str]] = N
   argv = gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv)
   if example is not None and any(a in ("--help", "-h", "--helpshort", "-?") for a in argv[1:]):
     doc = sys.modules[main.__module__].__doc__ or ""
-    sys.stdout.write(absl_help(doc, example, _entry_point_flag_modules()))
+    sys.stdout.write(absl_help(doc, example, _entry_point_flag_modules(main.__module__)))
     sys.exit(0)
   if quiet and not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
     argv.append("--verbosity=-1")  # warnings and errors only; --verbosity=0 for INFO logs
