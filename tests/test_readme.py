@@ -262,3 +262,16 @@ def test_every_readme_command_works_as_written(tmp_path):
   assert os.path.exists(os.path.join(work, "exported", "open_clip_config.json"))
   assert os.path.exists(os.path.join(work, "predictions.csv"))
   print("not run:", *(f"{where}: {why}" for where, why in skipped), sep="\n  ")
+
+
+def test_commands_run_as_this_environment_runs_them(tmp_path):
+  work = str(tmp_path)
+  argv = _as_run(["clipa-eval", "--gin_file=gin/runs/eval_demo.gin", "--checkpoint=r"], work)
+  script = os.path.join(os.path.dirname(sys.executable), "clipa-eval")
+  assert argv[0] in (script, sys.executable)
+  assert argv[-len(TINY_DATA):] == TINY_DATA
+  argv = _as_run([".venv/bin/clipa-train", "--gin_file=gin/runs/demo_cpu.gin"], work)
+  assert argv[-len(TINY_TRAIN):] == TINY_TRAIN
+  argv = _as_run(["python", "-m", "clipa_t5x.train", "--gin_file=gin/runs/demo_cpu.gin"], work)
+  assert argv[0] == sys.executable and argv[-len(TINY_TRAIN):] == TINY_TRAIN
+  assert _as_run(["bash", "scripts/demo.sh"], work)[-len(TINY_TRAIN):] == TINY_TRAIN
