@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from clipa_t5x import gin_utils
+from clipa_t5x.data import image_files
 
 _HELP_FLAGS = ("help", "helpshort", "helpfull", "?")
 
@@ -99,16 +100,9 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         load(module)
         # Listing devices is what calls cuInit: done here, inside the filter, and TF
         # never takes accelerator memory from JAX.
-        _hide_accelerators_from(module)
+        image_files.keep_tensorflow_on_host()  # ``module`` is sys.modules' tensorflow
     spec.loader.exec_module = exec_module
     return spec
-
-
-def _hide_accelerators_from(tf: Any) -> None:
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except (RuntimeError, ValueError, AttributeError):
-    pass  # devices already initialised: too late to change, nothing to hide
 
 
 def quiet_startup() -> None:
@@ -123,12 +117,6 @@ def quiet_startup() -> None:
     return
   if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
     sys.meta_path.insert(0, _QuietTensorFlowImport())
-
-
-def keep_tensorflow_off_accelerators() -> None:
-  """The input pipeline runs on the host: GPUs stay JAX's alone (as t5x does)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], "GPU")
 
 
 def check_no_extra_args(argv: Sequence[str]) -> None:
