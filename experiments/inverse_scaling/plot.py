@@ -63,17 +63,11 @@ def factor_names(rows: Sequence[Dict[str, Any]]) -> List[str]:
 
 
 def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-  """One row per point (width x token setting): metrics over the seeds.
+  """One row per point (width x token setting) of run.py's rows: metrics over the seeds.
 
-  Args:
-    rows: run.py's result rows.
-
-  Returns:
-    Rows sorted by width, then descending image and text tokens, with
-    ``point_id``, ``seeds``, ``n`` (seeds with a result) and per metric its
-    mean (``<metric>``), ``<metric>_min``, ``<metric>_max`` and, with two or
-    more seeds, ``<metric>_sd`` (sample standard deviation) and
-    ``<metric>_spread`` (max - min).
+  Sorted by width, then setting and descending tokens; with ``point_id``,
+  ``seeds``, ``n`` and per metric its mean (``<metric>``), ``_n``, ``_min``,
+  ``_max`` and, with two or more seeds, ``_sd`` and ``_spread`` (max - min).
   """
   rows = [_normalise(row) for row in rows]
   metrics = _METRICS + tuple(prefix + name for prefix in _FACTOR_PREFIXES
@@ -213,12 +207,9 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
 def drops(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> List[Dict[str, Any]]:
   """Accuracy lost against each width's full-token run, per reduced setting.
 
-  Returns:
-    Rows ``{'width', 'axis', 'image_tokens', 'text_tokens', 'drop', 'ci',
-    'compute_ratio'}`` where ``drop`` = full-token ``metric`` - this setting's
-    (fractions; seed means), ``ci`` its 95% half-width (None without seed
-    repeats) and ``compute_ratio`` = this run's compute / the full run's. The
-    full-resolution baseline is not a token reduction and is left out.
+  Rows ``{'width', 'axis', 'image_tokens', 'text_tokens', 'drop' (full-token
+  minus this setting's mean), 'ci' (95%, None without seed repeats), 'n',
+  'welch', 'compute_ratio'}``; the full-resolution baseline is left out.
   """
   agg = aggregate(rows)
   noise = Noise(rows, metric)
@@ -269,20 +260,14 @@ def noise_level(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> Optiona
 
 
 def trend(by_width: Dict[int, Dict[str, Any]], noise: Noise) -> Dict[str, Any]:
-  """Do the drops shrink with width? Judged on smallest vs largest width.
+  """Does the drop (one reduced setting; width -> ``drops`` row) shrink with width?
 
-  Args:
-    by_width: width -> a ``drops`` row (one reduced setting).
-    noise: the metric's ``Noise``.
-
-  Returns:
-    ``{'verdict', 'difference', 'ci', 'monotone', 'costs'}``: ``verdict`` is
-    ``'shrinks'`` (the smallest width's drop exceeds the largest's by more
-    than the 95% interval), ``'grows'`` (the reverse), ``'no difference'``
-    (the interval includes zero), ``'no cost'`` (fewer tokens cost no width
-    accuracy beyond its interval, so the law cannot be tested) or
-    ``'unknown'`` (one width, or no seed repeats). ``monotone``: every wider
-    model's drop is below the next narrower one's.
+  Returns ``{'verdict', 'difference', 'ci', 'monotone', 'costs', 'welch'}``,
+  smallest against largest width: 'shrinks' / 'grows' (beyond the 95%
+  interval), 'no difference', 'no cost' (no width loses beyond its interval:
+  nothing to shrink) or 'unknown' (one width, no seed repeats). ``monotone``:
+  every wider model's drop is below the next narrower one's; ``welch``: the
+  same with each point's own seed variance (``{'ci', 'dof', 'verdict'}``).
   """
   widths = sorted(by_width)
   if len(widths) < 2:
@@ -323,14 +308,10 @@ def _win_loss(difference: float, ci: float) -> str:
 def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
   """Per headline width: the CLIPA schedule and its compute-matched full-resolution run.
 
-  Returns:
-    Dicts ``{'width', 'schedule', 'fullres', 'difference', 'ci', 'verdict',
-    'welch', 'rank'}``: the two ``aggregate`` rows, schedule minus
-    full-resolution top-1, its 95% half-width from the pooled SD (None without
-    seed repeats), ``'win'`` / ``'loss'`` / ``'tie'`` (None: unknown noise) and
-    the same in words, the Welch check (``{'ci', 'dof', 'verdict'}``
-    from each arm's own seed variance; None with fewer than 2 seeds an arm)
-    and the rank test (``rank_test``; None with fewer than 2 seeds an arm).
+  ``{'width', 'schedule', 'fullres'`` (``aggregate`` rows), ``'difference'``
+  (schedule minus full-resolution top-1), ``'ci'`` (pooled 95%), ``'verdict'``
+  ('win' / 'loss' / 'tie'; None: unknown noise), ``'welch'`` and ``'rank'``
+  (None with fewer than 2 seeds an arm)``}``.
   """
   agg = aggregate(rows)
   pairs = []
@@ -363,15 +344,9 @@ def _seed_values(rows, point_id: str, metric: str = "top1") -> List[float]:
 def rank_test(a: Sequence[float], b: Sequence[float]) -> Optional[Dict[str, Any]]:
   """Two-sided Mann-Whitney test of ``a`` against ``b`` (seeds of two arms).
 
-  Intervals from a standard deviation suit seeds that scatter around one value;
-  when some seeds of an arm stall and others learn (two clusters), the rank
-  test asks the plainer question: how often does a seed of one arm beat a seed
-  of the other?
-
-  Returns:
-    ``{'p', 'wins', 'pairs'}``: the p-value (exact without ties), how many of
-    the ``len(a) * len(b)`` seed pairs ``a`` wins (a tie counts half), or None
-    with fewer than 2 seeds an arm.
+  When some seeds of an arm stall and others learn, it asks how often a seed
+  of one arm beats a seed of the other. Returns ``{'p', 'wins', 'pairs'}``
+  (p exact without ties; a tie counts half a win), or None with < 2 seeds an arm.
   """
   if len(a) < 2 or len(b) < 2:
     return None
@@ -544,19 +519,11 @@ def markdown_report(rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str,
 
 
 def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, str]:
-  """The headline pair at several budgets: ``headline_vs_budget.md`` and ``.png``.
+  """The headline pair at several budgets: ``OUT/headline_vs_budget.{md,png}``.
 
-  Args:
-    records: ``results.json`` contents of studies that differ in their
-      budget (``pretrain_steps`` / ``finetune_steps``), each holding a headline
-      pair (e.g. run with ``--only <schedule>,<fullres>``).
-    out_dir: where the two files go.
-
-  Returns:
-    ``{'markdown': path, 'png': path}``.
-
-  Raises:
-    ValueError: a record has no headline pair.
+  ``records``: ``results.json`` contents of studies that differ in their budget,
+  each with a headline pair. Returns ``{'markdown', 'png'}`` paths; ValueError
+  when a record has no headline pair.
   """
   budgets = []
   for record in records:
@@ -791,17 +758,11 @@ def _plot_budgets(budgets: Sequence[Dict[str, Any]], path: str) -> str:
 
 def write_report(rows: Sequence[Dict[str, Any]], out_dir: str,
                  settings: Optional[Dict[str, Any]] = None, command: str = "") -> Dict[str, str]:
-  """Writes results.json, results.md and the two PNGs into ``out_dir``.
+  """Writes results.json, results.md and the two PNGs of ``rows`` into ``out_dir``.
 
-  Args:
-    rows: run.py's result rows (any subset of the study).
-    out_dir: output folder.
-    settings: the study's settings, recorded in results.json / results.md.
-    command: the command that made the rows, printed in results.md and on the
-      figures.
-
-  Returns:
-    ``{'json', 'markdown', 'tokens_png', 'flops_png'}`` paths.
+  ``settings`` and ``command`` (what made the rows) are recorded in both files
+  and the command on the figures. Returns ``{'json', 'markdown', 'tokens_png',
+  'flops_png'}`` paths.
   """
   if not rows:
     raise ValueError("no result rows; run the study (run.py) before writing the report.")
