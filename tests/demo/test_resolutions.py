@@ -55,3 +55,9 @@ def test_table_holds_each_model_at_each_resolution(tmp_path, monkeypatch, capsys
 
 def test_no_rows_no_table(tmp_path):
   assert resolutions.write_resolution_table(str(tmp_path), []) is None
+
+
+def test_a_stage_without_checkpoint_makes_no_table(tmp_path, capsys):
+  assert resolutions.write_resolution_table(str(tmp_path), [{"stage": "pretrain"}]) is None
+  assert "resolution table not made" in capsys.readouterr().out
+  assert not os.path.exists(os.path.join(str(tmp_path), resolutions.TABLE))
