@@ -14,3 +14,4 @@ from . import demo  # noqa: F401  (relative: works as `tasks` and `clipa_t5x.tas
 from . import laion  # noqa: F401
 from . import datacomp  # noqa: F401  (after laion: its mixtures use laion's Tasks)
 from . import user_data  # noqa: F401  (your own data: user_data.task(data=...))
+from . import train_data  # noqa: F401  (TRAIN_DATA: files, names or {source: rate})

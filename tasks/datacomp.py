@@ -25,7 +25,7 @@ from . import laion
 
 NAME = "datacomp1b"
 ENV_PREFIX = "CLIPA_DATACOMP1B"
-SETTING = "the gin macro DATACOMP1B_DATA (datacomp.task.train_pattern)"
+SETTING = "DATACOMP1B_DATA"
 # Sampling rates of the mixtures (relative; SeqIO normalises them).
 MIXTURE_RATES = {"laion2b": 1.0, "datacomp1b": 1.0}
 

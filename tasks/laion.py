@@ -30,7 +30,7 @@ from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
 
 NAME = "laion2b"
 ENV_PREFIX = "CLIPA_LAION2B"
-SETTING = "the gin binding laion.task.train_pattern"
+SETTING = "LAION2B_DATA"
 # text reduction -> Task name suffix
 TEXT_METHODS = {"truncate": "", "syntax": "_syntax"}
 # CLIPA's training augmentation (the preprocessor's defaults, spelled out).
