@@ -6,7 +6,9 @@ arguments, register the Task over it and return its name, so a gin file calls
 them where a Task name goes. Importing this package also registers every Task
 at its default location (environment variables / the demo's cache folder), so
 a plain name such as ``MIXTURE_OR_TASK_NAME = 'demo_shapes'`` works after
-``import clipa_t5x.tasks``. The library logic (sources, where corpora live)
+``import clipa_t5x.tasks``. ``train_data.task`` is the recipes' one entry:
+it reads ``TRAIN_DATA`` (files, a registered name, or ``{source: rate}``) and
+registers what a stage needs. The library logic (sources, where corpora live)
 is in ``clipa_t5x.data``; no ``clipa_t5x`` module imports this package.
 """
 

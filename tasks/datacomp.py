@@ -10,9 +10,9 @@ Registered names:
   corpora sampled by ``MIXTURE_RATES``.
 
 Data location, as in ``tasks/laion.py``: the ``train_pattern`` argument of
-``task`` / ``register`` (gin: ``PRETRAIN_TASK = @pretrain/datacomp.task()``
-with ``datacomp.task.train_pattern = %DATACOMP1B_DATA``, as
-``gin/stages/*.gin`` do), else ``$CLIPA_DATACOMP1B_PATTERN`` /
+``task`` / ``register``. The recipes train on ``TRAIN_DATA = 'datacomp1b'``
+with ``--gin.DATACOMP1B_DATA="'gs://.../*.tar'"`` (``gin/stages/train_data.gin``,
+through ``tasks/train_data.py``); else ``$CLIPA_DATACOMP1B_PATTERN`` /
 ``$CLIPA_DATACOMP1B_FORMAT``, read when a dataset is built. CLIPA's
 augmentation (see ``tasks/laion.py``).
 """
