@@ -1,10 +1,10 @@
 """CLIPA-v2's base learning rates (clipa_t5x/lr_rule.py) and custom_data.gin with any model."""
 
 import dataclasses
-import importlib.util
-import os
 
 import pytest
+
+import helpers  # tests/helpers.py
 
 from clipa_t5x import gin_utils
 from clipa_t5x import lr_rule
@@ -36,11 +36,7 @@ def test_bases_follow_the_official_recipes():
 
 
 def _shards(tmp_path):
-  path = os.path.join(os.path.dirname(__file__), "tasks", "test_laion.py")
-  spec = importlib.util.spec_from_file_location("_laion_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.write_webdataset(str(tmp_path / "wds"), 2, 4)
+  return helpers.shard_writers().write_webdataset(str(tmp_path / "wds"), 2, 4)
 
 
 @pytest.mark.usefixtures("clean_gin")

@@ -1,6 +1,5 @@
 """TRAIN_DATA values, tagged Mixtures and per-source counts (clipa_t5x/data/mixtures.py)."""
 
-import importlib.util
 import math
 import os
 
@@ -12,16 +11,12 @@ from clipa_t5x.data import dataset
 from clipa_t5x.data import iterator_state
 from clipa_t5x.data import mixtures
 from clipa_t5x.tasks import train_data
+import helpers  # tests/helpers.py
 
 LENGTHS = {"image": 16, "text": 8}
 
 
-def _helpers():
-  path = os.path.join(os.path.dirname(__file__), "..", "tasks", "test_laion.py")
-  spec = importlib.util.spec_from_file_location("_laion_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_helpers = helpers.shard_writers  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,17 @@
 """Tests for the DataComp-1B Tasks and Mixtures (tasks/datacomp.py)."""
 
-import importlib.util
-import os
-
 import pytest
 import seqio
 
 import clipa_t5x.tasks  # noqa: F401  (registers the Tasks)
 from clipa_t5x.tasks import datacomp
 from clipa_t5x.tasks import laion
+import helpers  # tests/helpers.py
 
 LENGTHS = {"image": 16, "text": 8}
 
 
-def _helpers():
-  # The sibling test module's data writers (pytest uses importlib mode).
-  path = os.path.join(os.path.dirname(__file__), "test_laion.py")
-  spec = importlib.util.spec_from_file_location("_laion_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_helpers = helpers.shard_writers  # tests/helpers.py
 
 
 @pytest.fixture

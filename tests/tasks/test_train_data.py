@@ -1,6 +1,5 @@
 """train_data.task (tasks/train_data.py) and TRAIN_DATA in the recipes' gin files."""
 
-import importlib.util
 import os
 
 import pytest
@@ -12,14 +11,10 @@ from clipa_t5x import runner
 from clipa_t5x.data import mixtures
 from clipa_t5x.tasks import laion
 from clipa_t5x.tasks import train_data
+import helpers  # tests/helpers.py
 
 
-def _helpers():
-  path = os.path.join(os.path.dirname(__file__), "test_laion.py")
-  spec = importlib.util.spec_from_file_location("_laion_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_helpers = helpers.shard_writers  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")

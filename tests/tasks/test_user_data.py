@@ -1,6 +1,5 @@
 """Tests for the user_data Tasks (tasks/user_data.py) and gin/runs/custom_data.gin."""
 
-import importlib.util
 import os
 
 import pytest
@@ -10,16 +9,12 @@ import clipa_t5x.tasks  # noqa: F401  (registers the Tasks)
 from clipa_t5x import gin_utils
 from clipa_t5x import runner
 from clipa_t5x.tasks import user_data
+import helpers  # tests/helpers.py
 
 LENGTHS = {"image": 16, "text": 8}
 
 
-def _helpers():
-  path = os.path.join(os.path.dirname(__file__), "test_laion.py")
-  spec = importlib.util.spec_from_file_location("_laion_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_helpers = helpers.shard_writers  # tests/helpers.py
 
 
 def test_task_reads_a_brace_range_and_returns_its_name(tmp_path):
