@@ -40,8 +40,12 @@ CORPORA: Dict[str, Callable[..., str]] = {laion.NAME: laion.task, datacomp.NAME:
 
 
 def _stage_variant(name: str, text_reduction: str) -> str:
-  variant = name + SUFFIXES[text_reduction]
-  return variant if mixtures.is_registered(variant) else name
+  """``name``'s registered variant for the reduction: ``x_syntax``, or ``x_syntax_mix`` for ``x_mix``."""
+  suffix = SUFFIXES[text_reduction]
+  candidates = [name + suffix]
+  if name.endswith("_mix"):
+    candidates.append(name[:-len("_mix")] + suffix + "_mix")
+  return next((c for c in candidates if mixtures.is_registered(c)), name)
 
 
 def _source_task(source: str, text_reduction: str, in_mixture: bool,
