@@ -56,13 +56,16 @@ def parse(value: Any, setting: str = "TRAIN_DATA") -> List[Tuple[str, float]]:
 
   Args:
     value: a location or name (str, or a list of location strings: one
-      source), or a mapping ``{source: rate}``.
+      source), or a mapping ``{source: rate}`` (or a list of pairs).
     setting: the user-facing name in messages.
 
   Raises:
     ValueError: on an empty value, a non-positive or non-numeric rate, or an
       entry that is not a string.
   """
+  if (isinstance(value, (list, tuple)) and value
+      and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value)):
+    value = dict(value)  # [(source, rate), ...], as gin may write it
   if isinstance(value, Mapping):
     if not value:
       raise ValueError(f"{setting} is an empty mapping; give sources with rates, e.g. "

@@ -33,6 +33,7 @@ def test_parse_normalises_and_refuses_bad_values():
   assert mixtures.parse("a/*.tar") == [("a/*.tar", 1.0)]
   assert mixtures.parse(["a/*.tar", "b/*.tar"]) == [("a/*.tar,b/*.tar", 1.0)]
   entries = mixtures.parse({"a/*.tar": 3, "laion2b": 7})
+  assert mixtures.parse([("a/*.tar", 3), ("laion2b", 7)]) == entries
   assert entries == [("a/*.tar", 3.0), ("laion2b", 7.0)]
   assert mixtures.normalise([r for _, r in entries]) == pytest.approx([0.3, 0.7])
   for bad, match in (({}, "empty mapping"), ({"a/*.tar": 0}, "positive number"),
