@@ -11,9 +11,9 @@ registers what that needs for one stage and returns the name to train on::
 
 Per source and stage:
 
-* a file location -> a ``user_data`` Task with the stage's text reduction
-  (``user_data`` / ``user_data_syntax`` alone; in a Mixture a name from the
-  location's folder and hash, ``user_data_mine_1a2b3c4d_syntax``);
+* a file location -> a ``user_data`` Task with the stage's text reduction,
+  named from the location's folder and a hash of it
+  (``user_data_mine_1a2b3c4d_syntax``);
 * a corpus, ``'laion2b'`` or ``'datacomp1b'`` -> its Task for the stage
   (``laion2b_syntax`` in syntax-masked pre-training) over ``locations[name]``
   (None: ``$CLIPA_LAION2B_PATTERN`` / ``$CLIPA_DATACOMP1B_PATTERN``);
@@ -58,9 +58,9 @@ def _source_task(source: str, text_reduction: str, in_mixture: bool,
     return _stage_variant(source, text_reduction)
   if not mixtures.is_file_location(source):
     raise mixtures.unknown_name_error(source, setting, extra=CORPORA)
+  # Named by location: stages reading different files (FT224_DATA, FT336_DATA) never share a Task.
   options = ";".join(f"{k}={v}" for k, v in sorted(file_options.items()) if v is not None)
-  name = (mixtures.files_task_name(source, SUFFIXES[text_reduction], options)
-          if in_mixture else None)
+  name = mixtures.files_task_name(source, SUFFIXES[text_reduction], options)
   where = f"{setting}[{source!r}]" if in_mixture else setting
   return user_data.task(source, text_reduction=text_reduction, name=name, setting=where,
                         **file_options)

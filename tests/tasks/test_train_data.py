@@ -30,7 +30,9 @@ def restore_laion():
 
 
 def test_one_source_of_each_kind(shards, restore_laion):
-  assert train_data.task(shards, "syntax") == "user_data_syntax"
+  name = train_data.task(shards, "syntax")
+  assert name.startswith("user_data_wds") and name.endswith("_syntax")
+  assert mixtures.origin(name) == shards
   assert train_data.task("demo_shapes", "syntax") == "demo_shapes_syntax"  # the stage's variant
   assert train_data.task("demo_shapes_syntax", "truncate") == "demo_shapes_syntax"
   assert train_data.task("laion2b_datacomp1b_mix", "syntax") == "laion2b_datacomp1b_syntax_mix"
@@ -95,7 +97,19 @@ def test_recipe_takes_shards_and_a_stage_can_differ(captured, tmp_path, shards):
   _parse(["gin/runs/clipav2_l14_84_224.gin"],
          [f"TRAIN_DATA = '{shards}'", "FT224_DATA = 'demo_shapes'", "EVALUATORS = []"],
          tmp_path)
-  assert [c[0].mixture_or_task_name for c in captured] == ["user_data_syntax", "demo_shapes"]
+  names = [c[0].mixture_or_task_name for c in captured]
+  assert names[0].startswith("user_data_") and names[0].endswith("_syntax")
+  assert names[1] == "demo_shapes"
+
+
+@pytest.mark.usefixtures("clean_gin")
+def test_stages_reading_different_files_get_different_tasks(captured, tmp_path, shards):
+  other = _helpers().write_webdataset(str(tmp_path / "other"), 2, 4)
+  _parse(["gin/runs/clipav2_h14_84_224_336.gin"],
+         [f"TRAIN_DATA = '{shards}'", f"FT336_DATA = '{other}'", "EVALUATORS = []"], tmp_path)
+  ft224, ft336 = (c[0].mixture_or_task_name for c in captured[1:])
+  assert ft224 != ft336
+  assert (mixtures.origin(ft224), mixtures.origin(ft336)) == (shards, other)
 
 
 @pytest.mark.usefixtures("clean_gin")
