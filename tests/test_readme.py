@@ -59,6 +59,10 @@ NOT_RUN = [
     ("source .venv/bin/activate", "changes the calling shell; the commands run as .venv/bin's"),
     ("bench/gpu_check.sh", "needs an NVIDIA GPU"),
     ("bench/gpu_sweep.sh", "needs an NVIDIA GPU"),
+    ("--gin.MODEL_DIR=\"'runs/mine'\"", "needs your own shards under /data/mine (a B/16 run); "
+     "the README's tiny trial runs the same recipe"),
+    ("--gin.MODEL_DIR=\"'runs/mix'\"", "needs your own shards and LAION-2B"),
+    ("DATACOMP1B_DATA=\"'gs://bucket/", "needs DataComp-1B on Cloud Storage"),
     ('DEFAULT_FLAGS["gpu"]', "lines a GPU sweep prints for clipa_t5x/xla_flags.py, not a script"),
     ("clipa_t5x.demo.generate --scene glyphs",
      "generates the full glyph set (minutes); the shapes command runs the same generator"),
