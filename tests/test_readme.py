@@ -63,6 +63,22 @@ NOT_RUN = [
      "the README's tiny trial runs the same recipe"),
     ("--gin.MODEL_DIR=\"'runs/mix'\"", "needs your own shards and LAION-2B"),
     ("DATACOMP1B_DATA=\"'gs://bucket/", "needs DataComp-1B on Cloud Storage"),
+    # docs/evaluate.md, docs/finetune.md
+    ("runs/my_clipa", "needs your own trained run and eval shards"),
+    ("eval_imagenet.gin", "needs an H/14 run and ImageNet's validation set"),
+    ("clipa_h14_224.npz", "needs the official CLIPA H/14 weights (a multi-GB download)"),
+    ("finetune_released.gin", "needs the released weights and training data"),
+    # docs/losses.md
+    ("gs://bucket/bigg_lion", "a bigG run on a pod"),
+    # docs/pods.md
+    ("bash scripts/setup_env.sh", "installs into .venv; the test session's environment is ready"),
+    ("PYV=$(", "a shell variable for the install lines after it"),
+    ("JAX_VERSION=$(", "a shell variable for the install lines after it"),
+    ("RUN=", "a shell variable for the cluster commands after it"),
+    ("--gin.DATACOMP1B_DATA=\"'/shared/", "part of the Slurm commands' RUN variable"),
+    ("cd /shared/", "a cluster's shared folder"),
+    ("scripts/two_process_check.sh", "starts two training processes; the multi-host tests run "
+     "the same path"),
     ('DEFAULT_FLAGS["gpu"]', "lines a GPU sweep prints for clipa_t5x/xla_flags.py, not a script"),
     ("clipa_t5x.demo.generate --scene glyphs",
      "generates the full glyph set (minutes); the shapes command runs the same generator"),
