@@ -50,13 +50,12 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _worker  # noqa: E402  (bench/_worker.py)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(1, REPO)  # the checkout itself, when clipa_t5x is not installed
@@ -490,19 +489,7 @@ def run_worker(spec: Dict[str, Any], flags: Sequence[str], timeout_s: float,
   env["XLA_FLAGS"] = " ".join(env.get("XLA_FLAGS", "").split() + list(flags))
   if spec.get("mode") == "memory":
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
-  with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker",
-                             json.dumps(spec)], stdout=out, stderr=err, text=True, env=env)
-    try:
-      proc.wait(timeout=timeout_s)
-      problem = "" if proc.returncode == 0 else f"worker exited with code {proc.returncode}"
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-      problem = f"timed out after {timeout_s:.0f} s"
-    out.seek(0)
-    err.seek(0)
-    stdout, stderr = out.read(), err.read()
+  stdout, stderr, problem = _worker.run(os.path.abspath(__file__), spec, env, timeout_s)
   results = [json.loads(line[len(tag):]) for line in stdout.splitlines() if line.startswith(tag)]
   if problem:
     tail = [l for l in stderr.strip().splitlines() if l.strip()][-4:]
