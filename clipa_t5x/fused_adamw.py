@@ -21,7 +21,7 @@ suits data parallelism (one full copy of the state per device anyway) and
 not a model-sharded (FSDP) run. Opt in with ``OptimizerConfig.fused=True``.
 """
 
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -145,20 +145,20 @@ def _adam_states(opt_state: Any) -> List[Any]:
 
 
 def from_optax_state(opt_state: Any, params: Any,
-                     decay_mask: Optional[Callable[[Any], Any]] = None) -> FusedAdamWState:
+                     decay_mask: Callable[[Any], Any]) -> FusedAdamWState:
   """The fused state holding exactly the moments of an optax chain's Adam state.
 
   Args:
     opt_state: the state of ``optimizers.make_optimizer``'s chain (one
       ``ScaleByAdamState`` inside).
     params: the parameters (for the layout).
-    decay_mask: as given to ``fused_adamw`` (default: ``optimizers.kernel_mask``).
+    decay_mask: as given to ``fused_adamw`` (CLIPA's: ``optimizers.kernel_mask``).
   """
   adam = _adam_states(opt_state)
   if len(adam) != 1:
     raise ValueError(f"expected one optax ScaleByAdamState in the optimizer state, found "
                      f"{len(adam)}; convert the state of optimizers.make_optimizer.")
-  lay = layout(params, decay_mask or _kernel_mask())
+  lay = layout(params, decay_mask)
   mu_leaves = jax.tree.leaves(nn.meta.unbox(adam[0].mu))
   return FusedAdamWState(count=jnp.asarray(adam[0].count, jnp.int32),
                          mu=flatten(adam[0].mu, lay, mu_leaves[0].dtype if mu_leaves
@@ -167,13 +167,13 @@ def from_optax_state(opt_state: Any, params: Any,
 
 
 def to_optax_state(state: FusedAdamWState, params: Any, tx: optax.GradientTransformation,
-                   decay_mask: Optional[Callable[[Any], Any]] = None) -> Any:
+                   decay_mask: Callable[[Any], Any]) -> Any:
   """The optax chain state (of ``tx``, e.g. ``make_optimizer(..., fused=False)``) for ``state``.
 
   Adam's moments and count come from ``state``; every other count in the chain
   (the learning-rate schedule's) is set to the same step count.
   """
-  lay = layout(params, decay_mask or _kernel_mask())
+  lay = layout(params, decay_mask)
   template = tx.init(nn.meta.unbox(params))
   mu_like = jax.tree.map(lambda m: m, _adam_states(template)[0].mu)
 
@@ -192,7 +192,3 @@ def _has_count(node) -> bool:
   """An optax NamedTuple state with a ``count`` field (tuple's own .count is a method)."""
   return "count" in getattr(node, "_fields", ())
 
-
-def _kernel_mask():
-  from clipa_t5x import optimizers  # pylint: disable=import-outside-toplevel
-  return optimizers.kernel_mask

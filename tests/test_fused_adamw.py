@@ -44,7 +44,7 @@ def test_fused_update_equals_the_optax_chain(extra):
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
   assert not np.allclose(got["img"]["block"]["kernel"], _params()["img"]["block"]["kernel"])
   # The converted optax state holds the same moments.
-  converted = fused_adamw.to_optax_state(fused_state, got, make())
+  converted = fused_adamw.to_optax_state(fused_state, got, make(), optimizers.kernel_mask)
   assert jax.tree.structure(converted) == jax.tree.structure(optax_state)
   for a, b in zip(jax.tree.leaves(converted), jax.tree.leaves(optax_state)):
     assert a.dtype == b.dtype
@@ -65,12 +65,12 @@ def test_weight_decay_only_on_kernels():
 def test_state_round_trip_is_exact():
   tx = optimizers.make_optimizer(optimizers.OptimizerConfig(mu_dtype="bfloat16"), 256, 10)[0]
   params, optax_state = _run(tx, steps=3)
-  fused = fused_adamw.from_optax_state(optax_state, params)
+  fused = fused_adamw.from_optax_state(optax_state, params, optimizers.kernel_mask)
   assert fused.mu.dtype == jnp.bfloat16 and int(fused.count) == 3
-  back = fused_adamw.to_optax_state(fused, params, tx)
+  back = fused_adamw.to_optax_state(fused, params, tx, optimizers.kernel_mask)
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(optax_state)):
     np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
-  again = fused_adamw.from_optax_state(back, params)
+  again = fused_adamw.from_optax_state(back, params, optimizers.kernel_mask)
   for a, b in zip(fused, again):
     np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
