@@ -21,7 +21,7 @@ suits data parallelism (one full copy of the state per device anyway) and
 not a model-sharded (FSDP) run. Opt in with ``OptimizerConfig.fused=True``.
 """
 
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -152,7 +152,7 @@ def from_optax_state(opt_state: Any, params: Any,
     opt_state: the state of ``optimizers.make_optimizer``'s chain (one
       ``ScaleByAdamState`` inside).
     params: the parameters (for the layout).
-    decay_mask: as given to ``fused_adamw`` (CLIPA's: ``optimizers.kernel_mask``).
+    decay_mask: as given to ``fused_adamw`` (``optimizers.kernel_mask`` for CLIPA's AdamW).
   """
   adam = _adam_states(opt_state)
   if len(adam) != 1:

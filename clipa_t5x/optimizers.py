@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from clipa_t5x import fused_adamw
+
 Schedule = Callable[[Any], jax.Array]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, None: None}
@@ -86,7 +88,6 @@ def make_optimizer(config: OptimizerConfig, batch_size: int,
   schedule = learning_rate_schedule(config.base_learning_rate, batch_size, total_steps,
                                     config.warmup_steps)
   if config.fused:
-    from clipa_t5x import fused_adamw  # pylint: disable=import-outside-toplevel
     return fused_adamw.fused_adamw(
         schedule, b1=config.b1, b2=config.b2, eps=config.eps,
         weight_decay=config.weight_decay, decay_mask=kernel_mask,
