@@ -56,7 +56,7 @@ def test_train_then_evaluate_checkpoint(tmp_path):
 import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 from clipa_t5x import checkpoints, partitioning, runner
-from clipa_t5x.data import demo_data
+from clipa_t5x.demo import data as demo_data
 from clipa_t5x.evaluation import datasets
 from clipa_t5x.models import configs
 from clipa_t5x.tasks import demo

@@ -29,8 +29,9 @@ TASKS = os.path.join(REPO, "tasks")
 
 CORE = ("models", "losses", "optimizers", "partitioning", "train_state", "trainer",
         "grad_accumulation", "checkpoints", "flops", "device_profiles", "metrics_logging",
-        "xla_flags", "paths", "text_table", "model_dir", "model_info", "preemption")
-EVALUATION = ("evaluation", "inference", "interop", "runner")
+        "xla_flags", "paths", "text_table", "model_dir", "model_info", "preemption",
+        "kernels", "fused_adamw")
+EVALUATION = ("evaluation", "inference", "interop", "runner", "demo")
 ENTRY = ("train", "eval", "infer", "plan", "convert", "cli", "gin_utils")
 LAYERS = ("core", "data", "evaluation", "entry", "tasks")
 NOT_AT_IMPORT_IN_CORE = ("tensorflow", "seqio", "gin", "clu", "tensorflow_text",

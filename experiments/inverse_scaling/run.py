@@ -150,7 +150,7 @@ class SweepSettings:
 
   def demo_data(self):
     """The ``DemoData`` the study trains and evaluates on."""
-    from clipa_t5x.data import demo_data  # pylint: disable=import-outside-toplevel
+    from clipa_t5x.demo import data as demo_data  # pylint: disable=import-outside-toplevel
     data = dict(self.data)
     return demo_data.DemoData.from_kwargs(data.pop("data_dir", None), scene=self.scene, **data)
 
