@@ -299,3 +299,22 @@ def test_commands_run_as_this_environment_runs_them(tmp_path):
   argv = _as_run(["python", "-m", "clipa_t5x.train", "--gin_file=gin/runs/demo_cpu.gin"], work)
   assert argv[0] == sys.executable and argv[-len(TINY_TRAIN):] == TINY_TRAIN
   assert _as_run(["bash", "scripts/demo.sh"], work)[-len(TINY_TRAIN):] == TINY_TRAIN
+
+
+# Guides written on other branches (resolver, preflight, losses); a link to one of these is
+# accepted while the file is absent. Empty this once they are all on main.
+LANDING = {"docs/evaluate.md", "docs/finetune.md", "docs/pods.md", "docs/losses.md"}
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=os.path.basename)
+def test_relative_links_name_files_that_exist(path):
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  missing = []
+  for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+    if "://" in target:
+      continue
+    resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    if not os.path.exists(resolved) and os.path.relpath(resolved, REPO) not in LANDING:
+      missing.append(target)
+  assert not missing, f"{os.path.relpath(path, REPO)} links to missing files: {missing}"
