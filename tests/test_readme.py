@@ -318,3 +318,17 @@ def test_relative_links_name_files_that_exist(path):
     if not os.path.exists(resolved) and os.path.relpath(resolved, REPO) not in LANDING:
       missing.append(target)
   assert not missing, f"{os.path.relpath(path, REPO)} links to missing files: {missing}"
+
+
+def _demo_tables(path: str) -> List[str]:
+  with open(path, encoding="utf-8") as f:
+    blocks = re.findall(r"```\n(stage +image tokens.*?)```", f.read(), re.S)
+  return [b for b in blocks if "pretrain" in b and "colour top-1" in b]
+
+
+def test_the_demo_table_reads_the_same_wherever_it_is_shown():
+  readme = _demo_tables(README)
+  assert len(readme) == 1
+  demo_doc = os.path.join(DOCS, "demo.md")
+  for table in _demo_tables(demo_doc) if os.path.exists(demo_doc) else []:
+    assert table == readme[0], "update the demo table in README.md and docs/demo.md together"
