@@ -43,6 +43,9 @@ _RENAMES = {"Transformer": "encoder", "LayerNorm_0": "norm_attn", "LayerNorm_1":
             "MultiHeadDotProductAttention_0": "attention", "MlpBlock_0": "mlp",
             "Dense_0": "fc_in", "Dense_1": "fc_out"}
 _BACK = {v: k for k, v in _RENAMES.items()}
+# Whole names renamed at once (component renames would clash: the patch conv is 'embedding' too).
+_WHOLE = {"t": "log_temperature", "txt/Embed_0/embedding": "txt/embedding/embedding"}
+_WHOLE_BACK = {v: k for k, v in _WHOLE.items()}
 _BLOCK = re.compile(r"(img|txt)/Transformer/encoderblock_(\d+)/")
 
 Shapes = Dict[str, Tuple[int, ...]]
@@ -50,20 +53,12 @@ Shapes = Dict[str, Tuple[int, ...]]
 
 def to_ours(name: str) -> str:
   """Our parameter path of an official array name (``t`` -> ``log_temperature``)."""
-  if name == "t":
-    return "log_temperature"
-  if name == "txt/Embed_0/embedding":
-    return "txt/embedding/embedding"
-  return "/".join(_RENAMES.get(p, p) for p in name.split("/"))
+  return _WHOLE.get(name) or "/".join(_RENAMES.get(p, p) for p in name.split("/"))
 
 
 def to_official(path: str) -> str:
   """The official array name of one of our parameter paths."""
-  if path == "log_temperature":
-    return "t"
-  if path == "txt/embedding/embedding":
-    return "txt/Embed_0/embedding"
-  return "/".join(_BACK.get(p, p) for p in path.split("/"))
+  return _WHOLE_BACK.get(path) or "/".join(_BACK.get(p, p) for p in path.split("/"))
 
 
 def _strip_prefix(names) -> Tuple[str, Dict[str, str]]:
