@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clipa_t5x.losses import INIT_LOG_TEMPERATURE, l2_normalize, softmax_contrastive_loss
+from clipa_t5x import losses
+from clipa_t5x.losses import l2_normalize
 from clipa_t5x.models import layers
 from clipa_t5x.models.configs import ClipaConfig, get_config
 from clipa_t5x.models.text import TextTransformer
@@ -20,11 +21,13 @@ from clipa_t5x.models.vit import MASK_RNG, VisionTransformer
 
 
 class TwoTower(nn.Module):
-  """Image and text towers plus a learnable ``log_temperature`` scalar.
+  """Image and text towers plus the loss's learnable scalars.
 
   Attributes:
     config: the model sizes and options. Parameters live under ``img``,
-      ``txt`` and ``log_temperature``.
+      ``txt`` and ``log_temperature``, plus ``logit_bias`` when
+      ``config.loss == 'sigmoid'`` (a softmax model has none, so its
+      checkpoints keep their layout).
   """
   config: ClipaConfig
 
@@ -53,9 +56,15 @@ class TwoTower(nn.Module):
         remat_policy=c.remat_policy,
         attention_impl=c.attention_impl,
     )
+    init_t = (c.init_log_temperature if c.init_log_temperature is not None
+              else losses.default_init_log_temperature(c.loss))
+    # Scalars: no logical axes, replicated on every device.
     self.log_temperature = self.param(
-        "log_temperature", layers.boxed(nn.initializers.constant(INIT_LOG_TEMPERATURE), ()),
-        (), jnp.float32)
+        "log_temperature", layers.boxed(nn.initializers.constant(init_t), ()), (), jnp.float32)
+    if c.loss == "sigmoid":
+      self.logit_bias = self.param(
+          "logit_bias", layers.boxed(nn.initializers.constant(c.init_logit_bias), ()), (),
+          jnp.float32)
 
   def encode_images(self, images: jax.Array, train: bool = False, mask_ratio: float = 0.0,
                     mask_type: str = "random") -> jax.Array:
@@ -122,7 +131,7 @@ class ClipaModel:
   def loss_fn(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
               rng: Optional[jax.Array], mask_ratio: float = 0.0, mask_type: str = "random"
               ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """Softmax contrastive loss of a batch (training mode).
+    """The contrastive loss of a batch (``config.loss``: softmax or sigmoid).
 
     Args:
       params: unboxed parameters (``variables['params']`` after ``nn.meta.unbox``).
@@ -133,9 +142,25 @@ class ClipaModel:
       mask_type: 'random', 'grid' or 'block' (``vit.check_masking``).
 
     Returns:
-      ``(loss, metrics)`` from ``softmax_contrastive_loss``.
+      ``(loss, metrics)`` from ``losses.contrastive_loss``.
     """
-    return softmax_contrastive_loss(*self.features(params, batch, rng, mask_ratio, mask_type))
+    zimg, ztxt, _ = self.features(params, batch, rng, mask_ratio, mask_type)
+    return self.contrastive_loss(zimg, ztxt, self.loss_params(params))
+
+  def loss_params(self, params: Mapping[str, Any]) -> Dict[str, jax.Array]:
+    """The loss's scalar parameters (``log_temperature``, ``logit_bias``) out of ``params``."""
+    names = losses.LOSS_PARAMS[self.config.loss]
+    missing = [k for k in names if k not in params]
+    if missing:
+      raise ValueError(f"parameters lack {missing} for the {self.config.loss} loss; were they "
+                       "made with another LOSS? Set LOSS (and the model config) to match.")
+    return {k: params[k] for k in names}
+
+  def contrastive_loss(self, image_features: jax.Array, text_features: jax.Array,
+                       loss_params: Mapping[str, jax.Array]
+                       ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """``(loss, metrics)`` of features of the whole batch (``losses.contrastive_loss``)."""
+    return losses.contrastive_loss(self.config.loss, image_features, text_features, loss_params)
 
   def features(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
                rng: Optional[jax.Array], mask_ratio: float = 0.0, mask_type: str = "random"
@@ -144,8 +169,8 @@ class ClipaModel:
 
     Features are L2-normalised; with an ``rng`` the images are patch-masked
     by ``mask_ratio`` / ``mask_type`` (training), without one they are not.
-    The loss is ``softmax_contrastive_loss`` of these three; gradient
-    accumulation uses the features directly.
+    The loss is ``contrastive_loss`` of the features and ``loss_params``;
+    gradient accumulation uses the features directly.
     """
     missing = {"image", "text"} - set(batch)
     if missing:
