@@ -438,7 +438,6 @@ def _mutated(change):
     (lambda c: c["text_cfg"].pop("hf_tokenizer_name"), "text_cfg.hf_tokenizer_name"),
     (lambda c: c["text_cfg"].update(embed_cls=True), "text_cfg.embed_cls"),
     (lambda c: c.update(quick_gelu=True), "quick_gelu"),
-    (lambda c: c.update(init_logit_bias=-10), "init_logit_bias"),
     (lambda c: c.update(multimodal_cfg={}) or c.update(custom_text=True), "custom_text"),
     (lambda c: c["text_cfg"].update(rope=True), "rope"),
     (lambda c: c.pop("text_cfg"), "text_cfg"),
