@@ -144,8 +144,9 @@ class ClipaModel:
     Returns:
       ``(loss, metrics)`` from ``losses.contrastive_loss``.
     """
+    scalars = self.loss_params(params)  # first: a clear error for another loss's params
     zimg, ztxt, _ = self.features(params, batch, rng, mask_ratio, mask_type)
-    return self.contrastive_loss(zimg, ztxt, self.loss_params(params))
+    return self.contrastive_loss(zimg, ztxt, scalars)
 
   def loss_params(self, params: Mapping[str, Any]) -> Dict[str, jax.Array]:
     """The loss's scalar parameters (``log_temperature``, ``logit_bias``) out of ``params``."""
