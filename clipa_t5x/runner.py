@@ -157,6 +157,7 @@ def check_model_dir_writable(model_dir: str) -> None:
 
 def _stage_row(stage: Stage, model_config, seconds: float,
                eval_results: Mapping[str, float]) -> Dict[str, Any]:
+  # GFLOPs/sample of the towers, as CLIPA's tables count them (no batch-dependent loss term).
   per_example = flops.per_example_flops(model_config, stage.image_size, stage.text_length,
                                         stage.mask_ratio)
   top1_keys = [k for k in eval_results if k.endswith("/top1")]
@@ -246,8 +247,9 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     print(f"[{stage.name}] no saved data position at step {start_step}: the data order is "
           "reseeded instead of continued", flush=True)
 
+  # The MFU counts the contrastive logits of this batch too.
   per_example = flops.per_example_flops(model_config, stage.image_size, stage.text_length,
-                                        stage.mask_ratio)
+                                        stage.mask_ratio, stage.batch_size)
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, stage.batch_size,
                                 flops_per_example=per_example["train"],
                                 peak_flops_per_device=peak_flops_per_device,
