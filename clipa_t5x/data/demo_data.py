@@ -125,6 +125,11 @@ def eval_files(data: Optional[DemoData] = None) -> str:
   return (data or DemoData()).files("eval")
 
 
+def train_files(data: Optional[DemoData] = None) -> str:
+  """Glob of the training shards of ``data`` (labelled too: few-shot probes draw from them)."""
+  return (data or DemoData()).files("train")
+
+
 def class_names() -> List[str]:
   """Ordered zero-shot class names, ``['red circle', ...]`` (index = ``KEY.cls``)."""
   return list(demo_shapes.CLASS_NAMES)

@@ -76,6 +76,10 @@ class TwoTower(nn.Module):
     """L2-normalised text features [B, embed_dim] (float32)."""
     return l2_normalize(self.txt(tokens).astype(jnp.float32))
 
+  def image_representations(self, images: jax.Array) -> jax.Array:
+    """The image tower's output before its projection [B, width] (float32, not normalised)."""
+    return self.img.representation(images).astype(jnp.float32)
+
   def __call__(self, images: jax.Array, texts: jax.Array, train: bool = False,
                mask_ratio: float = 0.0, mask_type: str = "random"
                ) -> Tuple[jax.Array, jax.Array, jax.Array]:
@@ -193,6 +197,10 @@ class ClipaModel:
   def encode_texts(self, params: Mapping[str, Any], tokens: jax.Array) -> jax.Array:
     """L2-normalised text features [B, embed_dim]."""
     return self._apply(params, tokens, method=TwoTower.encode_texts)
+
+  def image_representations(self, params: Mapping[str, Any], images: jax.Array) -> jax.Array:
+    """Image features before the projection head [B, image width] (few-shot probes)."""
+    return self._apply(params, images, method=TwoTower.image_representations)
 
 
 def make_model(variant: str, **overrides: Any) -> ClipaModel:
