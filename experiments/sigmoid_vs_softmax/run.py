@@ -24,7 +24,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LOSSES = ("softmax", "sigmoid")
@@ -51,6 +51,7 @@ class Comparison:
     pretrain_samples / finetune_samples: samples of each stage, the same at every batch.
     warmup_fraction: warmup steps as a fraction of each stage's steps.
     pretrain_lr / finetune_lr: base learning rates per 256 samples.
+    data_dir: the glyph data folder (None: the inverse-scaling study's default).
   """
   batch_sizes: Sequence[int] = (32, 128, 512)
   seeds: Sequence[int] = (0, 1, 2)
@@ -60,10 +61,12 @@ class Comparison:
   warmup_fraction: float = 0.1
   pretrain_lr: float = 2e-3
   finetune_lr: float = 1e-3
+  data_dir: Optional[str] = None
 
   def runs(self) -> List[Dict[str, Any]]:
+    # Seed by seed, so that a study cut short still covers every (loss, batch) point.
     return [{"loss": loss, "batch_size": b, "seed": s, "run_id": f"{loss}_b{b}_s{s}"}
-            for b in self.batch_sizes for s in self.seeds for loss in LOSSES]
+            for s in self.seeds for b in self.batch_sizes for loss in LOSSES]
 
 
 def _settings(isr, comparison: Comparison, batch_size: int):
@@ -74,7 +77,8 @@ def _settings(isr, comparison: Comparison, batch_size: int):
       batch_size=batch_size, pretrain_steps=pre_steps, finetune_steps=fine_steps,
       pretrain_warmup=max(1, round(comparison.warmup_fraction * pre_steps)),
       finetune_warmup=max(1, round(comparison.warmup_fraction * fine_steps)),
-      pretrain_lr=comparison.pretrain_lr, finetune_lr=comparison.finetune_lr, seeds=(0,))
+      pretrain_lr=comparison.pretrain_lr, finetune_lr=comparison.finetune_lr, seeds=(0,),
+      data=(("data_dir", comparison.data_dir),) if comparison.data_dir else ())
 
 
 def run_one(isr, comparison: Comparison, run: Dict[str, Any], out: str) -> Dict[str, Any]:
@@ -167,11 +171,18 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=os.path.join("runs", "sigmoid_vs_softmax"))
   p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
   p.add_argument("--batch_sizes", default="32,128,512")
+  p.add_argument("--width", type=int, default=Comparison.width)
+  p.add_argument("--pretrain_samples", type=int, default=Comparison.pretrain_samples)
+  p.add_argument("--finetune_samples", type=int, default=Comparison.finetune_samples)
+  p.add_argument("--data_dir", default=None, help="glyph data folder (default: "
+                 "$CLIPA_DEMO_GLYPHS_DATA or ~/.cache/clipa_t5x/demo_glyphs)")
   p.add_argument("--list", action="store_true", help="print the runs, train nothing")
   p.add_argument("--report", action="store_true", help="report the finished runs, train nothing")
   args = p.parse_args(argv)
   comparison = Comparison(batch_sizes=tuple(int(x) for x in args.batch_sizes.split(",")),
-                          seeds=tuple(int(x) for x in args.seeds.split(",")))
+                          seeds=tuple(int(x) for x in args.seeds.split(",")), width=args.width,
+                          pretrain_samples=args.pretrain_samples,
+                          finetune_samples=args.finetune_samples, data_dir=args.data_dir)
   runs = comparison.runs()
   if args.list:
     for r in runs:
@@ -180,6 +191,12 @@ def main(argv=None) -> int:
     return 0
   os.makedirs(args.out, exist_ok=True)
   isr = _inverse_scaling()
+  if not args.report:
+    # The seeds of a (loss, batch) point share every compiled program.
+    isr.enable_compilation_cache(os.path.abspath(os.path.join(args.out, "jax_cache")))
+    from clipa_t5x.tasks import demo  # pylint: disable=import-outside-toplevel
+    # The glyph Tasks over this study's data location (every batch size shares them).
+    demo.register(_settings(isr, comparison, comparison.batch_sizes[0]).demo_data())
   command = "python experiments/sigmoid_vs_softmax/run.py " + " ".join(
       shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
   rows = []
