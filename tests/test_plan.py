@@ -8,6 +8,7 @@ import sys
 import gin
 import pytest
 
+import entry_points
 from clipa_t5x import device_profiles
 from clipa_t5x import flops
 from clipa_t5x import gin_utils
@@ -121,26 +122,25 @@ def test_bad_inputs_are_clear():
     plan_lib.plan(configs.get_config("H/14"), [], device_profiles.get_profile("A100"))
 
 
-def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "clipa_t5x.plan", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
-
-
 def test_cli_json_and_table():
-  out = _cli("--gin_file=gin/runs/clipav2_h14_84_224_336.gin", "--gin_file=gin/devices/h100.gin",
-             "--json")
-  assert out.returncode == 0, out.stderr
-  data = json.loads(out.stdout)
+  code, out, err = entry_points.run(
+      plan_lib, "--gin_file=gin/runs/clipav2_h14_84_224_336.gin",
+      "--gin_file=gin/devices/h100.gin", "--json")
+  assert code == 0, err
+  data = json.loads(out)
   assert [s["name"] for s in data["stages"]] == ["pretrain", "finetune_224", "finetune_336"]
   assert [s["image_tokens"] for s in data["stages"]] == [36, 179, 345]
   assert data["device"]["name"] == "H100"
   assert data["total"]["train_flops"] == pytest.approx(
       sum(s["train_flops"] for s in data["stages"]))
   assert data["baseline_over_recipe"] > 1
+  code, out, _ = entry_points.run(plan_lib, "--gin_file=gin/runs/clipav2_h14_84_224_336.gin")
+  assert code == 0 and "baseline / recipe:" in out and "finetune_336" in out
 
 
 def test_cli_help_and_errors():
-  out = _cli("--help")
-  assert out.returncode == 0 and "Compute planner" in out.stdout
-  out = _cli("--gin_file=gin/runs/no_such_run.gin")
-  assert out.returncode == 2 and "no_such_run.gin" in out.stderr
+  help_ = subprocess.run([sys.executable, "-m", "clipa_t5x.plan", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+  assert help_.returncode == 0 and "Compute planner" in help_.stdout
+  line = entry_points.error_line(entry_points.run(plan_lib, "--gin_file=gin/runs/no_such_run.gin"))
+  assert "no_such_run.gin" in line

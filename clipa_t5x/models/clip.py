@@ -44,6 +44,8 @@ class TwoTower(nn.Module):
         dtype=dtype,
         remat_policy=c.remat_policy,
         attention_impl=c.attention_impl,
+        norm_impl=c.norm_impl,
+        mlp_impl=c.mlp_impl,
     )
     self.txt = TextTransformer(
         width=c.text.width,
@@ -55,6 +57,8 @@ class TwoTower(nn.Module):
         dtype=dtype,
         remat_policy=c.remat_policy,
         attention_impl=c.attention_impl,
+        norm_impl=c.norm_impl,
+        mlp_impl=c.mlp_impl,
     )
     init_t = (c.init_log_temperature if c.init_log_temperature is not None
               else losses.default_init_log_temperature(c.loss))

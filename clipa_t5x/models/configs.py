@@ -18,6 +18,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")
 # The contrastive losses (clipa_t5x.losses.LOSS_PARAMS).
 LOSSES = ("softmax", "sigmoid")
+# Opt-in fused kernels (clipa_t5x.kernels); 'auto' takes the platform's measured default
+# (clipa_t5x.xla_flags.MODEL_DEFAULTS: 'xla' unless a sweep chose otherwise).
+NORM_IMPLS = ("auto", "xla", "pallas")
+MLP_IMPLS = ("auto", "xla", "fused_gelu")
 # Rows of the text token table: BERT-uncased has 30,522 ids, padded to 32,000.
 TEXT_VOCAB_SIZE = 32000
 
@@ -88,6 +92,13 @@ class ClipaConfig:
     init_log_temperature: initial ``log_temperature``; None = the loss's
       default (log(1/0.07) for softmax, log 10 for sigmoid).
     init_logit_bias: initial ``logit_bias`` of the sigmoid loss (SigLIP: -10).
+    norm_impl: the encoder blocks' LayerNorms: 'xla' (jnp ops, XLA fuses),
+      'pallas' (Pallas kernels, the residual add fused into the second
+      LayerNorm of each block; GPU, interpret mode elsewhere) or 'auto'.
+    mlp_impl: the MLP's GELU: 'xla' (autodiff of the tanh GELU in the
+      compute dtype), 'fused_gelu' (float32 math, one-pass backward that keeps
+      only the bf16 pre-activation) or 'auto'. Neither option changes
+      parameters or checkpoints.
   """
   image: TowerConfig
   text: TowerConfig
@@ -98,6 +109,8 @@ class ClipaConfig:
   loss: str = "softmax"
   init_log_temperature: Optional[float] = None
   init_logit_bias: float = -10.0
+  norm_impl: str = "auto"
+  mlp_impl: str = "auto"
 
   def __post_init__(self):
     if not isinstance(self.image, TowerConfig) or self.image.patch_size is None:
@@ -117,6 +130,10 @@ class ClipaConfig:
     if self.loss not in LOSSES:
       raise ValueError(f"ClipaConfig.loss={self.loss!r} is not one of {LOSSES}; set LOSS in "
                        "the run's gin file, e.g. --gin.LOSS=\"'sigmoid'\".")
+    if self.norm_impl not in NORM_IMPLS:
+      raise ValueError(f"ClipaConfig.norm_impl={self.norm_impl!r} is not one of {NORM_IMPLS}.")
+    if self.mlp_impl not in MLP_IMPLS:
+      raise ValueError(f"ClipaConfig.mlp_impl={self.mlp_impl!r} is not one of {MLP_IMPLS}.")
 
 
 def _tower(width: int, depth: int, mlp_dim: int, heads: int, **kw: Any) -> TowerConfig:
