@@ -102,6 +102,9 @@ def make_optimizer(config: OptimizerConfig, batch_size: int,
                      f"got {config.mu_dtype!r}")
   schedule = learning_rate_schedule(config.base_learning_rate, batch_size, total_steps,
                                     config.warmup_steps)
+  if config.fused and config.name != "adamw":
+    raise ValueError(f"OptimizerConfig.fused is a fused AdamW; it cannot run "
+                     f"{config.name!r}: set fused=False or OPTIMIZER='adamw'.")
   if config.fused:
     return fused_adamw.fused_adamw(
         schedule, b1=config.b1, b2=config.b2, eps=config.eps,

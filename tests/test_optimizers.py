@@ -265,3 +265,9 @@ def test_unknown_optimizer_is_refused():
   config = optimizers.OptimizerConfig(name="sgd")
   with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
     optimizers.make_optimizer(config, batch_size=256, total_steps=10)
+
+
+def test_fused_is_adamw_only():
+  config = optimizers.OptimizerConfig(name="lion", fused=True)
+  with pytest.raises(ValueError, match="fused AdamW; it cannot run 'lion'"):
+    optimizers.make_optimizer(config, batch_size=256, total_steps=10)
