@@ -21,7 +21,9 @@ Layout differences, our tree → open_clip key:
   cannot hold a learned one); a non-zero cls row is folded into the cls token,
   which is exact because both are only ever added to that one token;
 * ``log_temperature`` is open_clip's ``logit_scale`` (logits are multiplied by
-  its exp in both).
+  its exp in both); a sigmoid-loss model's ``logit_bias`` is open_clip's
+  ``logit_bias``, and its config's ``init_logit_bias`` (with ``init_logit_scale``)
+  travel in ``model_cfg``, as open_clip's SigLIP configs write them.
 """
 
 import json
@@ -31,6 +33,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from clipa_t5x import losses
 from clipa_t5x import paths
 from clipa_t5x.interop import open_clip_config
 from clipa_t5x.models import layers
@@ -185,7 +188,7 @@ def clipa_config_from_open_clip(model_cfg: Mapping[str, Any]) -> Tuple[ClipaConf
   for key in ("vision_cfg", "text_cfg"):
     if not isinstance(model_cfg.get(key), Mapping):
       raise ValueError(f"open_clip config lacks the {key!r} section.")
-  _refuse_if_set(model_cfg, "model_cfg", ("quick_gelu", "init_logit_bias", "custom_text",
+  _refuse_if_set(model_cfg, "model_cfg", ("quick_gelu", "custom_text",
                                           "multimodal_cfg", "nonscalar_logit_scale"))
   vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
   for section, cfg, known in (("vision_cfg", vision, _VISION_KEYS),
@@ -237,13 +240,26 @@ def clipa_config_from_open_clip(model_cfg: Mapping[str, Any]) -> Tuple[ClipaConf
       mlp_dim=int(text_width * float(text.get("mlp_ratio", 4.0))),
       vocab_size=_positive_int(text, "text_cfg", "vocab_size", 49408))
   config = ClipaConfig(image=image, text=text_tower,
-                       embed_dim=_positive_int(model_cfg, "model_cfg", "embed_dim"))
+                       embed_dim=_positive_int(model_cfg, "model_cfg", "embed_dim"),
+                       **_loss_fields(model_cfg))
   if any(differs):
     logger.info(
         "open_clip config without CLIPA's act_kwargs/norm_kwargs (tanh GELU, LayerNorm eps "
         "1e-6): open_clip runs it with other ones; clipa_t5x computes the original CLIPA "
         "function (tanh GELU, eps 1e-6) the weights were trained with.")
   return config, image_size, _positive_int(text, "text_cfg", "context_length", 77)
+
+
+def _loss_fields(model_cfg: Mapping[str, Any]) -> Dict[str, Any]:
+  """``ClipaConfig`` loss fields: a ``model_cfg`` with ``init_logit_bias`` is a sigmoid model."""
+  bias = model_cfg.get("init_logit_bias")
+  if bias is None:
+    return {}
+  fields = {"loss": "sigmoid", "init_logit_bias": float(bias)}
+  scale = model_cfg.get("init_logit_scale")
+  if scale is not None and abs(float(scale) - losses.SIGMOID_INIT_LOG_TEMPERATURE) > 1e-9:
+    fields["init_log_temperature"] = float(scale)
+  return fields
 
 
 # --------------------------------------------------------------------------
@@ -292,6 +308,8 @@ def open_clip_state_dict_shapes(config: ClipaConfig, image_size: int,
       "ln_final.weight": (txt.width,), "ln_final.bias": (txt.width,),
       "text_projection": (txt.width, e),
   }
+  if config.loss == "sigmoid":
+    shapes["logit_bias"] = ()
   shapes.update(_tower_block_shapes("visual.", img))
   shapes.update(_tower_block_shapes("", txt))
   return shapes
@@ -387,6 +405,8 @@ def _to_torch_layout(params: Mapping[str, Any], config: ClipaConfig,
       "ln_final.bias": _get(params, "txt/encoder_norm/bias"),
       "text_projection": _get(params, "txt/head/kernel"),
   }
+  if config.loss == "sigmoid":
+    sd["logit_bias"] = _get(params, "logit_bias").reshape(())
   for i in range(img.depth):
     sd.update(_block_to_torch(params, img, i, "img", "visual."))
   for i in range(txt.depth):
@@ -399,6 +419,8 @@ def _from_torch_layout(sd: Mapping[str, Any], config: ClipaConfig) -> NestedArra
   img, txt = config.image, config.text
   out: Dict[str, Any] = {}
   _set(out, "log_temperature", sd["logit_scale"].reshape(()))
+  if "logit_bias" in sd:
+    _set(out, "logit_bias", sd["logit_bias"].reshape(()))
   _set(out, "img/cls", sd["visual.class_embedding"].reshape(1, 1, img.width))
   _set(out, "img/embedding/kernel", sd["visual.conv1.weight"].transpose(2, 3, 1, 0))
   _set(out, "img/encoder_norm/scale", sd["visual.ln_post.weight"])
@@ -662,7 +684,7 @@ def from_open_clip_state_dict(state_dict: Mapping[str, Any], config: ClipaConfig
   for key, shape in expected.items():
     value = state_dict[key]
     got = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
-    if key == "logit_scale" and got == (1,):
+    if key in ("logit_scale", "logit_bias") and got == (1,):
       got = ()
     if got != shape:
       raise ValueError(f"state dict {key!r} has shape {got}, expected {shape} for this model "
@@ -707,7 +729,8 @@ def _unwrap_state_dict(state_dict: Any, path: str) -> Dict[str, Any]:
   return dict(state_dict)
 
 
-def _read_model_config(model_config: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+def read_model_config(model_config: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+  """An open_clip model config: a released name, a JSON path or a dict (returned as a dict)."""
   if isinstance(model_config, Mapping):
     return dict(model_config)
   if not isinstance(model_config, str):
@@ -725,29 +748,13 @@ def _read_model_config(model_config: Union[str, Mapping[str, Any]]) -> Dict[str,
                    f"{sorted(RELEASED_CONFIGS)} or a path to a model-config JSON.")
 
 
-def load_open_clip(path: str, model_config: Union[None, str, Mapping[str, Any]] = None
-                   ) -> Tuple[NestedArrays, ClipaConfig, int, int]:
-  """Reads open_clip CLIPA weights as our parameters.
+def describe_open_clip(path: str, model_config: Union[None, str, Mapping[str, Any],
+                                                     ClipaConfig] = None
+                       ) -> Tuple[str, ClipaConfig, Optional[int], Optional[int]]:
+  """``(weights file, config, image_size, text_length)`` of open_clip weights, reading no array.
 
-  Args:
-    path: an open_clip model folder (``open_clip_config.json`` plus
-      ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``, as
-      written by ``export_open_clip`` or downloaded from the hub), or one
-      weights file: ``.safetensors``, ``.npz``, or ``.bin``/``.pt``/``.pth``
-      (needs torch). A ``{'state_dict': ...}`` wrapper and a ``module.``
-      prefix are removed.
-    model_config: required with a weights file, overrides a folder's config:
-      an open_clip model name in ``RELEASED_CONFIGS`` (e.g.
-      'ViT-H-14-CLIPA'), a path to a model-config JSON (bare ``model_cfg`` or
-      a whole ``open_clip_config.json``), or a dict.
-
-  Returns:
-    ``(params, config, image_size, text_length)``; ``params`` is a nested dict
-    of float32 numpy arrays.
-
-  Raises:
-    ValueError: on a missing config, a non-CLIPA config, or weights that do not
-      match it.
+  Args, errors: as ``load_open_clip``. A ``ClipaConfig`` as ``model_config``
+  leaves the sizes None (the weights' position embeddings give them).
   """
   path = os.fspath(path)
   if os.path.isdir(path):
@@ -767,40 +774,41 @@ def load_open_clip(path: str, model_config: Union[None, str, Mapping[str, Any]] 
                        f"(--model_config), e.g. one of {sorted(RELEASED_CONFIGS)}.")
   else:
     raise ValueError(f"no open_clip weights at {path!r} (neither a folder nor a file).")
-  config, image_size, text_length = clipa_config_from_open_clip(_read_model_config(model_config))
-  state_dict = _unwrap_state_dict(_read_weights(weights), weights)
-  params = from_open_clip_state_dict(state_dict, config, image_size, text_length)
-  return params, config, image_size, text_length
+  if isinstance(model_config, ClipaConfig):
+    return weights, model_config, None, None
+  return (weights,) + clipa_config_from_open_clip(read_model_config(model_config))
 
 
-def import_to_checkpoint(path: str, out_dir: str,
-                         model_config: Union[None, str, Mapping[str, Any]] = None) -> str:
-  """Converts open_clip weights into a clipa_t5x parameters-only checkpoint.
-
-  Writes ``out_dir/checkpoint_0`` (``checkpoints.save_params``) and
-  ``out_dir/model_config.json``, so ``out_dir`` works as a stage's
-  ``init_from`` (``RestoreCheckpointConfig(path=out_dir)``) and with
-  ``python -m clipa_t5x.eval --gin.CHECKPOINT_PATH=out_dir``.
+def load_open_clip(path: str, model_config: Union[None, str, Mapping[str, Any],
+                                                 ClipaConfig] = None
+                   ) -> Tuple[NestedArrays, ClipaConfig, int, int]:
+  """Reads open_clip CLIPA weights as our parameters.
 
   Args:
-    path: as ``load_open_clip``.
-    out_dir: a new (or empty) directory.
-    model_config: as ``load_open_clip``.
+    path: an open_clip model folder (``open_clip_config.json`` plus
+      ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``, as
+      written by ``export_open_clip`` or downloaded from the hub), or one
+      weights file: ``.safetensors``, ``.npz``, or ``.bin``/``.pt``/``.pth``
+      (needs torch). A ``{'state_dict': ...}`` wrapper and a ``module.``
+      prefix are removed.
+    model_config: required with a weights file, overrides a folder's config:
+      an open_clip model name in ``RELEASED_CONFIGS`` (e.g.
+      'ViT-H-14-CLIPA'), a path to a model-config JSON (bare ``model_cfg`` or
+      a whole ``open_clip_config.json``), a dict, or our ``ClipaConfig``.
 
   Returns:
-    The checkpoint path (``out_dir/checkpoint_0``).
+    ``(params, config, image_size, text_length)``; ``params`` is a nested dict
+    of float32 numpy arrays.
+
+  Raises:
+    ValueError: on a missing config, a non-CLIPA config, or weights that do not
+      match it.
   """
-  out_dir = os.path.abspath(out_dir)
-  if os.path.isdir(out_dir) and os.listdir(out_dir):
-    raise ValueError(f"{out_dir} is not empty; choose a new directory for the imported weights.")
-  params, config, image_size, text_length = load_open_clip(path, model_config)
-  # Imported after loading: they pull in orbax and TensorFlow, which reading the
-  # weights (possibly with torch) does not need.
-  from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
-  from clipa_t5x.models import config_io  # pylint: disable=import-outside-toplevel
-  source = {"format": "open_clip", "path": os.path.abspath(path)}
-  if isinstance(model_config, str):
-    source["model_config"] = model_config
-  ckpt = checkpoints.save_params(out_dir, params, 0, meta={"source": source})
-  config_io.write_model_config(out_dir, config, image_size, text_length, source=source)
-  return ckpt
+  weights, config, image_size, text_length = describe_open_clip(path, model_config)
+  state_dict = _unwrap_state_dict(_read_weights(weights), weights)
+  params = from_open_clip_state_dict(state_dict, config, image_size, text_length)
+  text_length = int(np.shape(params["txt"]["pos_embedding"])[1])
+  if image_size is None:  # the grid of the stored visual position embedding
+    rows = np.shape(state_dict["visual.positional_embedding"])[0] - 1
+    image_size = int(round(rows**0.5)) * config.image.patch_size
+  return params, config, image_size, text_length
