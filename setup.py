@@ -73,8 +73,13 @@ setup(
         # Only tools/build_syntax_priority.py needs it (the table ships built).
         "tools": ["lemminflect==0.2.3"],
     },
-    entry_points={"console_scripts": ["clipa-train=clipa_t5x.train:console_main",
-                                      "clipa-plan=clipa_t5x.plan:console_main",
-                                      "clipa-infer=clipa_t5x.infer:console_main",
-                                      "clipa-convert=clipa_t5x.convert:console_main"]},
+    # One console script per entry point (also runnable as python -m clipa_t5x.<name>).
+    entry_points={"console_scripts": [
+        "clipa-train=clipa_t5x.train:console_main",
+        "clipa-eval=clipa_t5x.eval:console_main",
+        "clipa-infer=clipa_t5x.infer:console_main",
+        "clipa-convert=clipa_t5x.convert:console_main",
+        "clipa-plan=clipa_t5x.plan:console_main",
+        "clipa-make-shards=clipa_t5x.data.make_shards:console_main",
+    ]},
 )

@@ -1,8 +1,11 @@
-"""What the command-line entry points share: t5x's gin flags and error style.
+"""What the command-line entry points share: flags, help, names and error style.
 
 ``train``, ``eval`` and ``plan`` take the same ``--gin_file`` /
 ``--gin.KEY=VALUE`` / ``--gin_search_paths`` flags, report configuration
 mistakes in one ``error:`` line (exit code 2) and treat ``--help`` as success.
+``infer``, ``convert`` and ``make_shards`` build their parsers with
+``ArgumentParser`` here. Every ``--help`` shows each option's default and ends
+with an example; the flag names are one vocabulary (see ``ArgumentParser``).
 """
 
 import contextlib
@@ -12,6 +15,7 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 from absl import app
@@ -19,6 +23,9 @@ from absl import flags
 from absl import logging
 
 from clipa_t5x import gin_utils
+from clipa_t5x.cli_help import ArgumentParser  # noqa: F401  (the argparse tools' parser)
+from clipa_t5x.cli_help import default_text
+from clipa_t5x.cli_help import example_epilog
 from clipa_t5x.data import image_files
 
 _HELP_FLAGS = ("help", "helpshort", "helpfull", "?")
@@ -159,11 +166,25 @@ def exit_code(command: Callable[[], Any]) -> int:
   return 0
 
 
+def _entry_point_flag_modules(main_module: str) -> List[str]:
+  # The shared flags and the entry point's own (absl names a module run with -m by its path).
+  own = sys.argv[0] if main_module == "__main__" else main_module
+  return [m for m in ("clipa_t5x.cli", own) if m in flags.FLAGS.flags_by_module_dict()]
+
+
 def run_app(main: Callable[[Sequence[str]], None], argv: Optional[List[str]] = None,
-            quiet: bool = True) -> None:
-  """``absl.app.run`` with ``--gin.K=V`` rewriting, quiet logs and ``--help`` exiting 0."""
+            quiet: bool = True, example: Optional[str] = None) -> None:
+  """``absl.app.run`` with ``--gin.K=V`` rewriting, quiet logs and ``--help`` exiting 0.
+
+  ``--help`` (``-h``, ``--helpshort``) prints the entry point's docstring, its
+  flags with their defaults and ``example``; ``--helpfull`` is absl's.
+  """
   quiet_startup()
   argv = gin_utils.rewrite_gin_args(argv if argv is not None else sys.argv)
+  if example is not None and any(a in ("--help", "-h", "--helpshort", "-?") for a in argv[1:]):
+    doc = sys.modules[main.__module__].__doc__ or ""
+    sys.stdout.write(absl_help(doc, example, _entry_point_flag_modules(main.__module__)))
+    sys.exit(0)
   if quiet and not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
     argv.append("--verbosity=-1")  # warnings and errors only; --verbosity=0 for INFO logs
   try:
@@ -173,3 +194,28 @@ def run_app(main: Callable[[Sequence[str]], None], argv: Optional[List[str]] = N
     if e.code == 1 and any(a.lstrip("-").split("=")[0] in _HELP_FLAGS for a in argv[1:]):
       sys.exit(0)
     raise
+
+
+def absl_help(doc: str, example: str, modules: Sequence[str]) -> str:
+  """``--help`` of an absl entry point: its description, its flags with defaults, an example.
+
+  Args:
+    doc: the module docstring (the description).
+    example: the command(s) the help ends with.
+    modules: names of the modules whose flags are shown (absl's own are left out).
+  """
+  by_module = flags.FLAGS.flags_by_module_dict()
+  lines = [doc.strip(), "", "flags:"]
+  for module in modules:
+    for flag in sorted(by_module.get(module, []), key=lambda f: f.name):
+      is_bool = isinstance(flag, flags.BooleanFlag)
+      name = f"--[no]{flag.name}" if is_bool else f"--{flag.name}"
+      default = default_text(flag.default)
+      if flag.name == "gin_bindings":  # the t5x spelling users type
+        name = "--gin.KEY=VALUE / --gin_bindings"
+      text = re.sub(r"\.?;\s*repeat this option to specify a list of values", " (repeatable).",
+                    flag.help)
+      lines.append(textwrap.fill(f"{name}: {text} (default: {default})", width=88,
+                                 initial_indent="  ", subsequent_indent="      "))
+  lines += ["", example_epilog(example)]
+  return "\n".join(lines) + "\n"

@@ -4,19 +4,19 @@ r"""Converts between clipa_t5x, open_clip and the official CLIPA JAX weights.
 one ``checkpoint_<step>``, an official CLIPA JAX ``.npz``) to an open_clip
 folder::
 
-  python -m clipa_t5x.convert to-open-clip --checkpoint /tmp/run/finetune \
+  clipa-convert to-open-clip --checkpoint /tmp/run/finetune \
       [--image_size 224] [--text_length 32] --out /tmp/clipa_open_clip
   # then, in PyTorch: open_clip.create_model('local-dir:/tmp/clipa_open_clip')
 
 The model, resolution and text length come from the source's record
 (``model_config.json``; the shapes of an ``.npz``); without one, name the
-variant with ``--model H/14`` and give ``--image_size``.
+architecture with ``--model_config H/14`` and give ``--image_size``.
 
 Import open_clip CLIPA weights (an open_clip folder, or a weights file plus
 ``--model_config``, an open_clip model name such as ``ViT-H-14-CLIPA`` or a
 model-config JSON) as a parameters-only checkpoint::
 
-  python -m clipa_t5x.convert from-open-clip \
+  clipa-convert from-open-clip \
       --weights open_clip_pytorch_model.bin --model_config ViT-H-14-CLIPA --out /tmp/h14
 
 or an official CLIPA JAX checkpoint::
@@ -28,7 +28,6 @@ of ``python -m clipa_t5x.eval`` (both also take the sources directly).
 Errors are one ``error:`` line, exit code 2.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -119,13 +118,24 @@ def to_checkpoint(source: str, out: str, model: Optional[str] = None,
   return paths.join(out, os.path.basename(checkpoint))
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="python -m clipa_t5x.convert",
+EXAMPLES = {
+    "to-open-clip": "clipa-convert to-open-clip --checkpoint runs/demo_cpu/finetune "
+                    "--out exported/",
+    "from-open-clip": "clipa-convert from-open-clip --weights open_clip_pytorch_model.bin \\\n"
+                      "    --model_config ViT-H-14-CLIPA --out imported/h14",
+    "from-clipa-jax": "clipa-convert from-clipa-jax --weights clipa_h14_224.npz --out imported/h14",
+}
+
+
+def _parser() -> cli.ArgumentParser:
+  parser = cli.ArgumentParser(
+      prog="clipa-convert",
       description="Convert between clipa_t5x checkpoints, open_clip models and the official "
-                  "CLIPA JAX weights.")
+                  "CLIPA JAX weights.",
+      example="\n".join(EXAMPLES.values()))
   sub = parser.add_subparsers(dest="command", required=True)
-  to = sub.add_parser("to-open-clip", help="export a checkpoint to an open_clip folder")
+  to = sub.add_parser("to-open-clip", help="export a checkpoint to an open_clip folder",
+                      example=EXAMPLES["to-open-clip"])
   to.add_argument("--checkpoint", required=True,
                   help="run, stage or checkpoint_<step> directory, open_clip folder, or "
                        "official CLIPA JAX .npz")
@@ -134,17 +144,20 @@ def _parser() -> argparse.ArgumentParser:
                   help="export resolution (default: the stage's)")
   to.add_argument("--text_length", type=int, default=None,
                   help="context length (default: the stage's)")
-  to.add_argument("--model", default=None,
-                  help="variant (e.g. H/14) for sources that record no model")
+  to.add_argument("--model_config", default=None, deprecated=("--model",),
+                  help="architecture (e.g. H/14) for sources that record no model")
   to.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-  frm = sub.add_parser("from-open-clip", help="import open_clip CLIPA weights as a checkpoint")
+  frm = sub.add_parser("from-open-clip", help="import open_clip CLIPA weights as a checkpoint",
+                       example=EXAMPLES["from-open-clip"])
   frm.add_argument("--weights", required=True,
                    help="open_clip folder, or a .safetensors/.bin/.pt/.pth/.npz file")
   frm.add_argument("--model_config", default=None,
-                   help="open_clip model name (e.g. ViT-H-14-CLIPA) or model-config JSON")
+                   help="architecture: open_clip model name (e.g. ViT-H-14-CLIPA) or "
+                        "model-config JSON (none: the folder's open_clip_config.json)")
   frm.add_argument("--out", required=True, help="new directory for the checkpoint")
   jx = sub.add_parser("from-clipa-jax",
-                      help="import an official CLIPA JAX .npz (big_vision) as a checkpoint")
+                      help="import an official CLIPA JAX .npz (big_vision) as a checkpoint",
+                      example=EXAMPLES["from-clipa-jax"])
   jx.add_argument("--weights", required=True, help="the official .npz")
   jx.add_argument("--image_size", type=int, default=None,
                   help="resolution to record (default 224)")
@@ -160,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   def command() -> None:
     if args.command == "to-open-clip":
       done = to_open_clip(args.checkpoint, args.out, args.image_size, args.text_length,
-                          args.model, args.overwrite)
+                          args.model_config, args.overwrite)
       print(f"wrote open_clip model to {done} (load with open_clip.create_model("
             f"'local-dir:{done}'))")
     else:

@@ -39,6 +39,13 @@ from clipa_t5x.data import image_files
 
 FLAGS = flags.FLAGS
 cli.define_gin_flags()
+flags.DEFINE_string("checkpoint", None, "The model to evaluate: a MODEL_DIR, stage folder or "
+                    "checkpoint_<step> folder; the same as --gin.CHECKPOINT_PATH=\"'PATH'\".")
+EXAMPLE = """\
+clipa-eval --gin_file=gin/runs/eval_demo.gin --checkpoint=runs/demo_cpu/finetune
+clipa-eval --gin_file=gin/runs/eval_demo.gin --gin.CHECKPOINT_PATH="'runs/demo_cpu/finetune'" \\
+    --gin.EVAL_IMAGE_SIZE=64
+"""
 
 
 def main(argv: Sequence[str]) -> None:
@@ -48,7 +55,9 @@ def main(argv: Sequence[str]) -> None:
   gin_utils.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count,
                                          FLAGS.process_index, FLAGS.distributed)
   with cli.config_errors_as_one_line("eval"):
-    gin_utils.parse_gin_flags(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+    gin_utils.parse_gin_flags(FLAGS.gin_file, list(FLAGS.gin_bindings) + (
+        [f"CHECKPOINT_PATH = {FLAGS.checkpoint!r}"] if FLAGS.checkpoint else []),
+        FLAGS.gin_search_paths)
     gin_utils.query_macro("CHECKPOINT_PATH")  # a clear error when it is missing
     gin_utils.make_path_macros_absolute("CHECKPOINT_PATH", "EVAL_OUTPUT_DIR")
     from clipa_t5x.evaluation import evaluators  # after jax.distributed
@@ -57,7 +66,7 @@ def main(argv: Sequence[str]) -> None:
 
 def console_main(argv: Optional[List[str]] = None) -> None:
   """Entry point (rewrites ``--gin.K=V`` into ``--gin_bindings``)."""
-  cli.run_app(main, argv)
+  cli.run_app(main, argv, example=EXAMPLE)
 
 
 if __name__ == "__main__":

@@ -3,24 +3,24 @@ r"""Command-line inference: embeddings to .npy and zero-shot classification to .
 Usage (``python -m clipa_t5x.infer`` or the ``clipa-infer`` console script)::
 
   # image embeddings of a folder (recursive), a webdataset .tar or a list of paths
-  python -m clipa_t5x.infer embed-images --model RUN_DIR --input photos/ --out photos.npy
+  clipa-infer embed-images --checkpoint RUN_DIR --input photos/ --out photos.npy
   # -> photos.npy (float32 [N, D], L2-normalised) + photos.keys.txt (one key per row)
 
   # text embeddings of a caption file (one caption per line)
-  python -m clipa_t5x.infer embed-texts --model RUN_DIR --input captions.txt --out caps.npy
+  clipa-infer embed-texts --checkpoint RUN_DIR --input captions.txt --out caps.npy
   # -> caps.npy + caps.keys.txt (the 1-based line number of each row)
 
   # zero-shot classification
-  python -m clipa_t5x.infer classify --model RUN_DIR --input photos/ \
+  clipa-infer classify --checkpoint RUN_DIR --input photos/ \
       --class_names "cat,dog,car" --out predictions.csv
   # --class_names also takes a file (one name per line) or 'imagenet1k';
   # --templates a file (one per line), a set name ('imagenet1k') or one template.
 
-``--model`` is any model reference (``clipa_t5x.model_refs``): a MODEL_DIR
-(its last stage with a checkpoint), a stage folder, a ``checkpoint_<step>``
-folder, an open_clip folder or weights file, or an official CLIPA JAX
-``.npz``. A source that records no model needs ``--config H/14`` (the
-variant) and usually ``--image_size``.
+``--checkpoint`` is any model reference (``clipa_t5x.model_refs``): a
+MODEL_DIR (its last stage with a checkpoint), a stage folder, a
+``checkpoint_<step>`` folder, an open_clip folder or weights file, or an
+official CLIPA JAX ``.npz``. A source that records no model needs
+``--model_config H/14`` (the architecture) and usually ``--image_size``.
 
 Images that cannot be read (corrupt, truncated, missing, not an image) are
 skipped: they get no row; their count and names are printed at the end and
@@ -113,9 +113,9 @@ def _report_skipped(skipped: Sequence[Tuple[str, str]], what: str, path: str) ->
 def _load_model(args: argparse.Namespace):
   from clipa_t5x import inference  # pylint: disable=import-outside-toplevel
   predictor = inference.load(
-      args.model, config=args.config, image_size=getattr(args, "image_size", None),
+      args.checkpoint, config=args.model_config, image_size=getattr(args, "image_size", None),
       text_length=args.text_length, batch_size=args.batch_size, dtype=args.dtype,
-      text_reduction=args.reduction, num_workers=getattr(args, "num_workers", None))
+      text_reduction=args.text_reduction, num_workers=getattr(args, "num_workers", None))
   print(predictor.describe(), file=sys.stderr)
   return predictor
 
@@ -230,19 +230,20 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------- parser
 def _add_common(p: argparse.ArgumentParser, images: bool) -> None:
-  p.add_argument("--model", required=True,
-                 help="MODEL_DIR, stage or checkpoint_<step> folder, open_clip folder or "
-                      "weights file, or official CLIPA JAX .npz.")
+  p.add_argument("--checkpoint", required=True, deprecated=("--model",),
+                 help="the model: MODEL_DIR, stage or checkpoint_<step> folder, open_clip folder "
+                      "or weights file, or official CLIPA JAX .npz.")
   p.add_argument("--input", required=True, help=(
       "folder of images (recursive), .tar (webdataset) or text file of image paths"
       if images else "text file with one caption per line (UTF-8)"))
   p.add_argument("--out", required=True, help="output file.")
   p.add_argument("--batch_size", type=int, default=32, help="rows per encoder call.")
-  p.add_argument("--config", default=None,
-                 help="model variant (e.g. H/14) when the checkpoint has no model_config.json.")
+  p.add_argument("--model_config", default=None, deprecated=("--config",),
+                 help="architecture (e.g. H/14) when the checkpoint has no model_config.json.")
   p.add_argument("--text_length", type=int, default=None,
                  help="token length (default: the checkpoint's).")
-  p.add_argument("--reduction", default="truncate", choices=("truncate", "syntax"),
+  p.add_argument("--text_reduction", default="truncate", choices=("truncate", "syntax"),
+                 deprecated=("--reduction",),
                  help="how texts longer than text_length are cut.")
   p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                  help="compute dtype (default: the checkpoint's).")
@@ -250,26 +251,41 @@ def _add_common(p: argparse.ArgumentParser, images: bool) -> None:
   if images:
     p.add_argument("--image_size", type=int, default=None,
                    help="resolution (default: the checkpoint's; a multiple of the patch).")
-    p.add_argument("--num_workers", type=int, default=None, help="image decoding threads.")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="image decoding threads (none: as many as the machine has).")
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="clipa-infer", description="CLIPA inference: embeddings and zero-shot labels.")
+EXAMPLES = {
+    "embed-images": "clipa-infer embed-images --checkpoint runs/demo_cpu --input photos/ "
+                    "--out img.npy",
+    "embed-texts": "clipa-infer embed-texts --checkpoint runs/demo_cpu --input captions.txt "
+                   "--out txt.npy",
+    "classify": "clipa-infer classify --checkpoint runs/demo_cpu --input photos/ \\\n"
+                "    --class_names cat,dog --out predictions.csv",
+}
+
+
+def build_parser() -> cli.ArgumentParser:
+  parser = cli.ArgumentParser(
+      prog="clipa-infer", description="CLIPA inference: embeddings and zero-shot labels.",
+      example="\n".join(EXAMPLES.values()))
   sub = parser.add_subparsers(dest="command", required=True)
-  p = sub.add_parser("embed-images", help="image embeddings -> OUT.npy + OUT.keys.txt")
+  p = sub.add_parser("embed-images", help="image embeddings -> OUT.npy + OUT.keys.txt",
+                     example=EXAMPLES["embed-images"])
   _add_common(p, images=True)
   p.set_defaults(fn=cmd_embed_images)
-  p = sub.add_parser("embed-texts", help="caption embeddings -> OUT.npy + OUT.keys.txt")
+  p = sub.add_parser("embed-texts", help="caption embeddings -> OUT.npy + OUT.keys.txt",
+                     example=EXAMPLES["embed-texts"])
   _add_common(p, images=False)
   p.set_defaults(fn=cmd_embed_texts)
-  p = sub.add_parser("classify", help="zero-shot classification -> predictions.csv")
+  p = sub.add_parser("classify", help="zero-shot classification -> predictions.csv",
+                     example=EXAMPLES["classify"])
   _add_common(p, images=True)
   p.add_argument("--class_names", required=True,
                  help="'cat,dog', a file with one name per line, or a set name (imagenet1k).")
   p.add_argument("--templates", default=None,
                  help="a file with one template per line, a set name (imagenet1k) or one "
-                      "template with {c}; default: a few generic photo prompts.")
+                      "template with {c} (default: a few generic photo prompts).")
   p.add_argument("--top_k", type=int, default=5, help="best classes per image in the CSV.")
   p.set_defaults(fn=cmd_classify)
   return parser

@@ -239,6 +239,10 @@ FLAGS = flags.FLAGS
 cli.define_gin_flags("Gin files: a run file and optionally a gin/devices/*.gin profile "
                      "(A100 if none).", multihost=False)
 flags.DEFINE_bool("json", False, "Print the plan as JSON instead of a table.")
+EXAMPLE = """\
+clipa-plan --gin_file=gin/runs/clipav2_h14_70_224.gin --gin_file=gin/devices/a100.gin
+clipa-plan --gin_file=gin/runs/demo_cpu.gin --json
+"""
 
 
 def main(argv: Sequence[str]) -> None:
@@ -254,7 +258,7 @@ def main(argv: Sequence[str]) -> None:
 
 def console_main(argv: Optional[List[str]] = None) -> None:
   """Entry point (rewrites ``--gin.K=V`` into ``--gin_bindings``)."""
-  cli.run_app(main, argv, quiet=False)
+  cli.run_app(main, argv, quiet=False, example=EXAMPLE)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,11 @@ FLAGS = flags.FLAGS
 cli.define_gin_flags()
 flags.DEFINE_bool("allow_config_change", False,
                   "Continue a MODEL_DIR whose config.gin differs from this run's config.")
+EXAMPLE = """\
+clipa-train --gin_file=gin/runs/demo_cpu.gin --gin.MODEL_DIR="'runs/demo_cpu'"
+clipa-train --gin_file=gin/runs/custom_data.gin --gin.MODEL_DIR="'runs/my_data'" \\
+    --gin.TRAIN_DATA="'my_shards/{00000..00009}.tar'"
+"""
 
 
 def main(argv: Sequence[str]) -> None:
@@ -56,7 +61,7 @@ def main(argv: Sequence[str]) -> None:
 
 def console_main(argv: Optional[List[str]] = None) -> None:
   """Entry point (rewrites ``--gin.K=V`` into ``--gin_bindings``)."""
-  cli.run_app(main, argv)
+  cli.run_app(main, argv, example=EXAMPLE)
 
 
 if __name__ == "__main__":

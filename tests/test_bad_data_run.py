@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import tarfile
 
 import pytest
@@ -61,3 +62,48 @@ def test_training_over_corrupt_shards_reports_the_bad_records(tmp_path):
             (tmp_path / "run" / "pretrain" / "train_metrics.jsonl").read_text().splitlines()]
   assert logged[-1]["bad_records/bad_image"] >= corrupted
   assert logged[-1]["loss"] == logged[-1]["loss"]  # finite: training went on
+
+
+def _shard_with_non_image_members(path: str, n: int = 40) -> int:
+  """A webdataset shard where every 8th ``.jpg`` holds text (as a crawl's error pages do)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  rng, bad = np.random.default_rng(0), 0
+  with tarfile.open(path, "w") as tar:
+    for i in range(n):
+      if i % 8 == 3:
+        image, bad = b"<html>404 not found</html>", bad + 1
+      else:
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buffer, "JPEG")
+        image = buffer.getvalue()
+      for name, data in ((f"{i:09d}.jpg", image), (f"{i:09d}.txt", f"photo {i}".encode())):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+  return bad
+
+
+@pytest.mark.slow
+def test_bad_records_are_counted_not_logged_one_by_one(tmp_path):
+  """TF's per-record warning (three lines per bad image) stays off the console; the run's
+  own counter line is printed."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  os.makedirs(tmp_path / "shards")
+  assert _shard_with_non_image_members(str(tmp_path / "shards" / "00000.tar")) == 5
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # The user's environment: no TF_CPP_MIN_LOG_LEVEL from the test session.
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  proc = subprocess.run(
+      [sys.executable, "-m", "clipa_t5x.train", "--gin_file=gin/runs/custom_data.gin",
+       "--gin_file=gin/models/mu8.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+       f"--gin.TRAIN_DATA='{tmp_path / 'shards'}/*.tar'", "--gin.PRETRAIN_IMAGE_SIZE=32",
+       "--gin.PRETRAIN_BATCH_SIZE=8", "--gin.PRETRAIN_STEPS=4",
+       "--gin.PRETRAIN_WARMUP_STEPS=1", "--gin.STAGES=[@pretrain/runner.Stage()]"],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "ignore_errors_dataset_op" not in proc.stderr, proc.stderr[-3000:]
+  assert "Unknown image file format" not in proc.stderr, proc.stderr[-3000:]
+  assert re.search(r"\[pretrain\] the input pipeline skipped \d+ bad records so far: "
+                   r"bad_image \d+", proc.stdout), proc.stdout

@@ -50,7 +50,7 @@ def test_a_command_that_imports_tensorflow_is_quiet_and_keeps_real_errors(tmp_pa
 def test_infer_and_convert_errors_are_one_line(tmp_path, capsys):
   # In this process: start-up noise is the subprocess tests' concern, the error path is main's.
   from clipa_t5x import convert, infer  # pylint: disable=import-outside-toplevel
-  for main, args in ((infer.main, ["embed-texts", "--model", str(tmp_path / "none"), "--input",
+  for main, args in ((infer.main, ["embed-texts", "--checkpoint", str(tmp_path / "none"), "--input",
                                    str(tmp_path / "none.txt"), "--out", str(tmp_path / "o.npy")]),
                      (convert.main, ["to-open-clip", "--checkpoint", str(tmp_path / "none"),
                                      "--out", str(tmp_path / "out")])):

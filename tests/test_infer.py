@@ -70,7 +70,7 @@ def _run(capsys, *argv):
 
 def test_embed_images_folder(capsys, tmp_path, model_dir, image_folder, predictor):
   out = tmp_path / "emb.npy"
-  code, stdout, stderr = _run(capsys, "embed-images", "--model", model_dir, "--input",
+  code, stdout, stderr = _run(capsys, "embed-images", "--checkpoint", model_dir, "--input",
                               image_folder, "--out", out, "--batch_size", 2)
   assert code == 0, stderr
   feats = np.load(out)
@@ -102,7 +102,7 @@ def test_embed_images_tar_and_list(capsys, tmp_path, model_dir, predictor):
       info = tarfile.TarInfo(name)
       info.size = len(data)
       tar.addfile(info, io.BytesIO(data))
-  code, _, stderr = _run(capsys, "embed-images", "--model", model_dir, "--input", tar_path,
+  code, _, stderr = _run(capsys, "embed-images", "--checkpoint", model_dir, "--input", tar_path,
                          "--out", tmp_path / "tar_out", "--no_progress")
   assert code == 0, stderr
   feats = np.load(tmp_path / "tar_out.npy")
@@ -113,7 +113,7 @@ def test_embed_images_tar_and_list(capsys, tmp_path, model_dir, predictor):
   for name, data in images.items():
     (tmp_path / os.path.basename(name)).write_bytes(data)
   (tmp_path / "list.txt").write_text("000.jpg\n\n001.png\nmissing.png\n")
-  code, _, stderr = _run(capsys, "embed-images", "--model", model_dir, "--input",
+  code, _, stderr = _run(capsys, "embed-images", "--checkpoint", model_dir, "--input",
                          tmp_path / "list.txt", "--out", tmp_path / "list.npy", "--image_size", 24)
   assert code == 0, stderr
   assert (tmp_path / "list.keys.txt").read_text().splitlines() == ["000.jpg", "001.png"]
@@ -126,7 +126,7 @@ def test_embed_images_tar_and_list(capsys, tmp_path, model_dir, predictor):
 def test_embed_texts(capsys, tmp_path, model_dir, predictor):
   captions = tmp_path / "caps.txt"
   captions.write_bytes("a cat on a mat\r\n\nthe dog  \n   \ncafé au lait\n".encode("utf-8"))
-  code, stdout, stderr = _run(capsys, "embed-texts", "--model", model_dir, "--input", captions,
+  code, stdout, stderr = _run(capsys, "embed-texts", "--checkpoint", model_dir, "--input", captions,
                               "--out", tmp_path / "caps.npy")
   assert code == 0, stderr
   feats = np.load(tmp_path / "caps.npy")
@@ -139,7 +139,7 @@ def test_embed_texts(capsys, tmp_path, model_dir, predictor):
 
 def test_classify(capsys, tmp_path, model_dir, image_folder, predictor):
   out = tmp_path / "pred.csv"
-  code, stdout, stderr = _run(capsys, "classify", "--model", model_dir, "--input", image_folder,
+  code, stdout, stderr = _run(capsys, "classify", "--checkpoint", model_dir, "--input", image_folder,
                               "--class_names", "cat, dog,car", "--top_k", 2, "--out", out)
   assert code == 0, stderr
   with open(out, newline="") as f:
@@ -157,7 +157,7 @@ def test_classify(capsys, tmp_path, model_dir, image_folder, predictor):
   # Class names and templates from files.
   (tmp_path / "names.txt").write_text("cat\n\ndog\n")
   (tmp_path / "templates.txt").write_text("a photo of a {c}.\nart of a {c}.\n")
-  code, _, stderr = _run(capsys, "classify", "--model", model_dir, "--input", image_folder,
+  code, _, stderr = _run(capsys, "classify", "--checkpoint", model_dir, "--input", image_folder,
                          "--class_names", tmp_path / "names.txt", "--templates",
                          tmp_path / "templates.txt", "--out", tmp_path / "p2.csv")
   assert code == 0, stderr
@@ -188,7 +188,7 @@ def test_errors_are_one_line(capsys, tmp_path, model_dir, argv, message):
   (tmp_path / "file.txt").write_text("x")
   (tmp_path / "blank.txt").write_text("\n  \n")
   (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
-  argv = [a.format(tmp=tmp_path) for a in argv] + ["--model", model_dir, "--no_progress"]
+  argv = [a.format(tmp=tmp_path) for a in argv] + ["--checkpoint", model_dir, "--no_progress"]
   code, _, stderr = _run(capsys, *argv)
   assert code == 2
   last = stderr.strip().splitlines()[-1]
@@ -197,7 +197,7 @@ def test_errors_are_one_line(capsys, tmp_path, model_dir, argv, message):
 
 
 def test_model_errors(capsys, tmp_path, image_folder):
-  code, _, stderr = _run(capsys, "embed-images", "--model", tmp_path / "nowhere", "--input",
+  code, _, stderr = _run(capsys, "embed-images", "--checkpoint", tmp_path / "nowhere", "--input",
                          image_folder, "--out", tmp_path / "o.npy")
   assert code == 2 and "model reference" in stderr and "does not exist" in stderr
   with pytest.raises(SystemExit):  # argparse: a missing required flag

@@ -2,8 +2,8 @@ r"""Image folders or CSV/TSV lists -> webdataset tar shards, as img2dataset writ
 
 Usage::
 
-  python -m clipa_t5x.data.make_shards --input photos/ --out shards/ [--max_side 160]
-  python -m clipa_t5x.data.make_shards --input captions.tsv --out shards/ \
+  clipa-make-shards --input photos/ --out shards/ [--max_side 160]
+  clipa-make-shards --input captions.tsv --out shards/ \
       --image_column filepath --caption_column title
 
 Inputs:
@@ -45,6 +45,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from clipa_t5x import cli_help
 from clipa_t5x.data.image_files import has_image_extension
 from clipa_t5x.data.shard_writer import ShardWriter
 
@@ -258,24 +259,33 @@ def _report(result: dict) -> None:
       print(f"  ... and {len(skipped) - _SHOWN_SKIPPED} more")
 
 
+EXAMPLE = """\
+clipa-make-shards --input photos/ --out my_shards/ --max_side 160
+clipa-make-shards --input list.tsv --out my_shards/ --image_column filepath --caption_column title
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog="python -m clipa_t5x.data.make_shards",
+  p = cli_help.ArgumentParser(
+      prog="clipa-make-shards",
       description="Image folder (img.jpg + img.txt) or CSV/TSV of image path + caption -> "
-                  "webdataset tar shards as img2dataset writes them.")
+                  "webdataset tar shards as img2dataset writes them.",
+      example=EXAMPLE)
   p.add_argument("--input", required=True, help="a folder, or a .csv / .tsv file")
   p.add_argument("--out", required=True, help="output folder for 00000.tar, 00001.tar, ...")
-  p.add_argument("--samples_per_shard", type=int, default=10000)
+  p.add_argument("--samples_per_shard", type=int, default=10000, help="samples per .tar")
   p.add_argument("--max_side", type=int, default=None,
-                 help="re-encode images whose longer side exceeds this (JPEG, aspect kept)")
+                 help="re-encode images whose longer side exceeds this (JPEG, aspect kept; "
+                      "none: store the original bytes)")
   p.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded images")
   p.add_argument("--image_column", default="filepath", help="CSV/TSV: image path column")
   p.add_argument("--caption_column", default="title", help="CSV/TSV: caption column")
   p.add_argument("--labels_from_folders", action="store_true",
                  help="folder input: first-level folders are classes (KEY.cls, classes.json)")
-  p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                 help="threads reading and encoding images")
-  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1),
+                 deprecated=("--workers",), help="threads reading and encoding images")
+  p.add_argument("--no_progress", action="store_true", deprecated=("--quiet",),
+                 help="no progress bar")
   return p
 
 
@@ -291,7 +301,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
       raise ValueError(f"--input {args.input!r} is neither a folder nor a file.")
     result = make_shards(items, args.out, args.samples_per_shard, args.max_side, args.quality,
-                         args.workers, classes if args.labels_from_folders else None, args.quiet)
+                         args.num_workers, classes if args.labels_from_folders else None,
+                         args.no_progress)
   except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -303,5 +314,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+  """Entry point of the ``clipa-make-shards`` console script."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  console_main()

@@ -44,7 +44,7 @@ def test_folder_to_img2dataset_shards_lists_every_bad_input(tmp_path, capsys):
   _folder(tmp_path / "in")
   out = tmp_path / "out"
   code = make_shards.main(["--input", str(tmp_path / "in"), "--out", str(out),
-                           "--samples_per_shard", "2", "--quiet", "--workers", "2"])
+                           "--samples_per_shard", "2", "--no_progress", "--num_workers", "2"])
   assert code == 0
   assert sorted(os.listdir(out)) == ["00000.tar", "00001.tar", "00002.tar", "skipped.txt"]
   first = _members(out / "00000.tar")
@@ -95,7 +95,7 @@ def test_tsv_input_and_folder_labels(tmp_path, capsys):
   (tmp_path / "list.tsv").write_text(
       "filepath\ttitle\nimg/x.jpg\ta red car\nimg/missing.jpg\ta lost cat\n")
   assert make_shards.main(["--input", str(tmp_path / "list.tsv"), "--out",
-                           str(tmp_path / "o1"), "--quiet"]) == 0
+                           str(tmp_path / "o1"), "--no_progress"]) == 0
   assert _members(tmp_path / "o1" / "00000.tar")["000000000.txt"] == b"a red car"
   assert "missing.jpg" in (tmp_path / "o1" / "skipped.txt").read_text()
 
@@ -104,7 +104,7 @@ def test_tsv_input_and_folder_labels(tmp_path, capsys):
     _image(tmp_path / "cls" / cls / "1.jpg")
     (tmp_path / "cls" / cls / "1.txt").write_text(f"a {cls}")
   assert make_shards.main(["--input", str(tmp_path / "cls"), "--out", str(tmp_path / "o2"),
-                           "--labels_from_folders", "--quiet"]) == 0
+                           "--labels_from_folders", "--no_progress"]) == 0
   members = _members(tmp_path / "o2" / "00000.tar")
   assert (members["000000000.txt"], members["000000000.cls"]) == (b"a dog", b"0")
   assert members["000000001.cls"] == b"1"
@@ -112,12 +112,12 @@ def test_tsv_input_and_folder_labels(tmp_path, capsys):
 
   capsys.readouterr()
   assert make_shards.main(["--input", str(tmp_path / "cls"), "--out", str(tmp_path / "o2"),
-                           "--quiet"]) == 2  # never mixes with existing shards
+                           "--no_progress"]) == 2  # never mixes with existing shards
   assert "already holds shards" in capsys.readouterr().err
   assert make_shards.main(["--input", str(tmp_path / "list.tsv"), "--out", str(tmp_path / "o3"),
                            "--caption_column", "text"]) == 2
   (tmp_path / "nocaps").mkdir()
   _image(tmp_path / "nocaps" / "a.jpg")
   assert make_shards.main(["--input", str(tmp_path / "nocaps"), "--out", str(tmp_path / "o4"),
-                           "--quiet"]) == 2  # nothing usable is an error, with the list
+                           "--no_progress"]) == 2  # nothing usable is an error, with the list
   assert "a.jpg: no caption" in capsys.readouterr().out

@@ -89,10 +89,10 @@ def test_cli_model_flag_for_checkpoints_without_model_config(tmp_path, capsys):
   assert convert.main(["to-open-clip", "--checkpoint", bare, "--out", out]) == 2
   err = _error_line(capsys)
   assert "model_config.json" in err and "name the model" in err
-  assert convert.main(["to-open-clip", "--checkpoint", bare, "--model", VARIANT,
+  assert convert.main(["to-open-clip", "--checkpoint", bare, "--model_config", VARIANT,
                        "--out", out]) == 2
   assert "--image_size" in _error_line(capsys)
-  assert convert.main(["to-open-clip", "--checkpoint", bare, "--model", VARIANT,
+  assert convert.main(["to-open-clip", "--checkpoint", bare, "--model_config", VARIANT,
                        "--image_size", "32", "--out", out]) == 0
   loaded, _, _, text_length = oc.load_open_clip(out)
   assert text_length == 8
