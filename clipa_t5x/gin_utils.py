@@ -395,15 +395,21 @@ def check_unused_bindings(gin_bindings: Sequence[str], roots: Sequence[Callable]
   used_names = [_setting_name(*k) for k in used]
   all_macros = [scope for scope, selector in gin.config._CONFIG  # pylint: disable=protected-access
                 if selector == MACRO]
+  referenced = {ref.config_key for params in gin.config._CONFIG.values()  # pylint: disable=protected-access
+                for value in params.values() for ref in _references(value)}
   for binding in gin_bindings:
     key = command_line_key(binding)
     if key is None or key in used:
       continue
     name = _setting_name(*key)
+    if key[1] == MACRO and (key[0], MACRO) in referenced:
+      raise ValueError(
+          f"--gin.{name} is not read by anything in this run: what reads it is switched off "
+          f"(e.g. EVALUATORS = [] leaves IMAGENET_DATA unread); drop --gin.{name}.")
     pool = ([n for n in all_macros if n in used_names] or all_macros) if key[1] == MACRO \
         else [n for n in used_names if "." in n]
     hint = closest(name, pool)
     raise ValueError(
         f"--gin.{name} is not read by anything in this run"
-        + (f"; did you mean {name} -> {hint}?" if hint else "; check its spelling and scope")
-        + " (settings given on the command line must be used).")
+        + (f" ({name} -> {hint}?)" if hint else "; check its spelling and scope")
+        + "; settings given on the command line must be used.")

@@ -38,7 +38,6 @@ buffers); ``fits`` keeps ``HEADROOM`` of the device free for it.
 import dataclasses
 import functools
 import math
-import os
 import re
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -278,10 +277,11 @@ def parse_bytes(text: Any) -> int:
 
 
 def format_bytes(n: float) -> str:
-  """Bytes in GiB/MiB/KiB, three significant figures."""
-  for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+  """Bytes in TiB/GiB/MiB/KiB, three significant figures (more above 1000)."""
+  for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
     if abs(n) >= scale:
-      return f"{n / scale:.3g} {unit}"
+      value = n / scale
+      return f"{value:.0f} {unit}" if value >= 1000 else f"{value:.3g} {unit}"
   return f"{int(n)} B"
 
 
@@ -327,26 +327,23 @@ def fits(estimate_: MemoryEstimate, capacity: Optional[int], headroom: float = H
 
 
 def levers(estimate_: MemoryEstimate, mesh: MeshShape, num_microbatches: int = 1) -> str:
-  """What to change, biggest saving first, for a stage that does not fit."""
-  out = []
-  moving = estimate_.activations + estimate_.loss + estimate_.batch
-  fixed = estimate_.state + estimate_.gradients + estimate_.update
-  if moving >= fixed:
-    if estimate_.remat_policy != "full":
-      out.append("configs.get_config.remat_policy = 'full'")
-    out.append(f"Stage.num_microbatches = {2 * max(1, num_microbatches)}")
-    out.append("a smaller Stage.batch_size or more devices")
-  if fixed > moving / 2:
-    sharded = any(rule[0] == "embed" and rule[1] == DATA_AXIS for rule in mesh.rules)
-    if not sharded:
-      out.append("FSDP / 2-D rules (gin/partitioning/fsdp.gin, or "
+  """What to change for a stage that does not fit, the lever for its largest part first."""
+  moving = [f"Stage.num_microbatches = {2 * max(1, num_microbatches)}",
+            "a smaller Stage.batch_size or more devices"]
+  if estimate_.remat_policy != "full":
+    moving.insert(0, "configs.get_config.remat_policy = 'full'")
+  fixed = []
+  if not any(rule[0] == "embed" and rule[1] == DATA_AXIS for rule in mesh.rules):
+    fixed.append("FSDP / 2-D rules (gin/partitioning/fsdp.gin, or "
                  "standard_logical_axis_rules.parameter_partitioning_dims = 2)")
-    if mesh.model == 1:
-      out.append("model parallelism (NUM_PARTITIONS = 2 with partitioning/standard.gin)")
-    out.append("OptimizerConfig.mu_dtype = 'bfloat16'")
-  if estimate_.remat_policy != "full" and "remat" not in " ".join(out):
-    out.append("configs.get_config.remat_policy = 'full'")
-  return "; ".join(dict.fromkeys(out))
+  if mesh.model == 1:
+    fixed.append("model parallelism (NUM_PARTITIONS = 2 with partitioning/standard.gin)")
+  if estimate_.optimizer >= 2 * estimate_.params:  # mu still float32
+    fixed.append("OptimizerConfig.mu_dtype = 'bfloat16'")
+  state = estimate_.state + estimate_.gradients + estimate_.update
+  if state > estimate_.activations + estimate_.loss + estimate_.batch:
+    return "; ".join(fixed + moving)
+  return "; ".join(moving + fixed)
 
 
 def breakdown(estimate_: MemoryEstimate) -> str:
@@ -389,7 +386,3 @@ def check_shardings(estimate_: MemoryEstimate, mesh: MeshShape) -> None:
       "replicated along that axis.")
 
 
-def env_memory_override() -> Optional[int]:
-  """``CLIPA_DEVICE_MEMORY`` (e.g. ``80GB``) when set: the capacity to plan against."""
-  value = os.environ.get("CLIPA_DEVICE_MEMORY")
-  return parse_bytes(value) if value else None
