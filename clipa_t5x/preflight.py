@@ -130,8 +130,14 @@ def train_data_files(task_or_mixture: str, split: str) -> List[Tuple[str, Any, i
     except NotImplementedError:
       out.append((task.name, source, -1))
       continue
-    patterns = getattr(source, "_patterns_for", None)
-    out.append((task.name, patterns(split) if patterns else source, len(files)))
+    corpus = getattr(source, "corpus", None)  # web corpora resolve their glob lazily
+    if corpus is not None and hasattr(corpus, "pattern"):
+      where = ", ".join(corpus.pattern())
+    elif hasattr(source, "_patterns_for"):
+      where = ", ".join(source._patterns_for(split))  # pylint: disable=protected-access
+    else:
+      where = repr(source)
+    out.append((task.name, where, len(files)))
   return out
 
 
