@@ -19,7 +19,8 @@ What one device holds during a train step (``MemoryEstimate`` fields):
   ``where`` needs both);
 * ``activations``: what the backward pass keeps, per layer x examples per
   device (one micro-batch's worth) x tokens (image tokens after masking),
-  under the remat policy: ``'none'`` keeps every block's intermediates,
+  divided along ``model`` where the rules split the MLP, the heads or (2-D)
+  the residual stream, under the remat policy: ``'none'`` keeps every block's intermediates,
   ``'dots_saveable'`` the matmul outputs, ``'full'`` only each block's input
   (plus one block recomputed at a time);
 * ``loss``: the contrastive loss's ``[B/n_data, B]`` float32 logits and their
@@ -178,36 +179,55 @@ class MemoryEstimate:
     return d
 
 
+def _activation_splits(mesh: MeshShape) -> Tuple[int, int, int]:
+  """Ways the residual stream, the MLP hidden and the attention heads are split beyond the batch.
+
+  From the rules applied to the activations' logical names (``models/layers.py``):
+  ``mlp`` and ``heads`` go to ``model`` under t5x's rules; ``embed`` too with 2-D
+  activation partitioning.
+  """
+  from flax.linen import partitioning as nn_partitioning  # pylint: disable=import-outside-toplevel
+  out = []
+  for names in (("batch", "length", "embed"), ("batch", "length", "mlp"),
+                ("batch", "length", "heads", "kv")):
+    axes = tuple(nn_partitioning.logical_to_mesh_axes(names, mesh.rules))
+    out.append(math.prod(mesh.axis_size(a) for a in axes[1:]))
+  return tuple(out)
+
+
 def _block_activation_elements(tokens: int, width: int, mlp: int, heads: int,
-                               remat_policy: str, attention_impl: str) -> Tuple[float, float]:
-  """``(kept, transient)``: elements per example one block keeps for backward, and the
-  extra it holds while its own backward runs (recomputation included)."""
-  # A pre-LN block's intermediates per token: input, LN1 out, q/k/v, attention out,
-  # residual, LN2 out (8 x width), the MLP's pre- and post-GELU hidden (2 x mlp).
-  every = tokens * (8 * width + 2 * mlp)
-  # Plain einsum attention keeps the softmax probabilities (float32, counted in
-  # elements of the compute dtype by the caller's 4-byte factor); the chunked, cuDNN
-  # and dot_product_attention paths recompute them.
-  probs = heads * tokens * tokens if attention_impl == "xla" else 0
+                               remat_policy: str, attention_impl: str,
+                               splits: Tuple[int, int, int] = (1, 1, 1)) -> Tuple[float, float]:
+  """``(kept, transient)``: elements per example (on one device) one block keeps for
+  backward, and the extra it holds while its own backward runs (recomputation included)."""
+  resid, hidden, head = splits
+  # A pre-LN block's intermediates per token: input, LN1 out, residual, LN2 out (4 x width,
+  # split like the residual stream), q/k/v and the attention output (4 x width, split by
+  # heads), the MLP's pre- and post-GELU hidden (2 x mlp).
+  every = tokens * (4 * width / resid + 4 * width / head + 2 * mlp / hidden)
+  # Plain einsum attention keeps the softmax probabilities; the chunked, cuDNN and
+  # dot_product_attention paths recompute them.
+  probs = heads * tokens * tokens / head if attention_impl == "xla" else 0
   if remat_policy == "none":
     return every + probs, every + probs
   if remat_policy == "dots_saveable":
     # q/k/v, attention out, out-proj out, fc_in out, fc_out out, and the block input;
-    # the softmax is recomputed from the saved logits' inputs (measured: XLA keeps no
-    # [heads, L, L] array per block under this policy).
-    dots = tokens * (7 * width + mlp)
+    # the softmax is recomputed (measured: XLA keeps no [heads, L, L] array per block
+    # under this policy).
+    dots = tokens * (3 * width / resid + 4 * width / head + mlp / hidden)
     return dots, every + probs
   # 'full': only the block input survives the forward pass.
-  return tokens * width, every + probs
+  return tokens * width / resid, every + probs
 
 
 def _tower_activation_bytes(tower, tokens: int, remat_policy: str, attention_impl: str,
-                            dtype_bytes: int, examples: int) -> int:
+                            dtype_bytes: int, examples: int,
+                            splits: Tuple[int, int, int] = (1, 1, 1)) -> int:
   kept, transient = _block_activation_elements(tokens, tower.width, tower.mlp_dim, tower.heads,
-                                               remat_policy, attention_impl)
+                                               remat_policy, attention_impl, splits)
   per_example = tower.depth * kept + transient
   # Embeddings, final LayerNorm and pooling: a few [tokens, width] arrays in float32.
-  per_example_bytes = per_example * dtype_bytes + 4 * tokens * tower.width * 4
+  per_example_bytes = per_example * dtype_bytes + 4 * tokens * tower.width * 4 / splits[0]
   return int(examples * per_example_bytes)
 
 
@@ -248,11 +268,12 @@ def estimate(model_config, *, image_size: int, text_length: int, batch_size: int
   dtype_bytes = _DTYPE_BYTES[model_config.dtype]
   impl = attention_impl or model_config.attention_impl
   image_tokens = flops.image_tokens(image_size, model_config.image.patch_size, mask_ratio) + 1
+  splits = _activation_splits(mesh)
   activations = (
       _tower_activation_bytes(model_config.image, image_tokens, model_config.remat_policy, impl,
-                              dtype_bytes, micro)
+                              dtype_bytes, micro, splits)
       + _tower_activation_bytes(model_config.text, text_length, model_config.remat_policy, impl,
-                                dtype_bytes, micro))
+                                dtype_bytes, micro, splits))
   # Contrastive loss: [B/n_data, B] float32 logits, two log-softmaxes, their gradients
   # (5 such arrays live at the peak, measured); the whole batch's features on every device.
   loss = 5 * examples * batch_size * 4 + 2 * 4 * batch_size * model_config.embed_dim * 2

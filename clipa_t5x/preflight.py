@@ -141,8 +141,8 @@ def train_data_files(task_or_mixture: str, split: str) -> List[Tuple[str, Any, i
   return out
 
 
-def check_train_data(stage) -> None:
-  """Fails when a Task of the stage finds no train files."""
+def check_train_data(stage, num_shards: int = 1) -> None:
+  """Fails when a Task of the stage finds no train files, or fewer than the hosts reading them."""
   try:
     found = train_data_files(stage.mixture_or_task_name, stage.split)
   except (ValueError, FileNotFoundError) as e:
@@ -151,6 +151,10 @@ def check_train_data(stage) -> None:
     if count == 0:
       raise _stage_error(stage, f"task {task!r} finds no {stage.split!r} files in {what}; "
                          "check the path/glob (e.g. --gin.DATACOMP1B_DATA=\"'gs://…/*.tar'\").")
+    if 0 < count < num_shards:
+      raise _stage_error(stage, f"task {task!r} has {count} {stage.split!r} files in {what} but "
+                         f"{num_shards} hosts each read their own; write at least {num_shards} "
+                         "shards (make_shards --samples_per_shard) or use fewer hosts.")
 
 
 def init_source(init_from: Any) -> Optional[str]:
@@ -227,7 +231,7 @@ def check_run(stages: Sequence[Any], model_config, partitioner, model_dir: Optio
     done = model_dir is not None and os.path.exists(
         os.path.join(model_dir, stage.name, model_dir_lib.STAGE_SUMMARY))
     if not done:
-      check_train_data(stage)
+      check_train_data(stage, partitioner.get_data_layout(stage.batch_size).num_shards)
       check_init_from(stage)
       memory.check_fits(stage.name, estimate, capacity, where, mesh, stage.num_microbatches)
     reports.append(StageReport(stage.name, estimate, capacity, where, skipped=done))

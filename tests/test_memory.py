@@ -14,6 +14,7 @@ from clipa_t5x.models import clip
 from clipa_t5x.models import configs
 
 RULES = {"dp": partitioning.data_parallel_logical_axis_rules(),
+         "std": partitioning.standard_logical_axis_rules(),
          "2d": partitioning.standard_logical_axis_rules(2, 2)}
 TINY_VOCAB = {"vocab_size": 1024}
 
@@ -80,6 +81,12 @@ SLOW_CASES = {
             "Ti/8", image={"depth": 1, "width": 32, "mlp_dim": 64, "heads": 2},
             text={"vocab_size": 1024, "depth": 1, "width": 32, "mlp_dim": 64, "heads": 2},
             embed_dim=32, attention_impl="xla"), image=8, text=4, batch=8192), "loss"),
+    "activations split over model, t5x rules on a 2x2 mesh":
+        (dict(cfg=configs.get_config("Mu/8", attention_impl="xla", text=TINY_VOCAB), image=64,
+              text=16, batch=64, rules="std", num_partitions=2), "activations"),
+    "activations split over model, 2-D rules on a 2x2 mesh":
+        (dict(cfg=configs.get_config("Mu/8", attention_impl="xla", text=TINY_VOCAB), image=64,
+              text=16, batch=64, rules="2d", num_partitions=2), "activations"),
     "2-D rules on a 2x2 mesh, full remat":
         (dict(cfg=configs.get_config("Mu/8", attention_impl="xla", remat_policy="full"),
               image=32, text=8, batch=16, rules="2d", num_partitions=2), "state"),
