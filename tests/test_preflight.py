@@ -198,3 +198,16 @@ def test_check_prints_the_plan_and_memory_and_exits_zero(tmp_path):
                f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
                "--gin.finetune/optimizers.OptimizerConfig.warmup_steps=100", tmp_path=tmp_path)
   assert "stage 'finetune': OptimizerConfig: warmup_steps=100" in _last_error(bad)
+
+
+@pytest.mark.slow
+def test_two_process_check_script_runs_check_as_two_hosts():
+  """scripts/two_process_check.sh: `train --check` as 2 processes x 2 CPU devices on localhost."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["PYTHON"] = sys.executable
+  proc = subprocess.run(["bash", "scripts/two_process_check.sh"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert proc.stdout.count("check: every stage passed") == 2
+  # The mesh spans both processes: 4 devices in all.
+  assert "memory per device: mesh data=4 x model=1" in proc.stdout
