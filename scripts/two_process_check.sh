@@ -6,7 +6,7 @@
 # Usage: bash scripts/two_process_check.sh [TRAIN ARGS...]
 #   no arguments: `train --check` of the CPU demo recipe on a small demo data set in a temp folder.
 #   With arguments they are passed to both processes, e.g.
-#     bash scripts/two_process_check.sh --check --gin_file=gin/runs/my_run.gin --gin.MODEL_DIR="'/tmp/x'"
+#     bash scripts/two_process_check.sh --check --gin_file=gin/runs/my_run.gin --gin.MODEL_DIR="'runs/check'"
 # Exit status: 0 when both processes succeed, else the first failure's. Both logs are printed.
 # PYTHON=/path/to/python picks the interpreter (default .venv/bin/python); PORT the coordinator port.
 set -euo pipefail
