@@ -114,13 +114,6 @@ def synthetic_photo(rng: np.random.Generator, width: int,
   return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-  info = tarfile.TarInfo(name)
-  info.size = len(data)
-  info.mtime, info.mode = 0, 0o644  # Fixed metadata: reproducible bytes.
-  tar.addfile(info, io.BytesIO(data))
-
-
 def write_shards(out_dir: str, num_images: int, images_per_shard: int = 128,
                  seed: int = 0) -> Tuple[List[str], Dict[str, float]]:
   """Writes ``num_images`` synthetic JPEGs as webdataset tar shards.
@@ -141,22 +134,19 @@ def write_shards(out_dir: str, num_images: int, images_per_shard: int = 128,
   if num_images < 1 or images_per_shard < 1:
     raise ValueError(f"num_images={num_images} and images_per_shard="
                      f"{images_per_shard} must both be >= 1.")
-  paths, sizes, pixels = [], [], []
-  for shard, first in enumerate(range(0, num_images, images_per_shard)):
-    path = os.path.join(out_dir, f"shard-{shard:05d}.tar")
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-      for i in range(first, min(first + images_per_shard, num_images)):
-        rng = np.random.default_rng((seed, i))
-        w, h = SOURCE_SIZES[int(rng.integers(len(SOURCE_SIZES)))]
-        buf = io.BytesIO()
-        Image.fromarray(synthetic_photo(rng, w, h)).save(
-            buf, format="JPEG", quality=JPEG_QUALITY)
-        key = f"{i:09d}"
-        _add_member(tar, f"{key}.jpg", buf.getvalue())
-        _add_member(tar, f"{key}.txt", f"a synthetic photo {i}".encode())
-        sizes.append(len(buf.getvalue()))
-        pixels.append(w * h)
-    paths.append(path)
+  from clipa_t5x.data.shard_writer import ShardWriter  # pylint: disable=import-outside-toplevel
+  sizes, pixels = [], []
+  with ShardWriter(out_dir, images_per_shard, prefix="shard-", key_digits=4, mtime=0) as writer:
+    for i in range(num_images):
+      rng = np.random.default_rng((seed, i))
+      w, h = SOURCE_SIZES[int(rng.integers(len(SOURCE_SIZES)))]
+      buf = io.BytesIO()
+      Image.fromarray(synthetic_photo(rng, w, h)).save(
+          buf, format="JPEG", quality=JPEG_QUALITY)
+      writer.write({"jpg": buf.getvalue(), "txt": f"a synthetic photo {i}".encode()})
+      sizes.append(len(buf.getvalue()))
+      pixels.append(w * h)
+  paths = writer.shards
   stats = {"mean_kib": float(np.mean(sizes)) / 1024,
            "mean_mpix": float(np.mean(pixels)) / 1e6}
   return paths, stats

@@ -167,75 +167,43 @@ def clipa_worker(row: Row, dtype: str, steps: int, max_step_s: float) -> Dict[st
 
 
 def open_clip_worker(row: Row, dtype: str, steps: int, max_step_s: float) -> Dict[str, Any]:
-  """open_clip's side: ``open_clip.CLIP`` + ``ClipLoss`` + AdamW under autocast."""
+  """open_clip's side: ``open_clip_step.OpenClipStep`` under autocast."""
   # pylint: disable=import-outside-toplevel
-  import numpy as np
   import open_clip
+  import open_clip_step
   import step_throughput
   import torch
-  from open_clip.loss import ClipLoss
+  from clipa_t5x import optimizers
   from clipa_t5x.interop import open_clip_config
   from clipa_t5x.models import configs
+  from clipa_t5x.models import vit
   cuda = torch.cuda.is_available()
-  device = torch.device("cuda" if cuda else "cpu")
   torch.backends.cuda.matmul.allow_tf32 = True
   torch.backends.cudnn.allow_tf32 = True
   torch.manual_seed(0)
   config = configs.get_config(row.model)
   cfg = open_clip_config.open_clip_model_config(config, row.image_size, row.text_length)
   cfg["vision_cfg"]["patch_dropout"] = row.mask_ratio
+  opt = optimizers.OptimizerConfig()
   start = time.perf_counter()
-  model = open_clip.CLIP(**cfg).to(device)
-  model.visual.positional_embedding.requires_grad_(False)  # CLIPA's is a fixed sin-cos
-  model.train()
-  exclude = lambda n, p: p.ndim < 2 or "bias" in n or "ln" in n or "logit_scale" in n
-  named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-  optimizer = torch.optim.AdamW(
-      [{"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
-       {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": 0.2}],
-      lr=1e-4, betas=(0.9, 0.95), eps=1e-6, **({"fused": True} if cuda else {}))
-  loss_fn = ClipLoss()
   batch = step_throughput.random_batch(
       row.batch, step_throughput.Setting(row.image_size, row.text_length),
       config.text.vocab_size)
-  images = torch.from_numpy(np.ascontiguousarray(batch["image"].transpose(0, 3, 1, 2)))
-  texts = torch.from_numpy(batch["text"].astype(np.int64))
-  if cuda:
-    images, texts = images.pin_memory(), texts.pin_memory()
-  mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
-  std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
-  amp = getattr(torch, dtype)
+  trainer = open_clip_step.OpenClipStep(
+      cfg, batch, lr=1e-4, weight_decay=opt.weight_decay, betas=(opt.b1, opt.b2), eps=opt.eps,
+      mean=vit.IMAGENET_MEAN, std=vit.IMAGENET_STD, device="cuda" if cuda else "cpu",
+      autocast_dtype=dtype)
   setup_s = time.perf_counter() - start
   _phase(f"torch {torch.__version__}: model and optimizer ready in {setup_s:.1f} s")
-  last = {"loss": float("nan")}
-
-  def run_steps(n: int) -> None:
-    loss = None
-    for _ in range(n):
-      x = images.to(device, non_blocking=True)
-      t = texts.to(device, non_blocking=True)
-      with torch.autocast(device.type, dtype=amp):
-        x = (x.float() / 255.0 - mean) / std
-        image_features, text_features, logit_scale = model(x, t)
-        loss = loss_fn(image_features, text_features, logit_scale)
-      optimizer.zero_grad(set_to_none=True)
-      loss.backward()
-      optimizer.step()
-      with torch.no_grad():
-        model.logit_scale.clamp_(0, 4.6052)
-    if cuda:
-      torch.cuda.synchronize()
-    last["loss"] = float(loss.detach())
-
-  run_steps(3)  # warm-up: cuDNN/cuBLAS autotuning, allocator growth
-  timing = _timed_steps(run_steps, steps, max_step_s)
+  trainer.run(3)  # warm-up: cuDNN/cuBLAS autotuning, allocator growth
+  timing = _timed_steps(trainer.run, steps, max_step_s)
   flash = cuda and torch.backends.cuda.flash_sdp_enabled()
   return {"framework": "open_clip",
           "version": f"torch {torch.__version__}, open_clip {open_clip.__version__}",
           "device": torch.cuda.get_device_name() if cuda else "cpu",
           "platform": "gpu" if cuda else "cpu",
           "attention": "torch SDPA" + (" (flash enabled)" if flash else ""),
-          "compile_s": 0.0, "setup_s": setup_s, "loss": last["loss"], **timing}
+          "compile_s": 0.0, "setup_s": setup_s, "loss": trainer.loss, **timing}
 
 
 def worker_main(spec_json: str) -> None:

@@ -10,7 +10,10 @@ and times, in one process:
 * ``resident``: the same compiled step on a batch already on the device, so
   ``host - resident`` is what the per-step copy costs;
 * further variants (``--variants``): ``xla`` (``attention_impl='xla'``),
-  ``b512`` (twice the batch), ``dots`` (``remat_policy='dots_saveable'``).
+  ``b512`` (twice the batch), ``dots`` (``remat_policy='dots_saveable'``),
+  ``pallas_ln`` / ``fused_gelu`` (the opt-in kernels; ``bench/gpu_sweep.py``
+  measures every lever, this shows where a variant's time goes when traced
+  first, e.g. ``--variants pallas_ln,resident``).
 
 Then it records a ``jax.profiler`` trace of a few resident steps and sums the
 device's kernel time by kind (matrix multiplies, attention, fused
@@ -51,6 +54,8 @@ VARIANTS = {
     "xla": (1, {"attention_impl": "xla"}, False),
     "b512": (2, {}, False),
     "dots": (1, {"remat_policy": "dots_saveable"}, False),
+    "pallas_ln": (1, {"norm_impl": "pallas"}, False),
+    "fused_gelu": (1, {"mlp_impl": "fused_gelu"}, False),
 }
 
 # Kernel-name patterns, first match wins. cuBLAS / CUTLASS / nvjet kernels and

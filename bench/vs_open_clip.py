@@ -156,75 +156,38 @@ class ClipaWorker:
 
 
 class OpenClipWorker:
-  """open_clip's side: one ``open_clip.CLIP`` + AdamW per setting."""
+  """open_clip's side: one ``open_clip_step.OpenClipStep`` per setting."""
 
   def __init__(self, spec: Dict[str, Any]):
     # pylint: disable=import-outside-toplevel
     import numpy as np
-    import torch
     import open_clip
-    from open_clip.loss import ClipLoss
+    import open_clip_step
+    import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     torch.manual_seed(spec["seed"])
     self._torch = torch
-    self._loss_fn = ClipLoss()
-    self._mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1)
-    self._std = torch.tensor(spec["std"]).view(1, 3, 1, 1)
-    self.models, self.optimizers, self.batches, self.losses = [], [], [], []
-    lr = spec["base_lr"] * spec["batch"] / 256
+    self.steps = []
     for model_cfg, (size, length, _) in zip(spec["open_clip_cfgs"], spec["settings"]):
-      model = open_clip.CLIP(**model_cfg)
-      with np.load(initial_weights_path(spec, len(self.models))) as weights:
-        model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files},
-                              strict=True)
-      # CLIPA's image position embedding is a fixed sin-cos; open_clip's is learned.
-      model.visual.positional_embedding.requires_grad_(False)
-      model.train()
-      # open_clip's training groups: no decay on gains, biases, 1-D params, logit scale.
-      exclude = lambda n, p: (p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n
-                              or "logit_scale" in n)
-      named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-      optimizer = torch.optim.AdamW(
-          [{"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
-           {"params": [p for n, p in named if not exclude(n, p)],
-            "weight_decay": spec["weight_decay"]}],
-          lr=lr, betas=(spec["b1"], spec["b2"]), eps=spec["eps"])
       batch = step_throughput.random_batch(
           spec["batch"], step_throughput.Setting(size, length), spec["vocab_size"],
           spec["seed"])
-      # Channels-first uint8 (a data-loader concern); normalisation is in the step.
-      images = torch.from_numpy(np.ascontiguousarray(batch["image"].transpose(0, 3, 1, 2)))
-      texts = torch.from_numpy(batch["text"].astype(np.int64))
-      self.models.append(model)
-      self.optimizers.append(optimizer)
-      self.batches.append((images, texts))
-      self.losses.append(float("nan"))
+      with np.load(initial_weights_path(spec, len(self.steps))) as weights:
+        state_dict = {k: weights[k] for k in weights.files}
+      self.steps.append(open_clip_step.OpenClipStep(
+          model_cfg, batch, lr=spec["base_lr"] * spec["batch"] / 256,
+          weight_decay=spec["weight_decay"], betas=(spec["b1"], spec["b2"]), eps=spec["eps"],
+          mean=spec["mean"], std=spec["std"], state_dict=state_dict))
     self.info = {"framework": "open_clip",
                  "version": f"torch {torch.__version__}, open_clip {open_clip.__version__}",
                  "threads": torch.get_num_threads(), "cores": len(os.sched_getaffinity(0)),
-                 "params": sum(p.numel() for p in self.models[0].parameters())}
-
-  def _step(self, index: int) -> float:
-    torch = self._torch
-    model, optimizer = self.models[index], self.optimizers[index]
-    images, texts = self.batches[index]
-    x = (images.float() / 255.0 - self._mean) / self._std
-    image_features, text_features, logit_scale = model(x, texts)
-    loss = self._loss_fn(image_features, text_features, logit_scale)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    with torch.no_grad():  # as open_clip's training loop does after every step
-      model.logit_scale.clamp_(0, 4.6052)  # ln(100)
-    return float(loss.detach())
+                 "params": self.steps[0].num_params}
 
   def run(self, index: int, steps: int) -> int:
-    for _ in range(steps):
-      self.losses[index] = self._step(index)
-    return steps * self.batches[index][0].shape[0]
+    return self.steps[index].run(steps)
 
   def loss(self, index: int) -> float:
-    return self.losses[index]
+    return self.steps[index].loss
 
   def gemm(self, a, b, reps: int) -> float:
     """Median seconds of one ``torch.matmul(a, b)`` (float32)."""

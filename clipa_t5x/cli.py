@@ -19,22 +19,30 @@ from absl import flags
 from absl import logging
 
 from clipa_t5x import gin_utils
+from clipa_t5x.data import image_files
 
 _HELP_FLAGS = ("help", "helpshort", "helpfull", "?")
 
 
 def define_gin_flags(gin_file_help: str = "Gin config files, applied in order.",
                      multihost: bool = True) -> None:
-  """Defines ``--gin_file``, ``--gin_bindings``, ``--gin_search_paths`` (+ multi-host flags)."""
-  flags.DEFINE_multi_string("gin_file", [], gin_file_help)
-  flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after the files.")
-  flags.DEFINE_list("gin_search_paths", [], "Directories searched for relative gin files.")
+  """Defines ``--gin_file``, ``--gin_bindings``, ``--gin_search_paths`` (+ multi-host flags).
+
+  A flag another entry point already defined is kept, so entry points can be
+  imported together (the tests run their ``main`` in one process).
+  """
+  def define(kind, name, default, text):
+    if name not in flags.FLAGS:
+      getattr(flags, f"DEFINE_{kind}")(name, default, text)
+  define("multi_string", "gin_file", [], gin_file_help)
+  define("multi_string", "gin_bindings", [], "Gin bindings, applied after the files.")
+  define("list", "gin_search_paths", [], "Directories searched for relative gin files.")
   if multihost:
-    flags.DEFINE_string("coordinator_address", None, "Multi-host: address:port of process 0.")
-    flags.DEFINE_integer("process_count", None, "Multi-host: number of processes.")
-    flags.DEFINE_integer("process_index", None, "Multi-host: index of this process.")
-    flags.DEFINE_bool("distributed", False, "Multi-host with the addresses found by jax "
-                      "(TPU pods, Slurm, Open MPI): jax.distributed.initialize().")
+    define("string", "coordinator_address", None, "Multi-host: address:port of process 0.")
+    define("integer", "process_count", None, "Multi-host: number of processes.")
+    define("integer", "process_index", None, "Multi-host: index of this process.")
+    define("bool", "distributed", False, "Multi-host with the addresses found by jax "
+           "(TPU pods, Slurm, Open MPI): jax.distributed.initialize().")
 
 
 # What TensorFlow's C++ side prints while it loads, before any log level applies (absl's
@@ -99,16 +107,9 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         load(module)
         # Listing devices is what calls cuInit: done here, inside the filter, and TF
         # never takes accelerator memory from JAX.
-        _hide_accelerators_from(module)
+        image_files.keep_tensorflow_on_host()  # ``module`` is sys.modules' tensorflow
     spec.loader.exec_module = exec_module
     return spec
-
-
-def _hide_accelerators_from(tf: Any) -> None:
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except (RuntimeError, ValueError, AttributeError):
-    pass  # devices already initialised: too late to change, nothing to hide
 
 
 def quiet_startup() -> None:
@@ -123,12 +124,6 @@ def quiet_startup() -> None:
     return
   if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
     sys.meta_path.insert(0, _QuietTensorFlowImport())
-
-
-def keep_tensorflow_off_accelerators() -> None:
-  """The input pipeline runs on the host: GPUs stay JAX's alone (as t5x does)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], "GPU")
 
 
 def check_no_extra_args(argv: Sequence[str]) -> None:

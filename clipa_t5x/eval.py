@@ -28,6 +28,7 @@ from absl import flags
 from clipa_t5x import cli
 from clipa_t5x import gin_utils
 from clipa_t5x import xla_flags
+from clipa_t5x.data import image_files
 
 FLAGS = flags.FLAGS
 cli.define_gin_flags()
@@ -36,7 +37,7 @@ cli.define_gin_flags()
 def main(argv: Sequence[str]) -> None:
   cli.check_no_extra_args(argv)
   xla_flags.apply_default_flags()  # before any JAX backend starts
-  cli.keep_tensorflow_off_accelerators()
+  image_files.keep_tensorflow_on_host()
   gin_utils.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count,
                                          FLAGS.process_index, FLAGS.distributed)
   with cli.config_errors_as_one_line("eval"):

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, List
+from typing import Any, Callable, List, Optional
 
 
 def is_remote(path: str) -> bool:
@@ -106,6 +106,51 @@ def write_text_atomic(path: str, text: str) -> None:
 def write_json_atomic(path: str, value: Any, indent: int = 2, sort_keys: bool = False) -> None:
   """``value`` as JSON (plus a final newline), written with ``write_text_atomic``."""
   write_text_atomic(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def replace_dir(out_dir: str, write: Callable[[str], Any],
+                done: Optional[Callable[[], bool]] = None) -> str:
+  """Builds a local directory in a temporary sibling, then swaps it in at ``out_dir``.
+
+  ``write(tmp)`` fills the empty sibling ``.NAME.tmp-*``; then an existing
+  ``out_dir`` is moved aside (and deleted) and the sibling renamed to it. A
+  reader never sees half a directory, and an interrupted ``write`` leaves
+  nothing behind (a killed process: only an unused ``.tmp-`` sibling).
+
+  Args:
+    out_dir: the directory to create or replace (local).
+    write: fills the directory it is given.
+    done: optional check that ``out_dir`` already holds what ``write``
+      makes (another process finished first): then it is kept, the new copy
+      dropped, and a lost rename race is no error.
+
+  Returns:
+    ``out_dir`` as an absolute path.
+  """
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  parent, name = os.path.split(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+  try:
+    write(tmp)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; others may read the result
+    if done is not None and done():
+      return out_dir
+    old = None
+    if os.path.exists(out_dir):
+      old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+      os.rename(out_dir, os.path.join(old, name))
+    try:
+      os.rename(tmp, out_dir)
+    except OSError:
+      if done is None or not done():  # lost a race only if the winner's copy is complete
+        raise
+    finally:
+      if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return out_dir
 
 
 def copy_to_local(path: str, directory: str) -> str:

@@ -280,11 +280,9 @@ def format_plan(result: Plan) -> str:
 
 
 FLAGS = flags.FLAGS
-# Guarded: ``train --check`` imports this module with its own gin flags defined.
-if "gin_file" not in FLAGS:
-  cli.define_gin_flags("Gin files: a run file and optionally a gin/devices/*.gin profile "
-                       "(A100 if none).", multihost=False)
-if "json" not in FLAGS:
+cli.define_gin_flags("Gin files: a run file and optionally a gin/devices/*.gin profile "
+                     "(A100 if none).", multihost=False)
+if "json" not in FLAGS:  # guarded: ``train --check`` imports this module after parsing flags
   flags.DEFINE_bool("json", False, "Print the plan as JSON instead of a table.")
   flags.DEFINE_integer("devices", None, "Plan memory for a mesh of this many devices "
                        "(default: this machine's); the gin files' partitioner gives "

@@ -167,6 +167,10 @@ class Trainer:
     except (AttributeError, NotImplementedError):  # not every backend reports it
       return None
 
+  def memory_analysis(self):
+    """XLA's compile-time memory analysis of the compiled step (None before ``compile``)."""
+    return self._compiled.memory_analysis() if self._compiled is not None else None
+
   def compiled_text(self) -> Optional[str]:
     """The compiled step's optimised HLO (what the profiler's kernel names refer to)."""
     return self._compiled.as_text() if self._compiled is not None else None

@@ -5,10 +5,17 @@ points (``train``, ``eval``, ``infer``) and the benchmarks call
 ``apply_default_flags()`` before anything touches a JAX backend. It adds this
 platform's defaults to ``XLA_FLAGS`` and logs what the process runs with.
 
+Beside the flags, ``MODEL_DEFAULTS`` says which fused kernels
+(``ClipaConfig.norm_impl`` / ``mlp_impl``) a model left at 'auto' uses on
+each platform; ``apply_default_flags`` logs them too. Both tables are filled
+from measurements: ``bench/gpu_sweep.py`` prints the GPU entries to paste
+(docs/gpu.md). A model option set explicitly (gin:
+``configs.get_config.norm_impl = 'xla'``) always wins.
+
 The user's ``XLA_FLAGS`` wins flag by flag: a default whose name already
 appears there is not added (``XLA_FLAGS=--xla_cpu_enable_fast_math=false``
 turns that one default off and keeps the others). ``CLIPA_T5X_XLA_DEFAULTS=0``
-adds none.
+adds none (and 'auto' model options resolve to 'xla').
 
 The platform is guessed without starting a backend: ``JAX_PLATFORMS`` when
 set, else 'gpu' when a JAX CUDA/ROCm plugin is installed, 'tpu' when libtpu is,
@@ -40,8 +47,17 @@ DEFAULT_FLAGS: Dict[str, Tuple[Tuple[int, int], Tuple[str, ...]]] = {
     "cpu": ((0, 12), ("--xla_cpu_experimental_onednn_custom_call=true",
                       "--xla_cpu_experimental_ynn_fusion_type=reduce",
                       "--xla_cpu_enable_fast_math=true")),
+    # GPU: nothing measured to win yet (bench/gpu_sweep.py measures
+    # --xla_gpu_enable_cudnn_layer_norm and --xla_gpu_cudnn_gemm_fusion_level).
     "gpu": ((0, 0), ()),
     "tpu": ((0, 0), ()),
+}
+# What 'auto' model options become per platform (absent: 'xla', the plain path).
+# GPU entries come from bench/gpu_sweep.py's "defaults to paste" line.
+MODEL_DEFAULTS: Dict[str, Dict[str, str]] = {
+    "cpu": {},
+    "gpu": {},
+    "tpu": {},
 }
 _GPU_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
                 "jax_rocm7_plugin", "jax_plugins.xla_cuda12", "jax_plugins.xla_cuda13")
@@ -89,6 +105,17 @@ def default_flags(platform: str, jaxlib_version: Optional[Tuple[int, int]] = Non
   return flags if version >= since else ()
 
 
+def defaults_enabled(environ: Optional[Dict[str, str]] = None) -> bool:
+  """False when ``CLIPA_T5X_XLA_DEFAULTS`` turns the platform defaults off."""
+  environ = os.environ if environ is None else environ
+  return environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def model_defaults(platform: str) -> Dict[str, str]:
+  """The model options 'auto' stands for on ``platform`` (empty when defaults are off)."""
+  return dict(MODEL_DEFAULTS.get(platform, {})) if defaults_enabled() else {}
+
+
 def merge_flags(user: str, defaults: Sequence[str]) -> Tuple[str, List[str]]:
   """``XLA_FLAGS`` with the defaults the user did not set, and those added.
 
@@ -127,8 +154,9 @@ def apply_default_flags(platform: Optional[str] = None, log=logging.info) -> Lis
   """
   platform = platform or detect_platform()
   user = os.environ.get(ENV, "")
-  if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-    log(f"XLA flags: defaults off ({DISABLE_ENV}=0); {ENV}={user!r}")
+  if not defaults_enabled():
+    log(f"XLA flags: defaults off ({DISABLE_ENV}=0, 'auto' model options are 'xla'); "
+        f"{ENV}={user!r}")
     return []
   if _backend_started():
     log(f"XLA flags: a JAX backend already runs, so the {platform} defaults cannot take "
@@ -140,5 +168,6 @@ def apply_default_flags(platform: Optional[str] = None, log=logging.info) -> Lis
   kept = [f for f in default_flags(platform) if f not in added]
   log(f"XLA flags for {platform}: defaults added {added or 'none'}"
       + (f", overridden by the environment {[flag_name(f) for f in kept]}" if kept else "")
-      + f"; {ENV}={value!r}")
+      + f"; {ENV}={value!r}; 'auto' model options: "
+      + (", ".join(f"{k}={v}" for k, v in sorted(model_defaults(platform).items())) or "xla"))
   return added

@@ -21,7 +21,7 @@ if [ $# -eq 0 ]; then
     "--gin.demo_data.DemoData.data_dir='$WORK/demo_data'" --gin.demo_data.DemoData.num_train=256 \
     --gin.demo_data.DemoData.num_eval=60 --gin.demo_data.DemoData.num_train_shards=2
   # Generated once here, so the two processes do not both write it.
-  "$PY" -c "from clipa_t5x.data import demo_data; demo_data.DemoData('$WORK/demo_data', num_train=256, num_eval=60, num_train_shards=2).files('train')"
+  "$PY" -c "from clipa_t5x.demo import data as demo_data; demo_data.DemoData('$WORK/demo_data', num_train=256, num_eval=60, num_train_shards=2).files('train')"
 fi
 pids=()
 for i in 0 1; do

@@ -12,12 +12,12 @@ Registered names:
   showing how rates combine Tasks.
 - ``demo_glyphs``, ``demo_glyphs_syntax``, ..., ``demo_glyphs_eval``,
   ``demo_glyphs_mix``: the same over the letters scene
-  (``clipa_t5x.data.demo_glyphs``, the inverse-scaling study's data).
+  (``clipa_t5x.demo.scenes.glyphs``, the inverse-scaling study's data).
 
 All Tasks have the splits ``train`` and ``eval`` (the held-out set).
 
 Where the data lives is an argument: ``register(data)``, ``task(..., data)``,
-``eval_task(data)`` take a ``clipa_t5x.data.demo_data.DemoData`` (folder and
+``eval_task(data)`` take a ``clipa_t5x.demo.data.DemoData`` (folder and
 generator parameters; the data is made when its files are first listed).
 Importing this module registers everything over ``DemoData()``:
 ``$CLIPA_DEMO_DATA`` or ``~/.cache/clipa_t5x/demo_shapes``. A gin file calls
@@ -41,11 +41,11 @@ import warnings
 from typing import Optional
 
 from clipa_t5x.data import dataset
-from clipa_t5x.data import demo_data
 from clipa_t5x.data import image_ops
 from clipa_t5x.data import text_reduction as text_reduction_lib
 from clipa_t5x.data.feature_converter import output_features
 from clipa_t5x.data.sources import select_features
+from clipa_t5x.demo import data as demo_data
 from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
 
 # text reduction -> Task name suffix

@@ -11,8 +11,8 @@ import clipa_t5x.tasks  # noqa: F401  (registers the demo Tasks)
 from clipa_t5x import partitioning
 from clipa_t5x import runner
 from clipa_t5x.data import bad_records
-from clipa_t5x.data import demo_data
-from clipa_t5x.data import demo_shapes
+from clipa_t5x.demo import data as demo_data
+from clipa_t5x.demo import generate as demo_generate
 from clipa_t5x.models import configs
 from clipa_t5x.tasks import demo
 
@@ -37,7 +37,7 @@ def _corrupt_every_tenth_image(tar_path: str) -> int:
 def test_training_over_corrupt_shards_reports_the_bad_records(tmp_path):
   data_dir = str(tmp_path / "data")
   kwargs = dict(num_train=200, num_eval=60, image_size=32, num_train_shards=2)
-  root = demo_shapes.ensure_demo_data(data_dir, **kwargs)
+  root = demo_generate.ensure_demo_data(data_dir, **kwargs)
   corrupted = sum(_corrupt_every_tenth_image(os.path.join(root, name))
                   for name in sorted(os.listdir(root)) if name.startswith("train-"))
   assert corrupted == 20  # 10% of the 200 training records

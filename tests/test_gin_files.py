@@ -80,7 +80,7 @@ SMALL_DEMO = ["demo_data.DemoData.num_train = 16", "demo_data.DemoData.num_eval 
 
 def test_demo_data_location_is_a_gin_argument(captured, tmp_path, default_registrations):
   """DEMO_DATA reaches every demo Task the run names; runner.run needs no hook for it."""
-  from clipa_t5x.data import demo_shapes  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.demo import generate as demo_generate  # pylint: disable=import-outside-toplevel
   data_dir = tmp_path / "demo_data"
   _run(["gin/runs/demo_cpu.gin"], [f"demo_data.DemoData.data_dir = '{data_dir}'", *SMALL_DEMO],
        tmp_path / "run")
@@ -92,7 +92,7 @@ def test_demo_data_location_is_a_gin_argument(captured, tmp_path, default_regist
                              ("demo_shapes_eval", "eval", 1)):
     files = _files_of(name, split)
     assert len(files) == count and {os.path.dirname(f) for f in files} == {str(data_dir)}
-  assert demo_shapes.read_manifest(str(data_dir))["params"]["num_train"] == 16
+  assert demo_generate.read_manifest(str(data_dir))["params"]["num_train"] == 16
 
 
 def test_eval_demo_binds_the_data_location(tmp_path, default_registrations):

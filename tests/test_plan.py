@@ -8,6 +8,7 @@ import sys
 import gin
 import pytest
 
+import entry_points
 from clipa_t5x import device_profiles
 from clipa_t5x import flops
 from clipa_t5x import gin_utils
@@ -117,16 +118,12 @@ def test_bad_inputs_are_clear():
     plan_lib.plan(configs.get_config("H/14"), [], device_profiles.get_profile("A100"))
 
 
-def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "clipa_t5x.plan", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
-
-
 def test_cli_json_and_table():
-  out = _cli("--gin_file=gin/runs/clipav2_h14_84_224_336.gin", "--gin_file=gin/devices/h100.gin",
-             "--json")
-  assert out.returncode == 0, out.stderr
-  data = json.loads(out.stdout)
+  code, out, err = entry_points.run(
+      plan_lib, "--gin_file=gin/runs/clipav2_h14_84_224_336.gin",
+      "--gin_file=gin/devices/h100.gin", "--json")
+  assert code == 0, err
+  data = json.loads(out)
   assert [s["name"] for s in data["stages"]] == ["pretrain", "finetune_224", "finetune_336"]
   assert [s["image_tokens"] for s in data["stages"]] == [36, 179, 345]
   assert data["device"]["name"] == "H100"
@@ -137,16 +134,19 @@ def test_cli_json_and_table():
   assert [s["name"] for s in data["memory"]["stages"]] == ["pretrain", "finetune_224",
                                                            "finetune_336"]
   assert all(s["total"] > s["params"] > 0 for s in data["memory"]["stages"])
+  code, out, _ = entry_points.run(plan_lib, "--gin_file=gin/runs/clipav2_h14_84_224_336.gin")
+  assert code == 0 and "baseline / recipe:" in out and "finetune_336" in out
 
 
 def test_cli_memory_for_a_pod_and_a_misspelt_setting():
-  out = _cli("--gin_file=gin/runs/clipav2_h14_70_224.gin", "--devices=256",
-             "--device_memory=16GB")
-  assert out.returncode == 0, out.stderr
-  assert "memory per device: mesh data=256 x model=1, device = 16GB per device" in out.stdout
-  assert "finetune_224: does not fit; to fit: " in out.stdout
-  out = _cli("--gin_file=gin/runs/clipav2_h14_70_224.gin", "--gin.FINETUNE_224_STEPS=3")
-  assert out.returncode == 2 and "FINETUNE_224_STEPS -> FT224_STEPS?" in out.stderr
+  code, out, err = entry_points.run(plan_lib, "--gin_file=gin/runs/clipav2_h14_70_224.gin",
+                                    "--devices=256", "--device_memory=16GB")
+  assert code == 0, err
+  assert "memory per device: mesh data=256 x model=1, device = 16GB per device" in out
+  assert "finetune_224: does not fit; to fit: " in out
+  line = entry_points.error_line(entry_points.run(
+      plan_lib, "--gin_file=gin/runs/clipav2_h14_70_224.gin", "--gin.FINETUNE_224_STEPS=3"))
+  assert "FINETUNE_224_STEPS -> FT224_STEPS?" in line
 
 
 # ------------------------------------------------------------------ memory per device
@@ -184,7 +184,8 @@ def test_memory_plan_uses_the_stage_settings():
 
 
 def test_cli_help_and_errors():
-  out = _cli("--help")
-  assert out.returncode == 0 and "Compute planner" in out.stdout
-  out = _cli("--gin_file=gin/runs/no_such_run.gin")
-  assert out.returncode == 2 and "no_such_run.gin" in out.stderr
+  help_ = subprocess.run([sys.executable, "-m", "clipa_t5x.plan", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+  assert help_.returncode == 0 and "Compute planner" in help_.stdout
+  line = entry_points.error_line(entry_points.run(plan_lib, "--gin_file=gin/runs/no_such_run.gin"))
+  assert "no_such_run.gin" in line

@@ -27,8 +27,8 @@ from clipa_t5x import flops
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
 from clipa_t5x import runner
-from clipa_t5x.data import demo_data as demo_data_lib
-from clipa_t5x.evaluation import demo_picture
+from clipa_t5x.demo import data as demo_data_lib
+from clipa_t5x.demo import picture as demo_picture
 from clipa_t5x.models import configs
 from clipa_t5x.models import config_io
 from clipa_t5x.tasks import demo

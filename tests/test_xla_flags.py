@@ -79,3 +79,21 @@ def test_the_defaults_are_accepted_by_this_jaxlib_in_a_fresh_process():
   assert "sum 262144.0" in out.stdout
   assert "nan [True, False, False] [False, True, False]" in out.stdout
   assert "XLA flags for cpu" in out.stdout
+
+
+def test_gpu_defaults_table_is_applied_and_logged_and_can_be_turned_off(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.delenv(xla_flags.DISABLE_ENV, raising=False)
+  monkeypatch.setattr(xla_flags, "_backend_started", lambda: False)
+  monkeypatch.setitem(xla_flags.DEFAULT_FLAGS, "gpu",
+                      ((0, 0), ("--xla_gpu_enable_cudnn_layer_norm=true",)))
+  monkeypatch.setitem(xla_flags.MODEL_DEFAULTS, "gpu", {"norm_impl": "pallas"})
+  lines = []
+  assert xla_flags.apply_default_flags("gpu", log=lines.append) == [
+      "--xla_gpu_enable_cudnn_layer_norm=true"]
+  assert "'auto' model options: norm_impl=pallas" in lines[0]
+  assert xla_flags.model_defaults("gpu") == {"norm_impl": "pallas"}
+  assert xla_flags.model_defaults("cpu") == {}
+  monkeypatch.setenv(xla_flags.DISABLE_ENV, "off")
+  assert xla_flags.model_defaults("gpu") == {}
+

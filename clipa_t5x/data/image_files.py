@@ -58,13 +58,15 @@ _TRACE_LOCK = threading.Lock()
 def keep_tensorflow_on_host() -> None:
   """Hides GPUs from TensorFlow so it never takes accelerator memory from JAX.
 
-  A no-op when TensorFlow has already initialised its devices.
+  The one place that does it (the input pipeline runs on the host, as in t5x):
+  the entry points' TensorFlow import hook and inference call it. A no-op when
+  TensorFlow has already initialised its devices.
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   try:
     tf.config.set_visible_devices([], "GPU")
-  except (RuntimeError, ValueError):
-    pass
+  except (RuntimeError, ValueError, AttributeError):
+    pass  # devices already initialised: too late to change, nothing to hide
 
 
 @functools.lru_cache(maxsize=None)

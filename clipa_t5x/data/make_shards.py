@@ -41,13 +41,12 @@ import io
 import json
 import os
 import sys
-import tarfile
-import time
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
 from clipa_t5x.data.image_files import has_image_extension
+from clipa_t5x.data.shard_writer import ShardWriter
 
 SKIPPED = "skipped.txt"
 CLASSES = "classes.json"
@@ -182,54 +181,18 @@ def _encoded(items: Sequence[Item], max_side: Optional[int], quality: int,
 
 
 # ----------------------------------------------------------------- write ---
-def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
-  info = tarfile.TarInfo(name)
-  info.size, info.mtime, info.mode = len(data), mtime, 0o644
-  tar.addfile(info, io.BytesIO(data))
-
-
-class ShardWriter:
-  """Writes ``00000.tar``, ``00001.tar``, ... with img2dataset's key scheme."""
-
-  def __init__(self, out_dir: str, samples_per_shard: int):
-    self.out_dir, self.per_shard = out_dir, samples_per_shard
-    self.key_digits = max(1, len(str(samples_per_shard - 1)))
-    self.shard, self.in_shard, self.written, self.shards = 0, 0, 0, []
-    self._tar: Optional[tarfile.TarFile] = None
-    self._mtime = time.time()
-
-  def _path(self, shard: int) -> str:
-    return os.path.join(self.out_dir, f"{shard:05d}.tar")
-
-  def write(self, sample: Sample) -> str:
-    if self._tar is None:
-      self._tar = tarfile.open(self._path(self.shard) + ".tmp", "w")
-    key = f"{self.shard:05d}{self.in_shard:0{self.key_digits}d}"
-    item = sample.item
-    meta = {"key": key, "caption": item.caption, "url": item.path, "status": "success",
-            "error_message": None, "width": sample.size[0], "height": sample.size[1],
-            "original_width": sample.original_size[0],
-            "original_height": sample.original_size[1]}
-    _add(self._tar, f"{key}.{sample.ext}", sample.data, self._mtime)
-    _add(self._tar, f"{key}.txt", item.caption.encode("utf-8"), self._mtime)
-    _add(self._tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode(), self._mtime)
-    if item.label is not None:
-      _add(self._tar, f"{key}.cls", str(item.label).encode(), self._mtime)
-    self.in_shard += 1
-    self.written += 1
-    if self.in_shard == self.per_shard:
-      self._finish()
-    return key
-
-  def _finish(self) -> None:
-    if self._tar is not None:
-      self._tar.close()
-      os.replace(self._path(self.shard) + ".tmp", self._path(self.shard))  # complete or absent
-      self.shards.append(self._path(self.shard))
-      self._tar, self.shard, self.in_shard = None, self.shard + 1, 0
-
-  def close(self) -> None:
-    self._finish()
+def _write(writer: ShardWriter, sample: Sample) -> str:
+  """Writes one encoded sample (image, caption, metadata, class) through ``writer``."""
+  key, item = writer.next_key, sample.item
+  meta = {"key": key, "caption": item.caption, "url": item.path, "status": "success",
+          "error_message": None, "width": sample.size[0], "height": sample.size[1],
+          "original_width": sample.original_size[0],
+          "original_height": sample.original_size[1]}
+  members = {sample.ext: sample.data, "txt": item.caption.encode("utf-8"),
+             "json": json.dumps(meta, ensure_ascii=False).encode()}
+  if item.label is not None:
+    members["cls"] = str(item.label).encode()
+  return writer.write(members)
 
 
 def _progress(iterable: Iterable, total: int, quiet: bool):
@@ -265,7 +228,7 @@ def make_shards(items: Sequence[Item], out_dir: str, samples_per_shard: int = 10
     if sample.error:
       skipped.append((sample.item.path, sample.error))
     else:
-      writer.write(sample)
+      _write(writer, sample)
   writer.close()
   skipped_path = os.path.join(out_dir, SKIPPED)
   if skipped:

@@ -26,18 +26,24 @@ from clipa_t5x.data import bad_records
 from clipa_t5x.data.sources import fix_caption
 
 
-def _builder(name: str, data_dir: Optional[str]):
+def prepared_builder(name: str, data_dir: Optional[str]):
+  """The TFDS builder of ``name``, prepared in ``data_dir``; a one-line error otherwise.
+
+  Nothing is downloaded: an unknown name or a data set that was never built
+  raises ``ValueError`` saying how to fix it.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # TFDS raises its own not-found error types
-    raise ValueError(f"Unknown TFDS data set {name!r} ({type(e).__name__}: "
-                     f"{e}); check the name, e.g. 'coco_captions'.") from e
+    raise ValueError(f"TFDS data set {name!r} is unknown ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}); check the name, e.g. "
+                     "'coco_captions', 'imagenet2012'.") from e
   if not builder.is_prepared():
     raise ValueError(
-        f"TFDS data set {name!r} is not prepared in data_dir={data_dir!r}; "
-        f"prepare it first (`tfds build {name} --data_dir=DIR`) and pass "
-        "that data_dir.")
+        f"TFDS data set {name!r} is not prepared in data_dir {data_dir!r}; prepare it first "
+        f"(`tfds build {name} --data_dir=DIR`, with manual downloads as TFDS documents) and "
+        "pass that data_dir. Nothing is downloaded.")
   return builder
 
 
@@ -85,7 +91,7 @@ class TfdsSource(seqio.DataSource):
 
   def list_shards(self, split: str) -> Sequence[str]:
     """The split's file names, as TFDS knows them."""
-    builder = _builder(self._name, self._data_dir)
+    builder = prepared_builder(self._name, self._data_dir)
     return [str(f) for f in builder.info.splits[split].filenames]
 
   def get_dataset(
@@ -115,7 +121,7 @@ class TfdsSource(seqio.DataSource):
     if split not in self.splits:
       raise ValueError(f"Unknown split {split!r}; this source has splits "
                        f"{list(self.splits)}.")
-    builder = _builder(self._name, self._data_dir)
+    builder = prepared_builder(self._name, self._data_dir)
     features = builder.info.features
     if self._image_key not in features:
       raise ValueError(f"{self._name} has no feature {self._image_key!r} "

@@ -129,18 +129,8 @@ def _captions_of(value: Any) -> List[str]:
 
 # --------------------------------------------------------------------- TFDS
 def _tfds_builder(name: str, data_dir: Optional[str]):
-  import tensorflow_datasets as tfds
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # tfds raises its own DatasetNotFoundError types
-    raise ValueError(f"TFDS data set {name!r} is unknown ({str(e).splitlines()[0]}); check the "
-                     "name (e.g. 'imagenet2012', 'cifar10').") from None
-  if not builder.is_prepared():
-    raise ValueError(
-        f"TFDS data set {name!r} is not prepared in data_dir {data_dir!r}; prepare it first "
-        f"(`tfds build {name} --data_dir=...`, manual downloads as TFDS documents) or fix "
-        "data_dir. Nothing is downloaded at evaluation time.")
-  return builder
+  from clipa_t5x.data import tfds_source  # seqio and TF load only when a TFDS set is read
+  return tfds_source.prepared_builder(name, data_dir)
 
 
 def _tfds_split(builder, split: str, shard_id: int, num_shards: int):

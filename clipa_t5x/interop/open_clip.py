@@ -27,8 +27,6 @@ Layout differences, our tree → open_clip key:
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -513,7 +511,7 @@ def _nest(flat: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _write_atomically(out_dir: str, overwrite: bool, write: Any) -> str:
-  """Runs ``write(tmp_dir)`` then renames tmp_dir to out_dir (never a half-written out_dir)."""
+  """Runs ``write(tmp_dir)`` and swaps tmp_dir in at out_dir (never a half-written out_dir)."""
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir):
     if not os.path.isdir(out_dir):
@@ -521,22 +519,7 @@ def _write_atomically(out_dir: str, overwrite: bool, write: Any) -> str:
     if os.listdir(out_dir) and not overwrite:
       raise ValueError(f"{out_dir} is not empty; choose a new directory or pass overwrite=True "
                        "(--overwrite).")
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-  try:
-    write(tmp)
-    if os.path.exists(out_dir):
-      old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
-      os.rename(out_dir, os.path.join(old, "x"))
-      os.rename(tmp, out_dir)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(tmp, out_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return out_dir
+  return paths.replace_dir(out_dir, write)
 
 
 def export_open_clip(params: Mapping[str, Any], config: ClipaConfig, out_dir: str,

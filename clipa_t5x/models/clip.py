@@ -41,6 +41,8 @@ class TwoTower(nn.Module):
         dtype=dtype,
         remat_policy=c.remat_policy,
         attention_impl=c.attention_impl,
+        norm_impl=c.norm_impl,
+        mlp_impl=c.mlp_impl,
     )
     self.txt = TextTransformer(
         width=c.text.width,
@@ -52,6 +54,8 @@ class TwoTower(nn.Module):
         dtype=dtype,
         remat_policy=c.remat_policy,
         attention_impl=c.attention_impl,
+        norm_impl=c.norm_impl,
+        mlp_impl=c.mlp_impl,
     )
     self.log_temperature = self.param(
         "log_temperature", layers.boxed(nn.initializers.constant(INIT_LOG_TEMPERATURE), ()),

@@ -16,6 +16,10 @@ REMAT_POLICIES = ("none", "full", "dots_saveable")
 DTYPES = ("float32", "bfloat16", "float16")
 # How the attention core (softmax(q.k) . v) may run: clipa_t5x.models.layers.resolve_attention_impl.
 ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")
+# Opt-in fused kernels (clipa_t5x.kernels); 'auto' takes the platform's measured default
+# (clipa_t5x.xla_flags.MODEL_DEFAULTS: 'xla' unless a sweep chose otherwise).
+NORM_IMPLS = ("auto", "xla", "pallas")
+MLP_IMPLS = ("auto", "xla", "fused_gelu")
 # Rows of the text token table: BERT-uncased has 30,522 ids, padded to 32,000.
 TEXT_VOCAB_SIZE = 32000
 
@@ -80,6 +84,13 @@ class ClipaConfig:
       cuDNN flash attention on GPU for bf16/fp16, else its XLA form) or
       'cudnn' (cuDNN only, no fallback). Numerics agree up to float rounding;
       parameters and checkpoints do not depend on it.
+    norm_impl: the encoder blocks' LayerNorms: 'xla' (jnp ops, XLA fuses),
+      'pallas' (Pallas kernels, the residual add fused into the second
+      LayerNorm of each block; GPU, interpret mode elsewhere) or 'auto'.
+    mlp_impl: the MLP's GELU: 'xla' (autodiff of the tanh GELU in the
+      compute dtype), 'fused_gelu' (float32 math, one-pass backward that keeps
+      only the bf16 pre-activation) or 'auto'. Neither option changes
+      parameters or checkpoints.
   """
   image: TowerConfig
   text: TowerConfig
@@ -87,6 +98,8 @@ class ClipaConfig:
   dtype: str = "float32"
   remat_policy: str = "none"
   attention_impl: str = "auto"
+  norm_impl: str = "auto"
+  mlp_impl: str = "auto"
 
   def __post_init__(self):
     if not isinstance(self.image, TowerConfig) or self.image.patch_size is None:
@@ -103,6 +116,10 @@ class ClipaConfig:
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(f"ClipaConfig.attention_impl={self.attention_impl!r} is not one of "
                        f"{ATTENTION_IMPLS}.")
+    if self.norm_impl not in NORM_IMPLS:
+      raise ValueError(f"ClipaConfig.norm_impl={self.norm_impl!r} is not one of {NORM_IMPLS}.")
+    if self.mlp_impl not in MLP_IMPLS:
+      raise ValueError(f"ClipaConfig.mlp_impl={self.mlp_impl!r} is not one of {MLP_IMPLS}.")
 
 
 def _tower(width: int, depth: int, mlp_dim: int, heads: int, **kw: Any) -> TowerConfig:

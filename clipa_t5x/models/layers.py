@@ -17,7 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clipa_t5x import xla_flags
 from clipa_t5x.models.configs import ATTENTION_IMPLS
+from clipa_t5x.models.configs import MLP_IMPLS
+from clipa_t5x.models.configs import NORM_IMPLS
 from clipa_t5x.models.configs import REMAT_POLICIES
 
 Initializer = Callable[..., Any]
@@ -190,6 +193,22 @@ def resolve_attention_impl(impl: str, backend: Optional[str] = None) -> str:
   return "xla"
 
 
+def resolve_kernel_option(option: str, value: str, backend: Optional[str] = None) -> str:
+  """The concrete ``norm_impl`` / ``mlp_impl`` that ``value`` stands for.
+
+  'auto' is 'xla' on CPU and TPU, and on GPU the measured default in
+  ``xla_flags.MODEL_DEFAULTS`` (logged at start-up by ``apply_default_flags``).
+  """
+  choices = {"norm_impl": NORM_IMPLS, "mlp_impl": MLP_IMPLS}[option]
+  if value not in choices:
+    raise ValueError(f"Unknown {option} {value!r}; use one of {choices}.")
+  if value != "auto":
+    return value
+  backend = backend or jax.default_backend()
+  platform = "gpu" if backend in ("gpu", "cuda", "rocm") else backend
+  return xla_flags.model_defaults(platform).get(option, "xla")
+
+
 def attention_chunk_size(batch: int, heads: int, q_len: int, kv_len: int,
                          budget_bytes: Optional[int] = None) -> int:
   """Samples per chunk of the 'chunked' attention: a divisor of ``batch``.
@@ -355,11 +374,14 @@ class MlpBlock(nn.Module):
     mlp_dim: hidden width (``mlp`` axis).
     dtype: compute dtype.
     in_kernel_init / out_kernel_init: kernel initialisers of the two layers.
+    mlp_impl: 'xla' (``nn.gelu``), 'fused_gelu' (``kernels.gelu``: float32
+      math, a one-pass backward keeping only the pre-activation) or 'auto'.
   """
   mlp_dim: int
   dtype: Dtype = jnp.float32
   in_kernel_init: Initializer = nn.initializers.xavier_uniform()
   out_kernel_init: Initializer = nn.initializers.xavier_uniform()
+  mlp_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -373,7 +395,11 @@ class MlpBlock(nn.Module):
         bias_init=boxed(nn.initializers.zeros, ("mlp",)),
         name="fc_in",
     )(x)
-    h = nn.gelu(h, approximate=True)
+    if resolve_kernel_option("mlp_impl", self.mlp_impl) == "fused_gelu":
+      from clipa_t5x.kernels import gelu  # pylint: disable=import-outside-toplevel
+      h = gelu.gelu(h)
+    else:
+      h = nn.gelu(h, approximate=True)
     h = constrain(h, MLP_HIDDEN_AXES)
     return nn.Dense(
         width,
@@ -385,8 +411,34 @@ class MlpBlock(nn.Module):
     )(h)
 
 
+class PallasLayerNorm(nn.Module):
+  """``LayerNorm``'s parameters and numerics through the Pallas kernels.
+
+  Called with one input it normalises it; with two (``x``, ``y``) it returns
+  ``(x + y, LayerNorm(x + y))`` from one fused kernel.
+  """
+  epsilon: float = LAYERNORM_EPS
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, y: Optional[jax.Array] = None):
+    from clipa_t5x.kernels import layer_norm as pallas_ln  # pylint: disable=import-outside-toplevel
+    width = x.shape[-1]
+    scale = self.param("scale", boxed(nn.initializers.ones, ("embed",)), (width,), jnp.float32)
+    bias = self.param("bias", boxed(nn.initializers.zeros, ("embed",)), (width,), jnp.float32)
+    dtype = canonical_dtype(self.dtype)
+    if y is None:
+      return pallas_ln.layer_norm(x, scale, bias, self.epsilon, dtype)
+    return pallas_ln.add_layer_norm(x, y, scale, bias, self.epsilon, dtype)
+
+
 class EncoderBlock(nn.Module):
-  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)). No dropout."""
+  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)). No dropout.
+
+  ``norm_impl='pallas'`` runs both LayerNorms as Pallas kernels, the first
+  residual add fused into the second; ``mlp_impl`` picks the MLP's GELU.
+  Parameters are the same whatever the options.
+  """
   heads: int
   mlp_dim: int
   dtype: Dtype = jnp.float32
@@ -395,12 +447,18 @@ class EncoderBlock(nn.Module):
   mlp_in_kernel_init: Initializer = nn.initializers.xavier_uniform()
   mlp_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
   attention_impl: str = "auto"
+  norm_impl: str = "xla"
+  mlp_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the block to the residual stream ``x`` [B, L, W]."""
+    pallas = resolve_kernel_option("norm_impl", self.norm_impl) == "pallas"
     x = constrain(x, RESIDUAL_AXES)
-    y = layer_norm(self.dtype, name="norm_attn")(x)
+    if pallas:
+      y = PallasLayerNorm(dtype=self.dtype, name="norm_attn")(x)
+    else:
+      y = layer_norm(self.dtype, name="norm_attn")(x)
     y = MultiHeadAttention(
         heads=self.heads,
         dtype=self.dtype,
@@ -409,13 +467,18 @@ class EncoderBlock(nn.Module):
         attention_impl=self.attention_impl,
         name="attention",
     )(y)
-    x = constrain(x + y, RESIDUAL_AXES)
-    y = layer_norm(self.dtype, name="norm_mlp")(x)
+    if pallas:
+      x, y = PallasLayerNorm(dtype=self.dtype, name="norm_mlp")(x, y.astype(x.dtype))
+      x = constrain(x, RESIDUAL_AXES)
+    else:
+      x = constrain(x + y, RESIDUAL_AXES)
+      y = layer_norm(self.dtype, name="norm_mlp")(x)
     y = MlpBlock(
         mlp_dim=self.mlp_dim,
         dtype=self.dtype,
         in_kernel_init=self.mlp_in_kernel_init,
         out_kernel_init=self.mlp_out_kernel_init,
+        mlp_impl=self.mlp_impl,
         name="mlp",
     )(y)
     return constrain(x + y, RESIDUAL_AXES)
@@ -450,6 +513,7 @@ class Encoder(nn.Module):
     remat_policy: see ``remat_block_class``.
     *_kernel_init: kernel initialisers passed to every block.
     attention_impl: see ``attention_core``.
+    norm_impl, mlp_impl: see ``EncoderBlock``.
   """
   depth: int
   heads: int
@@ -461,6 +525,8 @@ class Encoder(nn.Module):
   mlp_in_kernel_init: Initializer = nn.initializers.xavier_uniform()
   mlp_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
   attention_impl: str = "auto"
+  norm_impl: str = "xla"
+  mlp_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -476,6 +542,8 @@ class Encoder(nn.Module):
           mlp_in_kernel_init=self.mlp_in_kernel_init,
           mlp_out_kernel_init=self.mlp_out_kernel_init,
           attention_impl=self.attention_impl,
+          norm_impl=self.norm_impl,
+          mlp_impl=self.mlp_impl,
           name=f"encoderblock_{i}",
       )(x)
     return x

@@ -32,6 +32,7 @@ class TextTransformer(nn.Module):
     dtype: compute dtype (params are float32).
     remat_policy: 'none', 'full' or 'dots_saveable'.
     attention_impl: see ``layers.attention_core``.
+    norm_impl, mlp_impl: see ``layers.EncoderBlock``.
   """
   width: int
   depth: int
@@ -42,6 +43,8 @@ class TextTransformer(nn.Module):
   dtype: Any = jnp.float32
   remat_policy: str = "none"
   attention_impl: str = "auto"
+  norm_impl: str = "auto"
+  mlp_impl: str = "auto"
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -92,6 +95,8 @@ class TextTransformer(nn.Module):
         mlp_in_kernel_init=normal(stddev=fc_std),
         mlp_out_kernel_init=normal(stddev=proj_std),
         attention_impl=self.attention_impl,
+        norm_impl=self.norm_impl,
+        mlp_impl=self.mlp_impl,
         name="encoder",
     )(x)
     x = layers.layer_norm(self.dtype, name="encoder_norm")(x)

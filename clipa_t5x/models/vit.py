@@ -254,6 +254,7 @@ class VisionTransformer(nn.Module):
     dtype: compute dtype (params are float32).
     remat_policy: 'none', 'full' or 'dots_saveable'.
     attention_impl: see ``layers.attention_core``.
+    norm_impl, mlp_impl: see ``layers.EncoderBlock``.
   """
   width: int
   depth: int
@@ -264,6 +265,8 @@ class VisionTransformer(nn.Module):
   dtype: Any = jnp.float32
   remat_policy: str = "none"
   attention_impl: str = "auto"
+  norm_impl: str = "auto"
+  mlp_impl: str = "auto"
 
   def setup(self):
     xavier = nn.initializers.xavier_uniform()
@@ -283,6 +286,8 @@ class VisionTransformer(nn.Module):
         mlp_in_kernel_init=xavier,
         mlp_out_kernel_init=xavier,
         attention_impl=self.attention_impl,
+    norm_impl=self.norm_impl,
+    mlp_impl=self.mlp_impl,
     )
     self.encoder_norm = layers.layer_norm(self.dtype)
     self.head = nn.Dense(

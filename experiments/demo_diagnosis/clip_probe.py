@@ -37,7 +37,7 @@ from flax import linen as nn
 
 import resolution_probe
 from clipa_t5x import optimizers
-from clipa_t5x.data import demo_shapes
+from clipa_t5x.demo.scenes import drawing
 from clipa_t5x.data import text_reduction
 from clipa_t5x.evaluation import batching
 from clipa_t5x.evaluation import metrics
@@ -61,7 +61,7 @@ def captions_for(labels: np.ndarray, colours: np.ndarray, glyphs, seed: int,
                  caption_set: str = "mixed") -> np.ndarray:
   """One caption per image (template drawn at random), tokenized: int32 [N, TEXT_LENGTH]."""
   rng = np.random.default_rng(seed)
-  names = list(demo_shapes.COLOURS)
+  names = list(drawing.COLOURS)
   templates = CAPTION_SETS[caption_set]
   texts = [templates[rng.integers(len(templates))].format(g=glyphs[l], c=names[c])
            for l, c in zip(labels, colours)]

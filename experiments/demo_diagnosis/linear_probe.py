@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from clipa_t5x import inference
-from clipa_t5x.data import demo_shapes
+from clipa_t5x.demo.scenes import shapes as demo_shapes
 
 
 def images(n: int, split: int, size: int):

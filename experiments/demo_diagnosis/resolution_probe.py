@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import supervised_probe
-from clipa_t5x.data import demo_glyphs
-from clipa_t5x.data import demo_shapes
+from clipa_t5x.demo.scenes import glyphs as demo_glyphs
+from clipa_t5x.demo.scenes import shapes as demo_shapes
 
 # Letter sets: lower-case ones that differ in small strokes, and bold capitals
 # whose pairs (E/F, O/Q, P/R, ...) differ in one stroke. Each is (letters, font

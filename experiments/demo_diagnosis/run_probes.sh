@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The supervised shape probes of README.md, in order (each ~2-4 min on 2 busy cores).
-# v2 rows use the frozen old generator (demo_shapes_v2.py); v3 rows the draft scenes of the
-# current generator with BACKGROUNDS = light, dark, gradient (patch it back to rerun them).
+# v2 rows use the frozen old generator, kept by git only (supervised_probe.py says how to restore
+# it); v3 rows the draft scenes of the shapes scene with BACKGROUNDS = light, dark, gradient (patch
+# it back to rerun them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 P=".venv/bin/python experiments/demo_diagnosis/supervised_probe.py --steps 300 --num_train 4000"

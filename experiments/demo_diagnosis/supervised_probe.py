@@ -13,9 +13,12 @@ regression (no ViT) is the floor of "how linearly visible is it".
 """
 
 import argparse
+import importlib
 import io
 import json
 import math
+import os
+import sys
 import time
 
 import jax
@@ -24,12 +27,23 @@ import numpy as np
 import optax
 from PIL import Image
 
-import demo_shapes_v2  # the old generator, frozen beside this file
-from clipa_t5x.data import demo_shapes as demo_shapes_v3
-
-demo_shapes = demo_shapes_v2  # --generator picks
-SOURCE = 112  # rendered side (v2's default; v3: 64)
+from clipa_t5x.demo.scenes import shapes as demo_shapes  # --generator picks
 from clipa_t5x.models import vit
+
+SOURCE = 64  # rendered side (v2: 112)
+# The old (version 2) generator's frozen copy is kept by git only:
+V2_COMMIT = "4c94a04"
+V2_PATH = "experiments/demo_diagnosis/demo_shapes_v2.py"
+
+
+def _old_generator():
+  """The version-2 generator (``--generator v2``), restored from git beside this file."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  if not os.path.exists(os.path.join(here, "demo_shapes_v2.py")):
+    sys.exit(f"--generator v2 needs the old generator beside this file; restore it with\n"
+             f"  git show {V2_COMMIT}:{V2_PATH} > {V2_PATH}")
+  sys.path.insert(0, here)
+  return importlib.import_module("demo_shapes_v2")
 
 
 def _patch_scene(scene: str):
@@ -141,7 +155,9 @@ def train_vit(xtr, ytr, xte, yte, k, steps, lr, batch, width, depth, patch, seed
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--generator", default="v2", choices=["v2", "v3"])
+  p.add_argument("--generator", default="v2", choices=["v2", "v3", "current"],
+                 help="v2: the old generator (restored from git); v3 or current: the demo's "
+                 "shapes scene (clipa_t5x.demo.scenes.shapes)")
   p.add_argument("--scene", default="current")
   p.add_argument("--no_second", action="store_true")
   p.add_argument("--target", default="shape", choices=["shape", "colour"])
@@ -158,8 +174,8 @@ def main():
   p.add_argument("--pixels", action="store_true", help="also the pixel logistic regression")
   a = p.parse_args()
   global demo_shapes, SOURCE
-  if a.generator == "v3":
-    demo_shapes, SOURCE = demo_shapes_v3, 64
+  if a.generator == "v2":
+    demo_shapes, SOURCE = _old_generator(), 112
   _patch_scene(a.scene)
   t0 = time.time()
   xtr, str_, ctr = render(a.num_train, a.size, 0, 0, a.crop_min, a.no_second)

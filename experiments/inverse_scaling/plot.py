@@ -1,26 +1,22 @@
-r"""Table, generated reading and plots of the inverse-scaling study (run.py's rows).
+r"""Tables, intervals and figures of the inverse-scaling study (run.py's rows).
 
 Writes, into the study's output folder:
 
 * ``results.json``: the settings and one row per run (as run.py made it);
-* ``results.md``: a Markdown table (one row per point: seeds' mean and range)
-  and the reading, generated from the numbers;
-* ``accuracy_vs_tokens.png``: zero-shot top-1 against pre-training image
-  tokens, one line per model size, error bars spanning the seeds (left: after
-  the full-resolution fine-tune; right: pre-training only); random masking
-  as hollow markers;
-* ``accuracy_vs_flops.png``: zero-shot top-1 against analytic training FLOPs,
-  every point, the headline pair (CLIPA schedule vs full resolution for the
-  same FLOPs) joined.
+* ``results.md``: the points (seeds' mean and range), then the tests as
+  tables: each token reduction's change against full tokens, whether that
+  change shrinks with model size, masking against resizing, the headline
+  pair, the noise, compute-matched wins. Every ``±`` is a 95% interval. The
+  interpretation is written by hand in the study's README, next to these
+  numbers;
+* ``accuracy_vs_tokens.png`` and ``accuracy_vs_flops.png``.
 
-Noise: seeds of one point differ in initialisation, masking and data order.
-The seed standard deviation is pooled over all points with two or more seeds
-(``pooled_sd``), and a difference of two means gets a 95% t-interval from
-it; the reading calls an effect real only when its interval excludes zero.
-Seeds of a small model can spread far more than a large one's, which the
-pooled SD averages away, so every size verdict is also checked with each
-point's own seed variance (a Welch interval) and the reading says whether it
-agrees.
+Noise: the seed standard deviation is pooled over all points with two or
+more seeds (``pooled_sd``) and gives a difference of two means a Student-t
+interval. Seeds of a small model can spread far more than a large one's, so
+each comparison is also given a Welch interval (each point's own seed
+variance), and the headline a rank test (seeds that stall or learn form two
+clusters, which a standard deviation describes badly).
 
 Regenerate everything from an existing ``results.json``::
 
@@ -67,17 +63,11 @@ def factor_names(rows: Sequence[Dict[str, Any]]) -> List[str]:
 
 
 def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-  """One row per point (width x token setting): metrics over the seeds.
+  """One row per point (width x token setting) of run.py's rows: metrics over the seeds.
 
-  Args:
-    rows: run.py's result rows.
-
-  Returns:
-    Rows sorted by width, then descending image and text tokens, with
-    ``point_id``, ``seeds``, ``n`` (seeds with a result) and per metric its
-    mean (``<metric>``), ``<metric>_min``, ``<metric>_max`` and, with two or
-    more seeds, ``<metric>_sd`` (sample standard deviation) and
-    ``<metric>_spread`` (max - min).
+  Sorted by width, then setting and descending tokens; with ``point_id``,
+  ``seeds``, ``n`` and per metric its mean (``<metric>``), ``_n``, ``_min``,
+  ``_max`` and, with two or more seeds, ``_sd`` and ``_spread`` (max - min).
   """
   rows = [_normalise(row) for row in rows]
   metrics = _METRICS + tuple(prefix + name for prefix in _FACTOR_PREFIXES
@@ -156,14 +146,25 @@ def _pct(value: Optional[float]) -> str:
   return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _pts(value: Optional[float]) -> str:
-  return "?" if value is None else f"{100 * value:.1f}"
+def _interval(change: Optional[float], ci: Optional[float]) -> str:
+  """'+1.2 ± 0.8' in points ('-' when unknown; never '-0.0')."""
+  if change is None:
+    return "-"
+  points = 0.0 if abs(100 * change) < 0.05 else 100 * change
+  return f"{points:+.1f}" + ("" if ci is None else f" ± {100 * ci:.1f}")
 
 
-def _signed(drop: float) -> str:
-  """A drop as a signed change in points: a loss of 3.1 points reads '-3.1'."""
-  change = -100 * drop
-  return f"{0.0 if abs(change) < 0.05 else change:+.1f}"  # never '-0.0'
+def _welch_cell(welch: Optional[Dict[str, Any]]) -> str:
+  return "-" if not welch else f"± {100 * welch['ci']:.1f} ({welch['dof']:.1f} dof): {welch['verdict']}"
+
+
+def _rank_cell(rank: Optional[Dict[str, Any]]) -> str:
+  return "-" if not rank else f"{rank['wins']:g} of {rank['pairs']}, p = {rank['p']:.3g}"
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
+  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
 def _with_range(r: Dict[str, Any], metric: str) -> str:
@@ -206,12 +207,9 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
 def drops(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> List[Dict[str, Any]]:
   """Accuracy lost against each width's full-token run, per reduced setting.
 
-  Returns:
-    Rows ``{'width', 'axis', 'image_tokens', 'text_tokens', 'drop', 'ci',
-    'compute_ratio'}`` where ``drop`` = full-token ``metric`` - this setting's
-    (fractions; seed means), ``ci`` its 95% half-width (None without seed
-    repeats) and ``compute_ratio`` = this run's compute / the full run's. The
-    full-resolution baseline is not a token reduction and is left out.
+  Rows ``{'width', 'axis', 'image_tokens', 'text_tokens', 'drop' (full-token
+  minus this setting's mean), 'ci' (95%, None without seed repeats), 'n',
+  'welch', 'compute_ratio'}``; the full-resolution baseline is left out.
   """
   agg = aggregate(rows)
   noise = Noise(rows, metric)
@@ -261,35 +259,15 @@ def noise_level(rows: Sequence[Dict[str, Any]], metric: str = "top1") -> Optiona
   return max(spreads) if spreads else None
 
 
-def _fewest_image_tokens(drop_rows: Sequence[Dict[str, Any]],
-                         axis: str = "image") -> Dict[int, Dict[str, Any]]:
-  image = [d for d in drop_rows if d["axis"] == axis]
-  if not image:
-    return {}
-  fewest = min(d["image_tokens"] for d in image)
-  return {d["width"]: d for d in image if d["image_tokens"] == fewest}
-
-
-def _interval(value: float, ci: Optional[float]) -> str:
-  """'+1.2 ± 0.8' in points (a drop shown as a change), or just the change."""
-  return _signed(value) + ("" if ci is None else f" ± {100 * ci:.1f}")
-
-
 def trend(by_width: Dict[int, Dict[str, Any]], noise: Noise) -> Dict[str, Any]:
-  """Do the drops shrink with width? Judged on smallest vs largest width.
+  """Does the drop (one reduced setting; width -> ``drops`` row) shrink with width?
 
-  Args:
-    by_width: width -> a ``drops`` row (one reduced setting).
-    noise: the metric's ``Noise``.
-
-  Returns:
-    ``{'verdict', 'difference', 'ci', 'monotone', 'costs'}``: ``verdict`` is
-    ``'shrinks'`` (the smallest width's drop exceeds the largest's by more
-    than the 95% interval), ``'grows'`` (the reverse), ``'no difference'``
-    (the interval includes zero), ``'no cost'`` (fewer tokens cost no width
-    accuracy beyond its interval, so the law cannot be tested) or
-    ``'unknown'`` (one width, or no seed repeats). ``monotone``: every wider
-    model's drop is below the next narrower one's.
+  Returns ``{'verdict', 'difference', 'ci', 'monotone', 'costs', 'welch'}``,
+  smallest against largest width: 'shrinks' / 'grows' (beyond the 95%
+  interval), 'no difference', 'no cost' (no width loses beyond its interval:
+  nothing to shrink) or 'unknown' (one width, no seed repeats). ``monotone``:
+  every wider model's drop is below the next narrower one's; ``welch``: the
+  same with each point's own seed variance (``{'ci', 'dof', 'verdict'}``).
   """
   widths = sorted(by_width)
   if len(widths) < 2:
@@ -322,222 +300,6 @@ def _direction(difference: float, ci: float) -> str:
   return "shrinks" if difference > ci else "grows" if difference < -ci else "no difference"
 
 
-def _welch_note(result: Dict[str, Any]) -> str:
-  """The verdict checked without the pooled SD's equal-noise assumption (Welch)."""
-  welch = result.get("welch")
-  if not welch or result["verdict"] not in ("shrinks", "grows", "no difference"):
-    return ""
-  same = welch["verdict"] == result["verdict"]
-  outcome = ("the same verdict" if same else
-             "which excludes zero" if welch["verdict"] != "no difference" else
-             "which does not exclude zero")
-  return (f" With each point's own seed variance instead of the pooled one (Welch): "
-          f"{100 * result['difference']:+.1f} ± {100 * welch['ci']:.1f} points, "
-          f"{welch['dof']:.1f} degrees of freedom, {outcome}.")
-
-
-def _verdict_sentence(result: Dict[str, Any], what: str, widths: Sequence[int],
-                      tokens: Optional[int] = None) -> str:
-  """The verdict of ``trend`` in words; ``tokens``: of one reduced setting (default: the fewest)."""
-  if tokens is not None and result["verdict"] in ("shrinks", "grows", "no difference", "no cost"):
-    return _short_verdict(result, what, widths, tokens)
-  small, large = widths[0], widths[-1]
-  diff = ("" if result["difference"] is None else
-          f" (drop at width {small} minus drop at width {large}: "
-          f"{100 * result['difference']:+.1f}"
-          + ("" if result["ci"] is None else f" ± {100 * result['ci']:.1f}") + " points)")
-  verdict = result["verdict"]
-  if verdict == "shrinks":
-    steady = ("steadily, at every width step" if result["monotone"] else
-              "from the smallest to the largest width (not at every step)")
-    return (f"The loss of {what} from fewer image tokens shrinks with model size{diff}, "
-            f"{steady}, beyond the seed noise: here the larger models do lose less at fewer "
-            "tokens, the shape of CLIPA's Fig. 1/3 (its inverse scaling law).")
-  if verdict == "grows":
-    return (f"The loss of {what} from fewer image tokens grows with model size{diff}, beyond "
-            "the seed noise: the opposite of CLIPA's inverse scaling law.")
-  if verdict == "no cost":
-    return (f"Fewer image tokens cost no model {what} beyond the seed noise, so this sweep "
-            "does not show the inverse scaling law (there is no loss to shrink; it neither "
-            "confirms nor refutes it).")
-  if verdict == "no difference":
-    return (f"The loss of {what} from fewer image tokens does not differ between the "
-            f"smallest and the largest model beyond the seed noise{diff}, so this sweep does "
-            "not show the inverse scaling law at this scale (it neither confirms nor refutes "
-            "it).")
-  return (f"No point was repeated with another seed, so the seed noise is unknown and this "
-          f"sweep cannot say whether the loss of {what} shrinks with model size{diff}.")
-
-
-def _short_verdict(result: Dict[str, Any], what: str, widths: Sequence[int],
-                   tokens: int) -> str:
-  """One sentence: the verdict at ``tokens`` image tokens (a setting other than the fewest)."""
-  diff = (f"drop at width {widths[0]} minus drop at width {widths[-1]}: "
-          f"{100 * result['difference']:+.1f} ± {100 * result['ci']:.1f} points")
-  verdict = result["verdict"]
-  if verdict == "shrinks":
-    steady = "steadily" if result["monotone"] else "not at every width step"
-    return (f"At {tokens} image tokens the loss of {what} shrinks with model size beyond the "
-            f"seed noise ({diff}; {steady}): the larger models lose less there.")
-  if verdict == "grows":
-    return (f"At {tokens} image tokens the loss of {what} grows with model size beyond the "
-            f"seed noise ({diff}).")
-  if verdict == "no cost":
-    return f"At {tokens} image tokens no model loses {what} beyond the seed noise."
-  return (f"At {tokens} image tokens the loss of {what} does not differ between the smallest "
-          f"and the largest model beyond the seed noise ({diff}).")
-
-
-def _steps_sentence(by_width: Dict[int, Dict[str, Any]], noise: Noise, what: str) -> str:
-  """Size step by size step: does the loss at the fewest tokens shrink, grow or neither?
-
-  The verdict compares only the smallest and the largest model; a law that
-  holds from some size on (or a smallest model that gains from fewer tokens)
-  shows here.
-  """
-  widths = sorted(by_width)
-  if len(widths) < 3 or not noise.known:
-    return ""
-  steps = []
-  for a, b in zip(widths, widths[1:]):
-    difference = by_width[a]["drop"] - by_width[b]["drop"]
-    ci = noise.half_width(*by_width[a]["n"], *by_width[b]["n"])
-    word = _direction(difference, ci)
-    word = "changes within the noise" if word == "no difference" else word
-    steps.append(f"from width {a} to {b} it {word} ({100 * difference:+.1f} ± {100 * ci:.1f} "
-                 "points)")
-  gains = [w for w in widths if by_width[w]["ci"] is not None
-           and -by_width[w]["drop"] > by_width[w]["ci"]]
-  gain_note = (f" Fewer tokens raise {what} beyond the noise at width "
-               + ", ".join(map(str, gains)) + "." if gains else "")
-  return f"Size by size, the loss of {what} at the fewest tokens: " + "; ".join(steps) + "." \
-      + gain_note
-
-
-def _image_axis_paragraph(rows, metric: str, label: str) -> List[str]:
-  agg = aggregate(rows)
-  parts = []
-  full = {r["width"]: r for r in agg if r["axis"] == "full"}
-  noise = Noise(rows, metric)
-  drop_rows = drops(rows, metric)
-  fewest = _fewest_image_tokens(drop_rows)
-  if not (fewest and full):
-    return parts
-  full_tokens = next(iter(full.values()))["image_tokens"]
-  image = [d for d in drop_rows if d["axis"] == "image"]
-  for t in sorted({d["image_tokens"] for d in image}, reverse=True):
-    by_width = {d["width"]: d for d in image if d["image_tokens"] == t}
-    listing = ", ".join(
-        f"{_interval(by_width[w]['drop'], by_width[w]['ci'])} points at width {w} "
-        f"({_pct(full[w][metric])}% -> {_pct(full[w][metric] - by_width[w]['drop'])}%)"
-        for w in sorted(by_width))
-    parts.append(f"{label}: pre-training on {t} instead of {full_tokens} image tokens "
-                 f"changes zero-shot top-1 by {listing}.")
-  what = "top-1 after the fine-tune" if metric == "top1" else "pre-training-only top-1"
-  # The law is about the whole curve: a verdict at every reduced count, the fewest last.
-  fewest_tokens = next(iter(fewest.values()))["image_tokens"]
-  for t in sorted({d["image_tokens"] for d in image} - {fewest_tokens}, reverse=True):
-    by_width = {d["width"]: d for d in image if d["image_tokens"] == t}
-    result = trend(by_width, noise)
-    parts.append(_verdict_sentence(result, what, sorted(by_width), tokens=t)
-                 + _welch_note(result))
-  result = trend(fewest, noise)
-  parts.append(_verdict_sentence(result, what, sorted(fewest)) + _welch_note(result))
-  parts.append(_steps_sentence(fewest, noise, what))
-  return [p for p in parts if p]
-
-
-def reading(rows: Sequence[Dict[str, Any]]) -> str:
-  """The study's reading, generated from its rows alone.
-
-  In order: the accuracy lost at each reduced image-token count per width,
-  after the fine-tune and after pre-training only, with 95% seed-noise
-  intervals; whether that loss shrinks with model size beyond the noise (the
-  paper's Fig. 1/3 shape), grows, or neither; resizing against random
-  masking at equal tokens; syntax-masked text; the noise and the sampling
-  error; the headline (CLIPA schedule vs full resolution for the same FLOPs);
-  and whether a wider token-reduced run beats a narrower full-token run with
-  less compute. It states what the numbers show, whichever way they go.
-  """
-  agg = aggregate(rows)
-  if not agg:
-    return "No finished runs yet."
-  parts: List[str] = []
-  noise = Noise(rows)
-  parts += _image_axis_paragraph(rows, "top1", "After the fine-tune")
-  if any(r.get("pretrain_top1") is not None for r in agg):
-    parts += _image_axis_paragraph(rows, "pretrain_top1", "Pre-training only")
-  parts.append(_masking_sentence(rows, noise))
-  text = [d for d in drops(rows) if d["axis"] == "text"]
-  if text:
-    shortest = min(d["text_tokens"] for d in text)
-    by_width = {d["width"]: d for d in text if d["text_tokens"] == shortest}
-    parts.append(f"Syntax-reducing the captions to {shortest} tokens changes it by " + ", ".join(
-        _interval(by_width[w]["drop"], by_width[w]["ci"]) + (" points" if i == 0 else "")
-        + f" at width {w}" for i, w in enumerate(sorted(by_width))) + ".")
-  if noise.known:
-    parts.append(f"Noise: seeds of one point differ by up to {100 * noise_level(rows):.1f} "
-                 f"points of top-1 (pooled seed SD {100 * noise.sd:.1f} points, {noise.dof} "
-                 "degrees of freedom; ± values are 95% intervals from it).")
-  else:
-    parts.append("No point was repeated with another seed, so the seed noise is unknown.")
-  examples = [r.get("eval_examples") for r in agg if r.get("eval_examples")]
-  mean_top1 = statistics.fmean(r["top1"] for r in agg if r["top1"] is not None)
-  if examples:
-    se = (mean_top1 * (1 - mean_top1) / min(examples)) ** 0.5
-    parts.append(f"(A top-1 near {_pct(mean_top1)}% on {min(examples)} images has a sampling "
-                 f"error of about {100 * se:.1f} points, shared by all runs since they use "
-                 "the same images.)")
-  factor_means = {name: statistics.fmean(values) for name in factor_names(rows)
-                  if (values := [r[f"factor_{name}"] for r in agg
-                                 if r.get(f"factor_{name}") is not None])}
-  if factor_means:
-    parts.append("On average the prediction has the right "
-                 + " and the right ".join(f"{name} {_pct(mean)}%"
-                                          for name, mean in factor_means.items())
-                 + " of the time.")
-  parts += _headline(rows, noise)
-  parts.append(_compute_matched(agg))
-  return " ".join(p for p in parts if p)
-
-
-def _masking_sentence(rows, noise: Noise) -> str:
-  """Random masking vs resizing at the same image-token count, per width."""
-  agg = aggregate(rows)
-  masked = [r for r in agg if r["axis"] == "mask" and r["top1"] is not None]
-  pairs = []
-  for m in masked:
-    resized = [r for r in agg if r["width"] == m["width"] and r["axis"] in ("image", "full")
-               and r["image_tokens"] == m["image_tokens"] and r["text_tokens"] == m["text_tokens"]
-               and r["top1"] is not None]
-    if resized:
-      pairs.append((m, resized[0]))
-  if not pairs:
-    return ""
-  m0, r0 = pairs[0]
-  listing = ", ".join(
-      f"{_pct(m['top1'])}% vs {_pct(r['top1'])}% at width {m['width']} (masking "
-      f"{_interval(r['top1'] - m['top1'], noise.half_width(m['top1_n'], r['top1_n']))})"
-      for m, r in pairs)
-  better = [m["top1"] - r["top1"] for m, r in pairs]
-  cis = [noise.half_width(m["top1_n"], r["top1_n"]) for m, r in pairs]
-  if all(ci is not None and b < -ci for b, ci in zip(better, cis)):
-    verdict = "resizing beats masking at every width beyond the noise, as CLIPA found"
-  elif all(ci is not None and b > ci for b, ci in zip(better, cis)):
-    verdict = "masking beats resizing at every width beyond the noise, unlike CLIPA's finding"
-  else:
-    verdict = "not at every width beyond the noise one way or the other"
-  return (f"At {m0['image_tokens']} image tokens, random masking ({100 * m0['mask_ratio']:g}% of "
-          f"the {m0['image_size']} px patches) against resizing "
-          f"({r0['image_size']} px), after the fine-tune: {listing}; {verdict}.")
-
-
-_HEADLINE_OUTCOMES = {None: "with unknown noise",
-                      "win": "the CLIPA schedule wins beyond the seed noise",
-                      "loss": "full-resolution training wins beyond the seed noise",
-                      "tie": "a tie within the seed noise"}
-
-
 def _win_loss(difference: float, ci: float) -> str:
   """The schedule's 'win' / 'loss' / 'tie' against full resolution (``_direction``'s test)."""
   return {"shrinks": "win", "grows": "loss"}.get(_direction(difference, ci), "tie")
@@ -546,14 +308,10 @@ def _win_loss(difference: float, ci: float) -> str:
 def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
   """Per headline width: the CLIPA schedule and its compute-matched full-resolution run.
 
-  Returns:
-    Dicts ``{'width', 'schedule', 'fullres', 'difference', 'ci', 'verdict',
-    'outcome', 'welch', 'rank'}``: the two ``aggregate`` rows, schedule minus
-    full-resolution top-1, its 95% half-width from the pooled SD (None without
-    seed repeats), ``'win'`` / ``'loss'`` / ``'tie'`` (None: unknown noise) and
-    the same in words, the Welch check (``{'ci', 'dof', 'verdict'}``
-    from each arm's own seed variance; None with fewer than 2 seeds an arm)
-    and the rank test (``rank_test``; None with fewer than 2 seeds an arm).
+  ``{'width', 'schedule', 'fullres'`` (``aggregate`` rows), ``'difference'``
+  (schedule minus full-resolution top-1), ``'ci'`` (pooled 95%), ``'verdict'``
+  ('win' / 'loss' / 'tie'; None: unknown noise), ``'welch'`` and ``'rank'``
+  (None with fewer than 2 seeds an arm)``}``.
   """
   agg = aggregate(rows)
   pairs = []
@@ -573,35 +331,9 @@ def headline_pairs(rows, noise: Noise) -> List[Dict[str, Any]]:
         "ci": interval[0], "dof": interval[1], "verdict": _win_loss(diff, interval[0])}
     rank = rank_test(_seed_values(rows, sched["point_id"]), _seed_values(rows, base["point_id"]))
     pairs.append({"width": base["width"], "schedule": sched, "fullres": base,
-                  "difference": diff, "ci": ci, "verdict": verdict,
-                  "outcome": _HEADLINE_OUTCOMES[verdict], "welch": welch, "rank": rank})
+                  "difference": diff, "ci": ci, "verdict": verdict, "welch": welch,
+                  "rank": rank})
   return pairs
-
-
-def _headline(rows, noise: Noise) -> List[str]:
-  """The CLIPA schedule against full-resolution training for the same FLOPs."""
-  agg = aggregate(rows)
-  parts = []
-  for pair in headline_pairs(rows, noise):
-    sched, base, diff, ci = pair["schedule"], pair["fullres"], pair["difference"], pair["ci"]
-    outcome = pair["outcome"]
-    full = next((r for r in agg if r["width"] == base["width"] and r["axis"] == "full"
-                 and r["top1"] is not None), None)
-    extra = ("" if full is None else
-             f" For reference, the full-token schedule (the same samples at {full['image_size']} "
-             f"px, {full['total_flops'] / sched['total_flops']:.1f}x the compute) reaches "
-             f"{_pct(full['top1'])}%.")
-    parts.append(
-        f"Headline, width {base['width']}, same model and evaluation: the CLIPA schedule "
-        f"(pre-training at {sched['image_tokens']} image / {sched['text_tokens']} text tokens, "
-        f"then the short full-resolution fine-tune; {sched['total_flops'] / 1e12:.3g} TFLOPs) "
-        f"reaches {_pct(sched['top1'])}%, training at full resolution only for the same "
-        f"compute ({base['total_flops'] / 1e12:.3g} TFLOPs, {base['pretrain_samples']:,} "
-        f"samples instead of {sched['pretrain_samples'] + sched['finetune_samples']:,}) "
-        f"reaches {_pct(base['top1'])}%: a difference of {_interval(-diff, ci)} points "
-        "(schedule minus full resolution), "
-        f"{outcome}.{_headline_welch(pair)}{_headline_rank(pair)}{extra}")
-  return parts
 
 
 def _seed_values(rows, point_id: str, metric: str = "top1") -> List[float]:
@@ -612,15 +344,9 @@ def _seed_values(rows, point_id: str, metric: str = "top1") -> List[float]:
 def rank_test(a: Sequence[float], b: Sequence[float]) -> Optional[Dict[str, Any]]:
   """Two-sided Mann-Whitney test of ``a`` against ``b`` (seeds of two arms).
 
-  Intervals from a standard deviation suit seeds that scatter around one value;
-  when some seeds of an arm stall and others learn (two clusters), the rank
-  test asks the plainer question: how often does a seed of one arm beat a seed
-  of the other?
-
-  Returns:
-    ``{'p', 'wins', 'pairs'}``: the p-value (exact without ties), how many of
-    the ``len(a) * len(b)`` seed pairs ``a`` wins (a tie counts half), or None
-    with fewer than 2 seeds an arm.
+  When some seeds of an arm stall and others learn, it asks how often a seed
+  of one arm beats a seed of the other. Returns ``{'p', 'wins', 'pairs'}``
+  (p exact without ties; a tie counts half a win), or None with < 2 seeds an arm.
   """
   if len(a) < 2 or len(b) < 2:
     return None
@@ -629,47 +355,204 @@ def rank_test(a: Sequence[float], b: Sequence[float]) -> Optional[Dict[str, Any]
   return {"p": float(result.pvalue), "wins": float(result.statistic), "pairs": len(a) * len(b)}
 
 
-def _headline_rank(pair: Dict[str, Any]) -> str:
-  rank = pair.get("rank")
-  if not rank:
-    return ""
-  return (f" Rank test (Mann-Whitney, two-sided): a schedule seed beats a full-resolution seed "
-          f"in {rank['wins']:g} of {rank['pairs']} pairs, p = {rank['p']:.3g}.")
+def size_trends(rows: Sequence[Dict[str, Any]], metric: str = "top1"
+                ) -> List[Dict[str, Any]]:
+  """Does the loss from fewer image tokens (resizing) shrink with model size?
+
+  For every reduced image-token count: the smallest width against the largest
+  (``trend``), then, with three or more widths, each size step.
+
+  Returns:
+    ``trend`` results with ``'image_tokens'`` and ``'widths'`` (the pair compared) added.
+  """
+  noise = Noise(rows, metric)
+  image = [d for d in drops(rows, metric) if d["axis"] == "image"]
+  out = []
+  for tokens in sorted({d["image_tokens"] for d in image}, reverse=True):
+    by_width = {d["width"]: d for d in image if d["image_tokens"] == tokens}
+    widths = sorted(by_width)
+    pairs = [(widths[0], widths[-1])] + (list(zip(widths, widths[1:])) if len(widths) > 2 else [])
+    for a, b in pairs:
+      part = {w: by_width[w] for w in widths if a <= w <= b}
+      out.append({**trend(part, noise), "image_tokens": tokens, "widths": (a, b)})
+  return out
 
 
-def _headline_welch(pair: Dict[str, Any]) -> str:
-  """The headline checked with each arm's own seed variance (Welch), in one sentence."""
-  welch = pair.get("welch")
-  if not welch or pair["verdict"] is None:
-    return ""
-  if welch["verdict"] == pair["verdict"]:
-    agreement = "the same outcome"
-  else:
-    agreement = {"win": "a win for the schedule", "loss": "a loss for the schedule",
-                 "tie": "a tie"}[welch["verdict"]] + ", not the pooled interval's outcome"
-  return (f" With each arm's own seed variance instead of the pooled one (Welch): "
-          f"{_interval(-pair['difference'], welch['ci'])} points, {welch['dof']:.1f} degrees "
-          f"of freedom, {agreement}.")
+def masking_pairs(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+  """Random masking against resizing at the same image and text tokens, per width.
+
+  Returns:
+    ``{'width', 'masked', 'resized', 'difference' (masked - resized top-1), 'ci',
+    'verdict'}`` ('masking' / 'resizing' wins beyond the noise, 'tie' or None).
+  """
+  agg, noise = aggregate(rows), Noise(rows)
+  out = []
+  for m in (r for r in agg if r["axis"] == "mask" and r["top1"] is not None):
+    resized = [r for r in agg if r["width"] == m["width"] and r["axis"] in ("image", "full")
+               and r["image_tokens"] == m["image_tokens"] and r["text_tokens"] == m["text_tokens"]
+               and r["top1"] is not None]
+    if resized:
+      diff, ci = m["top1"] - resized[0]["top1"], noise.half_width(m["top1_n"], resized[0]["top1_n"])
+      verdict = None if ci is None else {"shrinks": "masking", "grows": "resizing"}.get(
+          _direction(diff, ci), "tie")
+      out.append({"width": m["width"], "masked": m, "resized": resized[0], "difference": diff,
+                  "ci": ci, "verdict": verdict})
+  return out
 
 
-def _compute_matched(agg: Sequence[Dict[str, Any]]) -> str:
-  """Whether some wider, token-reduced run beats a narrower full-token run for less compute."""
-  full = sorted((r for r in agg if r["axis"] == "full"), key=lambda r: r["width"])
-  wins = []
-  for small in full:
-    for r in agg:
-      if (r["width"] > small["width"] and r["axis"] not in ("full", "fullres")
+def compute_matched_wins(rows: Sequence[Dict[str, Any]]) -> List[Tuple[Dict, Dict]]:
+  """``(wider token-reduced point, narrower full-token point)`` pairs where the wider
+  one reaches a higher top-1 with less compute, the largest gain first."""
+  agg = aggregate(rows)
+  wins = [(r, small) for small in agg if small["axis"] == "full" and small["top1"] is not None
+          for r in agg if r["width"] > small["width"] and r["axis"] not in ("full", "fullres")
           and r["total_flops"] < small["total_flops"] and r["top1"] is not None
-          and small["top1"] is not None and r["top1"] > small["top1"]):
-        wins.append((r, small))
-  if not wins:
-    return ("No wider token-reduced run beats a narrower full-token run with less compute "
-            "(CLIPA's figure shows such wins at scale).")
-  r, small = max(wins, key=lambda w: w[0]["top1"] - w[1]["top1"])
-  return (f"Compute-matched, width {r['width']} pre-trained on {r['image_tokens']} image / "
-          f"{r['text_tokens']} text tokens reaches {_pct(r['top1'])}% with "
-          f"{small['total_flops'] / r['total_flops']:.1f}x less compute than width "
-          f"{small['width']} on full tokens ({_pct(small['top1'])}%).")
+          and r["top1"] > small["top1"]]
+  return sorted(wins, key=lambda w: w[1]["top1"] - w[0]["top1"])
+
+
+# ------------------------------------------------------------------ report
+def _headline_rows(pairs: Sequence[Dict[str, Any]]) -> List[List[Any]]:
+  """Table cells of ``headline_pairs``: seeds, both arms, difference, Welch and rank test."""
+  return [[",".join(map(str, p["schedule"]["seeds"])), _with_range(p["schedule"], "top1"),
+           _with_range(p["fullres"], "top1"), _interval(p["difference"], p["ci"]),
+           p["verdict"] or "unknown", _welch_cell(p["welch"]), _rank_cell(p["rank"])]
+          for p in pairs]
+
+
+_HEADLINE_HEADER = ("seeds", "CLIPA schedule top-1 %", "full resolution top-1 %",
+                    "schedule minus full resolution", "outcome",
+                    "Welch (each arm's own seed variance)", "rank test: seed pairs won, p")
+_METRIC_NAMES = {"top1": "after the fine-tune", "pretrain_top1": "pre-training only"}
+
+
+def analysis(rows: Sequence[Dict[str, Any]]) -> str:
+  """The tests of ``results.md`` as Markdown tables (numbers only)."""
+  agg, noise = aggregate(rows), Noise(rows)
+  out: List[str] = []
+  metrics = ["top1"] + (["pretrain_top1"] if any(r.get("pretrain_top1") is not None
+                                                 for r in agg) else [])
+  changes = {m: {(d["width"], d["axis"], d["image_tokens"], d["text_tokens"]): d
+                 for d in drops(rows, m)} for m in metrics}
+  if changes["top1"]:
+    out += ["## Change against each width's full-token run", "",
+            "Top-1 points, reduced setting minus full tokens (± 95%, pooled seed SD).", ""]
+    out += _markdown_table(
+        ("width", "setting", "image tokens", "text tokens", "compute vs full")
+        + tuple(f"change {_METRIC_NAMES[m]}" for m in metrics),
+        [[k[0], _AXIS_LABELS.get(k[1], k[1]), k[2], k[3], f"{d['compute_ratio']:.2f}"]
+         + [_interval(-changes[m][k]["drop"], changes[m][k]["ci"]) if k in changes[m] else "-"
+            for m in metrics] for k, d in changes["top1"].items()]) + [""]
+  trends = [(m, t) for m in metrics for t in size_trends(rows, m)]
+  if trends:
+    out += ["## Does the loss shrink with model size?", "",
+            "Drop at the smaller width minus drop at the larger (points): positive = the larger "
+            "model loses less. Verdict: shrinks / grows beyond the interval, no difference, no "
+            "cost (no width loses beyond the noise), unknown (no seed repeats).", ""]
+    out += _markdown_table(
+        ("top-1", "image tokens", "widths", "difference (pooled 95%)", "verdict",
+         "every step smaller", "Welch (each point's own seed variance)"),
+        [[_METRIC_NAMES[m], t["image_tokens"], f"{t['widths'][0]} vs {t['widths'][1]}",
+          _interval(t["difference"], t["ci"]), t["verdict"], "yes" if t["monotone"] else "no",
+          _welch_cell(t["welch"])] for m, t in trends]) + [""]
+  masking = masking_pairs(rows)
+  if masking:
+    out += ["## Random masking against resizing, same tokens", ""]
+    out += _markdown_table(
+        ("width", "image tokens", "masked top-1 %", "resized top-1 %",
+         "masked minus resized", "better beyond the noise"),
+        [[p["width"], p["masked"]["image_tokens"],
+          f"{_pct(p['masked']['top1'])} ({100 * p['masked']['mask_ratio']:g}% of "
+          f"{p['masked']['image_size']} px)", f"{_pct(p['resized']['top1'])} "
+          f"({p['resized']['image_size']} px)", _interval(p["difference"], p["ci"]),
+          p["verdict"] or "unknown"] for p in masking]) + [""]
+  pairs = headline_pairs(rows, noise)
+  if pairs:
+    out += ["## Headline: the CLIPA schedule against full resolution, same FLOPs", ""]
+    full = {r["width"]: r for r in agg if r["axis"] == "full" and r["top1"] is not None}
+    out += _markdown_table(
+        ("width", "schedule tokens (image / text)", "compute (TFLOPs)",
+         "samples: schedule / full res") + _HEADLINE_HEADER + ("full tokens top-1 % (compute x)",),
+        [[p["width"], f"{p['schedule']['image_tokens']} / {p['schedule']['text_tokens']}",
+          f"{p['fullres']['total_flops'] / 1e12:.3g}",
+          f"{p['schedule']['pretrain_samples'] + p['schedule']['finetune_samples']:,} / "
+          f"{p['fullres']['pretrain_samples']:,}", *cells,
+          "-" if p["width"] not in full else f"{_pct(full[p['width']]['top1'])} "
+          f"({full[p['width']]['total_flops'] / p['schedule']['total_flops']:.1f}x)"]
+         for p, cells in zip(pairs, _headline_rows(pairs))]) + [""]
+  examples = [r["eval_examples"] for r in agg if r.get("eval_examples")]
+  top1 = [r["top1"] for r in agg if r["top1"] is not None]
+  sampling = (None if not examples or not top1 else
+              (statistics.fmean(top1) * (1 - statistics.fmean(top1)) / min(examples)) ** 0.5)
+  out += ["## Noise", ""] + _markdown_table(
+      ("pooled seed SD (points)", "degrees of freedom", "largest seed spread (points)",
+       "eval images", "sampling error at the mean top-1 (points)"),
+      [[_pct(noise.sd), noise.dof, _pct(noise_level(rows)), min(examples) if examples else "-",
+        _pct(sampling)]]) + [""]
+  wins = compute_matched_wins(rows)
+  out += ["## Wider and token-reduced against narrower at full tokens, less compute", ""]
+  out += _markdown_table(
+      ("wider run", "top-1 %", "narrower full-token run", "top-1 %", "compute saved"),
+      [[f"width {r['width']}, {r['image_tokens']} / {r['text_tokens']} tokens", _pct(r["top1"]),
+        f"width {small['width']}", _pct(small["top1"]),
+        f"{small['total_flops'] / r['total_flops']:.1f}x"] for r, small in wins[:3]]
+      or [["none"] + ["-"] * 4]) + [""]
+  return "\n".join(out)
+
+
+def markdown_report(rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None,
+                    command: str = "") -> str:
+  """``results.md``: command, settings line, the table of points and ``analysis``."""
+  lines = ["# Inverse-scaling study: results", ""]
+  if command:
+    lines += [f"Command: `{command}`", ""]
+  if settings:
+    lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), ""]
+  lines += [format_table(rows), "",
+            "Accuracies are the mean over the seeds, (min–max) in brackets. Compute is all "
+            "stages' training FLOPs (clipa_t5x.flops: 3x the forward matmul FLOPs, per sample x "
+            "samples). The per-factor columns (e.g. pair %): how often the predicted class has "
+            "the right factor of the label (demo_glyphs: pair = the one-stroke pair E/F, O/Q, "
+            "P/R, C/G, U/V; demo_shapes: colour, shape). Figures: `accuracy_vs_tokens.png`, "
+            "`accuracy_vs_flops.png`.", "", analysis(rows)]
+  return "\n".join(lines)
+
+
+def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, str]:
+  """The headline pair at several budgets: ``OUT/headline_vs_budget.{md,png}``.
+
+  ``records``: ``results.json`` contents of studies that differ in their budget,
+  each with a headline pair. Returns ``{'markdown', 'png'}`` paths; ValueError
+  when a record has no headline pair.
+  """
+  budgets = []
+  for record in records:
+    rows = record["runs"]
+    pairs = headline_pairs(rows, Noise(rows))
+    if not pairs:
+      raise ValueError(f"no headline pair in the study run by {record.get('command')!r}; "
+                       "run it with its CLIPA schedule and full-resolution points.")
+    settings = record.get("settings") or {}
+    budgets += [{**pair, "steps": (settings.get("pretrain_steps"), settings.get("finetune_steps")),
+                 "command": record.get("command", "")} for pair in pairs]
+  budgets.sort(key=lambda b: (b["width"], b["fullres"]["total_flops"], b["steps"][0] or 0))
+  lines = ["# The headline at several budgets", "",
+           "The CLIPA schedule (fewest tokens, then the full-resolution fine-tune) against "
+           "training at full resolution only for the same FLOPs; mean over the seeds "
+           "(min–max), 95% intervals from each budget's pooled seed SD.", ""]
+  lines += _markdown_table(
+      ("width", "pre-train + fine-tune steps", "compute (TFLOPs)") + _HEADLINE_HEADER,
+      [[b["width"], "?" if None in b["steps"] else f"{b['steps'][0]} + {b['steps'][1]}",
+        f"{b['schedule']['total_flops'] / 1e12:.3g}", *cells]
+       for b, cells in zip(budgets, _headline_rows(budgets))])
+  lines += ["", "Commands:", ""] + [f"    {b['command']}" for b in budgets] + [""]
+  paths = {"markdown": os.path.join(out_dir, "headline_vs_budget.md"),
+           "png": os.path.join(out_dir, "headline_vs_budget.png")}
+  os.makedirs(out_dir, exist_ok=True)
+  with open(paths["markdown"], "w") as f:
+    f.write("\n".join(lines))
+  _plot_budgets(budgets, paths["png"])
+  return paths
 
 
 # ------------------------------------------------------------------ plots
@@ -838,69 +721,6 @@ def _save(fig, path: str) -> str:
   return path
 
 
-# ------------------------------------------------------- headline vs budget
-def budget_report(records: Sequence[Dict[str, Any]], out_dir: str) -> Dict[str, str]:
-  """The headline pair at several budgets: ``headline_vs_budget.md`` and ``.png``.
-
-  Args:
-    records: ``results.json`` contents of studies that differ in their
-      budget (``pretrain_steps`` / ``finetune_steps``), each holding a headline
-      pair (e.g. run with ``--only <schedule>,<fullres>``).
-    out_dir: where the two files go.
-
-  Returns:
-    ``{'markdown': path, 'png': path}``.
-
-  Raises:
-    ValueError: a record has no headline pair.
-  """
-  budgets = []
-  for record in records:
-    rows = record["runs"]
-    pairs = headline_pairs(rows, Noise(rows))
-    if not pairs:
-      raise ValueError(f"no headline pair in the study run by {record.get('command')!r}; "
-                       "run it with its CLIPA schedule and full-resolution points.")
-    settings = record.get("settings") or {}
-    for pair in pairs:
-      budgets.append({**pair, "steps": (settings.get("pretrain_steps"),
-                                        settings.get("finetune_steps")),
-                      "command": record.get("command", "")})
-  budgets.sort(key=lambda b: (b["width"], b["fullres"]["total_flops"], b["steps"][0] or 0))
-  lines = ["# The headline at several budgets", "",
-           "The CLIPA schedule (fewest tokens, then the full-resolution fine-tune) against "
-           "training at full resolution only for the same FLOPs; mean over the seeds "
-           "(min–max), 95% intervals from each budget's pooled seed SD.", "",
-           "| width | pre-train + fine-tune steps | compute (TFLOPs) | seeds | CLIPA schedule "
-           "top-1 % | full resolution top-1 % | schedule minus full resolution | outcome | "
-           "Welch (each arm's own seed variance) | rank test: seed pairs won, p |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-  for b in budgets:
-    sched, base = b["schedule"], b["fullres"]
-    steps = "?" if None in b["steps"] else f"{b['steps'][0]} + {b['steps'][1]}"
-    lines.append(
-        f"| {b['width']} | {steps} | {sched['total_flops'] / 1e12:.3g} | "
-        f"{','.join(map(str, sched['seeds']))} | {_with_range(sched, 'top1')} | "
-        f"{_with_range(base, 'top1')} | {_interval(-b['difference'], b['ci'])} | "
-        f"{b['outcome']} | " + ("-" if not b["welch"] else
-                                f"± {100 * b['welch']['ci']:.1f} ({b['welch']['dof']:.1f} dof): "
-                                f"{b['welch']['verdict']}") + " | "
-        + ("-" if not b["rank"] else
-           f"{b['rank']['wins']:g} of {b['rank']['pairs']}, p = {b['rank']['p']:.3g}") + " |")
-  ahead = sum(b["difference"] > 0 for b in budgets)
-  lines += ["", f"The schedule's mean is ahead in {ahead} of {len(budgets)} pairs; beyond the "
-            f"seed noise at {sum(b['verdict'] == 'win' for b in budgets)}, behind "
-            f"it at {sum(b['verdict'] == 'loss' for b in budgets)}.", "",
-            "Commands:", ""] + [f"    {b['command']}" for b in budgets] + [""]
-  paths = {"markdown": os.path.join(out_dir, "headline_vs_budget.md"),
-           "png": os.path.join(out_dir, "headline_vs_budget.png")}
-  os.makedirs(out_dir, exist_ok=True)
-  with open(paths["markdown"], "w") as f:
-    f.write("\n".join(lines))
-  _plot_budgets(budgets, paths["png"])
-  return paths
-
-
 def _plot_budgets(budgets: Sequence[Dict[str, Any]], path: str) -> str:
   """Top-1 against training FLOPs: the schedule's line and full resolution's."""
   import matplotlib  # pylint: disable=import-outside-toplevel
@@ -936,38 +756,13 @@ def _plot_budgets(budgets: Sequence[Dict[str, Any]], path: str) -> str:
   return _save(fig, path)
 
 
-def markdown_report(rows: Sequence[Dict[str, Any]], settings: Optional[Dict[str, Any]] = None,
-                    command: str = "") -> str:
-  """``results.md``: command, settings line, table and reading."""
-  lines = ["# Inverse-scaling study: results", ""]
-  if command:
-    lines += [f"Command: `{command}`", ""]
-  if settings:
-    lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())), ""]
-  lines += [format_table(rows), "",
-            "Accuracies are the mean over the seeds, (min–max) in brackets. Compute is all "
-            "stages' training FLOPs (clipa_t5x.flops: 3x the forward matmul FLOPs, per sample x "
-            "samples). The per-factor columns (e.g. pair %): how often the predicted class has the right "
-            "factor of the label "
-            "(demo_glyphs: pair = the one-stroke pair E/F, O/Q, P/R, C/G, U/V; demo_shapes: "
-            "colour, shape). Figures: `accuracy_vs_tokens.png`, `accuracy_vs_flops.png`.", "",
-            "## Reading", "", reading(rows), ""]
-  return "\n".join(lines)
-
-
 def write_report(rows: Sequence[Dict[str, Any]], out_dir: str,
                  settings: Optional[Dict[str, Any]] = None, command: str = "") -> Dict[str, str]:
-  """Writes results.json, results.md and the two PNGs into ``out_dir``.
+  """Writes results.json, results.md and the two PNGs of ``rows`` into ``out_dir``.
 
-  Args:
-    rows: run.py's result rows (any subset of the study).
-    out_dir: output folder.
-    settings: the study's settings, recorded in results.json / results.md.
-    command: the command that made the rows, printed in results.md and on the
-      figures.
-
-  Returns:
-    ``{'json', 'markdown', 'tokens_png', 'flops_png'}`` paths.
+  ``settings`` and ``command`` (what made the rows) are recorded in both files
+  and the command on the figures. Returns ``{'json', 'markdown', 'tokens_png',
+  'flops_png'}`` paths.
   """
   if not rows:
     raise ValueError("no result rows; run the study (run.py) before writing the report.")
@@ -1018,7 +813,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   paths = write_report(record["runs"], args.out, record.get("settings"),
                        record.get("command", ""))
   print(f"{paths['markdown']}\n{paths['tokens_png']}\n{paths['flops_png']}")
-  print("\n" + reading(record["runs"]))
   return 0
 
 

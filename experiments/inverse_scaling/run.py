@@ -9,7 +9,7 @@ demo split is classified zero-shot:
   of 64 patches masked = 16 tokens, the same count as the smallest resize);
 * text tokens by **syntax masking** (e.g. 32 truncated vs 8 syntax-reduced);
 * every setting with **two or more seeds**, so each point has a spread and
-  the reading a seed-noise interval;
+  the tables a seed-noise interval;
 * **the headline**: the CLIPA schedule (pre-training on the fewest image and
   text tokens + the short full-resolution fine-tune) against training at
   full resolution only, for the same training FLOPs, the same model and the
@@ -29,7 +29,7 @@ Usage, from the repository root::
 Every run is an ordinary clipa_t5x ``MODEL_DIR`` (``OUT/runs/<run id>/``,
 trained with ``clipa_t5x.runner.run``); rerunning the command skips finished
 runs and resumes an interrupted one from its last checkpoint. The results go
-to ``OUT/results.json``, ``OUT/results.md`` (table + generated reading),
+to ``OUT/results.json``, ``OUT/results.md`` (tables with 95% intervals),
 ``OUT/accuracy_vs_tokens.png`` and ``OUT/accuracy_vs_flops.png`` (plot.py).
 """
 
@@ -105,7 +105,7 @@ class SweepSettings:
     finetune_mask_ratio: random patch masking in the fine-tune (CLIPA-v1's
       "unmasked tuning" is 0; CLIPA-v2 uses 0.3).
     seeds: seeds of every run (initialisation, masking and data order); two
-      or more give every point a spread and the reading its noise.
+      or more give every point a spread and the tables their noise.
     checkpoint_period: steps between checkpoints (resume granularity).
     eval_batch_size: images per zero-shot evaluation batch.
     scene: the demo data set: ``'glyphs'`` (``demo_glyphs``, textures of bold
@@ -150,7 +150,7 @@ class SweepSettings:
 
   def demo_data(self):
     """The ``DemoData`` the study trains and evaluates on."""
-    from clipa_t5x.data import demo_data  # pylint: disable=import-outside-toplevel
+    from clipa_t5x.demo import data as demo_data  # pylint: disable=import-outside-toplevel
     data = dict(self.data)
     return demo_data.DemoData.from_kwargs(data.pop("data_dir", None), scene=self.scene, **data)
 
@@ -208,7 +208,7 @@ class SweepSettings:
 # The default study: estimated ~60 min on 2 idle CPU cores (README.md: the estimate).
 DEFAULT = SweepSettings()
 # The CI preset: the whole study's structure (3 sizes, resizing, masking, short
-# text, 2 seeds, the headline pair, the reading and both plots) at tiny widths
+# text, 2 seeds, the headline pair, the tables and both plots) at tiny widths
 # and one block, on a small data set. Runs this small cost mostly start-up,
 # compilation and evaluation, so 60 steps cost little more than 4.
 QUICK = SweepSettings(

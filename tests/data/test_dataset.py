@@ -8,9 +8,11 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from clipa_t5x.data import dataset, demo_shapes, image_ops, text_reduction
+from clipa_t5x.data import dataset, image_ops, text_reduction
 from clipa_t5x.data.feature_converter import output_features
 from clipa_t5x.data.sources import WebDatasetSource, select_features
+from clipa_t5x.demo import generate as demo_generate
+from clipa_t5x.demo.scenes import shapes as demo_shapes
 
 TASK = "dataset_test_shapes"
 EVAL_TASK = "dataset_test_shapes_eval"
@@ -20,8 +22,8 @@ LENGTHS = {"image": 24, "text": 6}
 @pytest.fixture(scope="module", autouse=True)
 def tasks(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("data") / "shapes")
-  demo_shapes.generate(root, num_train=48, num_eval=30, image_size=40,
-                       num_train_shards=4)
+  demo_generate.generate(root, num_train=48, num_eval=30, image_size=40,
+                         num_train_shards=4)
   source = WebDatasetSource({s: os.path.join(root, f"{s}-*.tar")
                              for s in ("train", "eval")})
   text = functools.partial(text_reduction.tokenize_and_reduce,

@@ -13,7 +13,7 @@ from clipa_t5x import checkpoints
 from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import partitioning
 from clipa_t5x import runner
-from clipa_t5x.data import demo_data
+from clipa_t5x.demo import data as demo_data
 from clipa_t5x.data import iterator_state
 from clipa_t5x.models import configs
 from clipa_t5x.tasks import demo

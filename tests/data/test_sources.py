@@ -10,7 +10,7 @@ import seqio
 import tensorflow as tf
 from PIL import Image
 
-from clipa_t5x.data import demo_shapes
+from clipa_t5x.demo import generate as demo_generate
 from clipa_t5x.data import sources
 from clipa_t5x.data.sources import WebDatasetSource, select_features
 
@@ -18,7 +18,7 @@ from clipa_t5x.data.sources import WebDatasetSource, select_features
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("demo") / "d")
-  demo_shapes.generate(out, num_train=37, num_eval=30, image_size=32,
+  demo_generate.generate(out, num_train=37, num_eval=30, image_size=32,
                        num_train_shards=4)
   return out
 

@@ -1,4 +1,4 @@
-"""Tests of experiments/demo_diagnosis/clip_probe.py: captions, and a tiny run end to end."""
+"""Tests of experiments/demo_diagnosis/clip_probe.py: captions, and tiny runs end to end (slow)."""
 import os
 import sys
 
@@ -30,6 +30,7 @@ def test_letter_captions_never_name_the_colour(probe):
   assert all("{g}" in t for caption_set in probe.CAPTION_SETS.values() for t in caption_set)
 
 
+@pytest.mark.slow  # trains a model
 def test_tiny_run_end_to_end(probe):
   images, labels, colours = probe.resolution_probe.render_glyphs(64, 16, 0, 0.8, "capitals")
   texts = probe.captions_for(labels, colours, probe.resolution_probe.GLYPH_SETS["capitals"][0], 0)
@@ -40,6 +41,7 @@ def test_tiny_run_end_to_end(probe):
   assert np.isfinite(row["loss_first"]) and np.isfinite(row["loss_last"])
 
 
+@pytest.mark.slow  # trains a model
 def test_depth_and_other_sizes_are_used(probe):
   glyphs = probe.resolution_probe.GLYPH_SETS["demo_glyphs"][0]
   assert glyphs[-2:] == ("U", "V")
@@ -52,6 +54,7 @@ def test_depth_and_other_sizes_are_used(probe):
   assert 0.0 <= row["zeroshot_top1_at_32"] <= 1.0
 
 
+@pytest.mark.slow  # trains a model
 def test_finetune_continues_training_at_another_size(probe):
   glyphs = probe.resolution_probe.GLYPH_SETS["tiled_mixed"][0]
   small, labels, colours = probe.resolution_probe.render_glyphs(16, 16, 0, 1.0, "tiled_mixed")

@@ -365,3 +365,43 @@ def test_chunked_attention_under_a_mesh_matches(monkeypatch):
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     got = jax.jit(lambda p, x: m.apply({"params": p}, x))(params, x)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------ opt-in fused kernels ---
+@pytest.mark.parametrize("dtype,atol", [(jnp.float32, 2e-4), (jnp.bfloat16, 8e-2)])
+@pytest.mark.parametrize("options", [{"norm_impl": "pallas"}, {"mlp_impl": "fused_gelu"},
+                                     {"norm_impl": "pallas", "mlp_impl": "fused_gelu"}])
+def test_fused_kernel_options_match_the_xla_block(options, dtype, atol):
+  """Same parameters, same output and gradients (to the dtype's rounding)."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 48)).astype(dtype)
+  make = lambda **kw: layers.EncoderBlock(heads=4, mlp_dim=96, dtype=dtype,
+                                          attention_impl="xla", **kw)
+  ref, fused = make(norm_impl="xla", mlp_impl="xla"), make(**options)
+  params = ref.init(jax.random.key(1), x)
+  fused_params = fused.init(jax.random.key(1), x)
+  assert jax.tree.structure(params) == jax.tree.structure(fused_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(fused_params)):
+    np.testing.assert_array_equal(a, b)
+  g = jax.random.normal(jax.random.key(2), x.shape)
+  loss = lambda m: (lambda p, x: jnp.sum(m.apply(p, x).astype(jnp.float32) * g))
+  f32 = lambda t: np.asarray(t, np.float32)
+  np.testing.assert_allclose(f32(fused.apply(params, x)), f32(ref.apply(params, x)),
+                             atol=atol, rtol=atol)
+  got = jax.grad(loss(fused), argnums=(0, 1))(params, x)
+  want = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    size = max(1.0, float(np.max(np.abs(f32(b)))))
+    np.testing.assert_allclose(f32(a), f32(b), atol=atol * size, rtol=atol)
+
+
+def test_auto_kernel_options_follow_the_platform_table(monkeypatch):
+  from clipa_t5x import xla_flags
+  monkeypatch.setitem(xla_flags.MODEL_DEFAULTS, "gpu", {"norm_impl": "pallas"})
+  assert layers.resolve_kernel_option("norm_impl", "auto", backend="gpu") == "pallas"
+  assert layers.resolve_kernel_option("mlp_impl", "auto", backend="gpu") == "xla"
+  assert layers.resolve_kernel_option("norm_impl", "auto", backend="cpu") == "xla"
+  assert layers.resolve_kernel_option("norm_impl", "xla", backend="gpu") == "xla"
+  monkeypatch.setenv(xla_flags.DISABLE_ENV, "0")
+  assert layers.resolve_kernel_option("norm_impl", "auto", backend="gpu") == "xla"
+  with pytest.raises(ValueError, match="Unknown norm_impl 'triton'"):
+    layers.resolve_kernel_option("norm_impl", "triton")

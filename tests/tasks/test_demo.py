@@ -10,8 +10,8 @@ import pytest
 import seqio
 
 import clipa_t5x.tasks  # noqa: F401  (registers the Tasks)
-from clipa_t5x.data import demo_data
-from clipa_t5x.data import demo_shapes
+from clipa_t5x.demo import data as demo_data
+from clipa_t5x.demo import generate as demo_generate
 from clipa_t5x.data import text_reduction
 from clipa_t5x.data.feature_converter import ImageTextFeatureConverter
 from clipa_t5x.tasks import demo
@@ -60,7 +60,7 @@ def test_data_is_generated_lazily_when_files_are_listed(tmp_path):
     assert not (tmp_path / "lazy").exists()  # registering made nothing
     assert [os.path.basename(f) for f in source.list_shards("train")] == [
         "train-00000.tar", "train-00001.tar"]
-    assert demo_shapes.read_manifest(str(tmp_path / "lazy"))["params"]["image_size"] == 24
+    assert demo_generate.read_manifest(str(tmp_path / "lazy"))["params"]["image_size"] == 24
     assert demo_data.eval_files(data) == str(tmp_path / "lazy" / "eval-*.tar")
     jpegs, labels = data.eval_examples(4)
     assert len(jpegs) == 4 and labels == [0, 1, 2, 3]
@@ -105,7 +105,7 @@ def test_train_batch_from_seqio_get_dataset(data_dir):
       dataset_split="train", shuffle=True, num_epochs=1, seed=0,
       shard_info=seqio.ShardInfo(index=0, num_shards=2), batch_size=8)
   batch = next(ds.as_numpy_iterator())
-  assert demo_shapes.read_manifest(data_dir)["params"]["num_train"] == 64
+  assert demo_generate.read_manifest(data_dir)["params"]["num_train"] == 64
   assert set(batch) == {"image", "text"}
   assert batch["image"].shape == (8, 32, 32, 3)
   assert batch["image"].dtype == np.uint8
@@ -142,7 +142,7 @@ def test_mixture_and_syntax_variant_give_batches(data_dir):
 
 
 def test_glyph_tasks_have_their_own_names_labels_and_mixture(tmp_path):
-  from clipa_t5x.data import demo_glyphs  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.demo.scenes import glyphs as demo_glyphs  # pylint: disable=import-outside-toplevel
   data = demo_data.DemoData(str(tmp_path / "glyphs"), num_train=40, num_eval=20,
                             image_size=32, num_train_shards=2, scene="glyphs")
   try:

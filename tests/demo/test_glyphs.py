@@ -1,4 +1,4 @@
-"""Tests for clipa_t5x.data.demo_glyphs: the letters scene, written by demo_shapes' writer."""
+"""Tests for clipa_t5x.demo.scenes.glyphs: the letters scene, written by the demo generator."""
 
 import io
 import json
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipa_t5x.data import demo_data
-from clipa_t5x.data import demo_glyphs
-from clipa_t5x.data import demo_shapes
+from clipa_t5x.demo import generate
+from clipa_t5x.demo.scenes import drawing
+from clipa_t5x.demo.scenes import glyphs as demo_glyphs
 from clipa_t5x.data import text_reduction
 
 SMALL = dict(num_train=300, num_eval=40, image_size=32, num_train_shards=2, scene="glyphs")
@@ -27,9 +27,9 @@ def _by_ext(members, ext):
 
 
 def test_same_seed_same_bytes_and_the_manifest_names_the_scene(tmp_path):
-  a = demo_shapes.generate(str(tmp_path / "a"), **SMALL, seed=1)
-  demo_shapes.generate(str(tmp_path / "b"), **SMALL, seed=1)
-  demo_shapes.generate(str(tmp_path / "c"), **SMALL, seed=2)
+  a = generate.generate(str(tmp_path / "a"), **SMALL, seed=1)
+  generate.generate(str(tmp_path / "b"), **SMALL, seed=1)
+  generate.generate(str(tmp_path / "c"), **SMALL, seed=2)
   read = lambda d: open(tmp_path / d / "train-00000.tar", "rb").read()
   assert read("a") == read("b") != read("c")
   assert a["params"]["scene"] == "glyphs" and a["num_classes"] == 10
@@ -37,12 +37,12 @@ def test_same_seed_same_bytes_and_the_manifest_names_the_scene(tmp_path):
   with open(tmp_path / "a" / "classes.json") as f:
     assert json.load(f) == list(demo_glyphs.CLASS_NAMES)
   # A shapes data set's manifest keeps its old form, so cached shapes data stays valid.
-  assert "scene" not in demo_shapes._params(10, 10, 32, 1, 1, 0)  # pylint: disable=protected-access
+  assert "scene" not in generate._params(10, 10, 32, 1, 1, 0)  # pylint: disable=protected-access
 
 
 def test_eval_is_balanced_every_class_reachable_and_captions_name_the_letter(tmp_path):
   out = str(tmp_path / "d")
-  demo_shapes.generate(out, **SMALL)
+  generate.generate(out, **SMALL)
   evals = _members(os.path.join(out, "eval-00000.tar"))
   assert np.bincount([int(d) for d in _by_ext(evals, "cls")]).tolist() == [4] * 10
   train = _members(os.path.join(out, "train-00000.tar")) + _members(
@@ -51,12 +51,12 @@ def test_eval_is_balanced_every_class_reachable_and_captions_name_the_letter(tmp
   counts = np.bincount(labels, minlength=10)
   assert counts.sum() == 300 and counts.min() >= 15 and counts.max() <= 50  # 30 expected
   metas = [json.loads(d) for d in _by_ext(train, "json")]
-  assert {m["colour"] for m in metas} == set(demo_shapes.COLOURS)  # a nuisance, every value
+  assert {m["colour"] for m in metas} == set(drawing.COLOURS)  # a nuisance, every value
   for meta, caption, label in zip(metas, _by_ext(train, "txt"), labels):
     caption = caption.decode()
     assert meta["label"] == label and meta["caption"] == caption
     assert demo_glyphs.LETTERS[label] in caption.split()
-    assert not any(c in caption for c in demo_shapes.COLOURS)  # colour is never named
+    assert not any(c in caption for c in drawing.COLOURS)  # colour is never named
   assert len({c for c in _by_ext(train, "txt")}) > 50
 
 
@@ -88,22 +88,6 @@ def test_render_is_deterministic_and_letters_cover_every_patch_and_pairs_are_fac
   pairs = demo_glyphs.class_factors()["pair"]
   assert pairs == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
   assert [demo_glyphs.LETTERS[i] for i in range(0, 10, 2)] == ["E", "O", "P", "C", "U"]
-
-
-def test_demo_data_scene_has_its_own_folder_names_and_factors(tmp_path, monkeypatch):
-  monkeypatch.delenv("CLIPA_DEMO_GLYPHS_DATA", raising=False)
-  monkeypatch.setenv("CLIPA_DEMO_DATA", str(tmp_path / "shapes"))
-  glyphs = demo_data.DemoData(scene="glyphs")
-  assert glyphs.name == "demo_glyphs"
-  assert glyphs.root().endswith(os.path.join("clipa_t5x", "demo_glyphs"))
-  assert demo_data.DemoData().root() == str(tmp_path / "shapes")
-  monkeypatch.setenv("CLIPA_DEMO_GLYPHS_DATA", str(tmp_path / "g"))
-  assert glyphs.root() == str(tmp_path / "g")
-  assert glyphs.class_names()[:2] == ["letter E", "letter F"]
-  assert glyphs.class_factors() == demo_glyphs.class_factors()
-  assert demo_data.DemoData().class_factors() == demo_shapes.class_factors()
-  with pytest.raises(ValueError, match="Unknown demo scene 'digits'"):
-    demo_data.DemoData(scene="digits")
 
 
 def test_missing_matplotlib_is_a_clear_error(monkeypatch):

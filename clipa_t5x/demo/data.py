@@ -1,22 +1,24 @@
-"""The generated ``demo_shapes`` data set at one location: its files, sources and metadata.
+"""A generated demo data set at one location: its files, sources and metadata.
 
-``DemoData`` says where the data lives and how it is generated
-(``demo_shapes.ensure_demo_data`` parameters); the data is made when its files
+``DemoData`` says which scene, where the data lives and how it is generated
+(``generate.ensure_demo_data`` parameters); the data is made when its files
 are first listed, so a demo run needs no separate data step. The directory is
 ``data_dir``, else ``$CLIPA_DEMO_DATA``, else ``~/.cache/clipa_t5x/demo_shapes``
-(read when the files are listed). ``tasks/demo.py`` registers the SeqIO Tasks
-over a ``DemoData``; gin files make one (``DEMO_DATA = @demo_data.DemoData()``)
-and pass it to the Task factories, the evaluation and the examples picture.
+(per scene; read when the files are listed). ``tasks/demo.py`` registers the
+SeqIO Tasks over a ``DemoData``; gin files make one (``from clipa_t5x.demo
+import data as demo_data``, ``DEMO_DATA = @demo_data.DemoData()``) and pass it
+to the Task factories, the evaluation, the examples picture and the resolution
+table.
 """
 
 import dataclasses
-import io
 import os
 import tarfile
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from clipa_t5x.data import demo_shapes
 from clipa_t5x.data.sources import WebDatasetSource
+from clipa_t5x.demo import generate
+from clipa_t5x.demo import scenes
 
 SPLITS = ("train", "eval")
 # The zero-shot prompt templates of the demo (evaluation and the examples picture).
@@ -35,9 +37,9 @@ class DemoData:
     image_size: side of the generated images in pixels.
     num_train_shards / num_eval_shards: tar shards per split.
     seed: the generator's seed.
-    scene: ``'shapes'`` (``demo_shapes``: coloured shapes, the demo) or
-      ``'glyphs'`` (``demo_glyphs``: letter textures, the inverse-scaling
-      study); the default folder is per scene.
+    scene: a name of ``clipa_t5x.demo.scenes``: ``'shapes'`` (coloured
+      shapes, the demo) or ``'glyphs'`` (letter textures, the
+      inverse-scaling study); the default folder is per scene.
   """
   data_dir: Optional[str] = None
   num_train: Optional[int] = None
@@ -49,7 +51,7 @@ class DemoData:
   scene: str = "shapes"
 
   def __post_init__(self):
-    demo_shapes.scene_module(self.scene)  # a clear error for an unknown scene
+    scenes.get(self.scene)  # a clear error for an unknown scene
 
   @property
   def name(self) -> str:
@@ -73,21 +75,21 @@ class DemoData:
 
   def root(self) -> str:
     """The data folder in effect (not created)."""
-    return os.path.expanduser(self.data_dir or demo_shapes.default_data_dir(self.scene))
+    return os.path.expanduser(self.data_dir or generate.default_data_dir(self.scene))
 
   def class_names(self) -> List[str]:
     """Ordered zero-shot class names of this scene (index = ``KEY.cls``)."""
-    return list(demo_shapes.scene_module(self.scene).CLASS_NAMES)
+    return list(scenes.get(self.scene).CLASS_NAMES)
 
   def class_factors(self) -> Dict[str, List[int]]:
-    """Per-class id of each label factor (``demo_shapes``: colour, shape; glyphs: pair)."""
-    return demo_shapes.scene_module(self.scene).class_factors()
+    """Per-class id of each label factor (shapes: colour, shape; glyphs: pair)."""
+    return scenes.get(self.scene).class_factors()
 
   def files(self, split: str) -> str:
     """Glob of ``split``'s shards, generating the data set first if needed."""
     if split not in SPLITS:
       raise ValueError(f"demo data has the splits {SPLITS}, not {split!r}.")
-    root = demo_shapes.ensure_demo_data(self.root(), **self.generator_kwargs())
+    root = generate.ensure_demo_data(self.root(), **self.generator_kwargs())
     return os.path.join(root, f"{split}-*.tar")
 
   def pattern(self, split: str) -> Callable[[], str]:
@@ -125,52 +127,18 @@ def eval_files(data: Optional[DemoData] = None) -> str:
   return (data or DemoData()).files("eval")
 
 
-def class_names() -> List[str]:
-  """Ordered zero-shot class names, ``['red circle', ...]`` (index = ``KEY.cls``)."""
-  return list(demo_shapes.CLASS_NAMES)
+def class_names(data: Optional[DemoData] = None) -> List[str]:
+  """Ordered zero-shot class names of ``data``'s scene (default: the shapes, ``['red circle',
+  ...]``; index = ``KEY.cls``). In gin: ``class_names = @demo_data.class_names`` with
+  ``demo_data.class_names.data = %DEMO_DATA``."""
+  return (data or DemoData()).class_names()
 
 
-def class_factors() -> Dict[str, List[int]]:
-  """Per-class colour and shape ids, for the per-factor zero-shot accuracy."""
-  return demo_shapes.class_factors()
+def class_factors(data: Optional[DemoData] = None) -> Dict[str, List[int]]:
+  """Per-class id of each label factor of ``data``'s scene, for the per-factor top-1."""
+  return (data or DemoData()).class_factors()
 
 
 def templates() -> List[str]:
   """The demo's zero-shot prompt templates."""
   return list(TEMPLATES)
-
-
-def draw_examples(path: str, jpegs: Sequence[bytes], labels: Sequence[int],
-                  predicted: Sequence[int], names: Sequence[str], columns: int = 6,
-                  cell: int = 128) -> int:
-  """Writes a grid of images captioned with their true and predicted class to ``path``.
-
-  Args:
-    path: the PNG to write.
-    jpegs: encoded images.
-    labels: true class index of each image.
-    predicted: predicted class index of each image.
-    names: class names.
-    columns: images per row.
-    cell: side of each (upscaled) image in pixels.
-
-  Returns:
-    How many predictions are right.
-  """
-  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=import-outside-toplevel
-  font = ImageFont.load_default()
-  text_h = 30
-  grid_rows = -(-len(jpegs) // columns)
-  canvas = Image.new("RGB", (columns * cell, grid_rows * (cell + text_h)), "white")
-  draw = ImageDraw.Draw(canvas)
-  right = 0
-  for i, (jpeg, label, guess) in enumerate(zip(jpegs, labels, predicted)):
-    x, y = i % columns * cell, i // columns * (cell + text_h)
-    image = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((cell, cell), Image.NEAREST)
-    canvas.paste(image, (x, y))
-    right += int(guess) == int(label)
-    draw.text((x + 3, y + cell + 2), f"true: {names[label]}", fill=(0, 0, 0), font=font)
-    draw.text((x + 3, y + cell + 15), f"pred: {names[guess]}", font=font,
-              fill=(0, 130, 0) if guess == label else (200, 0, 0))
-  canvas.save(path)
-  return right

@@ -26,9 +26,9 @@ fine-tune could not recover (10-17% zero-shot). Natural images, on which CLIPA
 works, have content in every patch at every resolution and objects at many
 scales; the texture gives the letters both properties.
 
-The font is the one matplotlib ships (an ``experiments`` / ``demo`` extra);
-written as ``demo_shapes`` writes its scenes (``demo_shapes.generate(...,
-scene='glyphs')``), the same tar shards and manifest.
+The font is the one matplotlib ships (an ``experiments`` / ``demo`` extra).
+``clipa_t5x.demo.generate`` writes it as every scene (``generate(...,
+scene='glyphs')``): the same tar shards and manifest.
 """
 
 import functools
@@ -37,6 +37,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from clipa_t5x.demo.scenes.drawing import COLOURS, SUPERSAMPLE, encode_jpeg, jitter_colour
 
 # Bump when the rendered bytes or captions change (cached data sets are regenerated).
 GENERATOR_VERSION = 2
@@ -81,7 +83,7 @@ def font_path(name: str = FONT_FILE) -> str:
   try:
     import matplotlib  # pylint: disable=import-outside-toplevel
   except ImportError:
-    raise ImportError("the demo_glyphs data set draws its letters with the font matplotlib "
+    raise ImportError("the glyphs demo scene draws its letters with the font matplotlib "
                       "ships; install it: pip install matplotlib (or the 'demo' extra).") from None
   path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", name)
   if not os.path.exists(path):
@@ -117,28 +119,26 @@ def draw_texture(draw: ImageDraw.ImageDraw, letter: str, font: ImageFont.FreeTyp
 
 def render_example(rng: np.random.Generator, image_size: int,
                    label: Optional[int] = None) -> Tuple[bytes, Dict[str, Any]]:
-  """Draws one letter texture and writes its caption (``demo_shapes.render_example``'s contract).
+  """Draws one letter texture and writes its caption (the scene contract of ``clipa_t5x.demo.scenes``).
 
   Returns ``(jpeg_bytes, attributes)``; the attributes hold the caption, the
   class index and name, the letter, its colour, the grid's phase ``(x, y)``
   and the font size as image fractions, and the background RGB.
   """
-  from clipa_t5x.data import demo_shapes  # pylint: disable=import-outside-toplevel
   if label is None:
     label = int(rng.integers(len(LETTERS)))
   letter = LETTERS[label]
-  colour = list(demo_shapes.COLOURS)[int(rng.integers(len(demo_shapes.COLOURS)))]
+  colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
   font_size = float(rng.uniform(*_FONT_SIZE))
   step = SPACING * font_size  # of the side
   fx, fy = rng.uniform(0.0, step, size=2)
   background = tuple(int(v) for v in rng.integers(215, 256, 3))
-  fill = tuple(int(np.clip(c + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1), 0, 255))
-               for c in demo_shapes.COLOURS[colour])
-  big = image_size * demo_shapes.SUPERSAMPLE
+  fill = jitter_colour(rng, COLOURS[colour], _COLOUR_JITTER)
+  big = image_size * SUPERSAMPLE
   image = Image.new("RGB", (big, big), background)
   draw_texture(ImageDraw.Draw(image), letter, _font(max(4, round(font_size * big))), fill,
                (fx, fy), step, extent=1.0, scale=big)
-  jpeg = demo_shapes.encode_jpeg(image, image_size)
+  jpeg = encode_jpeg(image, image_size)
   attrs = {"caption": make_caption(rng, letter), "label": label, "class_name": CLASS_NAMES[label],
            "letter": letter, "colour": colour,
            "phase": [round(float(fx), 4), round(float(fy), 4)], "font_size": round(font_size, 4),

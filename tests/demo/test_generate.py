@@ -1,4 +1,4 @@
-"""Tests for clipa_t5x.data.demo_shapes: determinism, tar layout, manifest and atomicity."""
+"""Tests for clipa_t5x.demo.generate: determinism, tar layout, manifest and atomicity."""
 
 import io
 import json
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipa_t5x.data import demo_shapes
+from clipa_t5x.demo import generate
+from clipa_t5x.demo.scenes import shapes
 
 SMALL = dict(num_train=40, num_eval=60, image_size=48, num_train_shards=3)
 
@@ -25,9 +26,9 @@ def _all_bytes(directory):
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-  demo_shapes.generate(str(tmp_path / "a"), **SMALL, seed=3)
-  demo_shapes.generate(str(tmp_path / "b"), **SMALL, seed=3)
-  demo_shapes.generate(str(tmp_path / "c"), **SMALL, seed=4)
+  generate.generate(str(tmp_path / "a"), **SMALL, seed=3)
+  generate.generate(str(tmp_path / "b"), **SMALL, seed=3)
+  generate.generate(str(tmp_path / "c"), **SMALL, seed=4)
   a, b, c = (_all_bytes(tmp_path / d) for d in "abc")
   assert sorted(a) == ["classes.json", "eval-00000.tar", "manifest.json",
                        "train-00000.tar", "train-00001.tar", "train-00002.tar"]
@@ -37,7 +38,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 def test_tar_layout_matches_img2dataset(tmp_path):
   out = str(tmp_path / "d")
-  manifest = demo_shapes.generate(out, **SMALL)
+  manifest = generate.generate(out, **SMALL)
   assert manifest["files"]["train"] == [f"train-{i:05d}.tar" for i in range(3)]
   total = with_colour = 0
   for shard, name in enumerate(manifest["files"]["train"]):
@@ -60,23 +61,23 @@ def test_tar_layout_matches_img2dataset(tmp_path):
       assert meta["status"] == "success"
       label = int(data["cls"])
       assert meta["label"] == label
-      assert demo_shapes.CLASS_NAMES[label] == f"{meta['colour']} {meta['shape']}"
+      assert shapes.CLASS_NAMES[label] == f"{meta['colour']} {meta['shape']}"
       # The caption names the shape (word or synonym), most also the colour.
       assert any(w.split()[0] in caption.lower()
-                 for w in demo_shapes._SHAPE_WORDS[meta["shape"]])
+                 for w in shapes._SHAPE_WORDS[meta["shape"]])
       with_colour += meta["colour"] in caption.lower()
       total += 1
   assert total == SMALL["num_train"]
   # SHAPE_ONLY_FRACTION (0.4) of the captions leave the colour out.
   assert 0.4 * total <= with_colour < total
   with open(os.path.join(out, "classes.json")) as f:
-    assert json.load(f) == list(demo_shapes.CLASS_NAMES)
-  assert len(demo_shapes.CLASS_NAMES) == 20
+    assert json.load(f) == list(shapes.CLASS_NAMES)
+  assert len(shapes.CLASS_NAMES) == 20
 
 
 def test_eval_split_is_balanced_and_captions_vary(tmp_path):
   out = str(tmp_path / "d")
-  demo_shapes.generate(out, **SMALL)
+  generate.generate(out, **SMALL)
   members = _read_tar(os.path.join(out, "eval-00000.tar"))
   labels = [int(d) for n, d in members if n.endswith(".cls")]
   assert np.bincount(labels, minlength=20).tolist() == [3] * 20
@@ -86,55 +87,33 @@ def test_eval_split_is_balanced_and_captions_vary(tmp_path):
 
 def test_every_class_reachable_and_train_split_roughly_balanced(tmp_path):
   out = str(tmp_path / "d")
-  demo_shapes.generate(out, num_train=600, num_eval=20, image_size=24,
+  generate.generate(out, num_train=600, num_eval=20, image_size=24,
                        num_train_shards=1)
   members = _read_tar(os.path.join(out, "train-00000.tar"))
   counts = np.bincount([int(d) for n, d in members if n.endswith(".cls")],
-                       minlength=len(demo_shapes.CLASS_NAMES))
+                       minlength=len(shapes.CLASS_NAMES))
   assert len(counts) == 20 and counts.sum() == 600
   # Uniform draws: 30 expected per class; every class appears, none dominates.
   assert counts.min() >= 15 and counts.max() <= 50
   metas = [json.loads(d) for n, d in members if n.endswith(".json")]
-  for factor, values in (("colour", demo_shapes.COLOURS),
-                         ("shape", demo_shapes.SHAPES),
-                         ("size", demo_shapes.SIZES),
-                         ("background", demo_shapes.BACKGROUNDS)):
+  for factor, values in (("colour", shapes.COLOURS),
+                         ("shape", shapes.SHAPES),
+                         ("size", shapes.SIZES),
+                         ("background", shapes.BACKGROUNDS)):
     assert {m[factor] for m in metas} == set(values), factor
-
-
-def test_class_factors_match_class_names():
-  factors = demo_shapes.class_factors()
-  colours, shapes = list(demo_shapes.COLOURS), demo_shapes.SHAPES
-  for i, name in enumerate(demo_shapes.CLASS_NAMES):
-    assert name == f"{colours[factors['colour'][i]]} {shapes[factors['shape'][i]]}"
-
-
-def test_render_is_deterministic_and_the_shape_stays_in_view():
-  for label in range(len(demo_shapes.CLASS_NAMES)):
-    a = demo_shapes.render_example(np.random.default_rng((0, 1, label)), 32, label)
-    b = demo_shapes.render_example(np.random.default_rng((0, 1, label)), 32, label)
-    assert a == b and a[1]["label"] == label
-    (x, y), r = a[1]["center"], a[1]["radius"]
-    # Spiky shapes reach 1.35 r from the centre: still inside the image.
-    assert 0 <= x - 1.35 * r and x + 1.35 * r <= 1.0
-    assert 0 <= y - 1.35 * r and y + 1.35 * r <= 1.0
-    image = np.asarray(Image.open(io.BytesIO(a[0])))
-    # The shape's colour is in the picture (JPEG and jitter: within 60 per channel).
-    rgb = np.array(demo_shapes.COLOURS[a[1]["colour"]])
-    assert (np.abs(image.astype(int) - rgb).max(-1) < 60).mean() > 0.03
 
 
 def test_manifest_written_last_and_idempotent(tmp_path):
   out = str(tmp_path / "data")
-  assert demo_shapes.ensure_demo_data(out, **SMALL) == out
-  manifest = demo_shapes.read_manifest(out)
+  assert generate.ensure_demo_data(out, **SMALL) == out
+  manifest = generate.read_manifest(out)
   assert manifest["params"]["num_train"] == 40
   stamp = os.stat(os.path.join(out, "train-00000.tar")).st_mtime_ns
-  demo_shapes.ensure_demo_data(out, **SMALL)  # no-op
+  generate.ensure_demo_data(out, **SMALL)  # no-op
   assert os.stat(os.path.join(out, "train-00000.tar")).st_mtime_ns == stamp
   # Other parameters replace the data set.
-  demo_shapes.ensure_demo_data(out, **{**SMALL, "num_train": 30})
-  assert demo_shapes.read_manifest(out)["params"]["num_train"] == 30
+  generate.ensure_demo_data(out, **{**SMALL, "num_train": 30})
+  assert generate.read_manifest(out)["params"]["num_train"] == 30
   assert not [d for d in os.listdir(tmp_path) if d != "data"]
 
 
@@ -146,7 +125,7 @@ def test_leftover_temp_dir_is_ignored_and_interrupts_leave_nothing(
   leftover.mkdir()
   (leftover / "train-00000.tar").write_bytes(b"partial")
   calls = []
-  real = demo_shapes._write_shard
+  real = generate._write_shard
 
   def failing(*args, **kwargs):
     calls.append(1)
@@ -154,13 +133,13 @@ def test_leftover_temp_dir_is_ignored_and_interrupts_leave_nothing(
       raise KeyboardInterrupt("simulated kill")
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(demo_shapes, "_write_shard", failing)
+  monkeypatch.setattr(generate, "_write_shard", failing)
   with pytest.raises(KeyboardInterrupt):
-    demo_shapes.ensure_demo_data(out, **SMALL)
+    generate.ensure_demo_data(out, **SMALL)
   assert not os.path.exists(out)
-  monkeypatch.setattr(demo_shapes, "_write_shard", real)
-  demo_shapes.ensure_demo_data(out, **SMALL)
-  assert demo_shapes.read_manifest(out) is not None
+  monkeypatch.setattr(generate, "_write_shard", real)
+  generate.ensure_demo_data(out, **SMALL)
+  assert generate.read_manifest(out) is not None
   assert len(_read_tar(os.path.join(out, "train-00000.tar"))) == 4 * 14
 
 
@@ -169,19 +148,19 @@ def test_refuses_foreign_directory_and_bad_parameters(tmp_path):
   foreign.mkdir()
   (foreign / "notes.txt").write_text("keep me")
   with pytest.raises(ValueError, match="no manifest"):
-    demo_shapes.ensure_demo_data(str(foreign), **SMALL)
+    generate.ensure_demo_data(str(foreign), **SMALL)
   assert (foreign / "notes.txt").read_text() == "keep me"
   with pytest.raises(ValueError, match="num_train_shards"):
-    demo_shapes.ensure_demo_data(str(tmp_path / "x"), num_train=2,
+    generate.ensure_demo_data(str(tmp_path / "x"), num_train=2,
                                  num_train_shards=3)
   with pytest.raises(ValueError, match="Unknown demo data parameters"):
-    demo_shapes.ensure_demo_data(str(tmp_path / "x"), size=3)
+    generate.ensure_demo_data(str(tmp_path / "x"), size=3)
 
 
 def test_command_line(tmp_path, capsys):
   out = str(tmp_path / "cli")
-  demo_shapes.main(["--out", out, "--num_train", "20", "--num_eval", "30",
+  generate.main(["--out", out, "--num_train", "20", "--num_eval", "30",
                     "--num_train_shards", "2", "--image_size", "32"])
   assert "ready at" in capsys.readouterr().out
-  assert demo_shapes.read_manifest(out)["files"]["train"] == [
+  assert generate.read_manifest(out)["files"]["train"] == [
       "train-00000.tar", "train-00001.tar"]
