@@ -233,8 +233,8 @@ def _tower_activation_bytes(tower, tokens: int, remat_policy: str, attention_imp
 
 def estimate(model_config, *, image_size: int, text_length: int, batch_size: int,
              mesh: MeshShape, mask_ratio: float = 0.0, num_microbatches: int = 1,
-             mu_dtype: Optional[str] = None, attention_impl: Optional[str] = None
-             ) -> MemoryEstimate:
+             mu_dtype: Optional[str] = None, attention_impl: Optional[str] = None,
+             platform: Optional[str] = None) -> MemoryEstimate:
   """Per-device memory of one train step of a stage.
 
   Args:
@@ -247,8 +247,10 @@ def estimate(model_config, *, image_size: int, text_length: int, batch_size: int
     mask_ratio: fraction of image patches dropped.
     num_microbatches: the stage's ``num_microbatches``.
     mu_dtype: ``OptimizerConfig.mu_dtype`` (None: float32).
-    attention_impl: overrides the config's; ``'auto'`` counts as a
-      recomputing kernel (chunked on CPU, cuDNN on GPU).
+    attention_impl: overrides the config's.
+    platform: ``'cpu'``, ``'gpu'`` or ``'tpu'``, where ``'auto'`` attention is
+      resolved as the model does (chunked on CPU, ``dot_product_attention`` on
+      GPU, plain einsums elsewhere); None: this machine's backend.
 
   Returns:
     A ``MemoryEstimate``.
@@ -267,6 +269,12 @@ def estimate(model_config, *, image_size: int, text_length: int, batch_size: int
   micro = max(1, -(-examples // num_microbatches))
   dtype_bytes = _DTYPE_BYTES[model_config.dtype]
   impl = attention_impl or model_config.attention_impl
+  if impl == "auto":
+    if platform is None:
+      import jax  # pylint: disable=import-outside-toplevel
+      platform = jax.default_backend()
+    impl = {"cpu": "chunked", "gpu": "dot_product_attention", "cuda": "dot_product_attention",
+            "rocm": "dot_product_attention"}.get(platform, "xla")
   image_tokens = flops.image_tokens(image_size, model_config.image.patch_size, mask_ratio) + 1
   splits = _activation_splits(mesh)
   activations = (

@@ -204,10 +204,15 @@ def mesh_from_gin(devices: int) -> "memory.MeshShape":
 
 
 def memory_plan(model_config, stages: Sequence[Any], mesh: "memory.MeshShape",
-                capacity: Optional[int], where: str = "") -> List[Any]:
-  """One ``preflight.StageReport`` per stage: the estimate and whether it fits ``capacity``."""
+                capacity: Optional[int], where: str = "",
+                platform: Optional[str] = None) -> List[Any]:
+  """One ``preflight.StageReport`` per stage: the estimate and whether it fits ``capacity``.
+
+  ``platform`` (``'gpu'``, ``'tpu'``; None: this machine) picks the attention path
+  that ``attention_impl='auto'`` takes there.
+  """
   from clipa_t5x import preflight  # pylint: disable=import-outside-toplevel
-  return [preflight.StageReport(s.name, preflight.stage_estimate(s, model_config, mesh),
+  return [preflight.StageReport(s.name, preflight.stage_estimate(s, model_config, mesh, platform),
                                 capacity, where) for s in stages]
 
 
@@ -299,17 +304,20 @@ def main(argv: Sequence[str]) -> None:
                               + list(FLAGS.gin_bindings), FLAGS.gin_search_paths)
     gin_utils.check_unused_bindings(FLAGS.gin_bindings, [_run_entry()], ["DEVICE_PROFILE"])
     model_config, stages = recipe_from_gin()
-    result = plan(model_config, stages, device_from_gin())
+    device = device_from_gin()
+    result = plan(model_config, stages, device)
+    platform = None  # this machine's
     if FLAGS.devices is None:  # this machine
       import jax  # pylint: disable=import-outside-toplevel
       devices = jax.device_count()
       capacity, where = memory.device_memory()
     else:
       devices, capacity, where = FLAGS.devices, None, ""
+      platform = "tpu" if "tpu" in device.name.lower() else "gpu"  # the profile's kind
     if FLAGS.device_memory:
       capacity, where = memory.parse_bytes(FLAGS.device_memory), f"{FLAGS.device_memory} per device"
     mesh = mesh_from_gin(devices)
-    reports = memory_plan(model_config, stages, mesh, capacity, where)
+    reports = memory_plan(model_config, stages, mesh, capacity, where, platform)
   if FLAGS.json:
     out = result.to_dict()
     out["memory"] = {"mesh": {"data": mesh.data, "model": mesh.model},

@@ -182,12 +182,14 @@ def check_init_from(stage) -> None:
 
 
 # ------------------------------------------------------------------ memory
-def stage_estimate(stage, model_config, mesh: memory.MeshShape) -> memory.MemoryEstimate:
-  """``memory.estimate`` for a ``runner.Stage``."""
+def stage_estimate(stage, model_config, mesh: memory.MeshShape,
+                   platform: Optional[str] = None) -> memory.MemoryEstimate:
+  """``memory.estimate`` for a ``runner.Stage`` (``platform``: see ``memory.estimate``)."""
   return memory.estimate(
       model_config, image_size=stage.image_size, text_length=stage.text_length,
       batch_size=stage.batch_size, mesh=mesh, mask_ratio=stage.mask_ratio,
-      num_microbatches=stage.num_microbatches, mu_dtype=stage.optimizer.mu_dtype)
+      num_microbatches=stage.num_microbatches, mu_dtype=stage.optimizer.mu_dtype,
+      platform=platform)
 
 
 def mesh_of(partitioner) -> memory.MeshShape:
