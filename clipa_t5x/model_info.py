@@ -3,10 +3,13 @@
 As t5x's ``log_model_info``: one line per parameter (shape, logical axes,
 mesh partition spec), then the memory each device holds for parameters and
 optimizer state (from the shardings, exact) and for the train step's
-temporaries, i.e. activations (from XLA's memory analysis of the compiled step).
+temporaries, i.e. activations (from XLA's memory analysis of the compiled step);
+then the training data's sources with their sampling rates, and at the stage's
+end the examples seen per source.
 """
 
 import math
+import os
 from typing import Any, Optional
 
 import jax
@@ -33,8 +36,8 @@ def _gib(n: float) -> str:
 
 
 def format_model_info(abstract: TrainState, logical_specs: TrainState, shardings: TrainState,
-                      activation_bytes: Optional[int] = None) -> str:
-  """The text of ``model-info.txt``."""
+                      activation_bytes: Optional[int] = None, data: Optional[str] = None) -> str:
+  """The text of ``model-info.txt``; ``data`` (the sources and their rates) is appended."""
   lines = ["Parameters (name, shape, logical axes, mesh partition spec):"]
   flat = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
   specs = jax.tree.leaves(logical_specs.params, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
@@ -55,13 +58,24 @@ def format_model_info(abstract: TrainState, logical_specs: TrainState, shardings
   ]
   if activation_bytes is not None:
     lines.append(f"  activations (train-step temporaries, XLA estimate): {_gib(activation_bytes)}")
+  if data:
+    lines += ["", data.rstrip("\n")]
   return "\n".join(lines) + "\n"
 
 
 def write_model_info(path: str, abstract: TrainState, logical_specs: TrainState,
-                     shardings: TrainState, activation_bytes: Optional[int] = None) -> None:
-  """Writes ``model-info.txt`` (host 0 only)."""
+                     shardings: TrainState, activation_bytes: Optional[int] = None,
+                     data: Optional[str] = None) -> None:
+  """Writes ``model-info.txt`` (host 0 only); ``data`` as in ``format_model_info``."""
   if jax.process_index() != 0:
     return
   with open(path, "w") as f:
-    f.write(format_model_info(abstract, logical_specs, shardings, activation_bytes))
+    f.write(format_model_info(abstract, logical_specs, shardings, activation_bytes, data))
+
+
+def append_model_info(path: str, text: str) -> None:
+  """Adds ``text`` (e.g. the examples seen per source at a stage's end) to ``model-info.txt``."""
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path, "a") as f:
+    f.write("\n" + text.rstrip("\n") + "\n")

@@ -154,6 +154,7 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   from clipa_t5x.data import dataset as dataset_lib  # TF: imported when training starts
   from clipa_t5x.data import bad_records
   from clipa_t5x.data import iterator_state
+  from clipa_t5x.data import mixtures
 
   start_time = time.time()
   model = clip_lib.ClipaModel(model_config)
@@ -260,7 +261,9 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     seconds = trainer.compile(state, first_batch, step_rng)
     print(f"[{stage.name}] compiled the train step in {seconds:.1f}s", flush=True)
     model_info.write_model_info(os.path.join(stage_dir, model_dir_lib.MODEL_INFO), abstract,
-                                logical_specs, shardings, trainer.activation_bytes())
+                                logical_specs, shardings, trainer.activation_bytes(),
+                                data=mixtures.format_data_record(
+                                    mixtures.data_record(stage.mixture_or_task_name)))
     batches_with_first = itertools.chain([first_batch], batches)
     progress = metrics_logging.ProgressLine(stage.name, start_step, stage.train_steps)
     # Records skipped by the input pipeline (corrupt images, empty captions, ...)
@@ -284,6 +287,13 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
   eval_logger.close()
   checkpointer.close()
   row = _stage_row(stage, model_config, time.time() - start_time, results)
+  # Sampling rates and examples seen per source (counted per batch on the host).
+  row["data"] = mixtures.data_record(stage.mixture_or_task_name,
+                                     mixtures.global_counts(batches.host_values.get(mixtures.COUNTS)),
+                                     final_step * stage.batch_size, stage.split)
+  print(f"[{stage.name}] " + mixtures.format_data_record(row["data"]), end="", flush=True)
+  model_info.append_model_info(os.path.join(stage_dir, model_dir_lib.MODEL_INFO),
+                               "At the end of the stage:\n" + mixtures.format_data_record(row["data"]))
   row["bad_records"] = bad_records.snapshot()
   skipped = sum(row["bad_records"].values())
   if skipped:

@@ -6,6 +6,7 @@ from typing import Any, Callable, List, Mapping, Optional
 import seqio
 
 from clipa_t5x.data import image_ops
+from clipa_t5x.data import mixtures
 from clipa_t5x.data import text_reduction
 from clipa_t5x.data.sources import select_features
 
@@ -49,7 +50,9 @@ def register_task(name: str, **kwargs) -> None:
 
 
 def register_mixture(name: str, rates: Mapping[str, float]) -> None:
-  """Registers a Mixture of registered Tasks with rates (idempotent)."""
-  if name in seqio.MixtureRegistry.names():
-    seqio.MixtureRegistry.remove(name)
-  seqio.MixtureRegistry.add(name, list(rates.items()))
+  """Registers a Mixture of registered Tasks with rates (idempotent).
+
+  Its examples carry their source (``mixtures.SourceTaggedMixture``), so a run
+  records the examples seen per Task.
+  """
+  mixtures.register_mixture(name, rates)

@@ -10,9 +10,9 @@ Registered names:
   corpora sampled by ``MIXTURE_RATES``.
 
 Data location, as in ``tasks/laion.py``: the ``train_pattern`` argument of
-``task`` / ``register`` (gin: ``PRETRAIN_TASK = @pretrain/datacomp.task()``
-with ``datacomp.task.train_pattern = %DATACOMP1B_DATA``, as
-``gin/stages/*.gin`` do), else ``$CLIPA_DATACOMP1B_PATTERN`` /
+``task`` / ``register``. The recipes train on ``TRAIN_DATA = 'datacomp1b'``
+with ``--gin.DATACOMP1B_DATA="'gs://.../*.tar'"`` (``gin/stages/train_data.gin``,
+through ``tasks/train_data.py``); else ``$CLIPA_DATACOMP1B_PATTERN`` /
 ``$CLIPA_DATACOMP1B_FORMAT``, read when a dataset is built. CLIPA's
 augmentation (see ``tasks/laion.py``).
 """
@@ -25,7 +25,7 @@ from . import laion
 
 NAME = "datacomp1b"
 ENV_PREFIX = "CLIPA_DATACOMP1B"
-SETTING = "the gin macro DATACOMP1B_DATA (datacomp.task.train_pattern)"
+SETTING = "DATACOMP1B_DATA"
 # Sampling rates of the mixtures (relative; SeqIO normalises them).
 MIXTURE_RATES = {"laion2b": 1.0, "datacomp1b": 1.0}
 

@@ -7,12 +7,13 @@ Registered names:
 - ``laion2b_syntax``: the same with CLIPA's syntax-based text reduction.
 
 Where the data is, is an argument: ``task(text_reduction, train_pattern=...)``
-registers one Task over those shards and returns its name, so a gin file puts
-the call where a Task name goes (``@laion.task()``, with
-``laion.task.train_pattern = 'gs://.../*.tar'``); ``register(train_pattern=...)``
-registers both. Importing this module registers both with no pattern: the
-environment variable ``$CLIPA_LAION2B_PATTERN`` is then read when a dataset is
-built, which raises a one-line ValueError if it is not set either. The format
+registers one Task over those shards and returns its name. In the recipes a
+user names it in ``TRAIN_DATA`` (``'laion2b'``, alone or in a Mixture) and sets
+``--gin.LAION2B_DATA="'gs://.../{00000..99999}.tar'"``; ``tasks/train_data.py``
+then calls ``task`` with the stage's text reduction. Importing this module
+registers both with no pattern: the environment variable
+``$CLIPA_LAION2B_PATTERN`` is then read when a dataset is built, which raises a
+one-line ValueError naming both settings if neither is set. The format
 (``'webdataset'`` or ``'tfrecord'``) is the ``format`` argument,
 ``$CLIPA_LAION2B_FORMAT``, or else the pattern's extension (``.tfrecord`` /
 ``.tfrec`` -> tfrecord, otherwise webdataset); ``clipa_t5x.data.web_corpus``.
@@ -30,7 +31,7 @@ from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
 
 NAME = "laion2b"
 ENV_PREFIX = "CLIPA_LAION2B"
-SETTING = "the gin binding laion.task.train_pattern"
+SETTING = "LAION2B_DATA"
 # text reduction -> Task name suffix
 TEXT_METHODS = {"truncate": "", "syntax": "_syntax"}
 # CLIPA's training augmentation (the preprocessor's defaults, spelled out).

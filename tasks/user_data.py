@@ -17,6 +17,7 @@ stage's text length by ``text_reduction``.
 
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from clipa_t5x.data import mixtures
 from clipa_t5x.data import user_data as user_data_lib
 from clipa_t5x.data.feature_converter import output_features
 from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
@@ -32,7 +33,8 @@ def task(data: Union[str, Sequence[str]],
          image_key: Optional[str] = None,
          image_root: Optional[str] = None,
          augmentation: Optional[Mapping[str, Any]] = None,
-         name: Optional[str] = None) -> str:
+         name: Optional[str] = None,
+         setting: str = "TRAIN_DATA") -> str:
   """Registers a train Task over ``data`` and returns its name.
 
   Args:
@@ -49,6 +51,7 @@ def task(data: Union[str, Sequence[str]],
     augmentation: ``train_image_preprocessor`` arguments (default CLIPA's).
     name: Task name; default ``'user_data'`` plus ``'_syntax'`` (etc.) for
       the non-truncating reductions.
+    setting: the user-facing name of ``data`` in messages.
 
   Returns:
     The registered Task's name (re-registering a name replaces it).
@@ -59,7 +62,8 @@ def task(data: Union[str, Sequence[str]],
   name = name or "user_data" + TEXT_METHODS[text_reduction]
   source = user_data_lib.make_source(
       data, split="train", format=format, caption_key=caption_key, image_key=image_key,
-      image_root=image_root, setting="TRAIN_DATA")
+      image_root=image_root, setting=setting)
+  mixtures.record_origin(name, data if isinstance(data, str) else ",".join(data))
   common.register_task(
       name, source=source, output_features=output_features(),
       preprocessors=common.train_preprocessors(

@@ -31,3 +31,14 @@ def random_batch(batch_size: int = 8, seed: int = 0, text_length: int = TEXT_LEN
                               rng.randint(1000, 30000, (batch_size, text_length - 1))],
                              axis=1).astype(np.int32),
   }
+
+
+def shard_writers():
+  """The tiny shard writers of tests/tasks/test_laion.py (``write_webdataset``, ``write_tfrecords``)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks", "test_laion.py")
+  spec = importlib.util.spec_from_file_location("_laion_helpers", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

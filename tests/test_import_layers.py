@@ -30,7 +30,7 @@ TASKS = os.path.join(REPO, "tasks")
 CORE = ("models", "losses", "optimizers", "partitioning", "train_state", "trainer",
         "grad_accumulation", "checkpoints", "flops", "device_profiles", "metrics_logging",
         "xla_flags", "paths", "text_table", "model_dir", "model_info", "preemption",
-        "kernels", "fused_adamw")
+        "kernels", "fused_adamw", "lr_rule")
 EVALUATION = ("evaluation", "inference", "interop", "runner", "demo")
 ENTRY = ("train", "eval", "infer", "plan", "convert", "cli", "gin_utils")
 LAYERS = ("core", "data", "evaluation", "entry", "tasks")

@@ -11,7 +11,8 @@ from typing import Mapping, Optional, Type
 import seqio
 import tensorflow as tf
 
-from clipa_t5x.data.feature_converter import ImageTextFeatureConverter
+from clipa_t5x.data import mixtures
+from clipa_t5x.data.feature_converter import FeatureSpec, ImageTextFeatureConverter
 
 
 @dataclasses.dataclass
@@ -120,7 +121,9 @@ def get_dataset(
 
   Returns:
     Batches ``{'image': uint8 [B, S, S, 3], 'text': int32 [B, L]}`` with
-    B = ``cfg.batch_size // num_shards`` (remainder dropped).
+    B = ``cfg.batch_size // num_shards`` (remainder dropped). A tagged Mixture
+    (``mixtures.SourceTaggedMixture``) adds ``mixtures.SOURCE_COUNTS``, the
+    running count of examples per source, which stays on the host.
   """
   if not 0 <= shard_id < num_shards:
     raise ValueError(f"shard_id {shard_id} is outside [0, {num_shards}).")
@@ -129,10 +132,16 @@ def get_dataset(
   if cfg.num_epochs != 1 and is_in_memory(cfg.mixture_or_task_name) and not cfg.use_cached:
     return _replayed_from_memory(provider, cfg, shard_id, num_shards, feature_converter_cls,
                                  batch).prefetch(prefetch)
+  lengths, converter = dict(cfg.task_feature_lengths), feature_converter_cls(pack=cfg.pack)
+  tagged = mixtures.is_tagged(provider)
+  if tagged:  # the source id rides through the converter, then becomes per-batch counts
+    lengths[mixtures.SOURCE_ID] = 0
+    converter = feature_converter_cls(
+        pack=cfg.pack, passthrough_features={mixtures.SOURCE_ID: FeatureSpec(tf.int32, rank=0)})
   ds = seqio.get_dataset(
       provider,
-      task_feature_lengths=dict(cfg.task_feature_lengths),
-      feature_converter=feature_converter_cls(pack=cfg.pack),
+      task_feature_lengths=lengths,
+      feature_converter=converter,
       dataset_split=cfg.split,
       use_cached=cfg.use_cached,
       shuffle=cfg.shuffle,
@@ -142,6 +151,8 @@ def get_dataset(
       batch_size=batch,
       verbose=False,
   )
+  if tagged:
+    ds = mixtures.count_sources(ds, len(mixtures.source_tasks(provider, cfg.split)))
   return ds.prefetch(prefetch)
 
 

@@ -15,7 +15,7 @@ deleted.
 import os
 import re
 import shutil
-from typing import Iterable, Iterator, Mapping
+from typing import Dict, Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -24,6 +24,9 @@ import tensorflow as tf
 from clipa_t5x import model_dir as model_dir_lib
 
 _DIR = model_dir_lib.DATA_ITERATORS
+# Batch features under this prefix stay on the host (e.g. examples per source):
+# ``host_values`` holds the latest ones, and the device batch never sees them.
+HOST_PREFIX = "host/"
 
 
 def _step_dir(stage_dir: str, step: int) -> str:
@@ -40,18 +43,24 @@ class CheckpointableBatches:
 
   Args:
     dataset: the host's batched ``tf.data.Dataset`` (native TF ops only).
+
+  Features named ``host/...`` are taken out of each batch; their latest values
+  are in ``host_values`` (keys without the prefix).
   """
 
   def __init__(self, dataset: tf.data.Dataset):
     self._iterator = iter(dataset)
     self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+    self.host_values: Dict[str, np.ndarray] = {}
 
   def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]:
     return self
 
   def __next__(self) -> Mapping[str, np.ndarray]:
-    batch = next(self._iterator)
-    return {k: v.numpy() for k, v in batch.items()}
+    batch = {k: v.numpy() for k, v in next(self._iterator).items()}
+    for key in [k for k in batch if k.startswith(HOST_PREFIX)]:
+      self.host_values[key[len(HOST_PREFIX):]] = batch.pop(key)
+    return batch
 
   def save(self, stage_dir: str, step: int) -> None:
     """Writes the position after ``step`` batches (call before the model save)."""

@@ -37,8 +37,8 @@ class WebScaleCorpus:
     caption_key: webdataset member extension / TFRecord feature of the caption.
     image_key: TFRecord feature of the image (webdataset tries jpg, jpeg, png,
       webp).
-    setting: how to set the location, named in the missing-path error (e.g.
-      the gin macro ``'DATACOMP1B_DATA'``).
+    setting: the gin macro that sets the location, named in the missing-path
+      error (e.g. ``'DATACOMP1B_DATA'``).
   """
   name: str
   env_prefix: str
@@ -46,7 +46,7 @@ class WebScaleCorpus:
   format: Optional[str] = None
   caption_key: str = "txt"
   image_key: str = "jpg"
-  setting: str = "train_pattern"
+  setting: str = "TRAIN_DATA"
 
   def __post_init__(self):
     if self.format is not None and self.format not in FORMATS:
@@ -66,8 +66,8 @@ class WebScaleCorpus:
     """The train glob(s) in effect; a clear error when none is set."""
     pattern = self.train_pattern or os.environ.get(self.env_pattern)
     if not pattern:
-      raise ValueError(f"No data path for {self.name}: set ${self.env_pattern} or "
-                       f"{self.setting} = 'PATH/*.tar'.")
+      raise ValueError(f"No data path for {self.name}: pass --gin.{self.setting}=\"'PATH/*.tar'\" "
+                       f"(or set ${self.env_pattern}).")
     return tuple(p.strip() for p in pattern.split(",") if p.strip())
 
   def resolved_format(self) -> str:

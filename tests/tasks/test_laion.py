@@ -76,8 +76,7 @@ def test_missing_path_is_a_clear_error_at_build_time(monkeypatch,
   monkeypatch.delenv("CLIPA_LAION2B_PATTERN", raising=False)
   laion.register()
   task = seqio.get_mixture_or_task("laion2b")  # no error: nothing listed yet
-  with pytest.raises(ValueError, match=r"\$CLIPA_LAION2B_PATTERN.*"
-                     r"gin binding laion\.task\.train_pattern"):
+  with pytest.raises(ValueError, match=r"--gin\.LAION2B_DATA=.*\$CLIPA_LAION2B_PATTERN"):
     task.get_dataset(LENGTHS, split="train", shuffle=False)
 
 
