@@ -45,13 +45,12 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _worker  # noqa: E402  (bench/_worker.py)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(1, REPO)  # the checkout itself, when clipa_t5x is not installed
@@ -229,20 +228,8 @@ def run_worker(row: Row, framework: str, dtype: str, steps: int, timeout_s: floa
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if framework == "open_clip":
     env["JAX_PLATFORMS"] = "cpu"  # its config helpers import jax: keep it off the GPU
-  with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-    proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-        stdout=out, stderr=err, text=True, env=env)
-    try:
-      proc.wait(timeout=timeout_s)
-      problem = f"worker exited with code {proc.returncode}"
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-      problem = f"timed out after {timeout_s:.0f} s"
-    out.seek(0)
-    err.seek(0)
-    stdout, stderr = out.read(), err.read()
+  stdout, stderr, problem = _worker.run(os.path.abspath(__file__), spec, env, timeout_s)
+  problem = problem or "worker exited with code 0"
   for line in stdout.splitlines():
     if line.startswith("GPU_CHECK_RESULT "):
       return json.loads(line[len("GPU_CHECK_RESULT "):])

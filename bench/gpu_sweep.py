@@ -50,13 +50,12 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _worker  # noqa: E402  (bench/_worker.py)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(1, REPO)  # the checkout itself, when clipa_t5x is not installed
@@ -379,8 +378,9 @@ def find_max_batch(bytes_at, capacity: int, first: int, max_bisect: int = 3,
 
   ``bytes_at`` (a compile each) is taken at ``first`` and ``2 * first``; the
   straight line through them predicts the batch (rounded down to a multiple of
-  8 from 64 up), which is checked, then bisected between the largest batch
-  known to fit and the smallest known not to, ``max_bisect`` times at most.
+  8 from 64 up), which is checked, then narrowed between the largest batch
+  known to fit and the smallest known not to (the line between them and
+  their midpoint in turn), ``max_bisect`` times at most.
 
   Returns:
     ``(batch, {batch: bytes} measured, bytes per sample, fixed bytes)``;
@@ -395,13 +395,20 @@ def find_max_batch(bytes_at, capacity: int, first: int, max_bisect: int = 3,
   guess = max(step, predicted // step * step)
   if guess not in sizes:
     sizes[guess] = bytes_at(guess)
-  for _ in range(max_bisect):
+  for i in range(max_bisect):
     fitting = [b for b, v in sizes.items() if v <= capacity]
     failing = [b for b, v in sizes.items() if v > capacity]
     if not failing or not fitting or min(failing) - max(fitting) <= step:
       break
-    mid = (max(fitting) + min(failing)) // 2 // step * step
-    if mid in sizes or (deadline is not None and time.time() > deadline):
+    lo, hi = max(fitting), min(failing)
+    # Where the line between the two brackets meets the capacity (the curve is
+    # nearly straight), alternating with the midpoint: on a convex curve the
+    # line alone keeps landing just above the lower bracket.
+    mid = lo + int((capacity - sizes[lo]) * (hi - lo) / max(sizes[hi] - sizes[lo], 1))
+    mid = mid // step * step
+    if i % 2 or mid <= lo or mid >= hi:
+      mid = (lo + hi) // 2 // step * step
+    if mid in sizes or mid <= lo or (deadline is not None and time.time() > deadline):
       break
     sizes[mid] = bytes_at(mid)
   fitting = [b for b, v in sizes.items() if v <= capacity]
@@ -458,7 +465,7 @@ def memory_main(spec: Dict[str, Any]) -> None:
       start = time.perf_counter()
       batch, sizes, slope, fixed = find_max_batch(
           lambda b: compiled_bytes(config, shape, b, partitioner), capacity, first,
-          spec.get("max_bisect", 3), deadline=spec["deadline"])
+          spec.get("max_bisect", 5), deadline=spec["deadline"])
       fitting = [b for b, v in sizes.items() if v <= capacity]
       planned = planner_estimate(config, shape, batch)
       plan_max = (largest_fitting(lambda b: (planner_estimate(config, shape, b) or math.inf)
@@ -490,19 +497,7 @@ def run_worker(spec: Dict[str, Any], flags: Sequence[str], timeout_s: float,
   env["XLA_FLAGS"] = " ".join(env.get("XLA_FLAGS", "").split() + list(flags))
   if spec.get("mode") == "memory":
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
-  with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker",
-                             json.dumps(spec)], stdout=out, stderr=err, text=True, env=env)
-    try:
-      proc.wait(timeout=timeout_s)
-      problem = "" if proc.returncode == 0 else f"worker exited with code {proc.returncode}"
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-      problem = f"timed out after {timeout_s:.0f} s"
-    out.seek(0)
-    err.seek(0)
-    stdout, stderr = out.read(), err.read()
+  stdout, stderr, problem = _worker.run(os.path.abspath(__file__), spec, env, timeout_s)
   results = [json.loads(line[len(tag):]) for line in stdout.splitlines() if line.startswith(tag)]
   if problem:
     tail = [l for l in stderr.strip().splitlines() if l.strip()][-4:]

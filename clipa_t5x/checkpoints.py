@@ -205,7 +205,7 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
     ``pos_embedding`` of another length is resized bilinearly; any other shape
     mismatch raises with the parameter's name.
   """
-  directory, step = resolve_checkpoint(config)
+  directory, step = _directory_and_step(config)
   manager = _manager(directory, read_only=True)
   saved_meta = manager.item_metadata(step)["params"].tree
   saved_flat = {_path_str(p): m for p, m in
@@ -269,8 +269,9 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def resolve_checkpoint(config: RestoreCheckpointConfig) -> Tuple[str, int]:
-  """(manager directory, step) for a RestoreCheckpointConfig."""
+def _directory_and_step(config: RestoreCheckpointConfig) -> Tuple[str, int]:
+  """(Orbax manager directory, step) of a checkpoint or stage path (``model_refs`` resolves
+  every other kind of reference)."""
   path = config.path.rstrip("/")
   if not path:
     raise ValueError("RestoreCheckpointConfig.path is empty; set it to a checkpoint or run directory.")
@@ -334,7 +335,7 @@ def load_params(path: str, mode: str = "latest") -> Tuple[Any, Dict[str, Any], s
     ``(params, meta, checkpoint_path)``; ``params`` is a tree of arrays on the
     first local device, as saved (any mesh wrote it).
   """
-  directory, step = resolve_checkpoint(RestoreCheckpointConfig(path=path, mode=mode))
+  directory, step = _directory_and_step(RestoreCheckpointConfig(path=path, mode=mode))
   manager = _manager(directory, read_only=True)
   try:
     saved = manager.item_metadata(step)["params"].tree

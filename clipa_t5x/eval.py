@@ -7,11 +7,18 @@ Usage (the flags of ``clipa_t5x.train``)::
     --gin.CHECKPOINT_PATH="'/tmp/clipa_demo/finetune'" \
     [--gin.EVAL_OUTPUT_DIR="'/tmp/eval'"] [--gin.EVAL_IMAGE_SIZE=64] [--gin.EVAL_TEXT_LENGTH=32]
 
-* ``CHECKPOINT_PATH`` is a stage/model directory (its latest checkpoint is
-  used) or one ``.../checkpoint_<step>`` directory, of any stage.
-* The model comes from a model gin file (``MODEL_CONFIG``); the eval
-  resolution and prompt length from ``EVAL_IMAGE_SIZE`` / ``EVAL_TEXT_LENGTH``
-  (a text position embedding of another length is resized on restore).
+Other eval files: ``eval_custom_data.gin`` (your own data: ``EVAL_DATA``,
+``CLASS_NAMES``), ``eval_imagenet.gin`` (``IMAGENET_DATA``),
+``eval_zeroshot_suite.gin`` (``ZEROSHOT_DATA``).
+
+* ``CHECKPOINT_PATH`` is any model reference (``clipa_t5x.model_refs``): a
+  run directory (its last stage), a stage directory (its latest checkpoint),
+  one ``.../checkpoint_<step>`` directory, an open_clip folder or an official
+  CLIPA JAX ``.npz``.
+* The model, the eval resolution and the prompt length are the checkpoint's
+  recorded ones; a model gin file (``MODEL_CONFIG``) must agree with it, and
+  ``EVAL_IMAGE_SIZE`` / ``EVAL_TEXT_LENGTH`` evaluate at other sizes (a text
+  position embedding of another length is resized on restore).
 * The entry point is ``evaluation.evaluators.evaluate_checkpoint``; the
   evaluations are ``EVALUATORS`` (``ZeroShotEvalConfig`` and
   ``RetrievalEvalConfig`` of ``clipa_t5x.evaluation.evaluators``).

@@ -16,10 +16,11 @@ Usage (``python -m clipa_t5x.infer`` or the ``clipa-infer`` console script)::
   # --class_names also takes a file (one name per line) or 'imagenet1k';
   # --templates a file (one per line), a set name ('imagenet1k') or one template.
 
-``--model`` is anything ``clipa_t5x.inference.load`` takes: a MODEL_DIR (its
-last stage with a checkpoint), a stage folder, a ``checkpoint_<step>`` folder
-or an open_clip export folder. A checkpoint without ``model_config.json``
-needs ``--config H/14`` (the variant) and usually ``--image_size``.
+``--model`` is any model reference (``clipa_t5x.model_refs``): a MODEL_DIR
+(its last stage with a checkpoint), a stage folder, a ``checkpoint_<step>``
+folder, an open_clip folder or weights file, or an official CLIPA JAX
+``.npz``. A source that records no model needs ``--config H/14`` (the
+variant) and usually ``--image_size``.
 
 Images that cannot be read (corrupt, truncated, missing, not an image) are
 skipped: they get no row; their count and names are printed at the end and
@@ -192,33 +193,12 @@ def cmd_embed_texts(args: argparse.Namespace) -> None:
         f"(line numbers) to {stem}.keys.txt")
 
 
-def _class_names(spec: str) -> List[str]:
-  from clipa_t5x.evaluation import zeroshot  # pylint: disable=import-outside-toplevel
-  if os.path.isfile(spec):
-    names = [line.strip() for line in _read_lines(spec, "class names") if line.strip()]
-  elif spec in zeroshot.available_classnames():
-    names = zeroshot.load_classnames(spec)
-  else:
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-  if len(names) < 2:
-    raise CliError(f"--class_names {spec!r} gives {len(names)} class name(s); give at least two "
-                   "as 'cat,dog', a file with one name per line, or a set such as 'imagenet1k'.")
-  return names
-
-
-def _templates(spec: Optional[str]):
-  if spec is None:
-    return None
-  if os.path.isfile(spec):
-    return [line.strip() for line in _read_lines(spec, "templates") if line.strip()]
-  return spec  # a set name or one template; validated by the predictor
-
-
 def cmd_classify(args: argparse.Namespace) -> None:
   stem = _stem(args.out, ".csv")
   _check_writable(args.out)
-  names = _class_names(args.class_names)
-  templates = _templates(args.templates)
+  from clipa_t5x.evaluation import zeroshot  # pylint: disable=import-outside-toplevel
+  names = zeroshot.parse_class_names(args.class_names, "--class_names")
+  templates = zeroshot.parse_templates(args.templates, "--templates")
   if args.top_k < 1:
     raise CliError(f"--top_k must be >= 1, got {args.top_k}.")
   source = _image_source(args.input)
@@ -251,7 +231,8 @@ def cmd_classify(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------- parser
 def _add_common(p: argparse.ArgumentParser, images: bool) -> None:
   p.add_argument("--model", required=True,
-                 help="MODEL_DIR, stage folder, checkpoint_<step> folder or open_clip export.")
+                 help="MODEL_DIR, stage or checkpoint_<step> folder, open_clip folder or "
+                      "weights file, or official CLIPA JAX .npz.")
   p.add_argument("--input", required=True, help=(
       "folder of images (recursive), .tar (webdataset) or text file of image paths"
       if images else "text file with one caption per line (UTF-8)"))

@@ -9,12 +9,12 @@ Typical use::
   result = model.classify(['cat.jpg'], ['cat', 'dog', 'car'])
   result.top_k_names[0], result.probabilities[0]
 
-``load`` takes a MODEL_DIR (the last stage with a checkpoint, in run order), a
-stage directory (its latest checkpoint), one ``checkpoint_<step>`` directory,
-an open_clip export folder (``open_clip_config.json``) or an open_clip weights
-file (via ``interop.open_clip.load_open_clip``). The model is
-rebuilt from the stage's ``model_config.json``; a checkpoint without one needs
-``config=`` (a ``ClipaConfig`` or a variant name such as ``'H/14'``).
+``load`` takes any model reference ``model_refs`` resolves: a MODEL_DIR (the
+last stage with a checkpoint, in run order), a stage directory, one
+``checkpoint_<step>`` directory, an open_clip folder or weights file, or an
+official CLIPA JAX ``.npz``. The model is the one the source records; a
+source without one needs ``config=`` (a ``ClipaConfig`` or a variant name
+such as ``'H/14'``).
 
 Images are resized exactly as in evaluation (square, antialiased, no crop;
 ``data.image_files.load_image``) to the model's resolution: by default the
@@ -33,46 +33,26 @@ multi-host job should embed on each host with its own script instead.
 import collections
 import concurrent.futures
 import dataclasses
-import functools
-import json
 import logging
 import os
-from typing import (Any, Callable, Deque, Dict, Iterable, List, Optional,
-                    Sequence, Tuple, Union)
+from typing import Any, Callable, Deque, Iterable, List, Optional, Sequence, Tuple, Union
 
 import flax
-import flax.linen as nn
 import jax
 import numpy as np
 
 from clipa_t5x import checkpoints
-from clipa_t5x import model_dir as model_dir_lib
+from clipa_t5x import model_refs
 from clipa_t5x import partitioning
-from clipa_t5x import paths
 from clipa_t5x.data import image_files
 from clipa_t5x.data import text_reduction as text_reduction_lib
 from clipa_t5x.evaluation import batching
 from clipa_t5x.evaluation import evaluators as evaluators_lib
 from clipa_t5x.evaluation import zeroshot
 from clipa_t5x.models import clip as clip_lib
-from clipa_t5x.models import config_io
 from clipa_t5x.models import configs as configs_lib
 
 _LOG = logging.getLogger(__name__)
-
-# A few generic prompts for classification when no templates are given.
-DEFAULT_TEMPLATES = (
-    "a photo of a {c}.",
-    "a photo of the {c}.",
-    "a close-up photo of a {c}.",
-    "a photo of a small {c}.",
-    "a photo of a large {c}.",
-    "a cropped photo of a {c}.",
-    "a blurry photo of a {c}.",
-)
-OPEN_CLIP_CONFIG = "open_clip_config.json"
-# Single open_clip weight files load_open_clip reads (with an open_clip config name).
-_WEIGHTS_SUFFIXES = (".safetensors", ".npz", ".bin", ".pt", ".pth")
 
 # progress: True (a tqdm bar on stderr), a callable (done, total), or None/False.
 Progress = Union[bool, Callable[[int, Optional[int]], None], None]
@@ -165,81 +145,6 @@ def _as_config(config: Union[configs_lib.ClipaConfig, str]) -> configs_lib.Clipa
                    f"{type(config).__name__}.")
 
 
-def _flat(tree: Any) -> Dict[str, Any]:
-  return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _text_pos_length(params: Any) -> int:
-  try:
-    return int(np.shape(params["txt"]["pos_embedding"])[1])
-  except (KeyError, TypeError, IndexError):
-    raise ValueError("the parameters have no txt/pos_embedding; they are not CLIPA "
-                     "parameters.") from None
-
-
-def _check_params(params: Any, config: configs_lib.ClipaConfig) -> None:
-  """Raises when ``params`` do not fit ``config`` (names and shapes)."""
-  length = _text_pos_length(params)
-  model = clip_lib.ClipaModel(config)
-  patch = config.image.patch_size
-  init = functools.partial(model.get_initial_variables, image_size=patch, text_length=length)
-  abstract = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0))["params"])
-  want, have = _flat(abstract), _flat(params)
-  missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-  if missing or extra:
-    parts = ([f"{len(missing)} model parameter(s) missing from it (e.g. {missing[0]})"]
-             if missing else []) + (
-                 [f"{len(extra)} unexpected one(s) (e.g. {extra[0]})"] if extra else [])
-    raise ValueError(f"the checkpoint does not match the model config: {'; '.join(parts)}; "
-                     "pass the config the checkpoint was trained with.")
-  for name, leaf in want.items():
-    if tuple(np.shape(have[name])) != tuple(leaf.shape):
-      raise ValueError(
-          f"parameter {name!r} has shape {tuple(np.shape(have[name]))} in the checkpoint but "
-          f"{tuple(leaf.shape)} in the model config; pass the config the checkpoint was "
-          "trained with.")
-
-
-def _check_class_names(class_names: Union[str, Sequence[str]]) -> List[str]:
-  if isinstance(class_names, str):
-    if class_names in zeroshot.available_classnames():
-      return zeroshot.load_classnames(class_names)
-    raise ValueError(
-        f"class_names={class_names!r} is not a known class-name set "
-        f"({', '.join(zeroshot.available_classnames())}); pass a list of names.")
-  names = list(class_names)
-  if len(names) < 2:
-    raise ValueError(f"zero-shot classification needs at least two class names, got {names!r}.")
-  bad = [n for n in names if not isinstance(n, str) or not n.strip()]
-  if bad:
-    raise ValueError(f"class names must be non-empty strings, got {bad[:3]!r}.")
-  return names
-
-
-def _check_templates(templates: Union[None, str, Sequence[str]]) -> List[str]:
-  if templates is None:
-    return list(DEFAULT_TEMPLATES)
-  if isinstance(templates, str):
-    if templates in zeroshot.available_templates():
-      return zeroshot.load_templates(templates)
-    if "{c}" in templates or "{}" in templates:
-      return [templates]
-    raise ValueError(
-        f"templates={templates!r} is neither a known template set "
-        f"({', '.join(zeroshot.available_templates())}) nor a template with a '{{c}}' "
-        "placeholder for the class name.")
-  templates = list(templates)
-  if not templates:
-    raise ValueError("templates is empty; pass templates with '{c}', a known set such as "
-                     "'imagenet1k', or None for the default ones.")
-  for t in templates:
-    if not isinstance(t, str):
-      raise ValueError(f"templates must be strings, got {t!r}.")
-    zeroshot.fill_template(t, "x")  # raises on a template without a placeholder
-  return templates
-
-
 # ----------------------------------------------------------------- predictor
 class ClipaPredictor:
   """A CLIPA model ready for inference: jitted, batched encoders and zero-shot classification.
@@ -291,8 +196,8 @@ class ClipaPredictor:
     self.num_workers = (_positive_int(num_workers, "num_workers") if num_workers is not None
                         else max(1, min(8, os.cpu_count() or 1)))
     self.source = source
-    _check_params(params, self.config)
-    saved_length = _text_pos_length(params)
+    model_refs.check_params(params, self.config)
+    saved_length = int(np.shape(params["txt"]["pos_embedding"])[1])
     self.text_length = (saved_length if text_length is None
                         else _positive_int(text_length, "text_length"))
     self.image_size = self._check_image_size(image_size)
@@ -532,14 +437,14 @@ class ClipaPredictor:
       class_names: names, or a packaged set such as ``'imagenet1k'``.
       templates: prompts with ``{c}`` for the class name, a packaged set
         (``'imagenet1k'``), one template string, or None for
-        ``DEFAULT_TEMPLATES``.
+        ``zeroshot.DEFAULT_TEMPLATES``.
 
     Returns:
       float32 ``[C, D]`` unit-norm rows: the mean of the normalised prompt
       embeddings of each class, renormalised.
     """
-    names = _check_class_names(class_names)
-    templates = _check_templates(templates)
+    names = zeroshot.parse_class_names(class_names)
+    templates = zeroshot.parse_templates(templates)
     return zeroshot.embed_classes(
         self._encoders.encode_texts, names, templates, text_length=self.text_length,
         text_reduction=self.text_reduction, batch_size=self.batch_size)
@@ -559,7 +464,7 @@ class ClipaPredictor:
     Returns:
       A ``Classification``.
     """
-    names = _check_class_names(class_names)
+    names = zeroshot.parse_class_names(class_names)
     top_k = _positive_int(top_k, "top_k")
     weights = (self.class_embeddings(names, templates) if class_embeddings is None
                else np.asarray(class_embeddings, np.float32))
@@ -585,7 +490,7 @@ class ClipaPredictor:
     Args:
       images: as ``encode_images``.
       class_names: names, or a packaged set such as ``'imagenet1k'``.
-      templates: as ``class_embeddings`` (default: ``DEFAULT_TEMPLATES``).
+      templates: as ``class_embeddings`` (default: ``zeroshot.DEFAULT_TEMPLATES``).
       top_k: how many best classes to list (at most C).
       image_size: resolution (default ``self.image_size``).
       progress: as ``encode_images``.
@@ -593,7 +498,7 @@ class ClipaPredictor:
     Returns:
       A ``Classification``: probabilities [N, C] and the top-k classes.
     """
-    names = _check_class_names(class_names)
+    names = zeroshot.parse_class_names(class_names)
     _positive_int(top_k, "top_k")
     weights = self.class_embeddings(names, templates)  # fails fast, before any image
     feats = self.encode_images(images, image_size=image_size, progress=progress)
@@ -601,73 +506,6 @@ class ClipaPredictor:
 
 
 # ---------------------------------------------------------------------- load
-def _stage_of_model_dir(model_dir: str) -> str:
-  """The last stage directory (in run order) of ``model_dir`` that has a checkpoint."""
-  stages = [n for n in sorted(paths.listdir(model_dir))
-            if paths.isdir(os.path.join(model_dir, n))
-            and model_dir_lib.checkpoint_dirs(os.path.join(model_dir, n))]
-  if not stages:
-    raise ValueError(
-        f"{model_dir!r} has no checkpoint: expected a MODEL_DIR with stage folders holding "
-        "checkpoint_<step> directories, a stage folder, a checkpoint_<step> folder or an "
-        "open_clip export folder.")
-  order: Dict[str, int] = {}
-  summary = os.path.join(model_dir, model_dir_lib.SUMMARY)
-  if paths.exists(summary):
-    try:
-      order = {row["stage"]: i for i, row in enumerate(json.loads(paths.read_text(summary)))}
-    except (OSError, ValueError, KeyError, TypeError):
-      _LOG.warning("ignoring unreadable %s", summary)
-
-  def started(name: str) -> float:
-    # Each stage writes model_config.json when it starts: its age gives run order.
-    config = os.path.join(model_dir, name, model_dir_lib.MODEL_CONFIG)
-    return paths.getmtime(config) if paths.exists(config) else 0.0
-
-  # Stages of the summary in its order, then any later stage (still running) by start time.
-  stages.sort(key=lambda n: (0, order[n], 0.0) if n in order else (1, 0, started(n)))
-  return os.path.join(model_dir, stages[-1])
-
-
-def resolve_checkpoint(path: str) -> Tuple[str, str]:
-  """``(checkpoint or stage path for checkpoints.load_params, stage directory)`` of ``path``."""
-  path = paths.absolute(path).rstrip("/")
-  if not paths.exists(path):
-    raise ValueError(f"model path {path!r} does not exist; pass a MODEL_DIR, a stage folder, a "
-                     "checkpoint_<step> folder or an open_clip export folder.")
-  if model_dir_lib.step_of(path) is not None:
-    return path, model_dir_lib.stage_dir_of(path)
-  if model_dir_lib.checkpoint_dirs(path):
-    return path, path
-  if paths.exists(os.path.join(path, model_dir_lib.MODEL_CONFIG)):
-    raise ValueError(f"stage folder {path!r} has no complete checkpoint yet; wait for the "
-                     "first save or pass another stage.")
-  stage = _stage_of_model_dir(path)
-  _LOG.info("MODEL_DIR %s: using its last stage with a checkpoint, %s", path,
-            os.path.basename(stage))
-  return stage, stage
-
-
-def _load_open_clip(path: str, config: Union[None, configs_lib.ClipaConfig, str]
-                    ) -> Tuple[Any, configs_lib.ClipaConfig, int]:
-  """(params, config, image_size) of open_clip weights (a folder or one weights file)."""
-  import importlib  # pylint: disable=import-outside-toplevel
-  try:
-    open_clip = importlib.import_module("clipa_t5x.interop.open_clip")
-  except ImportError as e:
-    raise ValueError(f"{path!r} holds open_clip weights, but clipa_t5x.interop.open_clip cannot "
-                     f"be imported ({e}).") from None
-  # Our variant names / configs override the model; other strings are open_clip
-  # model names or config paths, which the importer reads.
-  ours = isinstance(config, configs_lib.ClipaConfig) or (isinstance(config, str)
-                                                         and config in configs_lib.VARIANTS)
-  params, model_config, image_size, _ = open_clip.load_open_clip(
-      path, model_config=None if (config is None or ours) else config)
-  if ours:
-    model_config = _as_config(config)
-  return params, model_config, image_size
-
-
 def load(path: str, *,
          config: Union[None, configs_lib.ClipaConfig, str] = None,
          image_size: Optional[int] = None,
@@ -680,14 +518,13 @@ def load(path: str, *,
   """Loads a trained model for inference.
 
   Args:
-    path: a MODEL_DIR (its last stage with a checkpoint, in run order), a
-      stage folder (its latest checkpoint), a ``checkpoint_<step>`` folder,
-      an open_clip export folder (``open_clip_config.json``), or one open_clip
-      weights file (``.safetensors``, ``.npz``, ``.bin``: needs ``config``).
+    path: any reference of ``model_refs``: a MODEL_DIR, a stage folder, a
+      ``checkpoint_<step>`` folder, an open_clip folder or weights file (a
+      bare weights file needs ``config``), or an official CLIPA JAX ``.npz``.
     config: the model (a ``ClipaConfig`` or a variant name like 'H/14').
-      Needed only when the stage folder has no ``model_config.json``; when
-      given, it replaces the recorded one. For open_clip weights it may also
-      be an open_clip model name (e.g. 'ViT-H-14-CLIPA') or config JSON path.
+      Needed only when the source records none; one that disagrees with the
+      recorded model raises. For open_clip weights it may also be an
+      open_clip model name (e.g. 'ViT-H-14-CLIPA') or config JSON path.
     image_size: input resolution; default: the one the checkpoint was trained
       at (``model_config.json``), or 224 when unrecorded. Any multiple of the
       patch size works.
@@ -705,29 +542,11 @@ def load(path: str, *,
   """
   text_reduction_lib.check_method(text_reduction)  # fail before reading anything
   image_files.keep_tensorflow_on_host()  # before TF's first op: GPUs stay JAX's
-  resolved = paths.absolute(path)  # local: absolute (Orbax needs it); gs://...: as given
-  is_weights_file = resolved.lower().endswith(_WEIGHTS_SUFFIXES) and paths.isfile(resolved)
-  if is_weights_file or (paths.isdir(resolved)
-                         and paths.exists(os.path.join(resolved, OPEN_CLIP_CONFIG))):
-    with paths.LocalCopy(resolved) as local:  # the open_clip readers take local files
-      params, model_config, saved_size = _load_open_clip(local, config)
-    source = resolved
-  else:
-    checkpoint_or_stage, stage_dir = resolve_checkpoint(resolved)
-    record = config_io.read_model_config(stage_dir)
-    if config is None and record is None:
-      raise ValueError(
-          f"{stage_dir!r} has no {model_dir_lib.MODEL_CONFIG}; pass config= (a ClipaConfig or "
-          "a variant name such as 'H/14') and image_size= for the model that wrote the "
-          "checkpoint.")
-    model_config = _as_config(config) if config is not None else record["model"]
-    saved_size = record["image_size"] if record is not None else None
-    params, _, source = checkpoints.load_params(checkpoint_or_stage)
-    _LOG.info("loaded %s", source)
+  params, ref = model_refs.load(path, config)
+  model_config = ref.config
   if dtype is not None:
     model_config = dataclasses.replace(model_config, dtype=dtype)
-  if image_size is None:
-    image_size = saved_size or 224
-  return ClipaPredictor(model_config, params, image_size=image_size, text_length=text_length,
-                        batch_size=batch_size, text_reduction=text_reduction,
-                        num_workers=num_workers, devices=devices, source=source)
+  return ClipaPredictor(model_config, params, image_size=image_size or ref.image_size or 224,
+                        text_length=text_length, batch_size=batch_size,
+                        text_reduction=text_reduction, num_workers=num_workers, devices=devices,
+                        source=ref.path)

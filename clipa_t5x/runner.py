@@ -29,6 +29,7 @@ from clipa_t5x import flops
 from clipa_t5x import metrics_logging
 from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import model_info
+from clipa_t5x import model_refs
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
 from clipa_t5x import paths
@@ -57,7 +58,9 @@ class Stage:
     mask_type: ``'random'``, ``'grid'`` or ``'block'``.
     init_from: where the parameters come from when the stage starts: ``None``
       = the previous stage (fresh initialisation for the first stage),
-      ``'scratch'``, or a ``RestoreCheckpointConfig``.
+      ``'scratch'``, any model reference (``model_refs``: a run, stage or
+      checkpoint directory, open_clip weights, an official CLIPA JAX
+      ``.npz``), or a ``RestoreCheckpointConfig``.
     eval_image_size: resolution of evaluation (default: the training one).
     eval_text_length: prompt length at evaluation (default: the training one).
     eval_text_reduction: how prompts are cut to ``eval_text_length``.
@@ -183,12 +186,9 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     if restore is None and previous_dir is not None:
       restore = checkpoints.RestoreCheckpointConfig(path=previous_dir, mode="latest")
     if isinstance(restore, str):
-      if restore != "scratch":
-        raise ValueError(f"stage {stage.name!r}: init_from must be None, 'scratch' or a "
-                         f"RestoreCheckpointConfig, got {restore!r}.")
-      restore = None
+      restore = None if restore == "scratch" else checkpoints.RestoreCheckpointConfig(restore)
     if restore is not None:
-      params = checkpoints.restore_params(restore, abstract.params, state.params)
+      params = model_refs.restore_params(restore, abstract.params, state.params, model_config)
       state = state.replace(params=params)
       print(f"[{stage.name}] initialised from {restore.path}", flush=True)
   start_step = int(meta.get("step", 0))

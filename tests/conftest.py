@@ -6,7 +6,21 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import sys
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+# Tests build the same tiny model, state and train step many times: JAX's compilation cache
+# compiles each program once per session (and the subprocesses tests start, which inherit the
+# variable, read the same cache). A fresh folder per session; JAX_COMPILATION_CACHE_DIR set
+# by the caller is used as given (e.g. to keep it between runs).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="clipa_t5x_test_jax_cache_")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # Shared test builders (tests/helpers.py) importable as ``import helpers``.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -117,3 +117,83 @@ runner.run(model_dir={str(tmp_path / 'model')!r}, stages=[stage],
     record = json.load(f)
   assert record["image_size"] == 32 and record["text_length"] == 16
   assert 0.0 <= record["results"]["demo_shapes_retrieval/image_to_text/R@5"] <= 1.0
+
+
+# ------------------------------------------------- any checkpoint, no model file
+def _tiny_sources(root):
+  """Two Ti/8 stages of one run (16 px / 8 tokens, then 32 px / 16), a Mu/8 stage, an official
+  .npz of the Ti/8 pretrain weights, and 8 labelled eval images as two tar shards."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.join(REPO, "tests", "interop"))
+  import interop_helpers  # pylint: disable=import-outside-toplevel
+  from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.data import make_shards  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.interop import clipa_jax  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.models import config_io, configs  # pylint: disable=import-outside-toplevel
+  out = {}
+  for name, variant, size, length, step in (("run/pretrain", "Ti/8", 16, 8, 2),
+                                            ("run/finetune", "Ti/8", 32, 16, 3),
+                                            ("mu8/pretrain", "Mu/8", 24, 8, 1)):
+    stage = str(root / name)
+    params = interop_helpers.random_params(variant, size, length, seed=step)
+    checkpoints.save_params(stage, params, step=step)
+    config_io.write_model_config(stage, configs.get_config(variant), size, length)
+    out[name] = params
+  out["npz"] = clipa_jax.save(out["run/pretrain"], str(root / "official.npz"))
+  for c, cls in enumerate(("cat", "dog")):
+    os.makedirs(root / "in" / cls)
+    for i in range(4):
+      Image.fromarray(np.full((20, 20, 3), 100 * c + 10 * i, np.uint8)).save(
+          root / "in" / cls / f"{i}.png")
+      (root / "in" / cls / f"{i}.txt").write_text(f"a {cls} number {i}")
+  items, classes = make_shards.folder_items(str(root / "in"), labels_from_folders=True)
+  make_shards.make_shards(items, str(root / "shards"), samples_per_shard=4, quiet=True,
+                          class_names=classes)
+  return out
+
+
+def _evaluate(checkpoint, root, *extra_files, bindings=()):
+  from clipa_t5x import gin_utils  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.evaluation import evaluators  # pylint: disable=import-outside-toplevel
+  gin_utils.parse_gin_flags(["gin/runs/eval_custom_data.gin", *extra_files], [
+      f"CHECKPOINT_PATH = '{checkpoint}'", f"EVAL_DATA = '{root}/shards/{{00000..00001}}.tar'",
+      "CLASS_NAMES = 'cat,dog'", "EVAL_BATCH_SIZE = 4", *bindings])
+  return gin_utils.configured(evaluators.evaluate_checkpoint)()
+
+
+@pytest.fixture
+def tiny_sources(tmp_path, clean_gin, monkeypatch):
+  monkeypatch.chdir(REPO)
+  return _tiny_sources(tmp_path)
+
+
+def test_a_model_file_that_disagrees_is_one_line(tmp_path, tiny_sources):
+  with pytest.raises(ValueError, match=r"CHECKPOINT_PATH: the model given \(Mu/8\) disagrees "
+                                       r"with the one .*run/finetune/checkpoint_3 records"):
+    _evaluate(tmp_path / "run", tmp_path, "gin/models/mu8.gin")
+
+
+@pytest.mark.slow
+def test_any_checkpoint_evaluates_with_its_recorded_model(tmp_path, tiny_sources):
+  import gin  # pylint: disable=import-outside-toplevel
+  expected = {"run": ("Ti/8", 32, 16, 3), "run/pretrain": ("Ti/8", 16, 8, 2),
+              "mu8": ("Mu/8", 24, 8, 1), "official.npz": ("Ti/8", 224, 8, 0)}
+  for ref, (model, size, length, step) in expected.items():
+    gin.clear_config()
+    record = _evaluate(tmp_path / ref, tmp_path)
+    assert (record["model"], record["image_size"], record["text_length"], record["step"]) == (
+        model, size, length, step), ref
+    assert record["results"]["user_data/num_examples"] == 8
+    assert "user_data_retrieval/image_to_text/R@1" in record["results"]
+  # The official .npz and the stage it came from give the same numbers at the same sizes.
+  gin.clear_config()
+  npz = _evaluate(tmp_path / "official.npz", tmp_path, bindings=["EVAL_IMAGE_SIZE = 16"])
+  assert os.path.exists(tmp_path / "official.npz_eval" / "results.json")
+  gin.clear_config()
+  stage = _evaluate(tmp_path / "run" / "pretrain", tmp_path)
+  for key, value in stage["results"].items():
+    assert npz["results"][key] == pytest.approx(value, abs=1e-6), key
+  # A model file that agrees still works.
+  gin.clear_config()
+  assert _evaluate(tmp_path / "mu8", tmp_path, "gin/models/mu8.gin")["model"] == "Mu/8"

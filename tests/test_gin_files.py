@@ -123,3 +123,71 @@ def test_no_gin_file_needs_a_before_run_hook():
     with open(path, encoding="utf-8") as f:
       text = f.read()
     assert "before_run" not in text and ".configure" not in text, path
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+  """A tiny Ti/8 model as an official .npz, an open_clip folder and a clipa_t5x stage."""
+  import sys  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.join(ROOT, "tests", "interop"))
+  import interop_helpers  # pylint: disable=import-outside-toplevel
+  from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.interop import clipa_jax, open_clip  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.models import config_io  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("released")
+  params = interop_helpers.random_params("Ti/8", 16, 8)
+  stage = str(root / "run" / "finetune")
+  checkpoints.save_params(stage, params, step=4)
+  config_io.write_model_config(stage, configs.get_config("Ti/8"), 16, 8)
+  folder = open_clip.export_open_clip(params, configs.get_config("Ti/8"), str(root / "oc"), 16)
+  return {"npz": clipa_jax.save(params, str(root / "clipa.npz")), "open_clip": folder,
+          "weights": os.path.join(folder, open_clip.WEIGHTS_FILE), "checkpoint": stage}
+
+
+@pytest.mark.parametrize("source", ["npz", "open_clip", "checkpoint", "weights"])
+def test_finetune_released_wires_clipav2_fine_tune(captured, tmp_path, released, source):
+  model = ["MODEL = 'Ti/8'"] if source == "weights" else []
+  _run(["gin/runs/finetune_released.gin"],
+       [f"INIT_FROM = '{released[source]}'", "TRAIN_DATA = '/data/shards/{00000..00009}.tar'",
+        "EVALUATORS = []", *model], tmp_path)
+  (ft224, previous, kwargs), (ft336, previous_336, _) = captured
+  assert kwargs["model_config"] == configs.get_config("Ti/8", remat_policy="full")
+  assert (ft224.name, ft224.image_size, ft224.text_length) == ("finetune_224", 224, 32)
+  assert (ft336.name, ft336.image_size, ft336.text_length) == ("finetune_336", 336, 32)
+  assert (ft224.mask_ratio, ft336.mask_ratio) == (0.3, 0.4)
+  assert (ft224.optimizer.base_learning_rate, ft336.optimizer.base_learning_rate) == (4e-7, 1e-7)
+  assert ft224.init_from == released[source] and previous is None
+  assert ft336.init_from is None and previous_336 == os.path.join(str(tmp_path), "finetune_224")
+  assert ft224.mixture_or_task_name.startswith("user_data")
+  assert ft336.mixture_or_task_name.startswith("user_data")
+
+
+def test_finetune_released_names_a_missing_model(captured, tmp_path, released):
+  with pytest.raises(ValueError, match="weights file without a model: name it"):
+    _run(["gin/runs/finetune_released.gin"],
+         [f"INIT_FROM = '{released['weights']}'", "TRAIN_DATA = '/d/x.tar'", "EVALUATORS = []"],
+         tmp_path)
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  with pytest.raises(ValueError, match="disagrees"):
+    _run(["gin/runs/finetune_released.gin"],
+         [f"INIT_FROM = '{released['npz']}'", "TRAIN_DATA = '/d/x.tar'", "EVALUATORS = []",
+          "MODEL = 'Mu/8'"], tmp_path)
+
+
+@pytest.mark.parametrize("eval_file", ["eval_custom_data", "eval_imagenet", "eval_zeroshot_suite",
+                                       "eval_demo"])
+def test_eval_files_take_the_model_from_the_checkpoint(eval_file, tmp_path):
+  """No eval file names a model: the checkpoint's recorded one (and its sizes) is used."""
+  for i in range(1000):
+    os.makedirs(tmp_path / "imagenet1k" / f"n{i:08d}", exist_ok=True)
+  bindings = {"eval_custom_data": ["EVAL_DATA = '/d/{0..1}.tar'", "CLASS_NAMES = 'a,b'"],
+              "eval_imagenet": [f"IMAGENET_DATA = '{tmp_path / 'imagenet1k'}'"],
+              "eval_zeroshot_suite": [f"ZEROSHOT_DATA = '{tmp_path}'"],
+              "eval_demo": [f"demo_data.DemoData.data_dir = '{tmp_path / 'demo'}'"]}[eval_file]
+  gin_utils.parse_gin_flags([f"gin/runs/{eval_file}.gin"],
+                            ["CHECKPOINT_PATH = '/nowhere'", *bindings])
+  import gin  # pylint: disable=import-outside-toplevel
+  for macro in ("MODEL_CONFIG", "EVAL_IMAGE_SIZE", "EVAL_TEXT_LENGTH"):
+    assert gin.query_parameter(f"%{macro}") is None, macro
+  assert gin_utils.query_macro("EVALUATORS")

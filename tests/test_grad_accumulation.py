@@ -10,7 +10,7 @@ from clipa_t5x import train_state
 import helpers  # tests/helpers.py
 
 
-@pytest.mark.parametrize("num_microbatches", [2, 4])
+@pytest.mark.parametrize("num_microbatches", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_accumulated_gradients_equal_the_full_batch(num_microbatches):
   partitioner = partitioning.PjitPartitioner(devices=jax.devices()[:1])
   model, tx, _, _, _, shardings = helpers.tiny_setup(partitioner)

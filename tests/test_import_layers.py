@@ -31,7 +31,7 @@ CORE = ("models", "losses", "optimizers", "partitioning", "train_state", "traine
         "grad_accumulation", "checkpoints", "flops", "device_profiles", "metrics_logging",
         "xla_flags", "paths", "text_table", "model_dir", "model_info", "preemption",
         "kernels", "fused_adamw", "lr_rule")
-EVALUATION = ("evaluation", "inference", "interop", "runner", "demo")
+EVALUATION = ("evaluation", "inference", "interop", "model_refs", "runner", "demo")
 ENTRY = ("train", "eval", "infer", "plan", "convert", "cli", "gin_utils")
 LAYERS = ("core", "data", "evaluation", "entry", "tasks")
 NOT_AT_IMPORT_IN_CORE = ("tensorflow", "seqio", "gin", "clu", "tensorflow_text",

@@ -199,6 +199,6 @@ def test_errors_are_one_line(capsys, tmp_path, model_dir, argv, message):
 def test_model_errors(capsys, tmp_path, image_folder):
   code, _, stderr = _run(capsys, "embed-images", "--model", tmp_path / "nowhere", "--input",
                          image_folder, "--out", tmp_path / "o.npy")
-  assert code == 2 and "model path" in stderr and "does not exist" in stderr
+  assert code == 2 and "model reference" in stderr and "does not exist" in stderr
   with pytest.raises(SystemExit):  # argparse: a missing required flag
     infer.main(["embed-images", "--input", image_folder])

@@ -4,8 +4,6 @@ import functools
 import json
 import os
 import shutil
-import sys
-import types
 
 import flax.linen as nn
 import jax
@@ -17,6 +15,7 @@ from PIL import Image
 from clipa_t5x import checkpoints
 from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import inference
+from clipa_t5x import model_refs
 from clipa_t5x import paths
 from clipa_t5x.data import image_ops
 from clipa_t5x.data import text_reduction
@@ -228,14 +227,15 @@ def test_classify_validation(predictor):
   images = _images(1)
   with pytest.raises(ValueError, match="placeholder"):
     predictor.classify(images, ["cat", "dog"], templates=["a photo"])
-  with pytest.raises(ValueError, match="neither a known template set"):
+  with pytest.raises(ValueError, match="neither a file, a known template set"):
     predictor.classify(images, ["cat", "dog"], templates="photos")
   with pytest.raises(ValueError, match="templates is empty"):
     predictor.classify(images, ["cat", "dog"], templates=[])
-  with pytest.raises(ValueError, match="at least two class names"):
+  with pytest.raises(ValueError, match="needs at least two"):
     predictor.classify(images, ["cat"])
-  with pytest.raises(ValueError, match="not a known class-name set"):
-    predictor.classify(images, "cat,dog")
+  with pytest.raises(ValueError, match="needs at least two"):
+    predictor.classify(images, "cat")
+  assert predictor.classify(images, "cat,dog").class_names == ["cat", "dog"]
   with pytest.raises(ValueError, match="non-empty strings"):
     predictor.classify(images, ["cat", " "])
   with pytest.raises(ValueError, match="top_k"):
@@ -302,34 +302,37 @@ def test_load_without_summary_orders_stages_by_start(tmp_path):
                    for n in ("zz_first", "aa_second"))
   os.utime(first, (1000, 1000))
   os.utime(second, (2000, 2000))
-  assert inference.resolve_checkpoint(root) == (stages["aa_second"], stages["aa_second"])
+  checkpoint = lambda stage: ("checkpoint", os.path.join(stage, "checkpoint_1"))
+  assert model_refs.locate(root) == checkpoint(stages["aa_second"])
   os.utime(first, (3000, 3000))
-  assert inference.resolve_checkpoint(root) == (stages["zz_first"], stages["zz_first"])
+  assert model_refs.locate(root) == checkpoint(stages["zz_first"])
   # A summary.json (a finished run) gives the order.
   with open(os.path.join(root, "summary.json"), "w") as f:
     json.dump([{"stage": "zz_first"}, {"stage": "aa_second"}], f)
-  assert inference.resolve_checkpoint(root)[1] == stages["aa_second"]
+  assert model_refs.locate(root) == checkpoint(stages["aa_second"])
 
 
 def test_load_without_model_config_needs_config(tmp_path, model_dir):
   stage = str(tmp_path / "imported")
   shutil.copytree(os.path.join(model_dir, "pretrain"), stage)
   os.remove(os.path.join(stage, model_dir_lib.MODEL_CONFIG))
-  with pytest.raises(ValueError, match="no model_config.json; pass config="):
+  with pytest.raises(ValueError, match="no model_config.json; name the model"):
     inference.load(stage)
   p = inference.load(stage, config="Ti/8", image_size=16)
   assert (p.image_size, p.text_length) == (16, 8)
   _same_params(p, 0, 8)
   assert inference.load(stage, config=CONFIG).image_size == 224  # unrecorded: CLIPA's eval size
-  with pytest.raises(ValueError, match="does not match the model config|in the model config"):
+  with pytest.raises(ValueError, match="do not match the model config|in the model config"):
     inference.load(stage, config="Mu/8")
+  with pytest.raises(ValueError, match=r"model given \(Mu/8\) disagrees"):
+    inference.load(os.path.join(model_dir, "pretrain"), config="Mu/8")
 
 
 def test_load_errors(tmp_path, model_dir):
   with pytest.raises(ValueError, match="does not exist"):
     inference.load(str(tmp_path / "nope"))
   (tmp_path / "empty").mkdir()
-  with pytest.raises(ValueError, match="has no checkpoint"):
+  with pytest.raises(ValueError, match="has no checkpoint and is no model file"):
     inference.load(str(tmp_path / "empty"))
   config_io.write_model_config(str(tmp_path / "starting"), CONFIG, 16, 8)
   with pytest.raises(ValueError, match="no complete checkpoint yet"):
@@ -342,32 +345,14 @@ def test_load_errors(tmp_path, model_dir):
     inference.load(os.path.join(model_dir, "pretrain"), config="Q/3")
 
 
-def test_open_clip_folder_goes_to_the_importer(tmp_path, monkeypatch):
-  folder = tmp_path / "export"
-  folder.mkdir()
-  (folder / "open_clip_config.json").write_text("{}")
-  calls = []
-
-  def fake_load(path, model_config=None):
-    calls.append((path, model_config))
-    return _params(0, 8), CONFIG, 24, 8
-
-  fake = types.ModuleType("clipa_t5x.interop.open_clip")
-  fake.load_open_clip = fake_load
-  monkeypatch.setitem(sys.modules, "clipa_t5x.interop.open_clip", fake)
-  p = inference.load(str(folder), batch_size=4)
-  assert calls == [(str(folder), None)]
-  assert (p.image_size, p.text_length, p.source) == (24, 8, str(folder))
-  inference.load(str(folder), config="ViT-H-14-CLIPA")  # open_clip names go to the importer
-  assert calls[-1] == (str(folder), "ViT-H-14-CLIPA")
-
-
 def test_open_clip_export_round_trip(tmp_path):
   open_clip = pytest.importorskip("clipa_t5x.interop.open_clip")
   pytest.importorskip("safetensors")
   out = open_clip.export_open_clip(_params(0, 8), CONFIG, str(tmp_path / "oc"), image_size=16)
   p = inference.load(out, batch_size=4)
-  assert (p.image_size, p.text_length) == (16, 8)
+  assert (p.image_size, p.text_length, p.source) == (16, 8, out)
+  with pytest.raises(ValueError, match="lacks"):  # an open_clip name replaces the folder's config
+    inference.load(out, config="ViT-H-14-CLIPA")
   images = _images(3, seed=7)
   np.testing.assert_allclose(p.encode_images(images), _ref_images(images, 16), atol=1e-5)
 
@@ -392,12 +377,12 @@ def test_load_reads_a_remote_model_dir_through_gfile(model_dir, monkeypatch):
 
   monkeypatch.setattr(checkpoints, "load_params", load_params)
   p = inference.load(url, batch_size=4)  # stage order from summary.json, config from gfile
-  assert read == [f"{url}/finetune"]
+  assert read == [f"{url}/finetune/checkpoint_5"]
   assert p.source == f"{url}/finetune/checkpoint_5"
   assert (p.image_size, p.text_length) == (32, 16)
   _same_params(p, 1, 16)
-  assert inference.resolve_checkpoint(f"{url}/pretrain/checkpoint_3") == (
-      f"{url}/pretrain/checkpoint_3", f"{url}/pretrain")
+  assert model_refs.locate(f"{url}/pretrain/checkpoint_3") == (
+      "checkpoint", f"{url}/pretrain/checkpoint_3")
   with pytest.raises(ValueError, match="does not exist"):
     inference.load("ram://clipa_test_nothing_here")
 

@@ -460,3 +460,54 @@ def test_has_training_state(tmp_path):
   assert not runner.has_training_state(str(tmp_path))  # a config alone is no run
   (tmp_path / "pretrain" / "checkpoint_4").mkdir(parents=True)
   assert runner.has_training_state(str(tmp_path))
+
+
+# ---------------------------------------------- fine-tune of released weights
+@pytest.mark.slow
+def test_finetune_released_starts_from_an_official_npz(tmp_path, clean_gin, monkeypatch):
+  """gin/runs/finetune_released.gin from a tiny official .npz: both stages train (learning rate
+  0 here, so the 224 px stage's checkpoint is its start) and embed as the source."""
+  import sys  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, os.path.join(repo, "tests", "interop"))
+  import interop_helpers  # pylint: disable=import-outside-toplevel
+  from clipa_t5x import gin_utils, model_refs  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.data import make_shards  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.interop import clipa_jax  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.models import clip  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(repo)
+  source = interop_helpers.random_params(MODEL, 16, 8, seed=5)
+  npz = clipa_jax.save(source, str(tmp_path / "clipa_ti8.npz"))
+  rng = np.random.RandomState(0)
+  os.makedirs(tmp_path / "images")
+  for i in range(8):
+    Image.fromarray(rng.randint(0, 256, (20, 20, 3)).astype(np.uint8)).save(
+        tmp_path / "images" / f"{i}.png")
+    (tmp_path / "images" / f"{i}.txt").write_text(f"a picture number {i}")
+  items, _ = make_shards.folder_items(str(tmp_path / "images"))
+  make_shards.make_shards(items, str(tmp_path / "shards"), samples_per_shard=4, quiet=True)
+  stage_bindings = []
+  for stage, size in (("224", 16), ("336", 24)):
+    stage_bindings += [f"FT{stage}_BATCH_SIZE = 4", f"FT{stage}_STEPS = 1",
+                       f"FT{stage}_BASE_LR = 0.0", f"FT{stage}_WARMUP_STEPS = 0",
+                       f"finetune_{stage}/runner.Stage.task_feature_lengths = "
+                       f"{{'image': {size}, 'text': 32}}"]
+  model_dir = str(tmp_path / "ft")
+  gin_utils.parse_gin_flags(["gin/runs/finetune_released.gin"], [
+      f"MODEL_DIR = '{model_dir}'", f"INIT_FROM = '{npz}'", "EVALUATORS = []",
+      f"TRAIN_DATA = '{tmp_path}/shards/{{00000..00001}}.tar'", *stage_bindings])
+  with contextlib.redirect_stdout(io.StringIO()) as out:
+    rows = gin_utils.configured(runner.run)()
+  assert [r["stage"] for r in rows] == ["finetune_224", "finetune_336"]
+  assert f"[finetune_224] initialised from {npz}" in out.getvalue()
+  params, ref = model_refs.load(os.path.join(model_dir, "finetune_224"))
+  assert (ref.config, ref.image_size, ref.text_length) == (
+      configs.get_config(MODEL, remat_policy="full"), 16, 32)
+  model = clip.ClipaModel(configs.get_config(MODEL))
+  images = rng.randint(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+  np.testing.assert_allclose(model.encode_images(params, images),
+                             model.encode_images(source, images), atol=1e-4)
+  np.testing.assert_allclose(
+      params["txt"]["pos_embedding"],
+      checkpoints.resize_text_pos_embedding(source["txt"]["pos_embedding"], 32), atol=1e-6)
+  assert model_refs.describe(model_dir).image_size == 24  # the 336 px stage (24 here) is last

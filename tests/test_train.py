@@ -169,6 +169,11 @@ def test_demo_recipe_end_to_end(tmp_path):
   assert [(r["stage"], r["image_tokens"], r["text_tokens"]) for r in summary] == [
       ("pretrain", 4, 8), ("finetune", 11, 16)]
   assert all(0.0 <= r["zeroshot_top1"] <= 1.0 for r in summary)
+  # The demo's resolution table: each stage's model at each stage's resolution.
+  with open(model_dir / "resolution_table.json") as f:
+    table = json.load(f)
+  assert [(r["stage"], r["image_size"], r["trained_at"]) for r in table] == [
+      ("pretrain", 16, 16), ("pretrain", 32, 16), ("finetune", 16, 32), ("finetune", 32, 32)]
 
   # The summary table is the last thing printed.
   lines = [line for line in proc.stdout.splitlines() if line.strip()]

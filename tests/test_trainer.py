@@ -41,6 +41,7 @@ def test_a_few_steps_lower_the_loss(tmp_path):
   assert rows[-1]["examples_seen"] == 12 * 8
 
 
+@pytest.mark.slow  # trains on two meshes: the longest test of the fast suite otherwise
 def test_2x2_mesh_gives_the_same_losses_as_one_device(tmp_path):
   batches = [helpers.random_batch(seed=s) for s in range(3)]
   one = partitioning.PjitPartitioner(num_partitions=1, devices=jax.devices()[:1])

@@ -102,13 +102,13 @@ def _per_host(batch_size: int, num_shards: int) -> int:
 
 # ----------------------------------------------------------------- builder
 def _resolve_class_names(spec: ZeroShotEvalConfig, source: Any) -> ClassNames:
-  if isinstance(spec.class_names, str):
-    if spec.class_names != "auto":
-      return zeroshot.load_classnames(spec.class_names)
+  if spec.class_names == "auto":
     own = source.class_names if source is not None and hasattr(source, "class_names") else None
     # Resolved at evaluation time: the data may not exist when the run starts.
     return lambda: (own() if own is not None else None) or zeroshot.load_classnames("imagenet1k")
-  return spec.class_names
+  if callable(spec.class_names) or spec.class_names is None:
+    return spec.class_names
+  return zeroshot.parse_class_names(spec.class_names, f"eval {spec.name!r}: class_names")
 
 
 def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
@@ -152,8 +152,7 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
         raise ValueError(f"zero-shot eval {spec.name!r}: give exactly one of task "
                          f"(a SeqIO Task) or source (an evaluation.datasets source).")
       source = spec.source or datasets.SeqioTask(spec.task, spec.split)
-      templates = (zeroshot.load_templates(spec.templates) if isinstance(spec.templates, str)
-                   else list(spec.templates))
+      templates = zeroshot.parse_templates(spec.templates, f"eval {spec.name!r}: templates")
       batch = _per_host(spec.batch_size, num_shards)
       examples_fn = (lambda src=source: src.examples(image_size, text_length, shard_id,
                                                      num_shards))
@@ -244,77 +243,82 @@ def evaluate_checkpoint(*,
              checkpoint_path: str,
              model_config=None,
              evaluators: Sequence[Any] = (),
-             image_size: int = 224,
-             text_length: int = 32,
+             image_size: Optional[int] = None,
+             text_length: Optional[int] = None,
              text_reduction: str = "truncate",
              output_dir: Optional[str] = None,
              partitioner=None) -> Dict[str, Any]:
-  """Restores a checkpoint's parameters into the gin model and runs the evaluators.
+  """Evaluates any model reference with the model it records.
 
   Args:
-    checkpoint_path: a model/stage directory (latest checkpoint) or a
-      ``checkpoint_<step>`` directory.
-    model_config: the model (``configs.get_config(...)``); required.
+    checkpoint_path: any reference of ``model_refs``: a run directory (its
+      last stage), a stage directory (latest checkpoint), a
+      ``checkpoint_<step>`` directory, an open_clip folder or weights file, or
+      an official CLIPA JAX ``.npz``.
+    model_config: the model; None: the one the source records (a model gin
+      file that disagrees with it is refused).
     evaluators: ``ZeroShotEvalConfig`` / ``RetrievalEvalConfig`` list.
-    image_size: eval image side in pixels (a multiple of the patch size).
-    text_length: prompt / caption length in tokens.
+    image_size: eval image side in pixels (a multiple of the patch size);
+      None: the source's recorded resolution, else 224.
+    text_length: prompt / caption length in tokens; None: the source's.
     text_reduction: how texts are cut to ``text_length``.
     output_dir: where ``results.json`` and TensorBoard summaries go; None:
-      ``eval_<step>/`` next to the checkpoint.
+      ``eval_<step>/`` next to a checkpoint, ``<source>_eval/`` beside others.
     partitioner: defaults to a data-parallel ``PjitPartitioner``.
 
   Returns:
-    What ``results.json`` holds: ``checkpoint``, ``step``, ``image_size``,
-    ``text_length``, ``seconds`` and ``results`` (metric -> value).
+    What ``results.json`` holds: ``checkpoint``, ``step``, ``model``,
+    ``image_size``, ``text_length``, ``seconds`` and ``results``.
   """
   import optax
-  from clipa_t5x import checkpoints
   from clipa_t5x import metrics_logging
+  from clipa_t5x import model_refs
   from clipa_t5x import partitioning
   from clipa_t5x import train_state as train_state_lib
   from clipa_t5x.models import clip as clip_lib
 
   start = time.time()
-  if model_config is None:
-    raise ValueError("evaluate: model_config is required; include a gin/models/*.gin file.")
   if not checkpoint_path:
     raise ValueError("CHECKPOINT_PATH is empty; pass --gin.CHECKPOINT_PATH=\"'/path'\".")
   if not evaluators:
     raise ValueError("no evaluators configured; set EVALUATORS in the eval gin file.")
-  patch = model_config.image.patch_size
+  try:
+    ref = model_refs.describe(checkpoint_path, model_config)
+  except ValueError as e:
+    raise ValueError(f"CHECKPOINT_PATH: {e}") from None
+  image_size = int(image_size or ref.image_size or 224)
+  text_length = int(text_length or ref.text_length or 32)
+  patch = ref.config.image.patch_size
   if image_size % patch:
     raise ValueError(f"eval image size {image_size} is not divisible by the patch size "
                      f"{patch}; use {image_size - image_size % patch + patch}.")
-  if not os.path.exists(checkpoint_path) and "://" not in checkpoint_path:
-    raise ValueError(f"CHECKPOINT_PATH {checkpoint_path!r} does not exist.")
-  restore_config = checkpoints.RestoreCheckpointConfig(path=checkpoint_path)
-  directory, step = checkpoints.resolve_checkpoint(restore_config)
-  output_dir = output_dir or os.path.join(directory, model_dir_lib.eval_dir_name(step))
-  checkpoint = os.path.join(directory, model_dir_lib.checkpoint_name(step))
+  step = ref.step or 0
+  if output_dir is None:
+    output_dir = (os.path.join(model_dir_lib.stage_dir_of(ref.path),
+                               model_dir_lib.eval_dir_name(step))
+                  if ref.kind == model_refs.CHECKPOINT else ref.path + "_eval")
 
   partitioner = partitioner or partitioning.PjitPartitioner()
-  model = clip_lib.ClipaModel(model_config)
+  model = clip_lib.ClipaModel(ref.config)
   abstract, _, shardings = train_state_lib.abstract_train_state(
       model, optax.identity(), image_size, text_length, partitioner)
-  # No fresh initialisation: every parameter must come from the checkpoint.
-  params = checkpoints.restore_params(
-      dataclasses.replace(restore_config, path=checkpoint, mode="specific"), abstract.params,
-      abstract.params)
+  # No fresh initialisation: every parameter must come from the source.
+  params = model_refs.restore_params(ref.path, abstract.params, model=ref.config)
   built = build_evaluators(evaluators, image_size, text_length, text_reduction)
   encoders = Encoders(model, partitioner, shardings.params)
   results = run_evaluators(built, encoders, params)
-  record = {"checkpoint": checkpoint, "step": int(step),
-            "image_size": int(image_size), "text_length": int(text_length),
+  record = {"checkpoint": ref.path, "step": int(step), "model": model_refs.config_name(ref.config),
+            "image_size": image_size, "text_length": text_length,
             "text_reduction": text_reduction, "seconds": time.time() - start,
             "results": results}
   if jax.process_index() == 0:
-    os.makedirs(output_dir, exist_ok=True)
+    paths.makedirs(output_dir)
     logger = metrics_logging.MetricsLogger(
         output_dir, os.path.join(output_dir, model_dir_lib.EVAL_METRICS))
     logger.write(int(step), results)
     logger.close()
     results_path = os.path.join(output_dir, model_dir_lib.RESULTS)
     paths.write_json_atomic(results_path, record)
-    print(f"\ncheckpoint {checkpoint} at {image_size} px, {text_length} tokens; "
-          f"results in {results_path}\n" + format_results_table(results), flush=True)
+    print(f"\n{ref.kind} {ref.path} ({record['model']}) at {image_size} px, {text_length} "
+          f"tokens; results in {results_path}\n" + format_results_table(results), flush=True)
   return record

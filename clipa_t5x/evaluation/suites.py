@@ -15,7 +15,6 @@ names the setting.
 """
 
 import glob
-import json
 import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -214,24 +213,6 @@ def zeroshot_suite(data: Optional[Union[str, Sequence[str]]],
   return out
 
 
-def _class_names(value: Union[str, Sequence[str]], setting: str) -> List[str]:
-  """A list, a JSON list / text file (one name per line), or a shipped list's key."""
-  if not isinstance(value, str):
-    return [str(v) for v in value]
-  path = os.path.expanduser(value)
-  if os.path.isfile(path):
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
-    names = json.loads(text) if path.endswith(".json") else [
-        line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-      raise ValueError(f"{setting}: class names file {value!r} is empty.")
-    return [str(n) for n in names]
-  if os.sep in value or value.endswith((".json", ".txt")):
-    raise ValueError(f"{setting}: class names file {value!r} does not exist.")
-  return zeroshot.load_classnames(value)
-
-
 def user_data_evaluators(data: Optional[Union[str, Sequence[str]]],
                          class_names: Optional[Union[str, Sequence[str]]] = None,
                          retrieval: bool = True,
@@ -277,7 +258,7 @@ def user_data_evaluators(data: Optional[Union[str, Sequence[str]]],
     out.append(ZeroShotEvalConfig(
         name=name, source=datasets.WebDatasetClassification(
             files, label_key=label_key, image_keys=image_keys),
-        class_names=_class_names(class_names, setting), templates=templates,
+        class_names=zeroshot.parse_class_names(class_names, setting), templates=templates,
         batch_size=batch_size, num_examples=num_examples))
   if retrieval:
     if fmt == "webdataset":

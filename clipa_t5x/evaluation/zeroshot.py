@@ -24,6 +24,7 @@ import functools
 import importlib.resources
 import json
 import logging
+import os
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -91,6 +92,107 @@ def load_templates(dataset: str = "imagenet1k", add_bare_classname: bool = False
   templates = _lookup(_TEMPLATES_FILE, dataset, "templates")
   if add_bare_classname and "{c}" not in templates:
     templates.append("{c}")
+  return templates
+
+
+# A few generic prompts for classification when no templates are given.
+DEFAULT_TEMPLATES = (
+    "a photo of a {c}.",
+    "a photo of the {c}.",
+    "a close-up photo of a {c}.",
+    "a photo of a small {c}.",
+    "a photo of a large {c}.",
+    "a cropped photo of a {c}.",
+    "a blurry photo of a {c}.",
+)
+
+
+def _read_list(path: str, setting: str, what: str) -> List[str]:
+  """A JSON list, or one entry per line (blank lines dropped), from a UTF-8 file."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    entries = json.loads(text) if path.endswith(".json") else text.splitlines()
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise ValueError(f"{setting}: cannot read {what} file {path!r} ({e}); write one per line "
+                     "(UTF-8) or a JSON list.") from None
+  if not isinstance(entries, list):
+    raise ValueError(f"{setting}: {path!r} must hold a JSON list of {what}.")
+  return [str(e).strip() for e in entries if str(e).strip()]
+
+
+def _looks_like_file(value: str) -> bool:
+  return os.sep in value or value.endswith((".json", ".txt"))
+
+
+def parse_class_names(value: Any, setting: str = "class_names") -> List[str]:
+  """The one reader of class names: every entry point and evaluation uses it.
+
+  Args:
+    value: a list of names (label order); a shipped list's key
+      (``'imagenet1k'``, see ``available_classnames``); a file (a JSON list,
+      or one name per line); or names separated by commas (``'cat,dog'``).
+    setting: the name of ``value`` in errors (a flag or gin macro).
+
+  Returns:
+    At least two non-empty names.
+  """
+  if isinstance(value, str):
+    path = os.path.expanduser(value)
+    if os.path.isfile(path):
+      names = _read_list(path, setting, "class names")
+    elif value in available_classnames():
+      names = load_classnames(value)
+    elif _looks_like_file(value):
+      raise ValueError(f"{setting}: class names file {value!r} does not exist.")
+    else:
+      names = [n.strip() for n in value.split(",") if n.strip()]
+  elif isinstance(value, (list, tuple)):
+    names = list(value)
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+      raise ValueError(f"{setting}: class names must be non-empty strings, got {bad[:3]!r}.")
+  else:
+    raise ValueError(f"{setting}: class names must be a list, a file, 'cat,dog' or a shipped "
+                     f"list's key, got {type(value).__name__}.")
+  if len(names) < 2:
+    raise ValueError(f"{setting}={value!r} gives {len(names)} class name(s); zero-shot needs at "
+                     "least two: 'cat,dog', a file with one name per line, or a shipped list "
+                     f"({', '.join(available_classnames()[:4])}, ...).")
+  return names
+
+
+def parse_templates(value: Any = None, setting: str = "templates") -> List[str]:
+  """The one reader of prompt templates (``{c}`` marks the class name).
+
+  Args:
+    value: None (``DEFAULT_TEMPLATES``); a shipped set's key (``'imagenet1k'``);
+      one template with ``{c}``; a file (a JSON list, or one per line); or a list.
+    setting: the name of ``value`` in errors.
+  """
+  if value is None:
+    return list(DEFAULT_TEMPLATES)
+  if isinstance(value, str):
+    path = os.path.expanduser(value)
+    if os.path.isfile(path):
+      templates = _read_list(path, setting, "templates")
+    elif value in available_templates():
+      return load_templates(value)
+    elif "{c}" in value or "{}" in value:
+      return [value]
+    else:
+      raise ValueError(
+          f"{setting}={value!r} is neither a file, a known template set "
+          f"({', '.join(available_templates())}) nor a template with a '{{c}}' placeholder.")
+  else:
+    templates = list(value)
+  if not templates:
+    raise ValueError(f"{setting} is empty; pass templates with '{{c}}', a known set such as "
+                     "'imagenet1k', or None for the default ones.")
+  for t in templates:
+    if not isinstance(t, str):
+      raise ValueError(f"{setting}: templates must be strings, got {t!r}.")
+    fill_template(t, "x")  # raises on a template without a placeholder
   return templates
 
 

@@ -707,7 +707,8 @@ def _unwrap_state_dict(state_dict: Any, path: str) -> Dict[str, Any]:
   return dict(state_dict)
 
 
-def _read_model_config(model_config: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+def read_model_config(model_config: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+  """An open_clip model config: a released name, a JSON path or a dict (returned as a dict)."""
   if isinstance(model_config, Mapping):
     return dict(model_config)
   if not isinstance(model_config, str):
@@ -725,29 +726,13 @@ def _read_model_config(model_config: Union[str, Mapping[str, Any]]) -> Dict[str,
                    f"{sorted(RELEASED_CONFIGS)} or a path to a model-config JSON.")
 
 
-def load_open_clip(path: str, model_config: Union[None, str, Mapping[str, Any]] = None
-                   ) -> Tuple[NestedArrays, ClipaConfig, int, int]:
-  """Reads open_clip CLIPA weights as our parameters.
+def describe_open_clip(path: str, model_config: Union[None, str, Mapping[str, Any],
+                                                     ClipaConfig] = None
+                       ) -> Tuple[str, ClipaConfig, Optional[int], Optional[int]]:
+  """``(weights file, config, image_size, text_length)`` of open_clip weights, reading no array.
 
-  Args:
-    path: an open_clip model folder (``open_clip_config.json`` plus
-      ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``, as
-      written by ``export_open_clip`` or downloaded from the hub), or one
-      weights file: ``.safetensors``, ``.npz``, or ``.bin``/``.pt``/``.pth``
-      (needs torch). A ``{'state_dict': ...}`` wrapper and a ``module.``
-      prefix are removed.
-    model_config: required with a weights file, overrides a folder's config:
-      an open_clip model name in ``RELEASED_CONFIGS`` (e.g.
-      'ViT-H-14-CLIPA'), a path to a model-config JSON (bare ``model_cfg`` or
-      a whole ``open_clip_config.json``), or a dict.
-
-  Returns:
-    ``(params, config, image_size, text_length)``; ``params`` is a nested dict
-    of float32 numpy arrays.
-
-  Raises:
-    ValueError: on a missing config, a non-CLIPA config, or weights that do not
-      match it.
+  Args, errors: as ``load_open_clip``. A ``ClipaConfig`` as ``model_config``
+  leaves the sizes None (the weights' position embeddings give them).
   """
   path = os.fspath(path)
   if os.path.isdir(path):
@@ -767,40 +752,41 @@ def load_open_clip(path: str, model_config: Union[None, str, Mapping[str, Any]] 
                        f"(--model_config), e.g. one of {sorted(RELEASED_CONFIGS)}.")
   else:
     raise ValueError(f"no open_clip weights at {path!r} (neither a folder nor a file).")
-  config, image_size, text_length = clipa_config_from_open_clip(_read_model_config(model_config))
-  state_dict = _unwrap_state_dict(_read_weights(weights), weights)
-  params = from_open_clip_state_dict(state_dict, config, image_size, text_length)
-  return params, config, image_size, text_length
+  if isinstance(model_config, ClipaConfig):
+    return weights, model_config, None, None
+  return (weights,) + clipa_config_from_open_clip(read_model_config(model_config))
 
 
-def import_to_checkpoint(path: str, out_dir: str,
-                         model_config: Union[None, str, Mapping[str, Any]] = None) -> str:
-  """Converts open_clip weights into a clipa_t5x parameters-only checkpoint.
-
-  Writes ``out_dir/checkpoint_0`` (``checkpoints.save_params``) and
-  ``out_dir/model_config.json``, so ``out_dir`` works as a stage's
-  ``init_from`` (``RestoreCheckpointConfig(path=out_dir)``) and with
-  ``python -m clipa_t5x.eval --gin.CHECKPOINT_PATH=out_dir``.
+def load_open_clip(path: str, model_config: Union[None, str, Mapping[str, Any],
+                                                 ClipaConfig] = None
+                   ) -> Tuple[NestedArrays, ClipaConfig, int, int]:
+  """Reads open_clip CLIPA weights as our parameters.
 
   Args:
-    path: as ``load_open_clip``.
-    out_dir: a new (or empty) directory.
-    model_config: as ``load_open_clip``.
+    path: an open_clip model folder (``open_clip_config.json`` plus
+      ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``, as
+      written by ``export_open_clip`` or downloaded from the hub), or one
+      weights file: ``.safetensors``, ``.npz``, or ``.bin``/``.pt``/``.pth``
+      (needs torch). A ``{'state_dict': ...}`` wrapper and a ``module.``
+      prefix are removed.
+    model_config: required with a weights file, overrides a folder's config:
+      an open_clip model name in ``RELEASED_CONFIGS`` (e.g.
+      'ViT-H-14-CLIPA'), a path to a model-config JSON (bare ``model_cfg`` or
+      a whole ``open_clip_config.json``), a dict, or our ``ClipaConfig``.
 
   Returns:
-    The checkpoint path (``out_dir/checkpoint_0``).
+    ``(params, config, image_size, text_length)``; ``params`` is a nested dict
+    of float32 numpy arrays.
+
+  Raises:
+    ValueError: on a missing config, a non-CLIPA config, or weights that do not
+      match it.
   """
-  out_dir = os.path.abspath(out_dir)
-  if os.path.isdir(out_dir) and os.listdir(out_dir):
-    raise ValueError(f"{out_dir} is not empty; choose a new directory for the imported weights.")
-  params, config, image_size, text_length = load_open_clip(path, model_config)
-  # Imported after loading: they pull in orbax and TensorFlow, which reading the
-  # weights (possibly with torch) does not need.
-  from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
-  from clipa_t5x.models import config_io  # pylint: disable=import-outside-toplevel
-  source = {"format": "open_clip", "path": os.path.abspath(path)}
-  if isinstance(model_config, str):
-    source["model_config"] = model_config
-  ckpt = checkpoints.save_params(out_dir, params, 0, meta={"source": source})
-  config_io.write_model_config(out_dir, config, image_size, text_length, source=source)
-  return ckpt
+  weights, config, image_size, text_length = describe_open_clip(path, model_config)
+  state_dict = _unwrap_state_dict(_read_weights(weights), weights)
+  params = from_open_clip_state_dict(state_dict, config, image_size, text_length)
+  text_length = int(np.shape(params["txt"]["pos_embedding"])[1])
+  if image_size is None:  # the grid of the stored visual position embedding
+    rows = np.shape(state_dict["visual.positional_embedding"])[0] - 1
+    image_size = int(round(rows**0.5)) * config.image.patch_size
+  return params, config, image_size, text_length

@@ -102,6 +102,14 @@ def test_find_max_batch_on_a_known_curve(gs):
   assert sizes[batch] > 1e9
 
 
+def test_find_max_batch_when_the_straight_line_overshoots_far(gs):
+  """A fixed cost that dwarfs the per-sample one at small batches (the CPU smoke's case)."""
+  curve = lambda b: int(50e6 + 7e3 * b + 1e3 * b * b)
+  batch, sizes, _, _ = gs.find_max_batch(curve, int(53.7e6), 2, max_bisect=5)
+  true_max = max(b for b in range(1, 1000) if curve(b) <= 53.7e6)  # 57
+  assert sizes[batch] <= 53.7e6 and batch >= true_max - 16 and len(sizes) <= 8
+
+
 def test_largest_fitting_bisects(gs):
   assert gs.largest_fitting(lambda b: b * 3 <= 100) == 33
   assert gs.largest_fitting(lambda b: False) == 0

@@ -1,10 +1,16 @@
 """Tests of bench/open_clip_step.py: open_clip's weight-decay groups and one training step."""
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
 
 from bench_modules import load
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "interop"))
+import torch_required  # noqa: E402  (tests/interop: torch after TensorFlow, safely)
 from clipa_t5x.interop import open_clip_config
 from clipa_t5x.models import configs
 
@@ -28,7 +34,7 @@ def test_no_weight_decay_is_open_clips_rule(name, ndim, excluded):
 
 
 def test_one_step_trains_and_groups_the_parameters():
-  pytest.importorskip("open_clip")
+  torch_required.require_torch()
   step_lib, steps = load("open_clip_step"), load("step_throughput")
   config = configs.get_config("Ti/8")
   cfg = open_clip_config.open_clip_model_config(config, 16, 8)

@@ -424,3 +424,30 @@ def test_factors_score_parts_of_the_label():
                            factors={"parity": [0, 1]})
   with pytest.raises(ValueError, match="one id per class"):
     bad.evaluate(encode_images, encode_texts, tokenize)
+
+
+def test_parse_class_names_takes_lists_files_keys_and_commas(tmp_path):
+  (tmp_path / "names.txt").write_text("cat\n\n dog \n")
+  (tmp_path / "names.json").write_text('["red thing", "blue thing"]')
+  assert zeroshot.parse_class_names(["a", "b"]) == ["a", "b"]
+  assert zeroshot.parse_class_names(str(tmp_path / "names.txt")) == ["cat", "dog"]
+  assert zeroshot.parse_class_names(str(tmp_path / "names.json")) == ["red thing", "blue thing"]
+  assert zeroshot.parse_class_names(" cat, dog ,car") == ["cat", "dog", "car"]
+  assert len(zeroshot.parse_class_names("imagenet1k")) == 1000
+  for value, message in ((["cat"], "at least two"), ("cat", "at least two"),
+                         (["a", " "], "non-empty strings"),
+                         (str(tmp_path / "missing.txt"), "does not exist"), (3, "got int")):
+    with pytest.raises(ValueError, match=message) as e:
+      zeroshot.parse_class_names(value, "--class_names")
+    assert str(e.value).startswith("--class_names")
+
+
+def test_parse_templates(tmp_path):
+  (tmp_path / "t.txt").write_text("a {c}.\nthe {c}\n")
+  assert zeroshot.parse_templates(None) == list(zeroshot.DEFAULT_TEMPLATES)
+  assert zeroshot.parse_templates("a photo of {c}") == ["a photo of {c}"]
+  assert zeroshot.parse_templates(str(tmp_path / "t.txt")) == ["a {c}.", "the {c}"]
+  assert len(zeroshot.parse_templates("imagenet1k")) == 80
+  for value, message in (("photo", "placeholder"), ([], "is empty"), (["x"], "placeholder")):
+    with pytest.raises(ValueError, match=message):
+      zeroshot.parse_templates(value)

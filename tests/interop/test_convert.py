@@ -88,7 +88,7 @@ def test_cli_model_flag_for_checkpoints_without_model_config(tmp_path, capsys):
   out = str(tmp_path / "e")
   assert convert.main(["to-open-clip", "--checkpoint", bare, "--out", out]) == 2
   err = _error_line(capsys)
-  assert "model_config.json" in err and "--model VARIANT" in err
+  assert "model_config.json" in err and "name the model" in err
   assert convert.main(["to-open-clip", "--checkpoint", bare, "--model", VARIANT,
                        "--out", out]) == 2
   assert "--image_size" in _error_line(capsys)
@@ -96,6 +96,29 @@ def test_cli_model_flag_for_checkpoints_without_model_config(tmp_path, capsys):
                        "--image_size", "32", "--out", out]) == 0
   loaded, _, _, text_length = oc.load_open_clip(out)
   assert text_length == 8
+  interop_helpers.assert_identical(params, loaded)
+
+
+def test_cli_official_npz_to_checkpoint_and_to_open_clip(stage, tmp_path, capsys):
+  from clipa_t5x.interop import clipa_jax  # pylint: disable=import-outside-toplevel
+  _, params = stage
+  npz = clipa_jax.save(params, str(tmp_path / "clipa.npz"))
+  imported = str(tmp_path / "imported")
+  assert convert.main(["from-clipa-jax", "--weights", npz, "--image_size", "32",
+                       "--out", imported]) == 0
+  restored, meta, _ = checkpoints.load_params(imported)
+  interop_helpers.assert_identical(params, jax.tree.map(np.asarray, restored))
+  assert meta["source"] == {"format": "clipa_jax", "path": npz}
+  record = config_io.read_model_config(imported)
+  assert (record["model"], record["image_size"], record["text_length"]) == (
+      configs.get_config(VARIANT), 32, 8)
+  out = str(tmp_path / "oc")
+  assert convert.main(["to-open-clip", "--checkpoint", npz, "--out", out]) == 2
+  assert "--image_size" in _error_line(capsys)
+  assert convert.main(["to-open-clip", "--checkpoint", npz, "--image_size", "32",
+                       "--out", out]) == 0
+  loaded, config, image_size, text_length = oc.load_open_clip(out)
+  assert (config, image_size, text_length) == (configs.get_config(VARIANT), 32, 8)
   interop_helpers.assert_identical(params, loaded)
 
 
@@ -108,14 +131,18 @@ def test_cli_errors_are_one_line(stage, tmp_path, capsys):
   assert "not empty" in _error_line(capsys)
   assert convert.main(["to-open-clip", "--checkpoint", str(tmp_path / "nope"),
                        "--out", str(tmp_path / "o")]) == 2
-  assert "no checkpoint directory" in _error_line(capsys)
-  (tmp_path / "w.npz").write_bytes(b"")
-  assert convert.main(["from-open-clip", "--weights", str(tmp_path / "w.npz"),
+  assert "does not exist" in _error_line(capsys)
+  (tmp_path / "w.safetensors").write_bytes(b"")
+  assert convert.main(["from-open-clip", "--weights", str(tmp_path / "w.safetensors"),
                        "--model_config", "ViT-Q-14-CLIPA", "--out", str(tmp_path / "o")]) == 2
   assert "unknown open_clip model 'ViT-Q-14-CLIPA'" in _error_line(capsys)
-  assert convert.main(["from-open-clip", "--weights", str(tmp_path / "w.npz"),
+  assert convert.main(["from-open-clip", "--weights", str(tmp_path / "w.safetensors"),
                        "--out", str(tmp_path / "o")]) == 2
-  assert "--model_config" in _error_line(capsys)
+  assert "without a model: name it" in _error_line(capsys)
+  (tmp_path / "w.npz").write_bytes(b"")
+  assert convert.main(["from-clipa-jax", "--weights", str(tmp_path / "w.npz"),
+                       "--out", str(tmp_path / "o")]) == 2
+  assert "not a readable .npz" in _error_line(capsys)
   assert not os.path.exists(tmp_path / "o")
 
 
@@ -154,7 +181,7 @@ def test_cli_remote_paths_through_gfile(stage, tmp_path, monkeypatch):
   monkeypatch.setattr(checkpoints, "load_params", load_params)
   out = "ram://clipa_convert_export"
   assert convert.main(["to-open-clip", "--checkpoint", url, "--out", out]) == 0
-  assert read == [url]  # model_config.json was read through gfile, next to it
+  assert read == [f"{url}/checkpoint_5"]  # model_config.json was read through gfile
   assert tf.io.gfile.exists(f"{out}/{oc.CONFIG_FILE}")
   assert tf.io.gfile.exists(f"{out}/{oc.WEIGHTS_FILE}")
   imported = str(tmp_path / "imported")

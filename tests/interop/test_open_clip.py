@@ -17,6 +17,7 @@ import interop_helpers  # noqa: E402
 import torch_required  # noqa: E402
 
 from clipa_t5x import checkpoints  # noqa: E402
+from clipa_t5x import convert  # noqa: E402
 from clipa_t5x.interop import open_clip as oc  # noqa: E402
 from clipa_t5x.interop import open_clip_config  # noqa: E402
 from clipa_t5x.models import clip  # noqa: E402
@@ -158,7 +159,7 @@ def test_import_to_checkpoint_round_trips(tmp_path):
   config = configs.get_config("Ti/8")
   params = _params("Ti/8", 32, 8)
   exported = oc.export_open_clip(params, config, str(tmp_path / "exp"), 32)
-  ckpt = oc.import_to_checkpoint(exported, str(tmp_path / "imported"))
+  ckpt = convert.to_checkpoint(exported, str(tmp_path / "imported"))
   assert ckpt == str(tmp_path / "imported" / "checkpoint_0")
   restored, meta, _ = checkpoints.load_params(str(tmp_path / "imported"))
   interop_helpers.assert_identical(params, jax.tree.map(np.asarray, restored))
@@ -166,7 +167,7 @@ def test_import_to_checkpoint_round_trips(tmp_path):
   record = config_io.read_model_config(str(tmp_path / "imported"))
   assert (record["model"], record["image_size"], record["text_length"]) == (config, 32, 8)
   with pytest.raises(ValueError, match="not empty"):
-    oc.import_to_checkpoint(exported, str(tmp_path / "imported"))
+    convert.to_checkpoint(exported, str(tmp_path / "imported"))
 
 
 # ------------------------------------------------------------ released configs

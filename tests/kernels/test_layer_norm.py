@@ -1,4 +1,6 @@
 """The Pallas LayerNorm kernels (interpret mode on CPU) against the XLA reference."""
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,3 +77,27 @@ def test_tile_is_a_power_of_two_within_budget():
     rows, cols = pln._tile(width)
     assert cols >= width and cols & (cols - 1) == 0 and rows & (rows - 1) == 0
     assert rows * cols <= max(pln.TILE_ELEMENTS, cols)
+
+
+def test_kernels_lower_to_triton_for_a_hopper_gpu(monkeypatch):
+  """The Pallas -> Triton lowering (the GPU path) runs on CPU for an abstract sm_90.
+
+  It checks what Triton refuses before any GPU is involved (tile shapes,
+  masked loads and stores, indexing), forward and backward, at B/16's width.
+  """
+  registration = pytest.importorskip("jax._src.pallas.triton.pallas_call_registration")
+  info = getattr(registration, "gpu_info_lib", None)
+  if info is None:
+    pytest.skip("this jax looks the GPU up another way")
+  monkeypatch.setattr(info, "get_gpu_info", lambda: types.SimpleNamespace(compute_capability="9.0"))
+  monkeypatch.setattr(pln, "_interpret", lambda: False)
+  x = jnp.ones((2, 197, 768), jnp.bfloat16)
+  scale, bias = jnp.ones(768), jnp.zeros(768)
+
+  def loss(x, y, s, b):
+    r, o = pln.add_layer_norm(x, y, s, b, 1e-6, jnp.bfloat16)
+    return jnp.sum(r.astype(jnp.float32)) + jnp.sum(pln.layer_norm(o, s, b).astype(jnp.float32))
+
+  lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).trace(x, x, scale, bias).lower(
+      lowering_platforms=("cuda",))
+  assert lowered.as_text().count("__gpu$xla.gpu.triton") == 4  # 2 forward, 2 backward
