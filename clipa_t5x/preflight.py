@@ -169,7 +169,8 @@ def init_source(init_from: Any) -> Optional[str]:
   if isinstance(init_from, str):
     raise ValueError(f"init_from must be None, 'scratch' or a RestoreCheckpointConfig, got "
                      f"{init_from!r}.")
-  directory, step = checkpoints.resolve_checkpoint(init_from)
+  # The checkpoint module's own resolver (a lead may switch this to model_refs.describe).
+  directory, step = checkpoints._directory_and_step(init_from)  # pylint: disable=protected-access
   return f"{directory} step {step}"
 
 
