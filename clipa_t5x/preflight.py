@@ -157,7 +157,7 @@ def check_train_data(stage, num_shards: int = 1) -> None:
                          "shards (make_shards --samples_per_shard) or use fewer hosts.")
 
 
-def init_source(init_from: Any) -> Optional[str]:
+def init_source(init_from: Any, model_config=None) -> Optional[str]:
   """Where a ``RestoreCheckpointConfig`` points, checked readable; None for no checkpoint.
 
   Raises:
@@ -166,18 +166,19 @@ def init_source(init_from: Any) -> Optional[str]:
   from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
   if init_from is None or init_from == "scratch":
     return None
-  if isinstance(init_from, str):
-    raise ValueError(f"init_from must be None, 'scratch' or a RestoreCheckpointConfig, got "
-                     f"{init_from!r}.")
+  if isinstance(init_from, str):  # any model reference: run/stage/checkpoint dir, open_clip, npz
+    from clipa_t5x import model_refs  # pylint: disable=import-outside-toplevel
+    ref = model_refs.describe(init_from, model_config)
+    return str(getattr(ref, "path", init_from))
   # The checkpoint module's own resolver (a lead may switch this to model_refs.describe).
   directory, step = checkpoints._directory_and_step(init_from)  # pylint: disable=protected-access
   return f"{directory} step {step}"
 
 
-def check_init_from(stage) -> None:
+def check_init_from(stage, model_config=None) -> None:
   """Fails when the stage's ``init_from`` cannot be read (None: the previous stage, fine)."""
   try:
-    init_source(stage.init_from)
+    init_source(stage.init_from, model_config)
   except (ValueError, FileNotFoundError) as e:
     raise _stage_error(stage, str(e)) from None
 
@@ -235,7 +236,7 @@ def check_run(stages: Sequence[Any], model_config, partitioner, model_dir: Optio
         os.path.join(model_dir, stage.name, model_dir_lib.STAGE_SUMMARY))
     if not done:
       check_train_data(stage, partitioner.get_data_layout(stage.batch_size).num_shards)
-      check_init_from(stage)
+      check_init_from(stage, model_config)
       memory.check_fits(stage.name, estimate, capacity, where, mesh, stage.num_microbatches)
     reports.append(StageReport(stage.name, estimate, capacity, where, skipped=done))
   return reports
