@@ -5,6 +5,12 @@ q/k/v/out projections, attention scores and weighted sums, MLP, heads), as
 open_clip's published model profile does; LayerNorm, softmax and GELU are
 ignored (well under 1%). A training step costs 3× the forward pass (forward,
 then gradients with respect to activations and to weights).
+
+The contrastive loss adds the logits' product: a batch of B pairs of
+``embed_dim``-wide features costs 2·B²·D FLOPs, 2·B·D per pair, for the
+softmax and the sigmoid loss alike (the sigmoid ring computes the same B²
+logits block by block; its rematerialisation in the backward pass is
+hardware work, not model FLOPs, so it is not counted).
 """
 
 from typing import Mapping
@@ -41,14 +47,22 @@ def text_forward_flops(config, text_length: int) -> float:
   return blocks + 2 * tower.width * config.embed_dim
 
 
+def loss_forward_flops(config, batch_size: int) -> float:
+  """Forward FLOPs of the contrastive logits per pair in a batch of ``batch_size``: 2·B·D."""
+  return 2.0 * batch_size * config.embed_dim
+
+
 def per_example_flops(config, image_size: int, text_length: int,
-                      mask_ratio: float = 0.0) -> Mapping[str, float]:
+                      mask_ratio: float = 0.0, batch_size: int = 0) -> Mapping[str, float]:
   """Forward and training FLOPs of one image–text pair.
 
-  The contrastive logits (2·B·D per example for a batch of B) are left out:
-  they depend on the batch, and stay below 0.1% of the total at CLIPA's sizes.
+  ``batch_size`` (the global batch) adds the contrastive logits, 2·B·D per
+  pair (``loss_forward``); 0 leaves them out (the towers alone, as CLIPA's
+  tables count GFLOPs). At CLIPA's sizes they are a fraction of a percent
+  (H/14 at 84 px / 8 tokens, B = 65,536: 0.26%).
   """
   image = image_forward_flops(config, image_size, mask_ratio)
   text = text_forward_flops(config, text_length)
-  return {"image_forward": image, "text_forward": text, "forward": image + text,
-          "train": 3 * (image + text)}
+  loss = loss_forward_flops(config, batch_size)
+  return {"image_forward": image, "text_forward": text, "loss_forward": loss,
+          "forward": image + text + loss, "train": 3 * (image + text + loss)}

@@ -7,7 +7,9 @@ activations; (2) compute the loss over the *full* batch of features and its
 gradient with respect to the features; (3) re-encode each micro-batch and
 back-propagate those feature gradients into the parameters, summing them.
 The result equals the full-batch gradient; peak activation memory is that of
-one micro-batch (plus the features of the whole batch).
+one micro-batch (plus the features of the whole batch). Both losses are
+exact this way: the softmax loss, and the sigmoid loss, whose step (2) runs
+its device ring over the full batch of features.
 """
 
 from typing import Any, Dict, Mapping, Tuple
@@ -15,9 +17,6 @@ from typing import Any, Dict, Mapping, Tuple
 import jax
 import jax.numpy as jnp
 
-from clipa_t5x.losses import softmax_contrastive_loss
-
-TEMPERATURE_PARAM = "log_temperature"
 
 
 def microbatched_loss_and_grads(model, params: Any, batch: Mapping[str, jax.Array],
@@ -28,8 +27,10 @@ def microbatched_loss_and_grads(model, params: Any, batch: Mapping[str, jax.Arra
 
   Args:
     model: has ``features(params, batch, rng, mask_ratio, mask_type) -> (zimg,
-      ztxt, log_t)``.
-    params: parameters; the temperature is ``params['log_temperature']``.
+      ztxt, _)``, ``loss_params(params)`` (the loss's scalars, e.g.
+      ``log_temperature``, ``logit_bias``) and ``contrastive_loss(zimg, ztxt,
+      loss_params)``.
+    params: parameters.
     batch: the global batch; its size must divide by ``num_microbatches``.
     rng: patch-masking key; micro-batch ``i`` uses ``fold_in(rng, i)``.
     num_microbatches: how many pieces to encode one after another.
@@ -52,9 +53,9 @@ def microbatched_loss_and_grads(model, params: Any, batch: Mapping[str, jax.Arra
   zimg, ztxt = jax.lax.map(lambda args: encode(params, *args), (micro, index))
   flat = lambda z: z.reshape((size,) + z.shape[2:])
   # (2) the loss over the whole batch, and its gradient w.r.t. the features.
-  (loss, metrics), (g_img, g_txt, g_temp) = jax.value_and_grad(
-      softmax_contrastive_loss, argnums=(0, 1, 2), has_aux=True)(
-          flat(zimg), flat(ztxt), params[TEMPERATURE_PARAM])
+  (loss, metrics), (g_img, g_txt, g_scalars) = jax.value_and_grad(
+      model.contrastive_loss, argnums=(0, 1, 2), has_aux=True)(
+          flat(zimg), flat(ztxt), model.loss_params(params))
   unflat = lambda g: g.reshape(zimg.shape)
 
   # (3) back-propagate each micro-batch's feature gradients, summed.
@@ -67,5 +68,6 @@ def microbatched_loss_and_grads(model, params: Any, batch: Mapping[str, jax.Arra
   zeros = jax.tree.map(jnp.zeros_like, params)
   grads, _ = jax.lax.scan(accumulate, zeros, (micro, index, unflat(g_img), unflat(g_txt)))
   grads = dict(grads)
-  grads[TEMPERATURE_PARAM] = grads[TEMPERATURE_PARAM] + g_temp
+  for name, g in g_scalars.items():  # the loss's own scalars: no encoder path
+    grads[name] = grads[name] + g
   return (loss, metrics), grads

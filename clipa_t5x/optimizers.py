@@ -1,10 +1,17 @@
-"""CLIPA's optimizer: AdamW (β 0.9/0.95), decay on kernels only, warmup + cosine.
+"""CLIPA's optimizers: AdamW (β 0.9/0.95) or Lion, decay on kernels only, warmup + cosine.
 
 As in the official configs, the peak learning rate scales with the batch
 (``base_learning_rate × batch_size / 256``) and weight decay is decoupled,
 multiplied by the learning rate, and applied only to parameters named
 ``kernel`` (dense, conv and head weights): biases, LayerNorm, the cls token,
 embeddings, position embeddings and the temperature are not decayed.
+
+Lion (Chen et al. 2023; ``name='lion'``) keeps one moment ``m`` and steps by
+the sign of ``β1·m + (1-β1)·g``, then ``m ← β2·m + (1-β2)·g``; the decay and
+the learning rate apply as for AdamW. Its steps are larger per coordinate, so
+it wants a smaller learning rate and a larger decay: the official CLIPA
+bigG/14 Lion recipe uses 8e-8 per 256 examples and decay 2.0
+(``gin/optimizers/lion.gin``).
 """
 
 import dataclasses
@@ -19,6 +26,7 @@ from clipa_t5x import fused_adamw
 Schedule = Callable[[Any], jax.Array]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, None: None}
+OPTIMIZERS = ("adamw", "lion")
 
 
 def learning_rate_schedule(base_learning_rate: float,
@@ -55,19 +63,23 @@ class OptimizerConfig:
   """Everything the optimizer needs; every field is a gin binding.
 
   Attributes:
+    name: ``'adamw'`` (CLIPA) or ``'lion'``; the gin macro ``OPTIMIZER``.
     base_learning_rate: learning rate per 256 examples (CLIPA H/14 pretrain: 8e-6).
     warmup_steps: linear warmup length in steps.
-    b1, b2: Adam betas (CLIPA: 0.9, 0.95).
-    eps: Adam epsilon.
+    b1, b2: Adam betas (CLIPA: 0.9, 0.95); for Lion, the interpolation (b1)
+      and moment decay (b2) rates.
+    eps: Adam epsilon (unused by Lion).
     weight_decay: decoupled decay on kernels (CLIPA: 0.2).
-    mu_dtype: ``'bfloat16'`` keeps Adam's first moment in bf16 (CLIPA-v2 does:
-      less memory, ~10% faster); ``None`` keeps it in the parameter dtype.
+    mu_dtype: ``'bfloat16'`` keeps the first moment (Adam's, or Lion's only
+      one) in bf16 (CLIPA-v2 does: less memory, ~10% faster); ``None`` keeps it
+      in the parameter dtype.
     grad_clip_norm: optional global-norm clipping (CLIPA uses none).
     fused: the same update as one pass over the flattened parameters
       (``fused_adamw``: fewer, larger GPU kernels). Its state is laid out
       differently: ``fused_adamw.from_optax_state`` / ``to_optax_state``
       convert checkpoints; data parallel only (the flat state is replicated).
   """
+  name: str = "adamw"
   base_learning_rate: float = 8e-6
   warmup_steps: int = 0
   b1: float = 0.9
@@ -82,11 +94,17 @@ class OptimizerConfig:
 def make_optimizer(config: OptimizerConfig, batch_size: int,
                    total_steps: int) -> "tuple[optax.GradientTransformation, Schedule]":
   """Builds the optax transformation and its learning-rate schedule."""
+  if config.name not in OPTIMIZERS:
+    raise ValueError(f"unknown optimizer {config.name!r}; set OPTIMIZER (OptimizerConfig.name) "
+                     f"to one of {list(OPTIMIZERS)}.")
   if config.mu_dtype not in _DTYPES:
     raise ValueError(f"mu_dtype must be one of {sorted(k for k in _DTYPES if k)} or None, "
                      f"got {config.mu_dtype!r}")
   schedule = learning_rate_schedule(config.base_learning_rate, batch_size, total_steps,
                                     config.warmup_steps)
+  if config.fused and config.name != "adamw":
+    raise ValueError(f"OptimizerConfig.fused is a fused AdamW; it cannot run "
+                     f"{config.name!r}: set fused=False or OPTIMIZER='adamw'.")
   if config.fused:
     return fused_adamw.fused_adamw(
         schedule, b1=config.b1, b2=config.b2, eps=config.eps,
@@ -95,9 +113,15 @@ def make_optimizer(config: OptimizerConfig, batch_size: int,
   parts = []
   if config.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.name == "lion":
+    # optax's Lion is the official CLIPA formula: sign(b1·m + (1-b1)·g), then m updated.
+    direction = optax.scale_by_lion(b1=config.b1, b2=config.b2,
+                                    mu_dtype=_DTYPES[config.mu_dtype])
+  else:
+    direction = optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps,
+                                    mu_dtype=_DTYPES[config.mu_dtype])
   parts += [
-      optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps,
-                          mu_dtype=_DTYPES[config.mu_dtype]),
+      direction,
       optax.add_decayed_weights(config.weight_decay, mask=kernel_mask),
       optax.scale_by_learning_rate(schedule),
   ]

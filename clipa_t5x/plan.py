@@ -118,7 +118,8 @@ class Plan:
 
 
 def plan_stage(model_config, name: str, image_size: int, text_length: int, samples: int,
-               device: device_profiles.DeviceProfile, mask_ratio: float = 0.0) -> StagePlan:
+               device: device_profiles.DeviceProfile, mask_ratio: float = 0.0,
+               batch_size: int = 0) -> StagePlan:
   """Plans one stage of ``samples`` examples on ``device``.
 
   Args:
@@ -129,11 +130,13 @@ def plan_stage(model_config, name: str, image_size: int, text_length: int, sampl
     samples: examples seen.
     device: the profile (peak FLOP/s, utilisation, price).
     mask_ratio: fraction of image patches dropped.
+    batch_size: global batch; counts the contrastive logits (0 = towers only).
 
   Returns:
     The ``StagePlan``.
   """
-  per_example = flops.per_example_flops(model_config, image_size, text_length, mask_ratio)
+  per_example = flops.per_example_flops(model_config, image_size, text_length, mask_ratio,
+                                        batch_size)
   total = per_example["train"] * samples
   hours = total / (device.peak_flops * device.utilization) / 3600.0
   return StagePlan(
@@ -162,10 +165,12 @@ def plan(model_config, stages: Sequence[Any], device: device_profiles.DeviceProf
   if not stages:
     raise ValueError("plan: no stages; set run.stages (STAGES) in the run's gin file.")
   rows = tuple(plan_stage(model_config, s.name, s.image_size, s.text_length,
-                          s.train_steps * s.batch_size, device, s.mask_ratio) for s in stages)
+                          s.train_steps * s.batch_size, device, s.mask_ratio, s.batch_size)
+               for s in stages)
+  # The baseline trains at the first stage's batch.
   baseline = plan_stage(model_config, f"baseline {BASELINE_IMAGE_SIZE}px/{BASELINE_TEXT_LENGTH}",
                         BASELINE_IMAGE_SIZE, BASELINE_TEXT_LENGTH,
-                        sum(r.samples for r in rows), device)
+                        sum(r.samples for r in rows), device, batch_size=stages[0].batch_size)
   return Plan(device=device, stages=rows, baseline=baseline)
 
 

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -124,6 +125,7 @@ def check_model_dir_writable(model_dir: str) -> None:
 
 def _stage_row(stage: Stage, model_config, seconds: float,
                eval_results: Mapping[str, float]) -> Dict[str, Any]:
+  # GFLOPs/sample of the towers, as CLIPA's tables count them (no batch-dependent loss term).
   per_example = flops.per_example_flops(model_config, stage.image_size, stage.text_length,
                                         stage.mask_ratio)
   top1_keys = [k for k in eval_results if k.endswith("/top1")]
@@ -132,6 +134,11 @@ def _stage_row(stage: Stage, model_config, seconds: float,
   prefix = top1_keys[0][:-len("top1")] if top1_keys else None
   factors = {k[len(prefix):-len("_top1")]: v for k, v in eval_results.items()
              if prefix and k.startswith(prefix) and k.endswith("_top1")}
+  # Few-shot probes (mean over seeds) of the first few-shot eval: {shots: top-1}.
+  fewshot_keys = [k for k in eval_results if re.fullmatch(r"[^/]+/\d+shot_top1", k)]
+  fewshot_prefix = fewshot_keys[0].split("/")[0] if fewshot_keys else None
+  fewshot = {int(k.split("/")[1][:-len("shot_top1")]): eval_results[k] for k in fewshot_keys
+             if k.split("/")[0] == fewshot_prefix}
   return {
       "stage": stage.name,
       "image_tokens": flops.image_tokens(stage.image_size, model_config.image.patch_size,
@@ -143,6 +150,7 @@ def _stage_row(stage: Stage, model_config, seconds: float,
       "seconds": seconds,
       "zeroshot_top1": top1[0] if top1 else None,
       "zeroshot_factor_top1": factors,
+      "fewshot_top1": fewshot,
       "eval": dict(eval_results),
   }
 
@@ -211,8 +219,9 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
     print(f"[{stage.name}] no saved data position at step {start_step}: the data order is "
           "reseeded instead of continued", flush=True)
 
+  # The MFU counts the contrastive logits of this batch too.
   per_example = flops.per_example_flops(model_config, stage.image_size, stage.text_length,
-                                        stage.mask_ratio)
+                                        stage.mask_ratio, stage.batch_size)
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, stage.batch_size,
                                 flops_per_example=per_example["train"],
                                 peak_flops_per_device=peak_flops_per_device,
@@ -307,15 +316,20 @@ def train_stage(stage: Stage, previous_dir: Optional[str], *, stage_dir: str, mo
 def format_summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """The end-of-run table: one row per stage."""
   factors = list(dict.fromkeys(f for row in rows for f in row.get("zeroshot_factor_top1") or {}))
+  # JSON turns the shot counts into strings: compare them as ints.
+  shots = sorted({int(k) for row in rows for k in row.get("fewshot_top1") or {}})
   header = ("stage", "image tokens", "text tokens", "GFLOPs/sample", "seconds",
-            "zero-shot top-1") + tuple(f"{f} top-1" for f in factors)
+            "zero-shot top-1") + tuple(f"{f} top-1" for f in factors) + tuple(
+                f"{k}-shot top-1" for k in shots)
   pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
   lines = [header]
   for row in rows:
     own = row.get("zeroshot_factor_top1") or {}
+    probes = {int(k): v for k, v in (row.get("fewshot_top1") or {}).items()}
     lines.append((row["stage"], str(row["image_tokens"]), str(row["text_tokens"]),
                   f"{row['gflops_per_sample']:.4f}", f"{row['seconds']:.1f}",
-                  pct(row.get("zeroshot_top1"))) + tuple(pct(own.get(f)) for f in factors))
+                  pct(row.get("zeroshot_top1"))) + tuple(pct(own.get(f)) for f in factors)
+                 + tuple(pct(probes.get(k)) for k in shots))
   return text_table.format_table(lines)
 
 

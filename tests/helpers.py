@@ -13,11 +13,13 @@ TEXT_LENGTH = 8
 
 
 def tiny_setup(partitioner: partitioning.PjitPartitioner, batch_size: int = 8,
-               total_steps: int = 20, text_length: int = TEXT_LENGTH):
-  """A Ti/8 model, its optimizer and the abstract state on ``partitioner``."""
-  model = clip.ClipaModel(configs.get_config("Ti/8"))
+               total_steps: int = 20, text_length: int = TEXT_LENGTH, loss: str = "softmax",
+               optimizer: str = "adamw"):
+  """A Ti/8 model (trained with ``loss``), its optimizer and the abstract state on ``partitioner``."""
+  model = clip.ClipaModel(configs.get_config("Ti/8", loss=loss))
   tx, lr_fn = optimizers.make_optimizer(
-      optimizers.OptimizerConfig(base_learning_rate=2e-3, warmup_steps=2), batch_size, total_steps)
+      optimizers.OptimizerConfig(name=optimizer, base_learning_rate=2e-3, warmup_steps=2),
+      batch_size, total_steps)
   abstract, specs, shardings = train_state.abstract_train_state(
       model, tx, IMAGE_SIZE, text_length, partitioner)
   return model, tx, lr_fn, abstract, specs, shardings

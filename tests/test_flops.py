@@ -115,3 +115,17 @@ def test_analytic_text_flops_match_xla_cost_analysis():
   print(f"Ti/8 text, {length} tokens, batch {batch}: analytic {analytic:.4g}, XLA {xla:.4g}, "
         f"ratio {xla / analytic:.4f}")
   assert analytic <= xla <= 1.10 * analytic
+
+
+def test_the_loss_adds_two_batch_embed_flops_per_pair():
+  config = get_config("H/14")
+  towers = flops.per_example_flops(config, 84, 8)
+  with_loss = flops.per_example_flops(config, 84, 8, batch_size=65_536)
+  assert towers["loss_forward"] == 0.0
+  assert with_loss["loss_forward"] == 2 * 65_536 * 1024
+  assert with_loss["forward"] == towers["forward"] + 2 * 65_536 * 1024
+  assert with_loss["train"] == pytest.approx(3 * with_loss["forward"])
+  assert 0.002 < with_loss["loss_forward"] / with_loss["forward"] < 0.003
+  # Same count for either loss: the same B x B logits, only the pointwise part differs.
+  sigmoid = get_config("H/14", loss="sigmoid")
+  assert flops.per_example_flops(sigmoid, 84, 8, batch_size=65_536) == with_loss

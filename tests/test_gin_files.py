@@ -191,3 +191,32 @@ def test_eval_files_take_the_model_from_the_checkpoint(eval_file, tmp_path):
   for macro in ("MODEL_CONFIG", "EVAL_IMAGE_SIZE", "EVAL_TEXT_LENGTH"):
     assert gin.query_parameter(f"%{macro}") is None, macro
   assert gin_utils.query_macro("EVALUATORS")
+
+
+def test_loss_and_optimizer_macros_reach_the_model_and_every_stage(captured, tmp_path):
+  _run(["gin/runs/demo_cpu.gin"], ["LOSS = 'sigmoid'", "OPTIMIZER = 'lion'"], tmp_path)
+  stages = [c[0] for c in captured]
+  assert captured[0][2]["model_config"] == configs.get_config("Mu/8", loss="sigmoid")
+  assert [s.optimizer.name for s in stages] == ["lion", "lion"]
+  # The demo's own scoped learning rates stay.
+  assert stages[0].optimizer.base_learning_rate == 2e-3
+  # The few-shot probe runs beside zero-shot.
+  assert [type(e).__name__ for e in captured[0][2]["evaluators"]] == [
+      "ZeroShotEvalConfig", "FewShotEvalConfig"]
+
+
+def test_softmax_and_adamw_are_the_defaults(captured, tmp_path):
+  _run(["gin/runs/demo_cpu.gin"], [], tmp_path)
+  assert captured[0][2]["model_config"].loss == "softmax"
+  assert {c[0].optimizer.name for c in captured} == {"adamw"}
+
+
+def test_lion_gin_sets_the_official_bigg_finetune_settings(captured, tmp_path):
+  _run(["gin/runs/clipav2_bigg14_84_224.gin", "gin/optimizers/lion.gin"],
+       ["DATACOMP1B_DATA = 'unused'", "EVALUATORS = []"], tmp_path)
+  stages = {c[0].name: c[0] for c in captured}
+  finetune = stages["finetune_224"].optimizer
+  assert (finetune.name, finetune.base_learning_rate, finetune.weight_decay) == (
+      "lion", 8e-8, 2.0)
+  assert (finetune.b1, finetune.b2, finetune.mu_dtype) == (0.9, 0.95, "bfloat16")
+  assert stages["pretrain"].optimizer.name == "lion"

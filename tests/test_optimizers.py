@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from clipa_t5x import optimizers
@@ -200,3 +201,73 @@ def test_config_is_frozen_with_clipa_defaults():
   assert (config.b1, config.b2, config.weight_decay) == (0.9, 0.95, 0.2)
   with pytest.raises(dataclasses.FrozenInstanceError):
     config.b1 = 0.5  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------- Lion
+def _numpy_lion(params, grads_seq, lr_seq, b1, b2, wd, decay):
+  """The Lion formula: step sign(b1 m + (1 - b1) g) (+ decay), then m = b2 m + (1 - b2) g."""
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(v) for k, v in p.items()}
+  for grads, lr in zip(grads_seq, lr_seq):
+    for k in p:
+      g = np.asarray(grads[k], np.float64)
+      update = np.sign(b1 * m[k] + (1 - b1) * g)
+      if decay[k]:
+        update = update + wd * p[k]
+      p[k] = p[k] - lr * update
+      m[k] = b2 * m[k] + (1 - b2) * g
+  return p
+
+
+def _run(tx, params, grads_seq):
+  state = tx.init(jax.tree.map(jnp.asarray, params))
+  current = jax.tree.map(jnp.asarray, params)
+  for grads in grads_seq:
+    updates, state = tx.update(jax.tree.map(jnp.asarray, grads), state, current)
+    current = optax.apply_updates(current, updates)
+  return current, state
+
+
+def test_three_lion_steps_match_the_formula_and_optax_lion():
+  config = optimizers.OptimizerConfig(name="lion", base_learning_rate=0.05, b1=0.9, b2=0.95,
+                                      weight_decay=2.0)
+  batch, total = 512, 10
+  tx, schedule = optimizers.make_optimizer(config, batch_size=batch, total_steps=total)
+  rng = np.random.RandomState(0)
+  params = {"kernel": rng.randn(3, 2).astype(np.float32), "bias": rng.randn(2).astype(np.float32)}
+  grads_seq = [{"kernel": rng.randn(3, 2).astype(np.float32),
+                "bias": rng.randn(2).astype(np.float32)} for _ in range(3)]
+  current, _ = _run(tx, params, grads_seq)
+  lrs = [float(schedule(i)) for i in range(3)]
+  expected = _numpy_lion(params, grads_seq, lrs, 0.9, 0.95, 2.0,
+                         decay={"kernel": True, "bias": False})
+  theirs, _ = _run(optax.lion(schedule, b1=0.9, b2=0.95, weight_decay=2.0,
+                              mask=optimizers.kernel_mask), params, grads_seq)
+  for name in ("kernel", "bias"):
+    np.testing.assert_allclose(np.asarray(current[name]), expected[name], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(current[name]), np.asarray(theirs[name]), rtol=1e-6,
+                               atol=1e-7)
+  # Counter-check: decaying the bias as well would move it visibly.
+  wrong = _numpy_lion(params, grads_seq, lrs, 0.9, 0.95, 2.0, decay={"kernel": True, "bias": True})
+  assert np.max(np.abs(wrong["bias"] - expected["bias"])) > 1e-2
+
+
+def test_lion_keeps_a_bfloat16_moment():
+  config = optimizers.OptimizerConfig(name="lion", mu_dtype="bfloat16")
+  tx, _ = optimizers.make_optimizer(config, batch_size=256, total_steps=10)
+  params = {"kernel": jnp.ones((2, 2), jnp.float32)}
+  _, state = _run(tx, params, [{"kernel": np.full((2, 2), 0.5, np.float32)}])
+  moments = [x for x in jax.tree.leaves(state) if getattr(x, "shape", ()) == (2, 2)]
+  assert moments and all(m.dtype == jnp.bfloat16 for m in moments)
+
+
+def test_unknown_optimizer_is_refused():
+  config = optimizers.OptimizerConfig(name="sgd")
+  with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+    optimizers.make_optimizer(config, batch_size=256, total_steps=10)
+
+
+def test_fused_is_adamw_only():
+  config = optimizers.OptimizerConfig(name="lion", fused=True)
+  with pytest.raises(ValueError, match="fused AdamW; it cannot run 'lion'"):
+    optimizers.make_optimizer(config, batch_size=256, total_steps=10)

@@ -57,17 +57,19 @@ def test_h14_70_224_plan_against_hand_computation():
   result = _parse("gin/runs/clipav2_h14_70_224.gin", "gin/devices/a100.gin")
   pretrain, finetune = result.stages
   # Pre-training: 70 px -> 5x5 = 25 patches, 8 tokens, 195,490 x 65,536 samples.
+  # The contrastive logits add 2 x batch x embed_dim per pair (either loss).
   image, text = _h14_forward(70, 8)
+  loss = 2 * 65_536 * 1024
   assert (pretrain.image_tokens, pretrain.text_tokens) == (25, 8)
-  assert pretrain.forward_gflops == pytest.approx((image + text) / GIGA, rel=1e-12)
-  assert pretrain.train_gflops == pytest.approx(3 * (image + text) / GIGA, rel=1e-12)
+  assert pretrain.forward_gflops == pytest.approx((image + text + loss) / GIGA, rel=1e-12)
+  assert pretrain.train_gflops == pytest.approx(3 * (image + text + loss) / GIGA, rel=1e-12)
   assert pretrain.samples == 195_490 * 65_536
-  pre_flops = 3 * (image + text) * 195_490 * 65_536
+  pre_flops = 3 * (image + text + loss) * 195_490 * 65_536
   assert pretrain.train_flops == pytest.approx(pre_flops, rel=1e-12)
   # Fine-tuning: 224 px, 30% of 256 masked -> 179 kept, 32 tokens, 16,000 x 32,768.
   image, text = _h14_forward(224, 32, kept=179)
   assert (finetune.image_tokens, finetune.text_tokens) == (179, 32)
-  ft_flops = 3 * (image + text) * 16_000 * 32_768
+  ft_flops = 3 * (image + text + 2 * 32_768 * 1024) * 16_000 * 32_768
   assert finetune.train_flops == pytest.approx(ft_flops, rel=1e-12)
   # Totals on the A100 profile: 312 TFLOP/s x 27.5%, $1.575 per GPU-hour.
   total = pre_flops + ft_flops
@@ -86,7 +88,9 @@ def test_baseline_is_224_32_on_the_same_samples():
   samples = 195_490 * 65_536 + 16_000 * 32_768
   assert result.baseline.samples == samples
   assert (result.baseline.image_tokens, result.baseline.text_tokens) == (256, 32)
-  assert result.baseline.train_flops == pytest.approx(3 * (image + text) * samples, rel=1e-12)
+  loss = 2 * 65_536 * 1024  # the logits at the first stage's batch
+  assert result.baseline.train_flops == pytest.approx(3 * (image + text + loss) * samples,
+                                                      rel=1e-12)
   assert result.speedup == pytest.approx(result.baseline.train_flops / result.train_flops)
   # Low-res pre-training makes the recipe several times cheaper than full tokens.
   assert 7.0 < result.speedup < 8.5

@@ -13,8 +13,8 @@ from clipa_t5x import trainer as trainer_lib
 import helpers  # tests/helpers.py
 
 
-def _run(partitioner, steps, batches, tmp_path, mask_ratio=0.0, name="run"):
-  model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner)
+def _run(partitioner, steps, batches, tmp_path, mask_ratio=0.0, name="run", **setup):
+  model, tx, lr_fn, _, _, shardings = helpers.tiny_setup(partitioner, **setup)
   state = train_state.create_train_state(model, tx, jax.random.key(0), helpers.IMAGE_SIZE,
                                          helpers.TEXT_LENGTH, partitioner, shardings)
   trainer = trainer_lib.Trainer(model, tx, lr_fn, partitioner, shardings, global_batch_size=8,
@@ -123,3 +123,20 @@ def test_nonfinite_steps_leave_the_state_unchanged_and_are_reported(tmp_path, po
   with pytest.raises(ValueError, match="nonfinite_policy"):
     trainer_lib.Trainer(model, tx, lambda s: 0.1, partitioner, shardings, 8,
                         nonfinite_policy="ignore")
+
+
+def test_sigmoid_loss_with_lion_trains_on_4_devices_as_on_one(tmp_path):
+  """LOSS='sigmoid' + OPTIMIZER='lion' through the trainer: the ring on 4 devices, same run."""
+  batches = [helpers.random_batch(seed=s) for s in range(2)]
+  one = partitioning.PjitPartitioner(num_partitions=1, devices=jax.devices()[:1])
+  four = partitioning.PjitPartitioner(num_partitions=1)
+  assert four.data_parallel_size == 4
+  setup = {"loss": "sigmoid", "optimizer": "lion"}
+  _, rows_one = _run(one, 6, batches, tmp_path, name="one", **setup)
+  state, rows_four = _run(four, 6, batches, tmp_path, name="four", **setup)
+  np.testing.assert_allclose([r["loss"] for r in rows_one], [r["loss"] for r in rows_four],
+                             rtol=2e-5)
+  assert rows_four[-1]["loss"] < rows_four[0]["loss"]
+  assert "logit_bias" in rows_four[-1]
+  # The bias learns (from its initial -10).
+  assert float(state.params["logit_bias"]) != -10.0

@@ -127,6 +127,11 @@ def eval_files(data: Optional[DemoData] = None) -> str:
   return (data or DemoData()).files("eval")
 
 
+def train_files(data: Optional[DemoData] = None) -> str:
+  """Glob of the training shards of ``data`` (labelled too: few-shot probes draw from them)."""
+  return (data or DemoData()).files("train")
+
+
 def class_names(data: Optional[DemoData] = None) -> List[str]:
   """Ordered zero-shot class names of ``data``'s scene (default: the shapes, ``['red circle',
   ...]``; index = ``KEY.cls``). In gin: ``class_names = @demo_data.class_names`` with

@@ -4,7 +4,9 @@ Configs (bindable from gin; ``runner.ZeroShotEvalConfig`` is the same class):
 
 * ``ZeroShotEvalConfig``: zero-shot classification of a SeqIO Task or any
   classification source of ``evaluation.datasets``;
-* ``RetrievalEvalConfig``: image<->text Recall@k of a retrieval source.
+* ``RetrievalEvalConfig``: image<->text Recall@k of a retrieval source;
+* ``FewShotEvalConfig``: few-shot linear probes (closed-form least squares,
+  ``evaluation.fewshot``) on any classification source.
 
 ``build_evaluators`` turns them into evaluators for one image size and text
 length; ``run_evaluators`` runs them with the jitted, partitioned encoders of
@@ -28,6 +30,7 @@ import numpy as np
 from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import paths
 from clipa_t5x import text_table
+from clipa_t5x.evaluation import fewshot as fewshot_lib
 from clipa_t5x.evaluation import retrieval as retrieval_lib
 from clipa_t5x.evaluation import zeroshot
 
@@ -93,6 +96,39 @@ class RetrievalEvalConfig:
   block_size: int = 1024
 
 
+@dataclasses.dataclass(frozen=True)
+class FewShotEvalConfig:
+  """Few-shot linear probes on a classification set (big_vision's ``fewshot_lsr``).
+
+  Attributes:
+    name: metric prefix (``'<name>/10shot_top1'``, mean over seeds, and
+      ``'<name>/10shot_top1_seed0'`` ...).
+    train_source / test_source: classification sources of
+      ``evaluation.datasets`` (``TfdsClassification``, ``ImageFolder``,
+      ``WebDatasetClassification``, ``SeqioTask``): the shots are drawn from
+      the first, accuracy is measured on all of the second.
+    shots: shots per class.
+    num_seeds: draws of the shots per shot count.
+    l2_reg: λ of the least-squares fit (big_vision: 2^10).
+    features: ``'projected'`` (the embedding) or ``'pre_projection'`` (the
+      image tower's pooled output before its head).
+    batch_size: images per encoder call over all hosts.
+    num_train_examples / num_test_examples: read at most this many per host.
+    num_classes: None: 1 + the largest label seen.
+  """
+  name: str
+  train_source: Any
+  test_source: Any
+  shots: Sequence[int] = (1, 5, 10, 25)
+  num_seeds: int = 3
+  l2_reg: float = fewshot_lib.DEFAULT_L2_REG
+  features: str = "projected"
+  batch_size: int = 256
+  num_train_examples: Optional[int] = None
+  num_test_examples: Optional[int] = None
+  num_classes: Optional[int] = None
+
+
 def _per_host(batch_size: int, num_shards: int) -> int:
   if batch_size < 1 or batch_size % num_shards:
     raise ValueError(f"eval batch size {batch_size} must be a positive multiple of the "
@@ -117,7 +153,8 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
   """Evaluators for ``specs`` at one eval resolution and prompt length.
 
   Args:
-    specs: ``ZeroShotEvalConfig`` / ``RetrievalEvalConfig`` instances.
+    specs: ``ZeroShotEvalConfig`` / ``RetrievalEvalConfig`` /
+      ``FewShotEvalConfig`` instances.
     image_size: eval image side in pixels.
     text_length: prompt / caption length in tokens.
     text_reduction: how texts are cut to ``text_length``.
@@ -162,9 +199,26 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
           batch_size=batch, text_length=text_length, text_reduction=text_reduction,
           num_examples=spec.num_examples, ks=spec.ks, factors=spec.factors,
           image_size=image_size))
+    elif isinstance(spec, FewShotEvalConfig):
+      for what in ("train_source", "test_source"):
+        if not hasattr(getattr(spec, what), "examples"):
+          raise ValueError(f"few-shot eval {spec.name!r}: {what} must be a classification "
+                           f"source (e.g. datasets.ImageFolder(...)), got "
+                           f"{getattr(spec, what)!r}.")
+      out.append(fewshot_lib.FewShotEvaluator(
+          spec.name,
+          lambda src=spec.train_source: src.examples(image_size, text_length, shard_id,
+                                                     num_shards),
+          lambda src=spec.test_source: src.examples(image_size, text_length, shard_id,
+                                                    num_shards),
+          shots=spec.shots, num_seeds=spec.num_seeds, l2_reg=spec.l2_reg,
+          features=spec.features, batch_size=_per_host(spec.batch_size, num_shards),
+          num_train_examples=spec.num_train_examples,
+          num_test_examples=spec.num_test_examples, num_classes=spec.num_classes,
+          image_size=image_size))
     else:
-      raise ValueError(f"unknown evaluator config {spec!r}; use ZeroShotEvalConfig or "
-                       "RetrievalEvalConfig.")
+      raise ValueError(f"unknown evaluator config {spec!r}; use ZeroShotEvalConfig, "
+                       "RetrievalEvalConfig or FewShotEvalConfig.")
   return out
 
 
@@ -191,6 +245,10 @@ class Encoders:
     self._texts = partitioner.partition(
         model.encode_texts, in_axis_resources=(param_shardings, partitioner.data_sharding),
         out_axis_resources=partitioner.data_sharding)
+    self._representations = partitioner.partition(
+        model.image_representations,
+        in_axis_resources=(param_shardings, partitioner.data_sharding),
+        out_axis_resources=partitioner.data_sharding)
 
   def bind(self, params) -> "Encoders":
     """Sets the parameters the encoders use from now on."""
@@ -213,13 +271,23 @@ class Encoders:
     self._check_rows(tokens, "encode_texts")
     return _host_local_rows(self._texts(self._params, self._partitioner.shard_batch(tokens)))
 
+  def image_representations(self, images: np.ndarray) -> np.ndarray:
+    """uint8 [b, H, W, 3] -> [b, width]: the image tower before its projection."""
+    self._check_rows(images, "image_representations")
+    return _host_local_rows(self._representations(self._params,
+                                                  self._partitioner.shard_batch(images)))
+
 
 def run_evaluators(evaluators: Sequence[Any], encoders: Encoders, params) -> Dict[str, float]:
   """Runs every evaluator with ``params``; returns their merged metrics."""
   encoders.bind(params)
   results: Dict[str, float] = {}
   for evaluator in evaluators:
-    results.update(evaluator.evaluate(encoders.encode_images, encoders.encode_texts))
+    # Few-shot probes may read the image tower before its projection.
+    encode_images = (encoders.image_representations
+                     if getattr(evaluator, "features", None) == "pre_projection"
+                     else encoders.encode_images)
+    results.update(evaluator.evaluate(encode_images, encoders.encode_texts))
   return results
 
 

@@ -21,7 +21,9 @@ Layout differences, our tree → open_clip key:
   cannot hold a learned one); a non-zero cls row is folded into the cls token,
   which is exact because both are only ever added to that one token;
 * ``log_temperature`` is open_clip's ``logit_scale`` (logits are multiplied by
-  its exp in both).
+  its exp in both); a sigmoid-loss model's ``logit_bias`` is open_clip's
+  ``logit_bias``, and its config's ``init_logit_bias`` (with ``init_logit_scale``)
+  travel in ``model_cfg``, as open_clip's SigLIP configs write them.
 """
 
 import json
@@ -31,6 +33,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from clipa_t5x import losses
 from clipa_t5x import paths
 from clipa_t5x.interop import open_clip_config
 from clipa_t5x.models import layers
@@ -185,7 +188,7 @@ def clipa_config_from_open_clip(model_cfg: Mapping[str, Any]) -> Tuple[ClipaConf
   for key in ("vision_cfg", "text_cfg"):
     if not isinstance(model_cfg.get(key), Mapping):
       raise ValueError(f"open_clip config lacks the {key!r} section.")
-  _refuse_if_set(model_cfg, "model_cfg", ("quick_gelu", "init_logit_bias", "custom_text",
+  _refuse_if_set(model_cfg, "model_cfg", ("quick_gelu", "custom_text",
                                           "multimodal_cfg", "nonscalar_logit_scale"))
   vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
   for section, cfg, known in (("vision_cfg", vision, _VISION_KEYS),
@@ -237,13 +240,26 @@ def clipa_config_from_open_clip(model_cfg: Mapping[str, Any]) -> Tuple[ClipaConf
       mlp_dim=int(text_width * float(text.get("mlp_ratio", 4.0))),
       vocab_size=_positive_int(text, "text_cfg", "vocab_size", 49408))
   config = ClipaConfig(image=image, text=text_tower,
-                       embed_dim=_positive_int(model_cfg, "model_cfg", "embed_dim"))
+                       embed_dim=_positive_int(model_cfg, "model_cfg", "embed_dim"),
+                       **_loss_fields(model_cfg))
   if any(differs):
     logger.info(
         "open_clip config without CLIPA's act_kwargs/norm_kwargs (tanh GELU, LayerNorm eps "
         "1e-6): open_clip runs it with other ones; clipa_t5x computes the original CLIPA "
         "function (tanh GELU, eps 1e-6) the weights were trained with.")
   return config, image_size, _positive_int(text, "text_cfg", "context_length", 77)
+
+
+def _loss_fields(model_cfg: Mapping[str, Any]) -> Dict[str, Any]:
+  """``ClipaConfig`` loss fields: a ``model_cfg`` with ``init_logit_bias`` is a sigmoid model."""
+  bias = model_cfg.get("init_logit_bias")
+  if bias is None:
+    return {}
+  fields = {"loss": "sigmoid", "init_logit_bias": float(bias)}
+  scale = model_cfg.get("init_logit_scale")
+  if scale is not None and abs(float(scale) - losses.SIGMOID_INIT_LOG_TEMPERATURE) > 1e-9:
+    fields["init_log_temperature"] = float(scale)
+  return fields
 
 
 # --------------------------------------------------------------------------
@@ -292,6 +308,8 @@ def open_clip_state_dict_shapes(config: ClipaConfig, image_size: int,
       "ln_final.weight": (txt.width,), "ln_final.bias": (txt.width,),
       "text_projection": (txt.width, e),
   }
+  if config.loss == "sigmoid":
+    shapes["logit_bias"] = ()
   shapes.update(_tower_block_shapes("visual.", img))
   shapes.update(_tower_block_shapes("", txt))
   return shapes
@@ -387,6 +405,8 @@ def _to_torch_layout(params: Mapping[str, Any], config: ClipaConfig,
       "ln_final.bias": _get(params, "txt/encoder_norm/bias"),
       "text_projection": _get(params, "txt/head/kernel"),
   }
+  if config.loss == "sigmoid":
+    sd["logit_bias"] = _get(params, "logit_bias").reshape(())
   for i in range(img.depth):
     sd.update(_block_to_torch(params, img, i, "img", "visual."))
   for i in range(txt.depth):
@@ -399,6 +419,8 @@ def _from_torch_layout(sd: Mapping[str, Any], config: ClipaConfig) -> NestedArra
   img, txt = config.image, config.text
   out: Dict[str, Any] = {}
   _set(out, "log_temperature", sd["logit_scale"].reshape(()))
+  if "logit_bias" in sd:
+    _set(out, "logit_bias", sd["logit_bias"].reshape(()))
   _set(out, "img/cls", sd["visual.class_embedding"].reshape(1, 1, img.width))
   _set(out, "img/embedding/kernel", sd["visual.conv1.weight"].transpose(2, 3, 1, 0))
   _set(out, "img/encoder_norm/scale", sd["visual.ln_post.weight"])
@@ -662,7 +684,7 @@ def from_open_clip_state_dict(state_dict: Mapping[str, Any], config: ClipaConfig
   for key, shape in expected.items():
     value = state_dict[key]
     got = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
-    if key == "logit_scale" and got == (1,):
+    if key in ("logit_scale", "logit_bias") and got == (1,):
       got = ()
     if got != shape:
       raise ValueError(f"state dict {key!r} has shape {got}, expected {shape} for this model "

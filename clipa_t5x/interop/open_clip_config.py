@@ -16,6 +16,7 @@ that the exported model computes *our* function exactly: tanh GELU
 
 from typing import Any, Dict
 
+from clipa_t5x.losses import SIGMOID_INIT_LOG_TEMPERATURE
 from clipa_t5x.models import layers
 from clipa_t5x.models import vit
 from clipa_t5x.models.configs import ClipaConfig
@@ -50,7 +51,14 @@ def open_clip_model_config(config: ClipaConfig, image_size: int, text_length: in
         f"{(image_size // image.patch_size + 1) * image.patch_size}.")
   if text_length < 1:
     raise ValueError(f"text_length must be positive, got {text_length}.")
+  # A sigmoid-loss model carries its logit bias, as open_clip's SigLIP configs do.
+  loss_cfg = {} if config.loss != "sigmoid" else {
+      "init_logit_scale": (config.init_log_temperature if config.init_log_temperature is not None
+                           else SIGMOID_INIT_LOG_TEMPERATURE),
+      "init_logit_bias": config.init_logit_bias,
+  }
   return {
+      **loss_cfg,
       "embed_dim": config.embed_dim,
       "vision_cfg": {
           "image_size": int(image_size),

@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clipa_t5x.losses import INIT_LOG_TEMPERATURE, l2_normalize, softmax_contrastive_loss
+from clipa_t5x import losses
+from clipa_t5x.losses import l2_normalize
 from clipa_t5x.models import layers
 from clipa_t5x.models.configs import ClipaConfig, get_config
 from clipa_t5x.models.text import TextTransformer
@@ -20,11 +21,13 @@ from clipa_t5x.models.vit import MASK_RNG, VisionTransformer
 
 
 class TwoTower(nn.Module):
-  """Image and text towers plus a learnable ``log_temperature`` scalar.
+  """Image and text towers plus the loss's learnable scalars.
 
   Attributes:
     config: the model sizes and options. Parameters live under ``img``,
-      ``txt`` and ``log_temperature``.
+      ``txt`` and ``log_temperature``, plus ``logit_bias`` when
+      ``config.loss == 'sigmoid'`` (a softmax model has none, so its
+      checkpoints keep their layout).
   """
   config: ClipaConfig
 
@@ -57,9 +60,15 @@ class TwoTower(nn.Module):
         norm_impl=c.norm_impl,
         mlp_impl=c.mlp_impl,
     )
+    init_t = (c.init_log_temperature if c.init_log_temperature is not None
+              else losses.default_init_log_temperature(c.loss))
+    # Scalars: no logical axes, replicated on every device.
     self.log_temperature = self.param(
-        "log_temperature", layers.boxed(nn.initializers.constant(INIT_LOG_TEMPERATURE), ()),
-        (), jnp.float32)
+        "log_temperature", layers.boxed(nn.initializers.constant(init_t), ()), (), jnp.float32)
+    if c.loss == "sigmoid":
+      self.logit_bias = self.param(
+          "logit_bias", layers.boxed(nn.initializers.constant(c.init_logit_bias), ()), (),
+          jnp.float32)
 
   def encode_images(self, images: jax.Array, train: bool = False, mask_ratio: float = 0.0,
                     mask_type: str = "random") -> jax.Array:
@@ -70,6 +79,10 @@ class TwoTower(nn.Module):
   def encode_texts(self, tokens: jax.Array) -> jax.Array:
     """L2-normalised text features [B, embed_dim] (float32)."""
     return l2_normalize(self.txt(tokens).astype(jnp.float32))
+
+  def image_representations(self, images: jax.Array) -> jax.Array:
+    """The image tower's output before its projection [B, width] (float32, not normalised)."""
+    return self.img.representation(images).astype(jnp.float32)
 
   def __call__(self, images: jax.Array, texts: jax.Array, train: bool = False,
                mask_ratio: float = 0.0, mask_type: str = "random"
@@ -126,7 +139,7 @@ class ClipaModel:
   def loss_fn(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
               rng: Optional[jax.Array], mask_ratio: float = 0.0, mask_type: str = "random"
               ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """Softmax contrastive loss of a batch (training mode).
+    """The contrastive loss of a batch (``config.loss``: softmax or sigmoid).
 
     Args:
       params: unboxed parameters (``variables['params']`` after ``nn.meta.unbox``).
@@ -137,9 +150,26 @@ class ClipaModel:
       mask_type: 'random', 'grid' or 'block' (``vit.check_masking``).
 
     Returns:
-      ``(loss, metrics)`` from ``softmax_contrastive_loss``.
+      ``(loss, metrics)`` from ``losses.contrastive_loss``.
     """
-    return softmax_contrastive_loss(*self.features(params, batch, rng, mask_ratio, mask_type))
+    scalars = self.loss_params(params)  # first: a clear error for another loss's params
+    zimg, ztxt, _ = self.features(params, batch, rng, mask_ratio, mask_type)
+    return self.contrastive_loss(zimg, ztxt, scalars)
+
+  def loss_params(self, params: Mapping[str, Any]) -> Dict[str, jax.Array]:
+    """The loss's scalar parameters (``log_temperature``, ``logit_bias``) out of ``params``."""
+    names = losses.LOSS_PARAMS[self.config.loss]
+    missing = [k for k in names if k not in params]
+    if missing:
+      raise ValueError(f"parameters lack {missing} for the {self.config.loss} loss; were they "
+                       "made with another LOSS? Set LOSS (and the model config) to match.")
+    return {k: params[k] for k in names}
+
+  def contrastive_loss(self, image_features: jax.Array, text_features: jax.Array,
+                       loss_params: Mapping[str, jax.Array]
+                       ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """``(loss, metrics)`` of features of the whole batch (``losses.contrastive_loss``)."""
+    return losses.contrastive_loss(self.config.loss, image_features, text_features, loss_params)
 
   def features(self, params: Mapping[str, Any], batch: Mapping[str, jax.Array],
                rng: Optional[jax.Array], mask_ratio: float = 0.0, mask_type: str = "random"
@@ -148,8 +178,8 @@ class ClipaModel:
 
     Features are L2-normalised; with an ``rng`` the images are patch-masked
     by ``mask_ratio`` / ``mask_type`` (training), without one they are not.
-    The loss is ``softmax_contrastive_loss`` of these three; gradient
-    accumulation uses the features directly.
+    The loss is ``contrastive_loss`` of the features and ``loss_params``;
+    gradient accumulation uses the features directly.
     """
     missing = {"image", "text"} - set(batch)
     if missing:
@@ -171,6 +201,10 @@ class ClipaModel:
   def encode_texts(self, params: Mapping[str, Any], tokens: jax.Array) -> jax.Array:
     """L2-normalised text features [B, embed_dim]."""
     return self._apply(params, tokens, method=TwoTower.encode_texts)
+
+  def image_representations(self, params: Mapping[str, Any], images: jax.Array) -> jax.Array:
+    """Image features before the projection head [B, image width] (few-shot probes)."""
+    return self._apply(params, images, method=TwoTower.image_representations)
 
 
 def make_model(variant: str, **overrides: Any) -> ClipaModel:

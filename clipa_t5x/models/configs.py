@@ -16,6 +16,8 @@ REMAT_POLICIES = ("none", "full", "dots_saveable")
 DTYPES = ("float32", "bfloat16", "float16")
 # How the attention core (softmax(q.k) . v) may run: clipa_t5x.models.layers.resolve_attention_impl.
 ATTENTION_IMPLS = ("auto", "xla", "chunked", "dot_product_attention", "cudnn")
+# The contrastive losses (clipa_t5x.losses.LOSS_PARAMS).
+LOSSES = ("softmax", "sigmoid")
 # Opt-in fused kernels (clipa_t5x.kernels); 'auto' takes the platform's measured default
 # (clipa_t5x.xla_flags.MODEL_DEFAULTS: 'xla' unless a sweep chose otherwise).
 NORM_IMPLS = ("auto", "xla", "pallas")
@@ -84,6 +86,12 @@ class ClipaConfig:
       cuDNN flash attention on GPU for bf16/fp16, else its XLA form) or
       'cudnn' (cuDNN only, no fallback). Numerics agree up to float rounding;
       parameters and checkpoints do not depend on it.
+    loss: the contrastive loss the model trains with, 'softmax' (CLIP/CLIPA)
+      or 'sigmoid' (SigLIP). It decides the scalar parameters: 'sigmoid' adds
+      a learnable ``logit_bias`` beside ``log_temperature``.
+    init_log_temperature: initial ``log_temperature``; None = the loss's
+      default (log(1/0.07) for softmax, log 10 for sigmoid).
+    init_logit_bias: initial ``logit_bias`` of the sigmoid loss (SigLIP: -10).
     norm_impl: the encoder blocks' LayerNorms: 'xla' (jnp ops, XLA fuses),
       'pallas' (Pallas kernels, the residual add fused into the second
       LayerNorm of each block; GPU, interpret mode elsewhere) or 'auto'.
@@ -98,6 +106,9 @@ class ClipaConfig:
   dtype: str = "float32"
   remat_policy: str = "none"
   attention_impl: str = "auto"
+  loss: str = "softmax"
+  init_log_temperature: Optional[float] = None
+  init_logit_bias: float = -10.0
   norm_impl: str = "auto"
   mlp_impl: str = "auto"
 
@@ -116,6 +127,9 @@ class ClipaConfig:
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(f"ClipaConfig.attention_impl={self.attention_impl!r} is not one of "
                        f"{ATTENTION_IMPLS}.")
+    if self.loss not in LOSSES:
+      raise ValueError(f"ClipaConfig.loss={self.loss!r} is not one of {LOSSES}; set LOSS in "
+                       "the run's gin file, e.g. --gin.LOSS=\"'sigmoid'\".")
     if self.norm_impl not in NORM_IMPLS:
       raise ValueError(f"ClipaConfig.norm_impl={self.norm_impl!r} is not one of {NORM_IMPLS}.")
     if self.mlp_impl not in MLP_IMPLS:

@@ -353,12 +353,18 @@ class VisionTransformer(nn.Module):
     x = jnp.concatenate([cls, x], axis=1)
     return layers.constrain(x, layers.RESIDUAL_AXES)
 
-  def __call__(self, images: jax.Array, *, train: bool, mask_ratio: float = 0.0,
-               mask_type: str = "random") -> jax.Array:
-    """Encodes images [B, H, W, 3] (0..255) → features [B, out_dim] (masking: ``tokens``)."""
+  def representation(self, images: jax.Array, *, train: bool = False, mask_ratio: float = 0.0,
+                     mask_type: str = "random") -> jax.Array:
+    """The pooled, normalised tokens [B, width] the projection head maps (pre-logits)."""
     x = self.encoder(self.tokens(images, train=train, mask_ratio=mask_ratio,
                                  mask_type=mask_type))
     # Mean over patch tokens only (cls excluded), in float32, then LayerNorm.
     pooled = jnp.mean(x[:, 1:].astype(jnp.float32), axis=1).astype(self.dtype)
-    pooled = layers.constrain(self.encoder_norm(pooled), ("batch", "embed"))
+    return layers.constrain(self.encoder_norm(pooled), ("batch", "embed"))
+
+  def __call__(self, images: jax.Array, *, train: bool, mask_ratio: float = 0.0,
+               mask_type: str = "random") -> jax.Array:
+    """Encodes images [B, H, W, 3] (0..255) → features [B, out_dim] (masking: ``tokens``)."""
+    pooled = self.representation(images, train=train, mask_ratio=mask_ratio,
+                                 mask_type=mask_type)
     return layers.constrain(self.head(pooled), ("batch", "proj"))

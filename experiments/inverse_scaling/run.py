@@ -415,13 +415,16 @@ def _fingerprint(spec: RunSpec, settings: SweepSettings) -> Dict[str, Any]:
 # Keys older model configs carried that are training settings now (masking
 # flows from the Stage): a run recorded with them was trained the same way.
 _MOVED_MODEL_KEYS = ("mask_ratio", "mask_type")
+# Model-config fields added later, at the values runs recorded before them were trained with.
+_ADDED_MODEL_KEYS = {"loss": "softmax", "init_log_temperature": None, "init_logit_bias": -10.0}
 
 
 def _upgrade_fingerprint(previous: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
   """A recorded fingerprint in today's form (drops keys that moved out of the model config)."""
   if not previous or not isinstance(previous.get("model_config"), dict):
     return previous
-  config = {k: v for k, v in previous["model_config"].items() if k not in _MOVED_MODEL_KEYS}
+  config = {**_ADDED_MODEL_KEYS, **{k: v for k, v in previous["model_config"].items()
+                                    if k not in _MOVED_MODEL_KEYS}}
   return {**previous, "model_config": config}
 
 

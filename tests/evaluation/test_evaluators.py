@@ -12,6 +12,7 @@ from clipa_t5x import partitioning
 from clipa_t5x import runner
 from clipa_t5x import train_state
 from clipa_t5x.evaluation import evaluators
+from clipa_t5x.evaluation import fewshot
 from clipa_t5x.evaluation import metrics
 from clipa_t5x.evaluation import retrieval
 
@@ -179,3 +180,36 @@ def test_format_results_table_orders_k_naturally():
   assert [line.split()[1] for line in lines[2:]] == ["text_to_image/R@5", "text_to_image/R@10",
                                                      "num_examples"]
   assert lines[2].split()[-1] == "25.00%" and lines[4].split()[-1] == "3"
+
+
+@pytest.mark.parametrize("features", ["projected", "pre_projection"])
+def test_fewshot_eval_on_4_devices_matches_a_probe_of_unsharded_features(params_host, features):
+  model, params = params_host
+  p = _partitioner(4)
+  _, _, _, _, _, shardings = helpers.tiny_setup(p)
+  spec = evaluators.FewShotEvalConfig(name="probe", train_source=_MemorySource(seed=1),
+                                      test_source=_MemorySource(seed=2), shots=(1, 4),
+                                      num_seeds=2, l2_reg=4.0, features=features, batch_size=8)
+  built = evaluators.build_evaluators([spec], SIZE, LENGTH)
+  results = evaluators.run_evaluators(built, evaluators.Encoders(model, p, shardings.params),
+                                      jax.device_put(params, shardings.params))
+  # The reference: the same probes on features computed in one unsharded call.
+  encode = (model.image_representations if features == "pre_projection"
+            else model.encode_images)
+  def feats(seed):
+    data = list(_MemorySource(seed=seed).examples(SIZE, LENGTH))
+    return (np.asarray(encode(params, np.stack([d["image"] for d in data]))),
+            np.array([d["label"] for d in data]))
+  (x_train, y_train), (x_test, y_test) = feats(1), feats(2)
+  width = helpers.tiny_setup(p)[0].config.image.width if features == "pre_projection" else None
+  if width:
+    assert x_train.shape[1] == width
+  for shots in (1, 4):
+    accs = []
+    for seed in range(2):
+      index = fewshot.sample_shots(y_train, 3, shots, seed)
+      probe = fewshot.fit_least_squares(x_train[index], y_train[index], 3, 4.0)
+      accs.append(float(np.mean(probe.predict(x_test) == y_test)))
+      assert results[f"probe/{shots}shot_top1_seed{seed}"] == pytest.approx(accs[-1])
+    assert results[f"probe/{shots}shot_top1"] == pytest.approx(np.mean(accs))
+  assert results["probe/num_examples"] == N

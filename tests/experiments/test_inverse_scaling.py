@@ -700,3 +700,12 @@ def test_runs_recorded_before_masking_moved_to_the_stage_still_match():
   other = {**now, "model_config": {**now["model_config"], "width": 1}}
   assert run._upgrade_fingerprint(other) != now  # pylint: disable=protected-access
   assert run._upgrade_fingerprint(None) is None  # pylint: disable=protected-access
+
+
+def test_runs_recorded_before_the_loss_fields_still_match():
+  spec = run.build_grid(SETTINGS)[0]
+  now = run._fingerprint(spec, SETTINGS)  # pylint: disable=protected-access
+  old_config = {k: v for k, v in now["model_config"].items()
+                if k not in ("loss", "init_log_temperature", "init_logit_bias")}
+  assert old_config != now["model_config"]
+  assert run._upgrade_fingerprint({**now, "model_config": old_config}) == now  # pylint: disable=protected-access

@@ -439,7 +439,6 @@ def _mutated(change):
     (lambda c: c["text_cfg"].pop("hf_tokenizer_name"), "text_cfg.hf_tokenizer_name"),
     (lambda c: c["text_cfg"].update(embed_cls=True), "text_cfg.embed_cls"),
     (lambda c: c.update(quick_gelu=True), "quick_gelu"),
-    (lambda c: c.update(init_logit_bias=-10), "init_logit_bias"),
     (lambda c: c.update(multimodal_cfg={}) or c.update(custom_text=True), "custom_text"),
     (lambda c: c["text_cfg"].update(rope=True), "rope"),
     (lambda c: c.pop("text_cfg"), "text_cfg"),
@@ -528,3 +527,74 @@ def test_torch_files_without_torch_name_the_extra(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
   with pytest.raises(ValueError, match=r"needs torch: pip install \.\[torch\]"):
     oc.load_open_clip(str(tmp_path / "w.bin"), "ViT-H-14-CLIPA")
+
+
+# ------------------------------------------------------------- sigmoid loss
+
+
+def test_sigmoid_loss_matches_open_clip_siglip_loss():
+  """Same embeddings, scale and bias: open_clip's SigLipLoss and ours agree, values and grads."""
+  torch, _ = torch_required.require_torch()
+  from open_clip.loss import SigLipLoss  # pylint: disable=import-outside-toplevel
+  from clipa_t5x import losses  # pylint: disable=import-outside-toplevel
+  rng = np.random.RandomState(0)
+  img, txt = rng.randn(12, 16), rng.randn(12, 16)
+  txt = txt + img  # partly aligned pairs
+  img = (img / np.linalg.norm(img, axis=1, keepdims=True)).astype(np.float32)
+  txt = (txt / np.linalg.norm(txt, axis=1, keepdims=True)).astype(np.float32)
+  log_t, bias = np.float32(np.log(10.0) + 0.3), np.float32(-4.0)
+
+  t_img, t_txt = (torch.tensor(x, requires_grad=True) for x in (img, txt))
+  t_log_t, t_bias = (torch.tensor(x, requires_grad=True) for x in (log_t, bias))
+  # open_clip's models pass logit_scale.exp() to the loss.
+  theirs = SigLipLoss()(t_img, t_txt, t_log_t.exp(), t_bias)
+  theirs.backward()
+  (ours, _), grads = jax.value_and_grad(losses.sigmoid_contrastive_loss, argnums=(0, 1, 2, 3),
+                                        has_aux=True)(img, txt, log_t, bias)
+  assert float(ours) == pytest.approx(float(theirs.detach()), rel=1e-5)
+  for mine, tensor in zip(grads, (t_img, t_txt, t_log_t, t_bias)):
+    np.testing.assert_allclose(np.asarray(mine), tensor.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sigmoid_model_exports_and_imports_its_logit_bias(tmp_path):
+  torch, open_clip = torch_required.require_torch()
+  config = configs.get_config("Ti/8", loss="sigmoid", init_logit_bias=-7.0)
+  params = interop_helpers.random_params("Ti/8", 32, 8, seed=2)
+  params = {**params, "logit_bias": np.float32(-6.25)}  # a trained value, not the init
+  sigmoid_params = clip.ClipaModel(config).get_initial_variables(jax.random.key(0), 32, 8)
+  assert set(nn.meta.unbox(sigmoid_params)["params"]) == set(params)
+  out = oc.export_open_clip(params, config, str(tmp_path / "exp"), 32, 8)
+  with open(os.path.join(out, oc.CONFIG_FILE)) as f:
+    model_cfg = json.load(f)["model_cfg"]
+  assert model_cfg["init_logit_bias"] == -7.0
+  assert model_cfg["init_logit_scale"] == pytest.approx(np.log(10.0))
+  model = open_clip.create_model("local-dir:" + out)  # strict=True: logit_bias is expected
+  model.eval()
+  assert float(model.logit_bias.detach()) == -6.25
+  loaded, loaded_config, _, _ = oc.load_open_clip(out)
+  assert loaded_config == config  # loss and init_logit_bias come back
+  interop_helpers.assert_identical(params, loaded)
+  rng = np.random.RandomState(4)
+  images = rng.randint(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+  tokens = _tokens(rng, 3, 8)
+  with torch.no_grad():
+    theirs_img = model.encode_image(torch.from_numpy(_open_clip_inputs(images)),
+                                    normalize=True).numpy()
+    theirs_txt = model.encode_text(torch.from_numpy(tokens).long(), normalize=True).numpy()
+    theirs_logits = (model.logit_scale.exp() * torch.from_numpy(theirs_img)
+                     @ torch.from_numpy(theirs_txt).T + model.logit_bias).numpy()
+  ours = clip.ClipaModel(loaded_config)
+  ours_img = np.asarray(ours.encode_images(loaded, images))
+  ours_txt = np.asarray(ours.encode_texts(loaded, tokens))
+  ours_logits = np.exp(loaded["log_temperature"]) * ours_img @ ours_txt.T + loaded["logit_bias"]
+  assert np.max(np.abs(theirs_img - ours_img)) <= 1e-4
+  assert np.max(np.abs(theirs_txt - ours_txt)) <= 1e-4
+  assert np.max(np.abs(theirs_logits - ours_logits)) <= 1e-4
+
+
+def test_softmax_export_has_no_logit_bias():
+  config = configs.get_config("Ti/8")
+  model_cfg = open_clip_config.open_clip_model_config(config, 32, 8)
+  assert "init_logit_bias" not in model_cfg
+  assert "logit_bias" not in oc.open_clip_state_dict_shapes(config, 32, 8)
+  assert oc.clipa_config_from_open_clip(model_cfg)[0].loss == "softmax"

@@ -266,3 +266,45 @@ def test_make_model_builds_wrapper():
   assert isinstance(model, clip.ClipaModel)
   assert model.config == configs.get_config("Ti/8", dtype="bfloat16")
   assert model.module.config is model.config
+
+
+# ------------------------------------------------------------- sigmoid loss
+
+
+def _sigmoid_ti(**kw):
+  model = clip.make_model("Ti/8", loss="sigmoid", **kw)
+  return model, model.get_initial_variables(jax.random.key(0), 32, 8)
+
+
+def test_sigmoid_model_has_a_logit_bias_with_siglip_initial_values():
+  model, variables = _sigmoid_ti()
+  params = nn.meta.unbox(variables)["params"]
+  assert set(params) == {"img", "txt", "log_temperature", "logit_bias"}
+  np.testing.assert_allclose(params["log_temperature"], np.log(10.0), rtol=1e-6)
+  np.testing.assert_allclose(params["logit_bias"], -10.0)
+  # A scalar with no logical axes, partitioned (replicated) like the temperature.
+  specs = nn.get_partition_spec(variables)["params"]
+  assert specs["logit_bias"] == specs["log_temperature"] == P()
+  loss, metrics = jax.jit(model.loss_fn)(params, _batch(), None)
+  assert np.isfinite(loss)
+  assert float(metrics["logit_bias"]) == -10.0 and float(metrics["temperature"]) == \
+      pytest.approx(10.0)
+
+
+def test_sigmoid_initial_values_are_settable():
+  _, variables = _sigmoid_ti(init_log_temperature=1.5, init_logit_bias=-3.0)
+  params = nn.meta.unbox(variables)["params"]
+  np.testing.assert_allclose(params["log_temperature"], 1.5)
+  np.testing.assert_allclose(params["logit_bias"], -3.0)
+
+
+def test_softmax_params_do_not_fit_a_sigmoid_model():
+  model, _ = _sigmoid_ti()
+  softmax_params = nn.meta.unbox(_ti_variables())["params"]
+  with pytest.raises(ValueError, match="lack \\['logit_bias'\\]"):
+    model.loss_fn(softmax_params, _batch(), None)
+
+
+def test_unknown_loss_is_refused_in_the_config():
+  with pytest.raises(ValueError, match="ClipaConfig.loss='hinge'"):
+    configs.get_config("Ti/8", loss="hinge")
