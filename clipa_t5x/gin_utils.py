@@ -9,7 +9,7 @@ import copy
 import logging
 import os
 import re
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import gin
 import jax
@@ -255,3 +255,161 @@ def maybe_initialize_distributed(coordinator_address: Optional[str],
                      "--process_index together.")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=process_count, process_id=process_index)
+
+
+# ----------------------------------------------------------------- unknown settings
+MACRO = "gin.macro"
+# ``[scope/]selector.param = ...`` or ``MACRO = ...`` at the start of a binding.
+_BINDING_KEY = re.compile(r"\s*([A-Za-z_][\w./]*)\s*=")
+
+
+def _references(value):
+  """Every ``@ref`` / ``%MACRO`` reference inside a bound value (lists, dicts, tuples)."""
+  if isinstance(value, gin.config.ConfigurableReference):
+    yield value
+  elif isinstance(value, dict):
+    for k, v in value.items():
+      yield from _references(k)
+      yield from _references(v)
+  elif isinstance(value, (list, tuple, set, frozenset)):
+    for v in value:
+      yield from _references(v)
+
+
+def _scope_parts(scope: str):
+  return tuple(p for p in scope.split("/") if p)
+
+
+def used_settings(roots: Sequence[Callable] = (), macros: Sequence[str] = ()) -> set:
+  """``(scope, selector, param)`` of every binding a call of ``roots`` would read.
+
+  Walks the parsed config from the roots the way gin evaluates it: a reference
+  ``@a/fn()`` calls ``fn`` with scope ``a`` added to the active scopes; a
+  binding applies where its scope's parts are all active and no more specific
+  binding of the same parameter does; macros (``%X``) count where they are
+  referenced. Everything gin files define (any stage, parsed up front) is seen,
+  so a macro used only by the last stage counts as used. ``macros`` are read
+  directly by the entry point (``MODEL_DIR``).
+  """
+  config = gin.config._CONFIG  # pylint: disable=protected-access
+  by_selector = {}
+  for (scope, selector), params in config.items():
+    by_selector.setdefault(selector, []).append((set(_scope_parts(scope)), scope, params))
+  used = set()
+  seen = set()
+  # (active scopes, selector, macro name or None)
+  todo = [((), _selector_of(fn), None) for fn in roots] + [((), MACRO, m) for m in macros]
+  while todo:
+    item = todo.pop()
+    if item in seen:
+      continue
+    seen.add(item)
+    active, selector, macro = item
+    if macro is not None:
+      applicable = [(set(), macro, config[(macro, MACRO)])] if (macro, MACRO) in config else []
+    else:
+      applicable = [c for c in by_selector.get(selector, []) if c[0] <= set(active)]
+    for param in {p for _, _, ps in applicable for p in ps}:
+      # The most specific applicable binding wins (gin's rule for nested scopes).
+      _, scope, bound = max((c for c in applicable if param in c[2]), key=lambda c: len(c[0]))
+      used.add((scope, selector, param))
+      for ref in _references(bound[param]):
+        ref_scope, ref_selector = ref.config_key
+        if ref_selector == MACRO:
+          todo.append((active, MACRO, ref_scope))
+        else:
+          todo.append((active + _scope_parts(ref_scope), ref_selector, None))
+  return used
+
+
+def _selector_of(fn: Callable) -> str:
+  return gin.config._REGISTRY.get_match(  # pylint: disable=protected-access
+      f"{fn.__module__}.{fn.__qualname__}").selector
+
+
+def _short(selector: str) -> str:
+  """``clipa_t5x.runner.Stage`` -> ``runner.Stage`` (how gin files write it)."""
+  return ".".join(selector.split(".")[-2:])
+
+
+def _setting_name(scope: str, selector: str, param: str) -> str:
+  if selector == MACRO:
+    return scope
+  return f"{scope + '/' if scope else ''}{_short(selector)}.{param}"
+
+
+def _words(name: str) -> List[str]:
+  return re.findall(r"[a-z]+|\d+", name.lower())
+
+
+def _similarity(a: str, b: str) -> float:
+  """How alike two setting names are: shared words (``224``, ``batch``) and spelling."""
+  import difflib  # pylint: disable=import-outside-toplevel
+  wa, wb = _words(a), _words(b)
+  shared = len(set(wa) & set(wb)) / max(1, len(set(wa) | set(wb)))
+  # An abbreviation (``ft``) matches a word it is the initials or prefix of (``finetune``).
+  abbrev = sum(1 for x in set(wa) ^ set(wb) for y in set(wa) ^ set(wb)
+               if x != y and len(x) <= 3 and y.startswith(x[0]) and set(x) <= set(y))
+  return shared + 0.1 * min(abbrev, 2) + 0.5 * difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def closest(name: str, candidates: Sequence[str]) -> Optional[str]:
+  """The candidate most like ``name`` (None when nothing is close)."""
+  scored = sorted(((_similarity(name, c), c) for c in set(candidates) if c != name), reverse=True)
+  return scored[0][1] if scored and scored[0][0] > 0.45 else None
+
+
+def command_line_key(binding: str) -> Optional[Tuple[str, str, str]]:
+  """``(scope, selector, param)`` a ``--gin_bindings`` entry sets; None for include/import."""
+  match = _BINDING_KEY.match(binding)
+  if not match or binding.strip().startswith(("include", "import", "from")):
+    return None
+  key = match.group(1)
+  scope, _, rest = key.rpartition("/")
+  if "." not in rest:
+    return (rest, MACRO, "value")
+  selector, _, param = rest.rpartition(".")
+  found = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+  return (scope, found.selector if found else selector, param)
+
+
+def check_unused_bindings(gin_bindings: Sequence[str], roots: Sequence[Callable],
+                          macros: Sequence[str] = ()) -> None:
+  """Stops on a command-line setting that nothing in the run reads.
+
+  ``--gin.FINETUNE_224_BATCH_SIZE=16`` where the recipe's macro is
+  ``FT224_BATCH_SIZE`` would otherwise be accepted silently and the recipe's
+  own value used. Settings made in gin files may go unused (a recipe defines
+  ``IMAGENET_DATA`` even with ``EVALUATORS = []``); only the command line's
+  must be read.
+
+  Args:
+    gin_bindings: the ``--gin_bindings`` (``--gin.K=V``) strings, after parsing.
+    roots: the configurables the entry point calls (``runner.run``).
+    macros: macros the entry point reads itself.
+
+  Raises:
+    ValueError: naming the unused setting and the closest one that is used.
+  """
+  used = used_settings(roots, macros)
+  used_names = [_setting_name(*k) for k in used]
+  all_macros = [scope for scope, selector in gin.config._CONFIG  # pylint: disable=protected-access
+                if selector == MACRO]
+  referenced = {ref.config_key for params in gin.config._CONFIG.values()  # pylint: disable=protected-access
+                for value in params.values() for ref in _references(value)}
+  for binding in gin_bindings:
+    key = command_line_key(binding)
+    if key is None or key in used:
+      continue
+    name = _setting_name(*key)
+    if key[1] == MACRO and (key[0], MACRO) in referenced:
+      raise ValueError(
+          f"--gin.{name} is not read by anything in this run: what reads it is switched off "
+          f"(e.g. EVALUATORS = [] leaves IMAGENET_DATA unread); drop --gin.{name}.")
+    pool = ([n for n in all_macros if n in used_names] or all_macros) if key[1] == MACRO \
+        else [n for n in used_names if "." in n]
+    hint = closest(name, pool)
+    raise ValueError(
+        f"--gin.{name} is not read by anything in this run"
+        + (f" ({name} -> {hint}?)" if hint else "; check its spelling and scope")
+        + "; settings given on the command line must be used.")

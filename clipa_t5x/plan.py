@@ -3,7 +3,8 @@ r"""Compute planner: what a recipe costs, from the same gin files as training.
 Usage::
 
   python -m clipa_t5x.plan --gin_file=gin/runs/clipav2_h14_70_224.gin \
-    [--gin_file=gin/devices/a100.gin] [--gin.KEY=VALUE ...] [--json]
+    [--gin_file=gin/devices/a100.gin] [--gin.KEY=VALUE ...] [--json] \
+    [--devices=256 --device_memory=80GB]
 
 Per stage and in total it prints image tokens (patches the encoder sees after
 masking; the cls token is one more), text tokens, forward and training GFLOPs
@@ -12,6 +13,13 @@ training FLOPs, and device-hours and cost for a device profile
 (``gin/devices/*.gin``; A100 by default). It then plans a full-token baseline
 (224 px, 32 tokens, no masking) trained on the same number of samples, and the
 ratio of the two.
+
+Then, per stage, the memory one device needs (``clipa_t5x.memory``: parameters,
+optimizer state, gradients and the update, activations under the remat policy,
+the loss's logits, the batch) on the mesh the gin files' partitioner builds on
+``--devices`` devices (default: this machine's), whether it fits
+``--device_memory`` (default: this machine's device) and, where it does not,
+what to change.
 
 How the recipe is read without training: the run file binds ``runner.run``'s
 arguments; the planner parses the files (binding a dummy ``MODEL_DIR``), takes
@@ -31,6 +39,7 @@ from clipa_t5x import cli
 from clipa_t5x import device_profiles
 from clipa_t5x import flops
 from clipa_t5x import gin_utils
+from clipa_t5x import memory
 
 BASELINE_IMAGE_SIZE = 224
 BASELINE_TEXT_LENGTH = 32
@@ -182,6 +191,51 @@ def recipe_from_gin() -> Tuple[Any, List[Any]]:
   return model_config, stages
 
 
+def mesh_from_gin(devices: int) -> "memory.MeshShape":
+  """The mesh the gin files' ``PjitPartitioner`` would build on ``devices`` devices.
+
+  ``num_partitions`` and ``logical_axis_rules`` are read from the bindings
+  (the rules function is evaluated; no devices or mesh are built).
+  """
+  from clipa_t5x import partitioning  # pylint: disable=import-outside-toplevel
+  import gin  # pylint: disable=import-outside-toplevel
+  try:
+    bindings = gin.get_bindings(partitioning.PjitPartitioner, resolve_references=False)
+  except ValueError:
+    bindings = {}
+  num_partitions = copy.deepcopy(bindings.get("num_partitions", 1))
+  rules = copy.deepcopy(bindings.get("logical_axis_rules"))
+  return memory.mesh_shape(devices, num_partitions, rules)
+
+
+def memory_plan(model_config, stages: Sequence[Any], mesh: "memory.MeshShape",
+                capacity: Optional[int], where: str = "",
+                platform: Optional[str] = None) -> List[Any]:
+  """One ``preflight.StageReport`` per stage: the estimate and whether it fits ``capacity``.
+
+  ``platform`` (``'gpu'``, ``'tpu'``; None: this machine) picks the attention path
+  that ``attention_impl='auto'`` takes there.
+  """
+  from clipa_t5x import preflight  # pylint: disable=import-outside-toplevel
+  return [preflight.StageReport(s.name, preflight.stage_estimate(s, model_config, mesh, platform),
+                                capacity, where) for s in stages]
+
+
+def format_memory_plan(reports: Sequence[Any], mesh: "memory.MeshShape") -> str:
+  """The memory table, then for each stage that does not fit what to change."""
+  from clipa_t5x import preflight  # pylint: disable=import-outside-toplevel
+  lines = [preflight.format_reports(reports, mesh)]
+  for r in reports:
+    if r.estimate.bad_shardings:
+      name, shape, axes = r.estimate.bad_shardings[0]
+      lines.append(f"{r.name}: invalid sharding: {name} {shape} as {axes} on this mesh; "
+                   "choose a mesh whose axes divide it.")
+    if not r.fits:
+      lines.append(f"{r.name}: does not fit; to fit: "
+                   f"{memory.levers(r.estimate, mesh, getattr(r, 'num_microbatches', 1))}.")
+  return "\n".join(lines)
+
+
 def device_from_gin() -> device_profiles.DeviceProfile:
   """The ``DEVICE_PROFILE`` macro (``gin/devices/*.gin``), else the A100 profile."""
   import gin  # pylint: disable=import-outside-toplevel
@@ -238,9 +292,15 @@ def format_plan(result: Plan) -> str:
 FLAGS = flags.FLAGS
 cli.define_gin_flags("Gin files: a run file and optionally a gin/devices/*.gin profile "
                      "(A100 if none).", multihost=False)
-flags.DEFINE_bool("json", False, "Print the plan as JSON instead of a table.")
+if "json" not in FLAGS:  # guarded: ``train --check`` imports this module after parsing flags
+  flags.DEFINE_bool("json", False, "Print the plan as JSON instead of a table.")
+  flags.DEFINE_integer("devices", None, "Plan memory for a mesh of this many devices "
+                       "(default: this machine's); the gin files' partitioner gives "
+                       "num_partitions and the logical axis rules.")
+  flags.DEFINE_string("device_memory", None, "Memory of one device, e.g. 80GB or 16GiB "
+                      "(default: this machine's device, or host RAM on CPU).")
 EXAMPLE = """\
-clipa-plan --gin_file=gin/runs/clipav2_h14_70_224.gin --gin_file=gin/devices/a100.gin
+clipa-plan --gin_file=gin/runs/clipav2_h14_70_224.gin --devices=256 --device_memory=80GB
 clipa-plan --gin_file=gin/runs/demo_cpu.gin --json
 """
 
@@ -251,9 +311,36 @@ def main(argv: Sequence[str]) -> None:
     # MODEL_DIR is required by base.gin but irrelevant here; a user's binding still wins.
     gin_utils.parse_gin_flags(FLAGS.gin_file, ["MODEL_DIR = 'unused-by-plan'"]
                               + list(FLAGS.gin_bindings), FLAGS.gin_search_paths)
+    gin_utils.check_unused_bindings(FLAGS.gin_bindings, [_run_entry()], ["DEVICE_PROFILE"])
     model_config, stages = recipe_from_gin()
-    result = plan(model_config, stages, device_from_gin())
-  print(json.dumps(result.to_dict(), indent=2) if FLAGS.json else format_plan(result))
+    device = device_from_gin()
+    result = plan(model_config, stages, device)
+    platform = None  # this machine's
+    if FLAGS.devices is None:  # this machine
+      import jax  # pylint: disable=import-outside-toplevel
+      devices = jax.device_count()
+      capacity, where = memory.device_memory()
+    else:
+      devices, capacity, where = FLAGS.devices, None, ""
+      platform = "tpu" if "tpu" in device.name.lower() else "gpu"  # the profile's kind
+    if FLAGS.device_memory:
+      capacity, where = memory.parse_bytes(FLAGS.device_memory), f"{FLAGS.device_memory} per device"
+    mesh = mesh_from_gin(devices)
+    reports = memory_plan(model_config, stages, mesh, capacity, where, platform)
+  if FLAGS.json:
+    out = result.to_dict()
+    out["memory"] = {"mesh": {"data": mesh.data, "model": mesh.model},
+                     "device_memory": capacity,
+                     "stages": [dict(r.estimate.to_dict(), name=r.name, fits=r.fits)
+                                for r in reports]}
+    print(json.dumps(out, indent=2))
+  else:
+    print(format_plan(result) + "\n" + format_memory_plan(reports, mesh))
+
+
+def _run_entry():
+  from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
+  return runner.run
 
 
 def console_main(argv: Optional[List[str]] = None) -> None:

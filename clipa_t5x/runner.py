@@ -35,6 +35,7 @@ from clipa_t5x import optimizers
 from clipa_t5x import partitioning
 from clipa_t5x import paths
 from clipa_t5x import preemption
+from clipa_t5x import preflight
 from clipa_t5x import text_table
 from clipa_t5x import train_state as train_state_lib
 from clipa_t5x import trainer as trainer_lib
@@ -42,7 +43,6 @@ from clipa_t5x.evaluation import evaluators as evaluators_lib
 from clipa_t5x.models import clip as clip_lib
 from clipa_t5x.models import configs as model_configs
 from clipa_t5x.models import config_io
-from clipa_t5x.models import vit
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -99,44 +99,8 @@ ZeroShotEvalConfig = evaluators_lib.ZeroShotEvalConfig
 RetrievalEvalConfig = evaluators_lib.RetrievalEvalConfig
 
 
-def _check_stage(stage: Stage, model_config, partitioner: partitioning.PjitPartitioner) -> None:
-  """Problems found before anything is compiled, each in one line."""
-  missing = {"image", "text"} - set(stage.task_feature_lengths)
-  if missing:
-    raise ValueError(f"stage {stage.name!r}: task_feature_lengths lacks {sorted(missing)}; "
-                     "give e.g. {'image': 224, 'text': 32}.")
-  patch = model_config.image.patch_size
-  for what, size in (("image", stage.image_size), ("eval image", stage.eval_image_size)):
-    if size is not None and size % patch:
-      raise ValueError(
-          f"stage {stage.name!r}: {what} size {size} is not divisible by the patch size {patch}; "
-          f"use {size - size % patch} or {size - size % patch + patch}.")
-  # Errors name the setting as the gin files write it (Stage.batch_size), not the
-  # internal DatasetConfig / partitioner fields it later reaches.
-  if not isinstance(stage.batch_size, int) or stage.batch_size < 1:
-    raise ValueError(f"stage {stage.name!r}: Stage.batch_size must be a positive integer, got "
-                     f"{stage.batch_size!r}.")
-  if stage.batch_size % partitioner.data_parallel_size:
-    raise ValueError(
-        f"stage {stage.name!r}: Stage.batch_size={stage.batch_size} is not divisible by the "
-        f"data-parallel size {partitioner.data_parallel_size}; use a multiple of it.")
-  if stage.num_microbatches < 1 or stage.batch_size % (
-      stage.num_microbatches * partitioner.data_parallel_size):
-    raise ValueError(
-        f"stage {stage.name!r}: Stage.batch_size={stage.batch_size} must split into "
-        f"num_microbatches={stage.num_microbatches} pieces, each divisible by the data-parallel "
-        f"size {partitioner.data_parallel_size}.")
-  try:
-    vit.check_masking(stage.mask_ratio, stage.mask_type)
-  except ValueError as e:
-    raise ValueError(f"stage {stage.name!r}: Stage.{e}") from None
-  if stage.train_steps <= 0:
-    raise ValueError(f"stage {stage.name!r}: train_steps must be positive, got {stage.train_steps}.")
-  from clipa_t5x.data import dataset as dataset_lib  # pylint: disable=import-outside-toplevel
-  try:
-    dataset_lib.get_provider(stage.mixture_or_task_name)
-  except ValueError as e:
-    raise ValueError(f"stage {stage.name!r}: {e}") from None
+# The settings checks live in preflight.py; the name stays for callers and tests.
+_check_stage = preflight.check_stage_settings
 
 
 def has_training_state(model_dir: str) -> bool:
@@ -396,7 +360,8 @@ def run(*,
         random_seed: int = 0,
         peak_flops_per_device: Optional[float] = None,
         nonfinite_policy: str = "stop",
-        after_run: Sequence[Callable[[str, List[Dict[str, Any]]], Any]] = ()
+        after_run: Sequence[Callable[[str, List[Dict[str, Any]]], Any]] = (),
+        check_only: bool = False,
         ) -> List[Dict[str, Any]]:
   """Trains every stage in order; returns (and writes) the summary rows.
 
@@ -420,6 +385,9 @@ def run(*,
       ``summary.json`` is written, before the table is printed (not after a
       preemption), e.g.
       ``[@demo_picture.write_zeroshot_examples]`` for the demo's picture.
+    check_only: run every preflight check of every stage (``preflight.check_run``),
+      print the memory table and return ``[]`` without training
+      (``python -m clipa_t5x.train --check``).
   """
   if model_config is None:
     raise ValueError("run: model_config is required; include a gin/models/*.gin file.")
@@ -431,9 +399,14 @@ def run(*,
   partitioner = partitioner or partitioning.PjitPartitioner()
   if "://" not in model_dir:
     model_dir = os.path.abspath(model_dir)  # Orbax refuses relative checkpoint paths
-  check_model_dir_writable(model_dir)
-  for stage in stages:
-    _check_stage(stage, model_config, partitioner)
+  if not check_only:
+    check_model_dir_writable(model_dir)
+  # Every stage, before the first trains: settings, data, init_from, memory, sharding.
+  reports = preflight.check_run(stages, model_config, partitioner, model_dir)
+  if check_only:
+    if jax.process_index() == 0:
+      print(preflight.format_reports(reports, preflight.mesh_of(partitioner)), flush=True)
+    return []
 
   rows: List[Dict[str, Any]] = []
   previous_dir = None

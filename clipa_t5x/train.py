@@ -16,6 +16,11 @@ Usage (t5x's flag conventions)::
   ``model_dir``, ``model_config``, ``stages``, ``partitioner``, … and
   ``MODEL_DIR`` is required. The resolved config is written to
   ``MODEL_DIR/config.gin``.
+* ``--check`` runs every check of every stage (settings, data, ``init_from``,
+  memory per device, sharding), prints the plan and memory tables and exits 0
+  (all good) or 2 (one ``error:`` line), training nothing.
+* A setting given on the command line that nothing reads (a misspelt macro)
+  stops the run, naming the closest setting that exists.
 * Multi-host: run the same command on every host with ``--distributed`` (TPU
   pods, Slurm, Open MPI: jax finds the addresses) or with
   ``--coordinator_address=host:port --process_count=N --process_index=i``.
@@ -34,10 +39,14 @@ FLAGS = flags.FLAGS
 cli.define_gin_flags()
 flags.DEFINE_bool("allow_config_change", False,
                   "Continue a MODEL_DIR whose config.gin differs from this run's config.")
+flags.DEFINE_bool("check", False,
+                  "Dry run: check every stage (settings, data, init_from, memory per device, "
+                  "sharding), print the plan with memory per device, exit 0 or 2; train nothing.")
 EXAMPLE = """\
 clipa-train --gin_file=gin/runs/demo_cpu.gin --gin.MODEL_DIR="'runs/demo_cpu'"
 clipa-train --gin_file=gin/runs/custom_data.gin --gin.MODEL_DIR="'runs/my_data'" \\
     --gin.TRAIN_DATA="'my_shards/{00000..00009}.tar'"
+clipa-train --check --gin_file=gin/runs/clipav2_h14_70_224.gin --gin.MODEL_DIR="'gs://bucket/h14'"
 """
 
 
@@ -50,7 +59,15 @@ def main(argv: Sequence[str]) -> None:
   from clipa_t5x import runner  # after jax.distributed, which must come first
   with cli.config_errors_as_one_line("training"):
     gin_utils.parse_gin_flags(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+    gin_utils.check_unused_bindings(FLAGS.gin_bindings, [runner.run], ["MODEL_DIR"])
     run = gin_utils.configured(runner.run)
+    if FLAGS.check:
+      from clipa_t5x import plan  # pylint: disable=import-outside-toplevel
+      print(plan.format_plan(plan.plan(*plan.recipe_from_gin(), plan.device_from_gin())),
+            flush=True)
+      run(check_only=True)
+      print("check: every stage passed; nothing was trained.", flush=True)
+      return
     model_dir = gin_utils.query_macro("MODEL_DIR")
     runner.check_model_dir_writable(model_dir)
     if runner.has_training_state(model_dir):  # a config that never trained is replaced

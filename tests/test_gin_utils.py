@@ -267,3 +267,71 @@ def test_make_path_macros_absolute(tmp_path, monkeypatch):
   assert gin_utils.query_macro("ABS") == "/data/run"
   assert gin_utils.query_macro("REMOTE") == "gs://bucket/run"
   assert gin.query_parameter("%NONE") is None
+
+
+# ------------------------------------------------- settings nothing reads (issue #29)
+H14 = "gin/runs/clipav2_h14_84_224.gin"
+
+
+def _parse_recipe(*bindings):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  gin_utils.parse_gin_flags([os.path.join(repo, H14)], ["MODEL_DIR = 'x'", *bindings])
+
+
+def _check(*bindings):
+  from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
+  gin_utils.check_unused_bindings(["MODEL_DIR = 'x'", *bindings], [runner.run], ["MODEL_DIR"])
+
+
+@pytest.mark.parametrize("wrong, right", [
+    ("FINETUNE_224_BATCH_SIZE", "FT224_BATCH_SIZE"),
+    ("FINETUNE_224_STEPS", "FT224_STEPS"),
+    ("FINETUNE_224_WARMUP_STEPS", "FT224_WARMUP_STEPS"),
+    ("PRETRAIN_BATCH_SIZ", "PRETRAIN_BATCH_SIZE"),
+])
+def test_a_misspelt_macro_is_an_error_naming_the_closest(clean_gin, wrong, right):
+  _parse_recipe(f"{wrong} = 16")
+  with pytest.raises(ValueError) as info:
+    _check(f"{wrong} = 16")
+  message = str(info.value)
+  assert "\n" not in message
+  assert f"--gin.{wrong} is not read" in message and f"{wrong} -> {right}?" in message
+
+
+def test_a_binding_in_an_unknown_scope_is_an_error(clean_gin):
+  _parse_recipe("finetune_244/runner.Stage.batch_size = 16")
+  with pytest.raises(ValueError, match=r"finetune_244/runner.Stage.batch_size -> "
+                                       r"finetune_224/runner.Stage.batch_size\?"):
+    _check("finetune_244/runner.Stage.batch_size = 16")
+
+
+def test_settings_used_by_any_stage_pass(clean_gin):
+  used = ["FT224_BATCH_SIZE = 16",  # read only by the last stage
+          "PRETRAIN_STEPS = 3",
+          "runner.Stage.num_microbatches = 2",  # unscoped: applies inside both stage scopes
+          "finetune_224/optimizers.OptimizerConfig.warmup_steps = 0",
+          "configs.get_config.name = 'Mu/8'",
+          "DATACOMP1B_DATA = '/data/*.tar'"]
+  _parse_recipe(*used)
+  _check(*used)
+
+
+def test_an_unscoped_binding_every_scope_overrides_is_unused(clean_gin):
+  _parse_recipe("optimizers.OptimizerConfig.warmup_steps = 3")
+  with pytest.raises(ValueError, match="warmup_steps is not read"):
+    _check("optimizers.OptimizerConfig.warmup_steps = 3")
+
+
+def test_file_macros_may_go_unused_but_command_line_ones_may_not(clean_gin):
+  _parse_recipe("EVALUATORS = []")
+  _check("EVALUATORS = []")  # the file's IMAGENET_DATA is now unread: allowed
+  gin.clear_config()
+  _parse_recipe("EVALUATORS = []", "IMAGENET_DATA = '/imagenet'")
+  with pytest.raises(ValueError, match=r"IMAGENET_DATA is not read .*switched off"):
+    _check("EVALUATORS = []", "IMAGENET_DATA = '/imagenet'")
+
+
+def test_closest_prefers_shared_words_and_abbreviations():
+  names = ["PRETRAIN_BATCH_SIZE", "FT224_BATCH_SIZE", "FT224_STEPS", "EVAL_PERIOD"]
+  assert gin_utils.closest("FINETUNE_224_BATCH_SIZE", names) == "FT224_BATCH_SIZE"
+  assert gin_utils.closest("COMPLETELY_DIFFERENT", ["A", "B"]) is None

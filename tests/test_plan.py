@@ -134,8 +134,57 @@ def test_cli_json_and_table():
   assert data["total"]["train_flops"] == pytest.approx(
       sum(s["train_flops"] for s in data["stages"]))
   assert data["baseline_over_recipe"] > 1
+  # Memory per device on this machine's mesh (4 fake CPU devices in the tests: 1 without XLA_FLAGS).
+  assert [s["name"] for s in data["memory"]["stages"]] == ["pretrain", "finetune_224",
+                                                           "finetune_336"]
+  assert all(s["total"] > s["params"] > 0 for s in data["memory"]["stages"])
   code, out, _ = entry_points.run(plan_lib, "--gin_file=gin/runs/clipav2_h14_84_224_336.gin")
   assert code == 0 and "baseline / recipe:" in out and "finetune_336" in out
+
+
+def test_cli_memory_for_a_pod_and_a_misspelt_setting():
+  code, out, err = entry_points.run(plan_lib, "--gin_file=gin/runs/clipav2_h14_70_224.gin",
+                                    "--devices=256", "--device_memory=16GB")
+  assert code == 0, err
+  assert "memory per device: mesh data=256 x model=1, device = 16GB per device" in out
+  assert "finetune_224: does not fit; to fit: " in out
+  line = entry_points.error_line(entry_points.run(
+      plan_lib, "--gin_file=gin/runs/clipav2_h14_70_224.gin", "--gin.FINETUNE_224_STEPS=3"))
+  assert "FINETUNE_224_STEPS -> FT224_STEPS?" in line
+
+
+# ------------------------------------------------------------------ memory per device
+def _recipe(run_file, *bindings):
+  gin_utils.parse_gin_flags([run_file], ["MODEL_DIR = 'unused'", *bindings])
+  return plan_lib.recipe_from_gin()
+
+
+def test_mesh_from_gin_reads_partitions_and_rules():
+  _recipe("gin/runs/clipav2_bigg14_84_224.gin")
+  mesh = plan_lib.mesh_from_gin(256)
+  assert (mesh.data, mesh.model) == (128, 2)
+  # The recipe's 2-D rules: parameters' embed over data, activations' embed over model.
+  assert ("embed", "data") in mesh.rules and ("embed", "model") in mesh.rules
+  gin.clear_config()
+  _recipe("gin/runs/clipav2_h14_70_224.gin")
+  mesh = plan_lib.mesh_from_gin(64)
+  assert (mesh.data, mesh.model) == (64, 1)
+  assert ("embed", "data") not in mesh.rules
+
+
+def test_memory_plan_uses_the_stage_settings():
+  from clipa_t5x import memory  # pylint: disable=import-outside-toplevel
+  model_config, stages = _recipe("gin/runs/clipav2_h14_70_224.gin")
+  mesh = plan_lib.mesh_from_gin(256)
+  pretrain, finetune = plan_lib.memory_plan(model_config, stages, mesh, memory.parse_bytes("80GB"))
+  assert pretrain.estimate.examples_per_device == 65_536 // 256
+  assert finetune.estimate.examples_per_device == 32_768 // 256
+  assert pretrain.estimate.remat_policy == "full"
+  assert pretrain.estimate.optimizer == pytest.approx(1.5 * pretrain.estimate.params)  # bf16 mu
+  assert pretrain.fits and finetune.fits
+  small = plan_lib.memory_plan(model_config, stages, mesh, memory.parse_bytes("8GB"))
+  text = plan_lib.format_memory_plan(small, mesh)
+  assert "finetune_224: does not fit; to fit: " in text and "FSDP" in text
 
 
 def test_cli_help_and_errors():
