@@ -30,8 +30,8 @@ TASKS = os.path.join(REPO, "tasks")
 CORE = ("models", "losses", "optimizers", "partitioning", "train_state", "trainer",
         "grad_accumulation", "checkpoints", "flops", "device_profiles", "metrics_logging",
         "xla_flags", "paths", "text_table", "model_dir", "model_info", "preemption",
-        "kernels", "fused_adamw", "lr_rule", "cli_help")
-EVALUATION = ("evaluation", "inference", "interop", "model_refs", "runner", "demo")
+        "kernels", "fused_adamw", "lr_rule", "cli_help", "memory")
+EVALUATION = ("evaluation", "inference", "interop", "model_refs", "preflight", "runner", "demo")
 ENTRY = ("train", "eval", "infer", "plan", "convert", "cli", "gin_utils")
 LAYERS = ("core", "data", "evaluation", "entry", "tasks")
 NOT_AT_IMPORT_IN_CORE = ("tensorflow", "seqio", "gin", "clu", "tensorflow_text",

@@ -115,15 +115,24 @@ def test_largest_fitting_bisects(gs):
   assert gs.largest_fitting(lambda b: False) == 0
 
 
-def test_planner_adapter(gs, monkeypatch):
+def test_planner_adapter_is_the_planners_estimate(gs):
+  from clipa_t5x import memory  # pylint: disable=import-outside-toplevel
+  from clipa_t5x.models import configs  # pylint: disable=import-outside-toplevel
+  config = configs.get_config("Mu/8")
+  shape = gs.MEMORY_STAGES["h14_224_ft_m30"]
+  want = memory.estimate(config, image_size=shape.image_size, text_length=shape.text_length,
+                         batch_size=7, mesh=memory.mesh_shape(1), mask_ratio=shape.mask_ratio)
+  assert gs.planner_estimate(config, shape, 7) == int(want.total) > 0
+
+
+def test_planner_adapter_gives_none_for_another_api(gs, monkeypatch):
+  import clipa_t5x  # pylint: disable=import-outside-toplevel
   fake = types.ModuleType("clipa_t5x.memory")
   fake.mesh_shape = lambda devices: ("mesh", devices)
-  fake.estimate = lambda config, **kw: types.SimpleNamespace(total=kw["batch_size"] * 1000)
+  fake.estimate = lambda config: None  # another signature: no estimate rather than a crash
   monkeypatch.setitem(sys.modules, "clipa_t5x.memory", fake)
-  shape = gs.MEMORY_STAGES["h14_224_ft_m30"]
-  assert gs.planner_estimate(None, shape, 7) == 7000
-  fake.estimate = lambda config: None  # another API: no estimate rather than a crash
-  assert gs.planner_estimate(None, shape, 7) is None
+  monkeypatch.setattr(clipa_t5x, "memory", fake, raising=False)
+  assert gs.planner_estimate(None, gs.MEMORY_STAGES["h14_224_ft_m30"], 7) is None
 
 
 def test_bad_jobs_are_refused(gs, capsys):
