@@ -141,6 +141,8 @@ def test_demo_recipe_end_to_end(tmp_path):
   proc = _cli(
       DEMO, _model_dir(model_dir), "--gin.configs.get_config.name='Ti/8'", *stage_args,
       "--gin.runner.ZeroShotEvalConfig.batch_size=20",
+      # 256 images hold fewer than 10 of some classes: probe 1 and 2 shots.
+      "--gin.evaluators.FewShotEvalConfig.shots=[1, 2]",
       f"--gin.demo_data.DemoData.data_dir='{data_dir}'",
       "--gin.demo_data.DemoData.num_train=256", "--gin.demo_data.DemoData.num_eval=60",
       "--gin.demo_data.DemoData.image_size=32", "--gin.demo_data.DemoData.num_train_shards=2",
