@@ -99,10 +99,6 @@ ZeroShotEvalConfig = evaluators_lib.ZeroShotEvalConfig
 RetrievalEvalConfig = evaluators_lib.RetrievalEvalConfig
 
 
-# The settings checks live in preflight.py; the name stays for callers and tests.
-_check_stage = preflight.check_stage_settings
-
-
 def has_training_state(model_dir: str) -> bool:
   """Whether ``model_dir`` holds checkpoints or finished stages of some run."""
   import glob  # pylint: disable=import-outside-toplevel

@@ -26,6 +26,7 @@ from clipa_t5x import model_dir as model_dir_lib
 from clipa_t5x import flops
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
+from clipa_t5x import preflight
 from clipa_t5x import runner
 from clipa_t5x.demo import data as demo_data_lib
 from clipa_t5x.demo import picture as demo_picture
@@ -118,7 +119,7 @@ def test_format_summary_table_adds_a_column_per_label_factor():
 # --------------------------------------------------------- checks of a stage
 def test_check_stage_image_not_divisible_by_patch(model_config, partitioner):
   with pytest.raises(ValueError) as info:
-    runner._check_stage(_stage(image=30), model_config, partitioner)
+    preflight.check_stage_settings(_stage(image=30), model_config, partitioner)
   message = str(info.value)
   assert "\n" not in message
   assert "30" in message and "patch size 8" in message and "'pretrain'" in message
@@ -127,13 +128,13 @@ def test_check_stage_image_not_divisible_by_patch(model_config, partitioner):
 
 def test_check_stage_eval_image_not_divisible_by_patch(model_config, partitioner):
   with pytest.raises(ValueError, match=r"eval image size 20 .* patch size 8"):
-    runner._check_stage(_stage(eval_image_size=20), model_config, partitioner)
+    preflight.check_stage_settings(_stage(eval_image_size=20), model_config, partitioner)
 
 
 def test_check_stage_batch_not_divisible_by_data_parallel_size(model_config, partitioner):
   assert partitioner.data_parallel_size == 4
   with pytest.raises(ValueError) as info:
-    runner._check_stage(_stage(batch=30), model_config, partitioner)
+    preflight.check_stage_settings(_stage(batch=30), model_config, partitioner)
   message = str(info.value)
   assert "\n" not in message
   # The error names the setting the user wrote (issue 17), not an internal one.
@@ -148,14 +149,14 @@ def test_check_stage_missing_feature_lengths(model_config, partitioner, lengths,
   stage = runner.Stage(name="s", mixture_or_task_name="demo_shapes",
                        task_feature_lengths=lengths, batch_size=BATCH, train_steps=1)
   with pytest.raises(ValueError) as info:
-    runner._check_stage(stage, model_config, partitioner)
+    preflight.check_stage_settings(stage, model_config, partitioner)
   assert "\n" not in str(info.value)
   assert f"task_feature_lengths lacks {missing}" in str(info.value)
 
 
 def test_check_stage_non_positive_steps(model_config, partitioner):
   with pytest.raises(ValueError, match="train_steps must be positive, got 0"):
-    runner._check_stage(_stage(steps=0), model_config, partitioner)
+    preflight.check_stage_settings(_stage(steps=0), model_config, partitioner)
 
 
 @pytest.mark.parametrize("mask, match", [
@@ -164,12 +165,12 @@ def test_check_stage_non_positive_steps(model_config, partitioner):
     (dict(mask_ratio=0.5, mask_type="grid"), "0.75")])
 def test_check_stage_bad_masking(model_config, partitioner, mask, match):
   with pytest.raises(ValueError, match=match) as info:
-    runner._check_stage(_stage(**mask), model_config, partitioner)
+    preflight.check_stage_settings(_stage(**mask), model_config, partitioner)
   assert str(info.value).startswith("stage 'pretrain': ") and "\n" not in str(info.value)
 
 
 def test_check_stage_accepts_a_good_stage(model_config, partitioner):
-  runner._check_stage(_stage(image=32, text=16, eval_image_size=64), model_config, partitioner)
+  preflight.check_stage_settings(_stage(image=32, text=16, eval_image_size=64), model_config, partitioner)
 
 
 def test_run_checks_every_stage_before_training_any(tmp_path, model_config, partitioner,
@@ -448,7 +449,7 @@ def test_e2e_resume_from_an_earlier_checkpoint(e2e):
 
 def test_an_unknown_task_is_reported_before_training(model_config, partitioner):
   with pytest.raises(ValueError, match="No SeqIO Task or Mixture named 'nope'"):
-    runner._check_stage(  # pylint: disable=protected-access
+    preflight.check_stage_settings(  # pylint: disable=protected-access
         runner.Stage(name="s", mixture_or_task_name="nope",
                      task_feature_lengths={"image": 16, "text": 8}, batch_size=8,
                      train_steps=1), model_config, partitioner)
