@@ -3,6 +3,9 @@
 import importlib.util
 import os
 
+import numpy as np
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -38,3 +41,30 @@ def test_every_batch_sees_the_same_samples_under_the_clipa_schedule():
     assert (pretrain.image_size, pretrain.text_length) == (16, 8)
     assert (finetune.image_size, finetune.text_length) == (32, 16)
     assert 1 <= settings.pretrain_warmup < settings.pretrain_steps
+
+
+def test_a_finished_run_trained_with_other_steps_is_refused():
+  isr = study._inverse_scaling()  # pylint: disable=protected-access
+  comparison = study.Comparison()
+  run = comparison.runs()[0]
+  settings = study._settings(isr, comparison, run["batch_size"])  # pylint: disable=protected-access
+  row = {**run, "pretrain_steps": settings.pretrain_steps,
+         "finetune_steps": settings.finetune_steps, "top1": 0.3}
+  study.check_reusable(row, run, settings)  # the same settings: reused
+  with pytest.raises(ValueError, match="another --out"):
+    study.check_reusable({**row, "pretrain_steps": 3 * settings.pretrain_steps}, run, settings)
+
+
+def test_paired_differences_and_their_interval():
+  rows = [{"loss": loss, "batch_size": 32, "seed": s, "top1": top1}
+          for loss, s, top1 in [("softmax", 0, 0.30), ("sigmoid", 0, 0.35),
+                                ("softmax", 1, 0.40), ("sigmoid", 1, 0.41),
+                                ("softmax", 2, 0.20), ("sigmoid", 2, 0.23),
+                                ("softmax", 3, 0.50)]]  # seed 3 has no sigmoid run: unpaired
+  seeds, diffs = study.paired_differences(rows, 32)
+  assert seeds == [0, 1, 2]
+  np.testing.assert_allclose(diffs, [0.05, 0.01, 0.03], atol=1e-12)
+  low, high = study.interval95(diffs)
+  # mean 0.03, sd 0.02, t(2) = 4.303: 0.03 -/+ 4.303 * 0.02 / sqrt(3)
+  np.testing.assert_allclose([low, high], [0.03 - 0.049687, 0.03 + 0.049687], atol=1e-5)
+  assert study.interval95([0.1]) is None
