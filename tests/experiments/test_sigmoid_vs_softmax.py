@@ -1,6 +1,7 @@
-"""Tests of experiments/sigmoid_vs_softmax/run.py: the run list and each run's settings (no training)."""
+"""Tests of experiments/sigmoid_vs_softmax/run.py (settings, tables; no training) and of its committed results."""
 
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -68,3 +69,40 @@ def test_paired_differences_and_their_interval():
   # mean 0.03, sd 0.02, t(2) = 4.303: 0.03 -/+ 4.303 * 0.02 / sqrt(3)
   np.testing.assert_allclose([low, high], [0.03 - 0.049687, 0.03 + 0.049687], atol=1e-5)
   assert study.interval95([0.1]) is None
+
+
+RESULTS = os.path.join(ROOT, "experiments", "sigmoid_vs_softmax", "results")
+
+
+def _committed(folder):
+  with open(os.path.join(folder, "results.json")) as f:
+    saved = json.load(f)
+  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["settings"].items()}
+  return study.Comparison(**settings), saved["rows"]
+
+
+@pytest.mark.parametrize("folder", [RESULTS])
+def test_committed_results_match_their_settings_and_tables(folder):
+  comparison, rows = _committed(folder)
+  planned = {r["run_id"] for r in comparison.runs()}
+  assert {r["run_id"] for r in rows} <= planned
+  for r in rows:  # every row trained with the steps its settings give
+    assert r["pretrain_steps"] * r["batch_size"] == comparison.pretrain_samples
+    assert r["finetune_steps"] * r["batch_size"] == comparison.finetune_samples
+  with open(os.path.join(folder, "results.md")) as f:
+    assert study.tables(rows, comparison) in f.read()
+
+
+def test_committed_study_has_all_eighteen_runs_and_the_readme_quotes_them():
+  comparison, rows = _committed(RESULTS)
+  assert len(rows) == 18 and {r["run_id"] for r in rows} == {r["run_id"] for r in comparison.runs()}
+  with open(os.path.join(ROOT, "experiments", "sigmoid_vs_softmax", "README.md")) as f:
+    readme = f.read()
+  for b in comparison.batch_sizes:
+    means = [100 * np.mean([r["top1"] for r in rows if r["loss"] == loss and r["batch_size"] == b])
+             for loss in study.LOSSES]
+    _, diffs = study.paired_differences(rows, b)
+    low, high = study.interval95(diffs)
+    row = (f"| {b} | {means[0]:.1f} | {means[1]:.1f} | {100 * np.mean(diffs):+.1f} "
+           f"[{100 * low:+.1f}, {100 * high:+.1f}] |")
+    assert row in readme, row
