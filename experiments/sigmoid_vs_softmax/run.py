@@ -186,7 +186,8 @@ def tables(rows: Sequence[Dict[str, Any]], comparison: Comparison) -> str:
           f"{_mean_sd([r.get('factor_pair', float('nan')) for r in got])} |")
   lines += ["", "Sigmoid minus softmax, paired by seed (points of top-1; 95% t interval "
             "of the mean over seeds):", "",
-            "| batch | seeds | difference per seed | mean | 95% interval |", "|---|---|---|---|---|"]
+            "| batch | seeds | difference per seed | mean | 95% interval |",
+            "|---|---|---|---|---|"]
   for b in comparison.batch_sizes:
     seeds, diffs = paired_differences(rows, b)
     if seeds:

@@ -1,4 +1,4 @@
-"""Tests of experiments/sigmoid_vs_softmax/run.py (settings, tables; no training) and of its committed results."""
+"""Tests of experiments/sigmoid_vs_softmax/run.py (no training) and of its committed results."""
 
 import importlib.util
 import json
