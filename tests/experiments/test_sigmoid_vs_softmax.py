@@ -81,7 +81,7 @@ def _committed(folder):
   return study.Comparison(**settings), saved["rows"]
 
 
-@pytest.mark.parametrize("folder", [RESULTS])
+@pytest.mark.parametrize("folder", [RESULTS, RESULTS + "_3x"])
 def test_committed_results_match_their_settings_and_tables(folder):
   comparison, rows = _committed(folder)
   planned = {r["run_id"] for r in comparison.runs()}
@@ -93,8 +93,9 @@ def test_committed_results_match_their_settings_and_tables(folder):
     assert study.tables(rows, comparison) in f.read()
 
 
-def test_committed_study_has_all_eighteen_runs_and_the_readme_quotes_them():
-  comparison, rows = _committed(RESULTS)
+@pytest.mark.parametrize("folder", [RESULTS, RESULTS + "_3x"])
+def test_committed_study_has_all_eighteen_runs_and_the_readme_quotes_them(folder):
+  comparison, rows = _committed(folder)
   assert len(rows) == 18 and {r["run_id"] for r in rows} == {r["run_id"] for r in comparison.runs()}
   with open(os.path.join(ROOT, "experiments", "sigmoid_vs_softmax", "README.md")) as f:
     readme = f.read()
