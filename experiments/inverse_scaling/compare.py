@@ -246,7 +246,7 @@ def masking_pairs(rows: Sequence[Row]) -> List[Row]:
   return out
 
 
-def headline_pairs(rows: Sequence[Row], noise: Noise) -> List[Row]:
+def headline_pairs(rows: Sequence[Row]) -> List[Row]:
   """Per headline width: the CLIPA schedule and its compute-matched full-resolution run.
 
   ``{'width', 'schedule', 'fullres'`` (``aggregate`` rows), ``'difference'``
@@ -254,7 +254,7 @@ def headline_pairs(rows: Sequence[Row], noise: Noise) -> List[Row]:
   ('win' / 'loss' / 'tie'; None: unknown noise), ``'welch'`` and ``'rank'``
   (None with fewer than 2 seeds an arm)``}``.
   """
-  agg = aggregate(rows)
+  agg, noise = aggregate(rows), Noise(rows)
   pairs = []
   for base in (r for r in agg if r["axis"] == "fullres" and r["top1"] is not None):
     schedule = [r for r in agg if r["width"] == base["width"] and r["axis"] in ("both", "image")

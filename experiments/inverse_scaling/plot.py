@@ -149,7 +149,7 @@ def _headline(rows: Sequence[Row]) -> Table:
   full = {r["width"]: r for r in compare.aggregate(rows)
           if r["axis"] == "full" and r["top1"] is not None}
   cells = []
-  for p in compare.headline_pairs(rows, compare.Noise(rows)):
+  for p in compare.headline_pairs(rows):
     sched, ref = p["schedule"], full.get(p["width"])
     cells.append([
         p["width"], f"{sched['image_tokens']} / {sched['text_tokens']}",
@@ -218,7 +218,7 @@ def budget_report(records: Sequence[Row], out_dir: str) -> Dict[str, str]:
   """
   budgets = []
   for record in records:
-    pairs = compare.headline_pairs(record["runs"], compare.Noise(record["runs"]))
+    pairs = compare.headline_pairs(record["runs"])
     if not pairs:
       raise ValueError(f"no headline pair in the study run by {record.get('command')!r}; "
                        "run it with its CLIPA schedule and full-resolution points.")

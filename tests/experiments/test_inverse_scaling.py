@@ -465,18 +465,18 @@ def test_masking_is_compared_with_resizing_at_equal_tokens(gap, verdict):
 @pytest.mark.parametrize("gain, verdict", [(0.05, "win"), (-0.05, "loss"), (0.0, "tie")])
 def test_the_headline_either_way(gain, verdict):
   rows = _fake_rows(0.10, 0.05, 0.02, noise=0.01, headline_gain=gain)
-  (pair,) = compare.headline_pairs(rows, compare.Noise(rows))
+  (pair,) = compare.headline_pairs(rows)
   assert pair["width"] == 192 and pair["verdict"] == verdict
   assert (pair["difference"], pair["ci"]) == pytest.approx((gain, 0.015), abs=5e-4)
   assert f"| {100 * gain:+.1f} ± 1.5 | {verdict} |" in plot.analysis(rows)
   no_headline = [r for r in rows if r["axis"] not in ("fullres", "both")]
-  assert compare.headline_pairs(no_headline, compare.Noise(no_headline)) == []
+  assert compare.headline_pairs(no_headline) == []
   assert "## Headline" not in plot.analysis(no_headline)
 
 
 def test_headline_is_checked_with_each_arms_own_seed_variance_and_ranks():
   rows = _fake_rows(0.10, 0.05, 0.02, headline_gain=0.04)
-  pair = compare.headline_pairs(rows, compare.Noise(rows))[0]
+  pair = compare.headline_pairs(rows)[0]
   assert pair["welch"]["verdict"] == "win"
   # Six seeds; the full-resolution arm stalls on half of them, the schedule never does
   # (the width-160 pair of the study's README): pooled says win, Welch says tie.
@@ -486,7 +486,7 @@ def test_headline_is_checked_with_each_arms_own_seed_variance_and_ranks():
     rows += [dict(r, seed=seed, run_id=f"{r['point_id']}_s{seed}",
                   top1=sched if r["axis"] == "both" else full)
              for r in _fake_rows(0.1, 0.05, 0.02, seeds=(0,)) if r["axis"] in ("both", "fullres")]
-  pair = compare.headline_pairs(rows, compare.Noise(rows))[0]
+  pair = compare.headline_pairs(rows)[0]
   assert pair["verdict"] == "win"
   assert pair["welch"]["verdict"] == "tie" and pair["welch"]["dof"] == pytest.approx(5.0, abs=0.1)
   # Every schedule seed beats every full-resolution seed: the exact rank test says so.
@@ -591,12 +591,12 @@ def test_the_declared_tests_read_from_the_committed_rows():
   assert (before["difference"], before["ci"]) == pytest.approx((0.121, 0.070), abs=5e-4)
   # The fresh width-160 headline test: the rank test at p < 0.05 fails (26 of 36 pairs).
   rows = _committed("glyphs_w160_budget500_fresh")["runs"]
-  (pair,) = compare.headline_pairs(rows, compare.Noise(rows))
+  (pair,) = compare.headline_pairs(rows)
   assert (pair["rank"]["wins"], pair["rank"]["pairs"]) == (26, 36)
   assert pair["rank"]["p"] == pytest.approx(0.240, abs=5e-4) and pair["verdict"] == "tie"
   # Its first look (seeds 0-5): pooled says win, Welch says tie.
   rows = _committed("glyphs_w160_budget500")["runs"]
-  (pair,) = compare.headline_pairs(rows, compare.Noise(rows))
+  (pair,) = compare.headline_pairs(rows)
   assert (pair["verdict"], pair["welch"]["verdict"]) == ("win", "tie")
   assert (pair["difference"], pair["ci"]) == pytest.approx((0.262, 0.241), abs=5e-4)
 
