@@ -412,7 +412,7 @@ def test_budget_report_puts_each_budgets_headline_pair_side_by_side(tmp_path):
   assert text.index("| 192 | 250 + 50 |") < text.index("| 192 | 500 + 100 |")
   assert "| +4.0 ± 3.0 | win | ± 3.0 (2.0 dof): win | 4 of 4, p = 0.333 |" in text
   assert "| -0.1 ± 3.0 | tie | ± 3.0 (2.0 dof): tie | 1 of 4, p = 0.667 |" in text
-  assert "run.py --pretrain_steps 250" in text
+  assert "run.py --pretrain_steps 250" in text and "](headline_vs_budget.png)" in text
   assert os.path.getsize(paths["png"]) > 0
   no_pair = {"runs": [r for r in _fake_rows(0.1, 0.05, 0.02) if r["axis"] == "full"]}
   with pytest.raises(ValueError, match="no headline pair"):
@@ -550,6 +550,8 @@ def test_write_report_writes_json_markdown_and_pngs(tmp_path):
     md = f.read()
   assert plot.format_table(rows) in md and plot.analysis(rows) in md
   assert "Command: `python experiments/inverse_scaling/run.py --quick`" in md
+  for key in ("tokens_png", "flops_png"):  # results.md links the figures written beside it
+    assert f"]({os.path.basename(paths[key])})" in md
   os.remove(paths["tokens_png"])
   assert plot.main(["--out", str(tmp_path)]) == 0  # regenerated from results.json
   assert os.path.exists(paths["tokens_png"])
