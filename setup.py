@@ -59,7 +59,8 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # lemminflect: the test that rebuilds the shipped syntax table runs too.
-        "test": ["pytest", "tokenizers", "lemminflect==0.2.3", "webdataset==1.0.2",
+        # pytest-xdist: scripts/test.sh runs the files on every core.
+        "test": ["pytest", "pytest-xdist", "tokenizers", "lemminflect==0.2.3", "webdataset==1.0.2",
                  "matplotlib"],
         # scripts/demo.sh: the demo's figures (MODEL_DIR/*.png). No torch: the demo, training,
         # eval, inference and the open_clip export run without it.

@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging
 
 from clipa_t5x import gin_utils
+from clipa_t5x import xla_flags
 from clipa_t5x.cli_help import ArgumentParser  # noqa: F401  (the argparse tools' parser)
 from clipa_t5x.cli_help import default_text
 from clipa_t5x.cli_help import example_epilog
@@ -136,6 +137,21 @@ def quiet_startup() -> None:
 def check_no_extra_args(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {list(argv[1:])}; see --help.")
+
+
+def start_process(argv: Sequence[str]) -> None:
+  """What a gin entry point with multi-host flags does first, in this order.
+
+  No stray arguments; the default XLA flags before any JAX backend starts;
+  TensorFlow kept on the host before its first op; then ``jax.distributed``
+  from the multi-host flags (before anything else touches JAX).
+  """
+  check_no_extra_args(argv)
+  xla_flags.apply_default_flags()
+  image_files.keep_tensorflow_on_host()
+  f = flags.FLAGS
+  gin_utils.maybe_initialize_distributed(f.coordinator_address, f.process_count,
+                                         f.process_index, f.distributed)
 
 
 @contextlib.contextmanager

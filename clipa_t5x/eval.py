@@ -34,8 +34,6 @@ from absl import flags
 
 from clipa_t5x import cli
 from clipa_t5x import gin_utils
-from clipa_t5x import xla_flags
-from clipa_t5x.data import image_files
 
 FLAGS = flags.FLAGS
 cli.define_gin_flags()
@@ -49,11 +47,7 @@ clipa-eval --gin_file=gin/runs/eval_demo.gin --gin.CHECKPOINT_PATH="'runs/demo_c
 
 
 def main(argv: Sequence[str]) -> None:
-  cli.check_no_extra_args(argv)
-  xla_flags.apply_default_flags()  # before any JAX backend starts
-  image_files.keep_tensorflow_on_host()
-  gin_utils.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count,
-                                         FLAGS.process_index, FLAGS.distributed)
+  cli.start_process(argv)
   with cli.config_errors_as_one_line("eval"):
     gin_utils.parse_gin_flags(FLAGS.gin_file, list(FLAGS.gin_bindings) + (
         [f"CHECKPOINT_PATH = {FLAGS.checkpoint!r}"] if FLAGS.checkpoint else []),

@@ -32,8 +32,6 @@ from absl import flags
 
 from clipa_t5x import cli
 from clipa_t5x import gin_utils
-from clipa_t5x import xla_flags
-from clipa_t5x.data import image_files
 
 FLAGS = flags.FLAGS
 cli.define_gin_flags()
@@ -51,11 +49,7 @@ clipa-train --check --gin_file=gin/runs/clipav2_h14_70_224.gin --gin.MODEL_DIR="
 
 
 def main(argv: Sequence[str]) -> None:
-  cli.check_no_extra_args(argv)
-  xla_flags.apply_default_flags()  # before any JAX backend starts
-  image_files.keep_tensorflow_on_host()
-  gin_utils.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.process_count,
-                                         FLAGS.process_index, FLAGS.distributed)
+  cli.start_process(argv)
   from clipa_t5x import runner  # after jax.distributed, which must come first
   with cli.config_errors_as_one_line("training"):
     gin_utils.parse_gin_flags(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)

@@ -34,32 +34,16 @@ class TwoTower(nn.Module):
   def setup(self):
     c = self.config
     dtype = layers.canonical_dtype(c.dtype)
+    # What both towers share: the output width and how their layers run.
+    shared = dict(out_dim=c.embed_dim, dtype=dtype, remat_policy=c.remat_policy,
+                  attention_impl=c.attention_impl, norm_impl=c.norm_impl,
+                  mlp_impl=c.mlp_impl)
     self.img = VisionTransformer(
-        width=c.image.width,
-        depth=c.image.depth,
-        heads=c.image.heads,
-        mlp_dim=c.image.mlp_dim,
-        patch_size=c.image.patch_size,
-        out_dim=c.embed_dim,
-        dtype=dtype,
-        remat_policy=c.remat_policy,
-        attention_impl=c.attention_impl,
-        norm_impl=c.norm_impl,
-        mlp_impl=c.mlp_impl,
-    )
+        width=c.image.width, depth=c.image.depth, heads=c.image.heads,
+        mlp_dim=c.image.mlp_dim, patch_size=c.image.patch_size, **shared)
     self.txt = TextTransformer(
-        width=c.text.width,
-        depth=c.text.depth,
-        heads=c.text.heads,
-        mlp_dim=c.text.mlp_dim,
-        vocab_size=c.text.vocab_size,
-        out_dim=c.embed_dim,
-        dtype=dtype,
-        remat_policy=c.remat_policy,
-        attention_impl=c.attention_impl,
-        norm_impl=c.norm_impl,
-        mlp_impl=c.mlp_impl,
-    )
+        width=c.text.width, depth=c.text.depth, heads=c.text.heads,
+        mlp_dim=c.text.mlp_dim, vocab_size=c.text.vocab_size, **shared)
     init_t = (c.init_log_temperature if c.init_log_temperature is not None
               else losses.default_init_log_temperature(c.loss))
     # Scalars: no logical axes, replicated on every device.

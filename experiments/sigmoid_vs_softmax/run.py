@@ -24,7 +24,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LOSSES = ("softmax", "sigmoid")
@@ -81,16 +81,28 @@ def _settings(isr, comparison: Comparison, batch_size: int):
       data=(("data_dir", comparison.data_dir),) if comparison.data_dir else ())
 
 
+def check_reusable(row: Dict[str, Any], run: Dict[str, Any], settings) -> None:
+  """Refuses a finished run's row trained under other settings than this study's."""
+  want = {**{k: run[k] for k in ("loss", "batch_size", "seed")},
+          "pretrain_steps": settings.pretrain_steps, "finetune_steps": settings.finetune_steps}
+  got = {k: row.get(k) for k in want}
+  if got != want:
+    raise ValueError(f"{run['run_id']}: the finished run in its folder was trained with {got}, "
+                     f"this study asks for {want}; pass another --out or remove that run.")
+
+
 def run_one(isr, comparison: Comparison, run: Dict[str, Any], out: str) -> Dict[str, Any]:
   """Trains one run (or loads its finished row)."""
   from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
   from clipa_t5x import runner  # pylint: disable=import-outside-toplevel
   model_dir = os.path.abspath(os.path.join(out, "runs", run["run_id"]))
   result_path = os.path.join(model_dir, "result.json")
+  settings = _settings(isr, comparison, run["batch_size"])
   if os.path.exists(result_path):
     with open(result_path) as f:
-      return json.load(f)
-  settings = _settings(isr, comparison, run["batch_size"])
+      row = json.load(f)
+    check_reusable(row, run, settings)
+    return row
   spec = isr.schedule_spec(comparison.width, run["seed"], settings)
   config = dataclasses.replace(isr.model_config(comparison.width, settings), loss=run["loss"])
   data = settings.demo_data()
@@ -117,15 +129,77 @@ def run_one(isr, comparison: Comparison, run: Dict[str, Any], out: str) -> Dict[
   return row
 
 
-def _mean_spread(values: Sequence[float]) -> str:
+# Two-sided 95% quantiles of Student's t by degrees of freedom (n seeds - 1).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228}
+
+
+def interval95(values: Sequence[float]) -> Optional[Tuple[float, float]]:
+  """The 95% t interval of the mean of ``values`` (None with fewer than two)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  v = 100 * np.asarray(values)
-  return f"{v.mean():.1f} ({v.min():.1f}-{v.max():.1f})"
+  v = np.asarray(values, dtype=float)
+  if len(v) < 2:
+    return None
+  half = _T95.get(len(v) - 1, 1.96) * v.std(ddof=1) / np.sqrt(len(v))
+  return float(v.mean() - half), float(v.mean() + half)
+
+
+def _pct(values: Sequence[float]) -> str:
+  return " / ".join(f"{100 * x:.1f}" for x in values)
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  v = 100 * np.asarray(values, dtype=float)
+  return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}"
+
+
+def _interval(values: Sequence[float]) -> str:
+  got = interval95(values)
+  return "-" if got is None else f"[{100 * got[0]:+.1f}, {100 * got[1]:+.1f}]"
+
+
+def paired_differences(rows: Sequence[Dict[str, Any]], batch_size: int,
+                       key: str = "top1") -> Tuple[List[int], List[float]]:
+  """Seeds run with both losses at ``batch_size`` and sigmoid minus softmax ``key`` per seed."""
+  by = {(r["loss"], r["seed"]): r[key] for r in rows if r["batch_size"] == batch_size}
+  seeds = sorted(s for (loss, s) in by if loss == "sigmoid" and ("softmax", s) in by)
+  return seeds, [by[("sigmoid", s)] - by[("softmax", s)] for s in seeds]
+
+
+def tables(rows: Sequence[Dict[str, Any]], comparison: Comparison) -> str:
+  """results.md's tables: every (batch, loss) point per seed, and the paired differences."""
+  lines = ["| batch | loss | steps (pre-train + fine-tune) | seeds | top-1 % per seed | "
+           "top-1 % mean ± sd | pre-train top-1 % mean ± sd | pair factor top-1 % mean ± sd |",
+           "|---|---|---|---|---|---|---|---|"]
+  for b in comparison.batch_sizes:
+    for loss in LOSSES:
+      got = sorted((r for r in rows if r["loss"] == loss and r["batch_size"] == b),
+                   key=lambda r: r["seed"])
+      if not got:
+        continue
+      lines.append(
+          f"| {b} | {loss} | {got[0]['pretrain_steps']} + {got[0]['finetune_steps']} | "
+          f"{','.join(str(r['seed']) for r in got)} | {_pct([r['top1'] for r in got])} | "
+          f"{_mean_sd([r['top1'] for r in got])} | "
+          f"{_mean_sd([r['pretrain_top1'] for r in got])} | "
+          f"{_mean_sd([r.get('factor_pair', float('nan')) for r in got])} |")
+  lines += ["", "Sigmoid minus softmax, paired by seed (points of top-1; 95% t interval "
+            "of the mean over seeds):", "",
+            "| batch | seeds | difference per seed | mean | 95% interval |",
+            "|---|---|---|---|---|"]
+  for b in comparison.batch_sizes:
+    seeds, diffs = paired_differences(rows, b)
+    if seeds:
+      lines.append(f"| {b} | {','.join(map(str, seeds))} | "
+                   f"{' / '.join(f'{100 * d:+.1f}' for d in diffs)} | "
+                   f"{100 * sum(diffs) / len(diffs):+.1f} | {_interval(diffs)} |")
+  return "\n".join(lines)
 
 
 def report(rows: Sequence[Dict[str, Any]], comparison: Comparison, out: str,
            command: str) -> str:
-  """Writes results.json, results.md (table) and the figure; returns the table."""
+  """Writes results.json, results.md (tables) and the figure; returns the tables."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -133,34 +207,30 @@ def report(rows: Sequence[Dict[str, Any]], comparison: Comparison, out: str,
   with open(os.path.join(out, "results.json"), "w") as f:
     json.dump({"settings": dataclasses.asdict(comparison), "command": command,
                "rows": list(rows)}, f, indent=1)
-  lines = ["| batch | loss | seeds | top-1 % mean (min-max) | pre-train top-1 % | "
-           "pair factor top-1 % |", "|---|---|---|---|---|---|"]
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   for i, loss in enumerate(LOSSES):
     xs, means = [], []
     for b in comparison.batch_sizes:
-      got = [r for r in rows if r["loss"] == loss and r["batch_size"] == b]
-      if not got:
+      top1 = [r["top1"] for r in rows if r["loss"] == loss and r["batch_size"] == b]
+      if not top1:
         continue
-      top1 = [r["top1"] for r in got]
-      pair = [r.get("factor_pair", float("nan")) for r in got]
-      lines.append(f"| {b} | {loss} | {len(got)} | {_mean_spread(top1)} | "
-                   f"{_mean_spread([r['pretrain_top1'] for r in got])} | {_mean_spread(pair)} |")
-      x = b * (0.93 if i == 0 else 1.07)
+      x = b * (0.93 if i == 0 else 1.07)  # side by side, so the seeds' dots do not overlap
       ax.scatter([x] * len(top1), 100 * np.asarray(top1), s=14, alpha=0.5, color=f"C{i}")
       xs.append(x)
       means.append(100 * np.mean(top1))
-    ax.plot(xs, means, "-o", color=f"C{i}", label=loss)
+    ax.plot(xs, means, "-o", color=f"C{i}", label=f"{loss} (mean; dots: seeds)")
+  ax.axhline(10, color="grey", lw=0.8, ls=":", label="chance")
   ax.set_xscale("log", base=2)
   ax.set_xticks(list(comparison.batch_sizes), [str(b) for b in comparison.batch_sizes])
-  ax.set_xlabel("batch size (same samples seen)")
+  ax.set_xlabel(f"batch size (each sees {comparison.pretrain_samples:,} + "
+                f"{comparison.finetune_samples:,} samples)")
   ax.set_ylabel("zero-shot top-1 % (glyphs, 10 classes)")
   ax.set_title("softmax vs sigmoid loss, CLIPA schedule")
-  ax.legend()
+  ax.legend(fontsize=8)
   fig.text(0.01, 0.005, command, fontsize=5)
   fig.tight_layout()
   fig.savefig(os.path.join(out, "sigmoid_vs_softmax.png"), dpi=130)
-  table = "\n".join(lines)
+  table = tables(rows, comparison)
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write(f"Command: `{command}`\n\n{table}\n")
   return table
@@ -205,7 +275,9 @@ def main(argv=None) -> int:
     if args.report:
       if os.path.exists(path):
         with open(path) as f:
-          rows.append(json.load(f))
+          row = json.load(f)
+        check_reusable(row, run, _settings(isr, comparison, run["batch_size"]))
+        rows.append(row)
       continue
     rows.append(run_one(isr, comparison, run, args.out))
     report(rows, comparison, args.out, command)
