@@ -220,3 +220,39 @@ def test_lion_gin_sets_the_official_bigg_finetune_settings(captured, tmp_path):
       "lion", 8e-8, 2.0)
   assert (finetune.b1, finetune.b2, finetune.mu_dtype) == (0.9, 0.95, "bfloat16")
   assert stages["pretrain"].optimizer.name == "lion"
+
+
+def _reset(captured):
+  """Forgets the parsed gin files and the recorded stages, to parse another run file."""
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  captured.clear()
+
+
+def test_demo_sigmoid_is_the_demo_with_the_sigmoid_loss_and_a_warmer_start(captured, tmp_path):
+  import math  # pylint: disable=import-outside-toplevel
+  _run(["gin/runs/demo_sigmoid.gin"], [], tmp_path)
+  demo = captured[:]
+  _reset(captured)
+  _run(["gin/runs/demo_cpu.gin"], [], tmp_path)
+  model = demo[0][2]["model_config"]
+  assert (model.loss, model.init_logit_bias) == ("sigmoid", -10.0)
+  assert math.isclose(model.init_log_temperature, math.log(20.0))
+  # Everything else is the softmax demo's: stages, optimizers, evaluators.
+  assert [c[0] for c in demo] == [c[0] for c in captured]
+  assert demo[0][2]["evaluators"] == captured[0][2]["evaluators"]
+
+
+def test_demo_lion_rescales_both_stages_learning_rate_and_decay(captured, tmp_path):
+  _run(["gin/runs/demo_cpu.gin"], [], tmp_path)
+  adamw = {c[0].name: c[0].optimizer for c in captured}
+  _reset(captured)
+  _run(["gin/runs/demo_lion.gin"], [], tmp_path)
+  lion = {c[0].name: c[0].optimizer for c in captured}
+  assert captured[0][2]["model_config"].loss == "softmax"
+  assert set(lion) == set(adamw) == {"pretrain", "finetune"}
+  for stage in lion:
+    assert lion[stage].name == "lion" and adamw[stage].name == "adamw"
+    assert lion[stage].base_learning_rate == pytest.approx(adamw[stage].base_learning_rate / 5)
+    assert lion[stage].weight_decay == pytest.approx(adamw[stage].weight_decay * 5)
+    assert lion[stage].warmup_steps == adamw[stage].warmup_steps

@@ -93,6 +93,25 @@ def test_kernel_mask_on_boxed_params():
   assert jax.tree.leaves(unboxed) == jax.tree.leaves(mask)
 
 
+def test_a_sigmoid_model_decays_neither_its_temperature_nor_its_bias():
+  from clipa_t5x.models import clip, configs  # pylint: disable=import-outside-toplevel
+  model = clip.ClipaModel(configs.get_config("Mu/8", loss="sigmoid"))
+  shapes = jax.eval_shape(lambda: model.get_initial_variables(jax.random.PRNGKey(0), 32, 8))
+  mask = optimizers.kernel_mask(nn.meta.unbox(shapes["params"]))
+  assert mask["log_temperature"] is False and mask["logit_bias"] is False
+  assert any(jax.tree.leaves(mask["img"]))  # the towers' kernels are decayed
+  # One AdamW step with a large decay and zero gradient leaves both scalars exactly as they were.
+  params = nn.meta.unbox(model.get_initial_variables(jax.random.PRNGKey(0), 32, 8))["params"]
+  tx, _ = optimizers.make_optimizer(
+      optimizers.OptimizerConfig(base_learning_rate=1.0, weight_decay=10.0), 256, 10)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  state = tx.init(params)
+  for _ in range(2):
+    updates, state = tx.update(zeros, state, params)
+  assert float(updates["logit_bias"]) == 0.0 and float(updates["log_temperature"]) == 0.0
+  assert float(jnp.abs(updates["img"]["head"]["kernel"]).max()) > 0
+
+
 # ---------------------------------------------------------------------- AdamW
 def _numpy_adamw(params, grads_seq, lr_seq, b1, b2, eps, wd, decay):
   """Plain AdamW with bias correction; decay only where ``decay[name]``."""

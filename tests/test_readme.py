@@ -110,6 +110,8 @@ TINY_TRAIN = [f"--gin.{stage}/{binding}" for stage in ("pretrain", "finetune")
                               "optimizers.OptimizerConfig.warmup_steps=1")] + [
                   # 256 images hold too few of some classes for 10 or 25 shots.
                   "--gin.evaluators.FewShotEvalConfig.shots=[1, 2]"] + TINY_DATA
+# The demo and the run files that include it (other loss / optimizer): run tiny.
+DEMO_RUN_FILES = ("demo_cpu.gin", "demo_sigmoid.gin", "demo_lion.gin")
 # Start-up lines that must not reach the console (see tests/test_cli.py).
 NOISE = ("absl::InitializeLog", "cuInit", "oneDNN custom operations")
 
@@ -250,7 +252,8 @@ def _as_run(argv: List[str], work: str) -> List[str]:
   elif module is not None:
     installed = os.path.join(os.path.dirname(sys.executable), script)
     argv = ([installed] if os.path.exists(installed) else [sys.executable, "-m", module]) + argv[1:]
-  if module == "clipa_t5x.train" and "--gin_file=gin/runs/demo_cpu.gin" in argv:
+  demo = any(f"--gin_file=gin/runs/{f}" in argv for f in DEMO_RUN_FILES)
+  if module == "clipa_t5x.train" and demo:
     argv += TINY_TRAIN
   if module == "clipa_t5x.eval" and "--gin_file=gin/runs/eval_demo.gin" in argv:
     argv += TINY_DATA
@@ -298,6 +301,9 @@ def test_commands_run_as_this_environment_runs_them(tmp_path):
   assert argv[-len(TINY_DATA):] == TINY_DATA
   argv = _as_run([".venv/bin/clipa-train", "--gin_file=gin/runs/demo_cpu.gin"], work)
   assert argv[-len(TINY_TRAIN):] == TINY_TRAIN
+  for run_file in ("demo_sigmoid.gin", "demo_lion.gin"):  # the demo with another loss / optimizer
+    argv = _as_run(["python", "-m", "clipa_t5x.train", f"--gin_file=gin/runs/{run_file}"], work)
+    assert argv[-len(TINY_TRAIN):] == TINY_TRAIN
   argv = _as_run(["python", "-m", "clipa_t5x.train", "--gin_file=gin/runs/demo_cpu.gin"], work)
   assert argv[0] == sys.executable and argv[-len(TINY_TRAIN):] == TINY_TRAIN
   assert _as_run(["bash", "scripts/demo.sh"], work)[-len(TINY_TRAIN):] == TINY_TRAIN
