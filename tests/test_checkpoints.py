@@ -24,6 +24,7 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_save_restore_round_trip_onto_another_mesh(tmp_path):
   one = partitioning.PjitPartitioner(devices=jax.devices()[:1])
   state, _ = _state(one)
@@ -65,6 +66,7 @@ def test_an_unfinished_save_is_never_picked_up(tmp_path):
   assert checkpoints.Checkpointer(str(tmp_path)).latest_step() == 3
 
 
+@pytest.mark.slow
 def test_restore_params_resizes_the_text_position_embedding(tmp_path):
   partitioner = partitioning.PjitPartitioner(num_partitions=2)
   short, _ = _state(partitioner, text_length=8)
@@ -169,6 +171,7 @@ def test_a_full_disk_during_save_is_a_clear_error(tmp_path, monkeypatch):
     ckpt.save(state, 3, {})
 
 
+@pytest.mark.slow
 def test_resharding_restore_data_parallel_to_fsdp_model_parallel_and_back(tmp_path):
   """4-device data parallelism -> 2x2 FSDP + model parallel -> back, values identical."""
   data_parallel = partitioning.PjitPartitioner(
@@ -190,6 +193,7 @@ def test_resharding_restore_data_parallel_to_fsdp_model_parallel_and_back(tmp_pa
   _assert_trees_equal((state.params, state.opt_state), (back.params, back.opt_state))
 
 
+@pytest.mark.slow
 def test_params_only_checkpoint_loads_and_initialises_a_stage(tmp_path):
   one = partitioning.PjitPartitioner(devices=jax.devices()[:1])
   state, _ = _state(one)

@@ -29,6 +29,7 @@ def _assert_quiet(stderr: str) -> None:
     assert text not in stderr, stderr
 
 
+@pytest.mark.slow
 def test_plan_prints_no_tensorflow_startup_noise():
   proc = _run("-m", "clipa_t5x.plan", "--gin_file=gin/runs/demo_cpu.gin")
   assert proc.returncode == 0, proc.stderr
@@ -36,6 +37,7 @@ def test_plan_prints_no_tensorflow_startup_noise():
   assert "pretrain" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_command_that_imports_tensorflow_is_quiet_and_keeps_real_errors(tmp_path):
   # eval imports TF (SeqIO); its configuration error must still show, alone.
   proc = _run("-m", "clipa_t5x.eval", "--gin_file=gin/runs/eval_demo.gin",

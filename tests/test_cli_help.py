@@ -171,6 +171,7 @@ def test_installed_console_scripts_run(script):
   assert "example:" in proc.stdout and script in proc.stdout
 
 
+@pytest.mark.slow
 def test_eval_checkpoint_flag_is_the_checkpoint_path(tmp_path):
   # --checkpoint=PATH means --gin.CHECKPOINT_PATH="'PATH'": a missing one is named.
   env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

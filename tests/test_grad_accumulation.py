@@ -44,6 +44,7 @@ def test_trainer_checks_the_microbatch_split():
 
 
 @pytest.mark.parametrize("n_devices", [1, 2])
+@pytest.mark.slow
 def test_sigmoid_accumulated_gradients_equal_the_full_batch(n_devices):
   """The sigmoid loss accumulates exactly too, its ring running over the full batch's features."""
   reference = partitioning.PjitPartitioner(devices=jax.devices()[:1])

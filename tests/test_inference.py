@@ -72,6 +72,7 @@ def predictor():
 
 
 # ------------------------------------------------------------------ images
+@pytest.mark.slow
 def test_encode_images_matches_model(predictor):
   images = _images(7)
   got = predictor.encode_images(images)

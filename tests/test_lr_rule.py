@@ -42,6 +42,7 @@ def _shards(tmp_path):
 @pytest.mark.usefixtures("clean_gin")
 @pytest.mark.parametrize("model_file,name,pretrain_base", [
     ("gin/models/ti8.gin", "Ti/8", 8e-6), ("gin/models/bigg14.gin", "bigG/14", 4e-6)])
+@pytest.mark.slow
 def test_custom_data_gin_works_with_any_model(captured, tmp_path, model_file, name,
                                               pretrain_base):
   gin_utils.parse_gin_flags(["gin/runs/custom_data.gin", model_file], [

@@ -105,6 +105,7 @@ def _check(kwargs, dominant):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow
 def test_estimate_within_20_percent_of_xla(name):
   _check(*CASES[name])
 
@@ -162,6 +163,7 @@ def test_param_layout_matches_the_partitioners_shardings():
   assert not layout.bad_shardings
 
 
+@pytest.mark.slow
 def test_bigg_2d_rules_shard_every_big_kernel_four_ways():
   """bigG on 2x2 fake devices with the recipe's 2-D rules: eval_shape + real shardings."""
   cfg = configs.get_config("bigG/14")

@@ -141,6 +141,7 @@ def _abstract(image_size, text_length):
 
 
 @pytest.mark.parametrize("kind", ["npz", "open_clip", "checkpoint"])
+@pytest.mark.slow
 def test_the_fine_tune_start_embeds_as_the_source(sources, kind):
   """What a stage's init_from restores gives the source's embeddings (text resized 8 -> 32)."""
   ref = {"npz": sources["npz"], "open_clip": sources["open_clip"],

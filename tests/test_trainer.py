@@ -29,6 +29,7 @@ def _run(partitioner, steps, batches, tmp_path, mask_ratio=0.0, name="run", **se
   return state, rows
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss(tmp_path):
   partitioner = partitioning.PjitPartitioner(num_partitions=1)
   state, rows = _run(partitioner, 12, [helpers.random_batch(seed=0)], tmp_path)
@@ -125,6 +126,7 @@ def test_nonfinite_steps_leave_the_state_unchanged_and_are_reported(tmp_path, po
                         nonfinite_policy="ignore")
 
 
+@pytest.mark.slow
 def test_sigmoid_loss_with_lion_trains_on_4_devices_as_on_one(tmp_path):
   """LOSS='sigmoid' + OPTIMIZER='lion' through the trainer: the ring on 4 devices, same run."""
   batches = [helpers.random_batch(seed=s) for s in range(2)]

@@ -92,6 +92,7 @@ def test_unknown_variant_is_refused(gp):
     gp.main(["--smoke", "--variants", "host,warp"])
 
 
+@pytest.mark.slow
 def test_smoke_run_on_cpu(gp, tmp_path):
   out = tmp_path / "profile.json"
   hlo = tmp_path / "step.hlo.txt"

@@ -66,6 +66,7 @@ def test_per_host_batches_shapes_and_cls_first():
   assert batch["image"].std() > 5  # real pictures, not padding
 
 
+@pytest.mark.slow
 def test_hosts_read_disjoint_data_and_seeds_repeat():
   def epoch(shard_id):
     ds = dataset.get_dataset(_cfg(num_epochs=1, shuffle=False, batch_size=4),
@@ -161,6 +162,7 @@ def _rows(cfg, batches, shard_id=0, num_shards=1):
   return [row.tobytes() for _ in range(batches) for row in next(it)["image"]]
 
 
+@pytest.mark.slow
 def test_a_task_marked_in_memory_replays_every_example_once_per_epoch(memory_task):
   assert dataset.is_in_memory(MEMORY_TASK) and not dataset.is_in_memory(TASK)
   cfg = _cfg(mixture_or_task_name=MEMORY_TASK, batch_size=8, seed=1)

@@ -201,6 +201,7 @@ def _dataset(n=6, size=(60, 80)):
       {"image": tf.stack(imgs), "text": tf.constant(["x"] * n)})
 
 
+@pytest.mark.slow
 def test_train_preprocessor_shapes_and_seeded_determinism():
   lengths = {"image": 24, "text": 8}
   run = lambda seed: [ex["image"].numpy() for ex in

@@ -68,6 +68,7 @@ def _batches(name, batch_size=16, seed=0):
   return iterator_state.CheckpointableBatches(dataset.get_dataset(cfg, 0, 1))
 
 
+@pytest.mark.slow
 def test_two_source_counts_match_the_rates_within_sampling_error(two_sources):
   mine, theirs = two_sources
   name = train_data.task({mine: 3, theirs: 7}, text_reduction="syntax")  # rates 30/70
@@ -90,6 +91,7 @@ def test_two_source_counts_match_the_rates_within_sampling_error(two_sources):
   assert "rate  30.0%" in text and mine in text and "examples seen" in text
 
 
+@pytest.mark.slow
 def test_counts_resume_with_the_data_position(two_sources, tmp_path):
   name = train_data.task({two_sources[0]: 1, two_sources[1]: 1})
   reference = _batches(name, seed=3)

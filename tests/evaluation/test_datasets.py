@@ -187,6 +187,7 @@ def _write_shards(root, n, num_files, members):
   return str(root / "eval-*.tar")
 
 
+@pytest.mark.slow
 def test_webdataset_classification_reads_cls(tmp_path):
   pattern = _write_shards(tmp_path, 10, 2, lambda i: {"cls": str(i % 4).encode()})
   (tmp_path / "classes.json").write_text(json.dumps(["a", "b", "c", "d"]))

@@ -73,6 +73,7 @@ def _evaluate(params_host, num_devices, batch_size=8):
   return evaluators.run_evaluators(built, encoders, params)
 
 
+@pytest.mark.slow
 def test_same_numbers_on_1_and_4_devices_and_unsharded_reference(params_host):
   one = _evaluate(params_host, 1)
   four = _evaluate(params_host, 4)

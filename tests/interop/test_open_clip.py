@@ -273,6 +273,7 @@ def test_open_clip_reproduces_our_embeddings(tmp_path, image_size, text_length):
   assert np.max(np.abs(ours_txt[0] - ours_txt[1])) > 1e-2
 
 
+@pytest.mark.slow
 def test_training_matches_open_clip_training_from_the_same_weights():
   """Our Trainer step (loss, gradients, AdamW with CLIPA's decay mask) against
   open_clip's ClipLoss + torch AdamW with open_clip's parameter groups."""
@@ -556,6 +557,7 @@ def test_sigmoid_loss_matches_open_clip_siglip_loss():
     np.testing.assert_allclose(np.asarray(mine), tensor.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigmoid_model_exports_and_imports_its_logit_bias(tmp_path):
   torch, open_clip = torch_required.require_torch()
   config = configs.get_config("Ti/8", loss="sigmoid", init_logit_bias=-7.0)

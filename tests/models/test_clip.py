@@ -34,8 +34,8 @@ def _is_box(x):
   return isinstance(x, nn.LogicallyPartitioned)
 
 
-# Tracing the 32- and 48-block towers takes 10-20 s on a busy CPU.
-_SLOW_TRACE = ("H/14", "bigG/14")
+# Tracing the 24- to 48-block towers takes 5-20 s of CPU each: the full suite traces them.
+_SLOW_TRACE = ("L/14", "H/14", "bigG/14")
 
 
 @pytest.mark.parametrize("name", [
@@ -140,6 +140,7 @@ def test_initial_variables_and_temperature():
   assert params["txt"]["pos_embedding"].shape == (1, 8, 64)
 
 
+@pytest.mark.slow
 def test_loss_fn_is_finite_and_matches_the_loss_of_encoded_features():
   model, variables = _ti()
   params = nn.meta.unbox(variables)["params"]
@@ -154,6 +155,7 @@ def test_loss_fn_is_finite_and_matches_the_loss_of_encoded_features():
   np.testing.assert_allclose(model.eval_fn(params, batch)[0], want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_are_finite_and_reach_every_parameter():
   model, variables = _ti()
   params = nn.meta.unbox(variables)["params"]
@@ -245,6 +247,7 @@ def test_bad_inputs_raise():
 
 
 @pytest.mark.parametrize("impl", ["xla", "chunked", "dot_product_attention"])
+@pytest.mark.slow
 def test_attention_impl_is_plumbed_and_keeps_loss_and_gradients(impl):
   """Both towers take the config's attention_impl; params do not depend on it."""
   _, variables = _ti()

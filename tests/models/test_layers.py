@@ -332,6 +332,7 @@ def test_attention_chunk_size_divides_the_batch_within_the_budget():
 
 
 @pytest.mark.parametrize("impl", ["chunked", "dot_product_attention"])
+@pytest.mark.slow
 def test_encoder_with_each_attention_impl_matches_xla(impl):
   x = _x(shape=(6, L, W))
   ref = layers.Encoder(depth=2, heads=HEADS, mlp_dim=MLP, attention_impl="xla")
@@ -371,6 +372,7 @@ def test_chunked_attention_under_a_mesh_matches(monkeypatch):
 @pytest.mark.parametrize("dtype,atol", [(jnp.float32, 2e-4), (jnp.bfloat16, 8e-2)])
 @pytest.mark.parametrize("options", [{"norm_impl": "pallas"}, {"mlp_impl": "fused_gelu"},
                                      {"norm_impl": "pallas", "mlp_impl": "fused_gelu"}])
+@pytest.mark.slow
 def test_fused_kernel_options_match_the_xla_block(options, dtype, atol):
   """Same parameters, same output and gradients (to the dtype's rounding)."""
   x = jax.random.normal(jax.random.key(0), (2, 5, 48)).astype(dtype)

@@ -129,6 +129,7 @@ def test_eval_task_keeps_balanced_labels(data_dir):
     assert json.load(f) == demo.class_names()
 
 
+@pytest.mark.slow
 def test_mixture_and_syntax_variant_give_batches(data_dir):
   for name in ("demo_shapes_mix", "demo_shapes_syntax"):
     ds = seqio.get_dataset(
