@@ -30,14 +30,21 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 LOSSES = ("softmax", "sigmoid")
 
 
+def _inverse_scaling_module(name: str):
+  """A module of the inverse-scaling study (``experiments/inverse_scaling/<name>.py``)."""
+  key = f"inverse_scaling_{name}"
+  if key not in sys.modules:
+    path = os.path.join(os.path.dirname(_HERE), "inverse_scaling", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+  return sys.modules[key]
+
+
 def _inverse_scaling():
   """The inverse-scaling study's runner: its glyph settings, stages and model config."""
-  path = os.path.join(os.path.dirname(_HERE), "inverse_scaling", "run.py")
-  spec = importlib.util.spec_from_file_location("inverse_scaling_run", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules["inverse_scaling_run"] = module
-  spec.loader.exec_module(module)
-  return module
+  return _inverse_scaling_module("run")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,18 +136,14 @@ def run_one(isr, comparison: Comparison, run: Dict[str, Any], out: str) -> Dict[
   return row
 
 
-# Two-sided 95% quantiles of Student's t by degrees of freedom (n seeds - 1).
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228}
-
-
 def interval95(values: Sequence[float]) -> Optional[Tuple[float, float]]:
   """The 95% t interval of the mean of ``values`` (None with fewer than two)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   v = np.asarray(values, dtype=float)
   if len(v) < 2:
     return None
-  half = _T95.get(len(v) - 1, 1.96) * v.std(ddof=1) / np.sqrt(len(v))
+  t95 = _inverse_scaling_module("compare").t_quantile(len(v) - 1)
+  half = t95 * v.std(ddof=1) / np.sqrt(len(v))
   return float(v.mean() - half), float(v.mean() + half)
 
 
@@ -169,31 +172,33 @@ def paired_differences(rows: Sequence[Dict[str, Any]], batch_size: int,
 
 def tables(rows: Sequence[Dict[str, Any]], comparison: Comparison) -> str:
   """results.md's tables: every (batch, loss) point per seed, and the paired differences."""
-  lines = ["| batch | loss | steps (pre-train + fine-tune) | seeds | top-1 % per seed | "
-           "top-1 % mean ± sd | pre-train top-1 % mean ± sd | pair factor top-1 % mean ± sd |",
-           "|---|---|---|---|---|---|---|---|"]
+  markdown_table = _inverse_scaling_module("plot").markdown_table
+  points = []
   for b in comparison.batch_sizes:
     for loss in LOSSES:
       got = sorted((r for r in rows if r["loss"] == loss and r["batch_size"] == b),
                    key=lambda r: r["seed"])
-      if not got:
-        continue
-      lines.append(
-          f"| {b} | {loss} | {got[0]['pretrain_steps']} + {got[0]['finetune_steps']} | "
-          f"{','.join(str(r['seed']) for r in got)} | {_pct([r['top1'] for r in got])} | "
-          f"{_mean_sd([r['top1'] for r in got])} | "
-          f"{_mean_sd([r['pretrain_top1'] for r in got])} | "
-          f"{_mean_sd([r.get('factor_pair', float('nan')) for r in got])} |")
-  lines += ["", "Sigmoid minus softmax, paired by seed (points of top-1; 95% t interval "
-            "of the mean over seeds):", "",
-            "| batch | seeds | difference per seed | mean | 95% interval |",
-            "|---|---|---|---|---|"]
+      if got:
+        points.append([
+            b, loss, f"{got[0]['pretrain_steps']} + {got[0]['finetune_steps']}",
+            ",".join(str(r["seed"]) for r in got), _pct([r["top1"] for r in got]),
+            _mean_sd([r["top1"] for r in got]), _mean_sd([r["pretrain_top1"] for r in got]),
+            _mean_sd([r.get("factor_pair", float("nan")) for r in got])])
+  differences = []
   for b in comparison.batch_sizes:
     seeds, diffs = paired_differences(rows, b)
     if seeds:
-      lines.append(f"| {b} | {','.join(map(str, seeds))} | "
-                   f"{' / '.join(f'{100 * d:+.1f}' for d in diffs)} | "
-                   f"{100 * sum(diffs) / len(diffs):+.1f} | {_interval(diffs)} |")
+      differences.append([b, ",".join(map(str, seeds)),
+                          " / ".join(f"{100 * d:+.1f}" for d in diffs),
+                          f"{100 * sum(diffs) / len(diffs):+.1f}", _interval(diffs)])
+  lines = markdown_table(
+      ["batch", "loss", "steps (pre-train + fine-tune)", "seeds", "top-1 % per seed",
+       "top-1 % mean ± sd", "pre-train top-1 % mean ± sd", "pair factor top-1 % mean ± sd"],
+      points)
+  lines += ["", "Sigmoid minus softmax, paired by seed (points of top-1; 95% t interval "
+            "of the mean over seeds):", ""]
+  lines += markdown_table(["batch", "seeds", "difference per seed", "mean", "95% interval"],
+                          differences)
   return "\n".join(lines)
 
 
