@@ -12,10 +12,15 @@ the learning rate apply as for AdamW. Its steps are larger per coordinate, so
 it wants a smaller learning rate and a larger decay: the official CLIPA
 bigG/14 Lion recipe uses 8e-8 per 256 examples and decay 2.0
 (``gin/optimizers/lion.gin``).
+
+``learning_rate_multipliers`` scales the whole update of the parameters with
+a given name, e.g. ``{'log_temperature': 10.0, 'logit_bias': 10.0}``: Adam
+moves a parameter by at most about the learning rate per step, which in a
+short run leaves the loss's scalars near their initial values.
 """
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -47,15 +52,47 @@ def learning_rate_schedule(base_learning_rate: float,
       decay_steps=total_steps, end_value=0.0)
 
 
+def _leaf_name(path) -> Optional[str]:
+  """The parameter's own name (its last dict key) from a pytree path."""
+  last = path[-1]
+  # Boxed (LogicallyPartitioned) params end their path in ``.value``.
+  if getattr(last, "name", None) == "value" and len(path) > 1:
+    last = path[-2]
+  return getattr(last, "key", None)
+
+
 def kernel_mask(params: Any) -> Any:
   """``True`` for leaves whose name is ``kernel``: the only ones to decay."""
-  def is_kernel(path, _):
-    last = path[-1]
-    # Boxed (LogicallyPartitioned) params end their path in ``.value``.
-    if getattr(last, "name", None) == "value" and len(path) > 1:
-      last = path[-2]
-    return getattr(last, "key", None) == "kernel"
-  return jax.tree_util.tree_map_with_path(is_kernel, params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
+
+
+def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformation:
+  """Multiplies the updates of the parameters named in ``multipliers`` by their factor.
+
+  A name matches every parameter whose own name (last key) it is, wherever it
+  sits in the tree; other parameters keep their update. ``init`` refuses a
+  name that matches no parameter (a typo would otherwise do nothing).
+  """
+  multipliers = dict(multipliers)
+
+  def factors(tree):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: multipliers.get(_leaf_name(path), 1.0), tree)
+
+  def init_fn(params):
+    names = {_leaf_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
+    missing = sorted(set(multipliers) - names)
+    if missing:
+      raise ValueError(f"learning_rate_multipliers names {missing}, which no parameter is "
+                       f"called; use parameter names such as {sorted(n for n in names if n)[:6]}.")
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, f: u if f == 1.0 else u * jnp.asarray(f, u.dtype),
+                        updates, factors(updates)), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +115,10 @@ class OptimizerConfig:
       (``fused_adamw``: fewer, larger GPU kernels). Its state is laid out
       differently: ``fused_adamw.from_optax_state`` / ``to_optax_state``
       convert checkpoints; data parallel only (the flat state is replicated).
+    learning_rate_multipliers: ``{parameter name: factor}`` scaling the whole
+      update of every parameter with that name (``scale_by_name``), e.g. the
+      sigmoid loss's ``log_temperature`` and ``logit_bias`` in a short run;
+      ``None`` or ``{}``: every parameter at the schedule's rate.
   """
   name: str = "adamw"
   base_learning_rate: float = 8e-6
@@ -89,6 +130,17 @@ class OptimizerConfig:
   mu_dtype: Optional[str] = None
   grad_clip_norm: Optional[float] = None
   fused: bool = False
+  learning_rate_multipliers: Optional[Union[Mapping[str, float], tuple]] = None
+
+  def __post_init__(self):
+    # Kept as sorted (name, factor) pairs so the frozen config stays hashable.
+    given = self.learning_rate_multipliers
+    pairs = tuple(sorted(dict(given or {}).items()))
+    for name, factor in pairs:
+      if not isinstance(name, str) or not isinstance(factor, (int, float)) or factor < 0:
+        raise ValueError(f"learning_rate_multipliers wants {{parameter name: factor >= 0}}, "
+                         f"got {name!r}: {factor!r}")
+    object.__setattr__(self, "learning_rate_multipliers", pairs)
 
 
 def make_optimizer(config: OptimizerConfig, batch_size: int,
@@ -105,6 +157,9 @@ def make_optimizer(config: OptimizerConfig, batch_size: int,
   if config.fused and config.name != "adamw":
     raise ValueError(f"OptimizerConfig.fused is a fused AdamW; it cannot run "
                      f"{config.name!r}: set fused=False or OPTIMIZER='adamw'.")
+  if config.fused and config.learning_rate_multipliers:
+    raise ValueError("OptimizerConfig.fused cannot scale single parameters' rates: set "
+                     "fused=False or learning_rate_multipliers=None.")
   if config.fused:
     return fused_adamw.fused_adamw(
         schedule, b1=config.b1, b2=config.b2, eps=config.eps,
@@ -125,4 +180,6 @@ def make_optimizer(config: OptimizerConfig, batch_size: int,
       optax.add_decayed_weights(config.weight_decay, mask=kernel_mask),
       optax.scale_by_learning_rate(schedule),
   ]
+  if config.learning_rate_multipliers:
+    parts.append(scale_by_name(dict(config.learning_rate_multipliers)))
   return optax.chain(*parts), schedule

@@ -290,3 +290,54 @@ def test_fused_is_adamw_only():
   config = optimizers.OptimizerConfig(name="lion", fused=True)
   with pytest.raises(ValueError, match="fused AdamW; it cannot run 'lion'"):
     optimizers.make_optimizer(config, batch_size=256, total_steps=10)
+
+
+# ----------------------------------------------------- per-parameter multipliers
+def test_multipliers_scale_only_the_named_parameters():
+  params = {"log_temperature": jnp.zeros(()), "logit_bias": jnp.zeros(()),
+            "layer": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
+  grads = {"log_temperature": jnp.asarray(0.3), "logit_bias": jnp.asarray(-2.0),
+           "layer": {"kernel": jnp.full((2, 2), 0.5), "bias": jnp.full(2, 0.1)}}
+  def first_update(multipliers):
+    config = optimizers.OptimizerConfig(base_learning_rate=0.01, weight_decay=0.2,
+                                        learning_rate_multipliers=multipliers)
+    tx, _ = optimizers.make_optimizer(config, batch_size=256, total_steps=10)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return updates
+  plain = first_update(None)
+  scaled = first_update({"log_temperature": 10.0, "logit_bias": 4.0})
+  np.testing.assert_allclose(float(scaled["log_temperature"]),
+                             10.0 * float(plain["log_temperature"]), rtol=1e-6)
+  np.testing.assert_allclose(float(scaled["logit_bias"]), 4.0 * float(plain["logit_bias"]),
+                             rtol=1e-6)
+  assert abs(float(plain["log_temperature"])) > 1e-3  # the scaled updates are not zero
+  for name in ("kernel", "bias"):
+    np.testing.assert_array_equal(np.asarray(scaled["layer"][name]),
+                                  np.asarray(plain["layer"][name]))
+
+
+def test_multipliers_match_boxed_parameters_by_name():
+  box = lambda v: nn.LogicallyPartitioned(v, ())
+  params = {"log_temperature": box(jnp.zeros(())), "head": {"kernel": box(jnp.ones(()))}}
+  tx = optimizers.scale_by_name({"log_temperature": 3.0})
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert float(updates["log_temperature"].value) == 3.0
+  assert float(updates["head"]["kernel"].value) == 1.0
+
+
+def test_multipliers_naming_no_parameter_are_refused():
+  tx = optimizers.scale_by_name({"log_temperatur": 10.0})
+  with pytest.raises(ValueError, match=r"names \['log_temperatur'\], which no parameter"):
+    tx.init({"log_temperature": jnp.zeros(()), "kernel": jnp.zeros(2)})
+
+
+def test_multipliers_config_is_hashable_and_validated():
+  config = optimizers.OptimizerConfig(learning_rate_multipliers={"b": 2.0, "a": 3.0})
+  assert config.learning_rate_multipliers == (("a", 3.0), ("b", 2.0))
+  hash(config)
+  assert optimizers.OptimizerConfig().learning_rate_multipliers == ()
+  with pytest.raises(ValueError, match="factor >= 0"):
+    optimizers.OptimizerConfig(learning_rate_multipliers={"a": -1.0})
+  with pytest.raises(ValueError, match="fused=False or learning_rate_multipliers=None"):
+    optimizers.make_optimizer(
+        optimizers.OptimizerConfig(fused=True, learning_rate_multipliers={"a": 2.0}), 256, 10)
