@@ -367,6 +367,20 @@ class MultiHeadAttention(nn.Module):
     )(y)
 
 
+def _named_dense(features: int, names: Tuple[str, str], kernel_init: Initializer, dtype: Dtype,
+                 name: str) -> nn.Dense:
+  # A Dense with float32 params, its kernel named ``names`` and its bias ``names[1]``.
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name,
+                  kernel_init=boxed(kernel_init, names),
+                  bias_init=boxed(nn.initializers.zeros, names[1:]))
+
+
+def projection_head(out_dim: int, width: int, dtype: Dtype, name: Optional[str] = None) -> nn.Dense:
+  """A tower's bias-free projection ``embed`` → ``proj``, kernel init N(0, width^-1/2)."""
+  return nn.Dense(out_dim, use_bias=False, dtype=dtype, param_dtype=jnp.float32, name=name,
+                  kernel_init=boxed(nn.initializers.normal(stddev=width**-0.5), ("embed", "proj")))
+
+
 class MlpBlock(nn.Module):
   """Dense → GELU (tanh approximation) → Dense.
 
@@ -386,29 +400,15 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the MLP to ``x`` [B, L, W] → [B, L, W]."""
-    width = x.shape[-1]
-    h = nn.Dense(
-        self.mlp_dim,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=boxed(self.in_kernel_init, ("embed", "mlp")),
-        bias_init=boxed(nn.initializers.zeros, ("mlp",)),
-        name="fc_in",
-    )(x)
+    h = _named_dense(self.mlp_dim, ("embed", "mlp"), self.in_kernel_init, self.dtype, "fc_in")(x)
     if resolve_kernel_option("mlp_impl", self.mlp_impl) == "fused_gelu":
       from clipa_t5x.kernels import gelu  # pylint: disable=import-outside-toplevel
       h = gelu.gelu(h)
     else:
       h = nn.gelu(h, approximate=True)
     h = constrain(h, MLP_HIDDEN_AXES)
-    return nn.Dense(
-        width,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=boxed(self.out_kernel_init, ("mlp", "embed")),
-        bias_init=boxed(nn.initializers.zeros, ("embed",)),
-        name="fc_out",
-    )(h)
+    return _named_dense(x.shape[-1], ("mlp", "embed"), self.out_kernel_init, self.dtype,
+                        "fc_out")(h)
 
 
 class PallasLayerNorm(nn.Module):
@@ -533,17 +533,21 @@ class Encoder(nn.Module):
     """Runs the blocks on ``x`` [B, L, W] (no final LayerNorm)."""
     block_cls = remat_block_class(self.remat_policy)
     for i in range(self.depth):
-      x = block_cls(
-          heads=self.heads,
-          mlp_dim=self.mlp_dim,
-          dtype=self.dtype,
-          qkv_kernel_init=self.qkv_kernel_init,
-          attn_out_kernel_init=self.attn_out_kernel_init,
-          mlp_in_kernel_init=self.mlp_in_kernel_init,
-          mlp_out_kernel_init=self.mlp_out_kernel_init,
-          attention_impl=self.attention_impl,
-          norm_impl=self.norm_impl,
-          mlp_impl=self.mlp_impl,
-          name=f"encoderblock_{i}",
-      )(x)
+      x = block_cls(**{f: getattr(self, f) for f in _BLOCK_FIELDS}, name=f"encoderblock_{i}")(x)
     return x
+
+
+# What an Encoder passes to each block, and a tower to its Encoder (with ``depth``).
+_BLOCK_FIELDS = ("heads", "mlp_dim", "dtype", "qkv_kernel_init", "attn_out_kernel_init",
+                 "mlp_in_kernel_init", "mlp_out_kernel_init", "attention_impl", "norm_impl",
+                 "mlp_impl")
+_TOWER_FIELDS = ("depth", "heads", "mlp_dim", "dtype", "remat_policy", "attention_impl",
+                 "norm_impl", "mlp_impl")
+
+
+def tower_encoder(tower: nn.Module, qkv: Initializer, attn_out: Initializer, mlp_in: Initializer,
+                  mlp_out: Initializer, name: Optional[str] = None) -> Encoder:
+  """The ``Encoder`` of a tower module: its sizes and options, these kernel initialisers."""
+  return Encoder(**{f: getattr(tower, f) for f in _TOWER_FIELDS}, qkv_kernel_init=qkv,
+                 attn_out_kernel_init=attn_out, mlp_in_kernel_init=mlp_in,
+                 mlp_out_kernel_init=mlp_out, name=name)

@@ -25,14 +25,8 @@ POS_EMBEDDING = "pos_embedding"
 class TextTransformer(nn.Module):
   """CLIPA text encoder → [B, out_dim] (not L2-normalised).
 
-  Attributes:
-    width, depth, heads, mlp_dim: tower size.
-    vocab_size: rows of the token table.
-    out_dim: output dimension of the projection head.
-    dtype: compute dtype (params are float32).
-    remat_policy: 'none', 'full' or 'dots_saveable'.
-    attention_impl: see ``layers.attention_core``.
-    norm_impl, mlp_impl: see ``layers.EncoderBlock``.
+  Attributes: as ``vit.VisionTransformer``'s, with ``vocab_size`` (rows of the
+  token table) in place of ``patch_size``.
   """
   width: int
   depth: int
@@ -84,29 +78,9 @@ class TextTransformer(nn.Module):
     pos = self.param(POS_EMBEDDING, layers.boxed(normal(stddev=0.01), (None, "length", "embed")),
                      (1, length, w), jnp.float32)
     x = layers.constrain(x + pos.astype(self.dtype), layers.RESIDUAL_AXES)
-    x = layers.Encoder(
-        depth=self.depth,
-        heads=self.heads,
-        mlp_dim=self.mlp_dim,
-        dtype=self.dtype,
-        remat_policy=self.remat_policy,
-        qkv_kernel_init=normal(stddev=attn_std),
-        attn_out_kernel_init=normal(stddev=proj_std),
-        mlp_in_kernel_init=normal(stddev=fc_std),
-        mlp_out_kernel_init=normal(stddev=proj_std),
-        attention_impl=self.attention_impl,
-        norm_impl=self.norm_impl,
-        mlp_impl=self.mlp_impl,
-        name="encoder",
-    )(x)
+    x = layers.tower_encoder(self, normal(stddev=attn_std), normal(stddev=proj_std),
+                             normal(stddev=fc_std), normal(stddev=proj_std), name="encoder")(x)
     x = layers.layer_norm(self.dtype, name="encoder_norm")(x)
     pooled = layers.constrain(x[:, -1], ("batch", "embed"))
-    out = nn.Dense(
-        self.out_dim,
-        use_bias=False,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=layers.boxed(normal(stddev=w**-0.5), ("embed", "proj")),
-        name="head",
-    )(pooled)
+    out = layers.projection_head(self.out_dim, w, self.dtype, name="head")(pooled)
     return layers.constrain(out, ("batch", "proj"))

@@ -275,29 +275,9 @@ class VisionTransformer(nn.Module):
     self.cls = self.param(
         "cls", layers.boxed(nn.initializers.zeros, (None, None, "embed")),
         (1, 1, self.width), jnp.float32)
-    self.encoder = layers.Encoder(
-        depth=self.depth,
-        heads=self.heads,
-        mlp_dim=self.mlp_dim,
-        dtype=self.dtype,
-        remat_policy=self.remat_policy,
-        qkv_kernel_init=xavier,
-        attn_out_kernel_init=xavier,
-        mlp_in_kernel_init=xavier,
-        mlp_out_kernel_init=xavier,
-        attention_impl=self.attention_impl,
-    norm_impl=self.norm_impl,
-    mlp_impl=self.mlp_impl,
-    )
+    self.encoder = layers.tower_encoder(self, xavier, xavier, xavier, xavier)
     self.encoder_norm = layers.layer_norm(self.dtype)
-    self.head = nn.Dense(
-        self.out_dim,
-        use_bias=False,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=layers.boxed(nn.initializers.normal(stddev=self.width**-0.5),
-                                 ("embed", "proj")),
-    )
+    self.head = layers.projection_head(self.out_dim, self.width, self.dtype)
 
   def _check_images(self, images: jax.Array) -> Tuple[int, int]:
     if images.ndim != 4 or images.shape[-1] != 3:
