@@ -222,24 +222,8 @@ class RetrievalEvaluator:
       image_size: image side of the dummy batch a host feeds while other
         hosts still have data (multi-host only).
     """
-    if not name or not isinstance(name, str):
-      raise ValueError(f"name must be a non-empty string, got {name!r}.")
-    if not callable(examples_fn):
-      raise ValueError("examples_fn must be a zero-arg callable returning examples.")
-    text_batch_size = batch_size if text_batch_size is None else text_batch_size
-    batching.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
-                         text_length=text_length, block_size=block_size)
-    zeroshot.check_ks(ks)
-    self.name = name
-    self.examples_fn = examples_fn
-    self.batch_size = int(batch_size)
-    self.text_batch_size = int(text_batch_size)
-    self.text_length = int(text_length)
-    self.text_reduction = text_reduction
-    self.num_examples = num_examples
-    self.ks = tuple(int(k) for k in ks)
-    self.block_size = int(block_size)
-    self.image_size = image_size
+    zeroshot.set_settings(self, name, examples_fn, batch_size, text_batch_size, text_length,
+                          text_reduction, num_examples, ks, image_size, block_size=block_size)
 
   def image_batches(self) -> Iterator[Tuple[np.ndarray, List[List[str]]]]:
     """Yields ``(images [b, H, W, 3], captions per image)``, b <= batch_size, unpadded."""

@@ -276,6 +276,30 @@ def check_ks(ks: Sequence[int]) -> None:
     raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
 
 
+def set_settings(evaluator: Any, name: str, examples_fn: Callable[[], Iterable[Any]],
+                 batch_size: int, text_batch_size: Optional[int], text_length: int,
+                 text_reduction: str, num_examples: Optional[int], ks: Sequence[int],
+                 image_size: Optional[int], hint: str = "", **sizes: int) -> None:
+  """Checks and sets on ``evaluator`` the settings that ``ZeroShotClassifier`` and
+  ``retrieval.RetrievalEvaluator`` share (see their ``__init__``); ``sizes``: more
+  positive ints to check and set."""
+  if not name or not isinstance(name, str):
+    raise ValueError(f"name must be a non-empty string, got {name!r}.")
+  if not callable(examples_fn):
+    raise ValueError(f"examples_fn must be a zero-arg callable returning examples{hint}.")
+  text_batch_size = batch_size if text_batch_size is None else text_batch_size
+  batching.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
+                       text_length=text_length, **sizes)
+  check_ks(ks)
+  evaluator.name, evaluator.examples_fn = name, examples_fn
+  evaluator.batch_size, evaluator.text_batch_size = int(batch_size), int(text_batch_size)
+  evaluator.text_length, evaluator.text_reduction = int(text_length), text_reduction
+  evaluator.num_examples, evaluator.ks = num_examples, tuple(int(k) for k in ks)
+  evaluator.image_size = image_size
+  for key, value in sizes.items():
+    setattr(evaluator, key, int(value))
+
+
 class ZeroShotClassifier:
   """Zero-shot top-k accuracy of an image-text model on one labelled image set.
 
@@ -326,34 +350,18 @@ class ZeroShotClassifier:
       image_size: image side of the dummy batch a host feeds while other
         hosts still have data (multi-host only).
     """
-    if not name or not isinstance(name, str):
-      raise ValueError(f"name must be a non-empty string, got {name!r}.")
-    if not callable(examples_fn):
-      raise ValueError(
-          "examples_fn must be a zero-arg callable returning examples; wrap a tf.data "
-          "dataset with examples_from_tf_dataset().")
+    set_settings(self, name, examples_fn, batch_size, text_batch_size, text_length,
+                 text_reduction, num_examples, ks, image_size,
+                 hint="; wrap a tf.data dataset with examples_from_tf_dataset()")
     if isinstance(templates, str) or not templates:
       raise ValueError(f"templates must be a non-empty list of strings, got {templates!r}.")
     for template in templates:
       fill_template(template, "x")  # fail now on a template without placeholder
     if not callable(class_names):
       self._check_class_names(class_names)
-    text_batch_size = batch_size if text_batch_size is None else text_batch_size
-    batching.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
-                         text_length=text_length)
-    check_ks(ks)
-    self.name = name
-    self.examples_fn = examples_fn
     self.class_names = class_names
     self.templates = list(templates)
-    self.batch_size = int(batch_size)
-    self.text_batch_size = int(text_batch_size)
-    self.text_length = int(text_length)
-    self.text_reduction = text_reduction
-    self.num_examples = num_examples
-    self.ks = tuple(int(k) for k in ks)
     self.factors = factors
-    self.image_size = image_size
 
   @staticmethod
   def _check_class_names(class_names: Any) -> List[str]:
