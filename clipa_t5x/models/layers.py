@@ -10,6 +10,7 @@ Numerics: parameters are float32; matmuls run in the module ``dtype``; the
 attention softmax and LayerNorm statistics are always float32.
 """
 
+import dataclasses
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -432,13 +433,8 @@ class PallasLayerNorm(nn.Module):
     return pallas_ln.add_layer_norm(x, y, scale, bias, self.epsilon, dtype)
 
 
-class EncoderBlock(nn.Module):
-  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)). No dropout.
-
-  ``norm_impl='pallas'`` runs both LayerNorms as Pallas kernels, the first
-  residual add fused into the second; ``mlp_impl`` picks the MLP's GELU.
-  Parameters are the same whatever the options.
-  """
+class BlockSettings(nn.Module):
+  """The attributes of ``EncoderBlock``, which an ``Encoder`` passes to each of its blocks."""
   heads: int
   mlp_dim: int
   dtype: Dtype = jnp.float32
@@ -449,6 +445,15 @@ class EncoderBlock(nn.Module):
   attention_impl: str = "auto"
   norm_impl: str = "xla"
   mlp_impl: str = "xla"
+
+
+class EncoderBlock(BlockSettings):
+  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)). No dropout.
+
+  ``norm_impl='pallas'`` runs both LayerNorms as Pallas kernels, the first
+  residual add fused into the second; ``mlp_impl`` picks the MLP's GELU.
+  Parameters are the same whatever the options.
+  """
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -504,29 +509,18 @@ def remat_block_class(remat_policy: str) -> type:
   raise ValueError(f"Unknown remat_policy {remat_policy!r}; use one of {REMAT_POLICIES}.")
 
 
-class Encoder(nn.Module):
+class Encoder(BlockSettings, kw_only=True):
   """A stack of ``depth`` pre-LN blocks (a plain Python loop, no scan).
 
   Attributes:
-    depth, heads, mlp_dim: tower size.
-    dtype: compute dtype.
+    depth: number of blocks.
     remat_policy: see ``remat_block_class``.
-    *_kernel_init: kernel initialisers passed to every block.
-    attention_impl: see ``attention_core``.
-    norm_impl, mlp_impl: see ``EncoderBlock``.
+    the rest: ``BlockSettings``, passed to every block (the ``*_kernel_init``
+      kernel initialisers; ``attention_impl``: see ``attention_core``;
+      ``norm_impl``, ``mlp_impl``: see ``EncoderBlock``).
   """
   depth: int
-  heads: int
-  mlp_dim: int
-  dtype: Dtype = jnp.float32
   remat_policy: str = "none"
-  qkv_kernel_init: Initializer = nn.initializers.xavier_uniform()
-  attn_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
-  mlp_in_kernel_init: Initializer = nn.initializers.xavier_uniform()
-  mlp_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
-  attention_impl: str = "auto"
-  norm_impl: str = "xla"
-  mlp_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -537,17 +531,39 @@ class Encoder(nn.Module):
     return x
 
 
-# What an Encoder passes to each block, and a tower to its Encoder (with ``depth``).
-_BLOCK_FIELDS = ("heads", "mlp_dim", "dtype", "qkv_kernel_init", "attn_out_kernel_init",
-                 "mlp_in_kernel_init", "mlp_out_kernel_init", "attention_impl", "norm_impl",
-                 "mlp_impl")
+_BLOCK_FIELDS = tuple(f.name for f in dataclasses.fields(BlockSettings)
+                      if f.name not in ("parent", "name"))
+# What a tower passes to its Encoder.
 _TOWER_FIELDS = ("depth", "heads", "mlp_dim", "dtype", "remat_policy", "attention_impl",
                  "norm_impl", "mlp_impl")
 
 
-def tower_encoder(tower: nn.Module, qkv: Initializer, attn_out: Initializer, mlp_in: Initializer,
+class Tower(nn.Module):
+  """The attributes the image and the text tower share.
+
+  Attributes:
+    width, depth, heads, mlp_dim: tower size.
+    out_dim: output dimension of the projection head.
+    dtype: compute dtype (params are float32).
+    remat_policy: 'none', 'full' or 'dots_saveable'.
+    attention_impl: see ``attention_core``.
+    norm_impl, mlp_impl: see ``EncoderBlock``.
+  """
+  width: int
+  depth: int
+  heads: int
+  mlp_dim: int
+  out_dim: int
+  dtype: Any = jnp.float32
+  remat_policy: str = "none"
+  attention_impl: str = "auto"
+  norm_impl: str = "auto"
+  mlp_impl: str = "auto"
+
+
+def tower_encoder(tower: Tower, qkv: Initializer, attn_out: Initializer, mlp_in: Initializer,
                   mlp_out: Initializer, name: Optional[str] = None) -> Encoder:
-  """The ``Encoder`` of a tower module: its sizes and options, these kernel initialisers."""
+  """The ``Encoder`` of a tower: its sizes and options, these kernel initialisers."""
   return Encoder(**{f: getattr(tower, f) for f in _TOWER_FIELDS}, qkv_kernel_init=qkv,
                  attn_out_kernel_init=attn_out, mlp_in_kernel_init=mlp_in,
                  mlp_out_kernel_init=mlp_out, name=name)

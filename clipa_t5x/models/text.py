@@ -8,8 +8,6 @@ attended), a final LayerNorm on all tokens, pooling at the **last position**
 ``x[:, -1]`` and a bias-free projection head.
 """
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,23 +20,12 @@ INIT_DEPTH = 12
 POS_EMBEDDING = "pos_embedding"
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(layers.Tower, kw_only=True):
   """CLIPA text encoder → [B, out_dim] (not L2-normalised).
 
-  Attributes: as ``vit.VisionTransformer``'s, with ``vocab_size`` (rows of the
-  token table) in place of ``patch_size``.
+  Attributes: ``layers.Tower``'s, and ``vocab_size``: rows of the token table.
   """
-  width: int
-  depth: int
-  heads: int
-  mlp_dim: int
   vocab_size: int
-  out_dim: int
-  dtype: Any = jnp.float32
-  remat_policy: str = "none"
-  attention_impl: str = "auto"
-  norm_impl: str = "auto"
-  mlp_impl: str = "auto"
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:

@@ -244,29 +244,12 @@ class PatchEmbedding(nn.Module):
     return jnp.einsum("bkd,dw->bkw", patches.astype(self.dtype), kernel)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(layers.Tower, kw_only=True):
   """CLIPA ViT image encoder → [B, out_dim] (not L2-normalised).
 
-  Attributes:
-    width, depth, heads, mlp_dim: tower size.
-    patch_size: square patch size.
-    out_dim: output dimension of the projection head.
-    dtype: compute dtype (params are float32).
-    remat_policy: 'none', 'full' or 'dots_saveable'.
-    attention_impl: see ``layers.attention_core``.
-    norm_impl, mlp_impl: see ``layers.EncoderBlock``.
+  Attributes: ``layers.Tower``'s, and ``patch_size``: square patch size.
   """
-  width: int
-  depth: int
-  heads: int
-  mlp_dim: int
   patch_size: int
-  out_dim: int
-  dtype: Any = jnp.float32
-  remat_policy: str = "none"
-  attention_impl: str = "auto"
-  norm_impl: str = "auto"
-  mlp_impl: str = "auto"
 
   def setup(self):
     xavier = nn.initializers.xavier_uniform()
