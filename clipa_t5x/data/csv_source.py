@@ -76,10 +76,8 @@ class CsvSource(ShardedFileSource):
     if image_column == caption_column:
       raise ValueError(f"image_column and caption_column are both "
                        f"{image_column!r}; name two different columns.")
-    super().__init__(split_to_filepattern, file_kind="CSV",
-                     num_input_examples=num_input_examples,
-                     cycle_length=cycle_length,
-                     caching_permitted=caching_permitted)
+    super().__init__(split_to_filepattern, "CSV", num_input_examples, cycle_length,
+                     caching_permitted)
     self._image_column, self._caption_column = image_column, caption_column
     self._delimiter = delimiter
     self._root = image_root.rstrip("/") + "/" if image_root else ""

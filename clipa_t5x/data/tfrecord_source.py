@@ -112,10 +112,8 @@ class TFRecordSource(ShardedFileSource):
     if not all(names) or len(set(names)) != 3:
       raise ValueError(f"caption_key, image_key and key_key must be distinct "
                        f"feature names, got {names}.")
-    super().__init__(split_to_filepattern, file_kind="TFRecord",
-                     num_input_examples=num_input_examples,
-                     cycle_length=cycle_length,
-                     caching_permitted=caching_permitted)
+    super().__init__(split_to_filepattern, "TFRecord", num_input_examples, cycle_length,
+                     caching_permitted)
     self._caption_key, self._image_key, self._key_key = names
 
   def _read_file(self, path: tf.Tensor, split: str) -> tf.data.Dataset:
