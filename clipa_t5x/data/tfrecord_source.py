@@ -98,15 +98,13 @@ class TFRecordSource(ShardedFileSource):
     """Creates the source.
 
     Args:
-      split_to_filepattern: split -> glob pattern(s) of its TFRecord files,
-        or a zero-argument callable returning them (resolved lazily).
+      split_to_filepattern, num_input_examples, cycle_length,
+        caching_permitted: as ``ShardedFileSource``'s (the files: TFRecord;
+        each read whole, held in memory while read).
       caption_key: bytes feature holding the caption.
       image_key: bytes feature holding the encoded image.
       key_key: bytes feature holding the sample key; records without one get
         ``FILENAME:INDEX``.
-      num_input_examples: optional split -> number of examples.
-      cycle_length: files read (and held in memory) concurrently.
-      caching_permitted: whether SeqIO may cache this source.
     """
     names = (caption_key, image_key, key_key)
     if not all(names) or len(set(names)) != 3:
