@@ -107,8 +107,7 @@ def grid_keep_indices(rng: jax.Array, batch: int, grid_h: int, grid_w: int) -> j
   """Keeps one patch per 2×2 window, at one random offset per sample (ratio 0.75).
 
   Args:
-    rng: PRNG key.
-    batch: number of samples.
+    rng, batch: as ``random_keep_indices``.
     grid_h, grid_w: patch grid; both must be even.
 
   Returns:
@@ -145,8 +144,7 @@ def block_keep_indices(rng: jax.Array, batch: int, grid_h: int, grid_w: int,
   """Keeps one contiguous block of ``num_kept`` patches at a random position.
 
   Args:
-    rng: PRNG key.
-    batch: number of samples.
+    rng, batch: as ``random_keep_indices``.
     grid_h, grid_w: patch grid.
     mask_ratio: fraction dropped; K = floor(N·(1−ratio)) patches are kept, laid
       out as in ``block_shape``.
@@ -193,10 +191,7 @@ def mask_patches(tokens: jax.Array, rng: jax.Array, *, grid_hw: Tuple[int, int],
 
   Args:
     tokens: patch tokens, position embedding already added, row-major.
-    rng: PRNG key; each sample draws its own mask.
-    grid_hw: (rows, columns) of the patch grid, rows·columns = N.
-    mask_ratio: fraction dropped; 'grid' requires 0.75.
-    mask_type: 'random', 'grid' or 'block'.
+    rng, grid_hw, mask_ratio, mask_type: as ``keep_indices`` (rows·columns = N).
 
   Returns:
     The kept tokens.
