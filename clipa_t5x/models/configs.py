@@ -79,13 +79,10 @@ class ClipaConfig:
     dtype: compute dtype name ('float32', 'bfloat16' or 'float16'); parameters
       are always float32.
     remat_policy: per-block rematerialisation: 'none', 'full' or 'dots_saveable'.
-    attention_impl: how both towers compute attention: 'auto' (per platform
-      at trace time: 'chunked' on CPU, 'dot_product_attention' on GPU),
-      'xla' (plain einsums), 'chunked' (batch chunks under jax.checkpoint,
-      fastest on CPU), 'dot_product_attention' (jax.nn.dot_product_attention,
-      cuDNN flash attention on GPU for bf16/fp16, else its XLA form) or
-      'cudnn' (cuDNN only, no fallback). Numerics agree up to float rounding;
-      parameters and checkpoints do not depend on it.
+    attention_impl: how both towers compute attention, one of
+      ``ATTENTION_IMPLS`` (each described at ``layers.attention_core``; 'auto':
+      'chunked' on CPU, 'dot_product_attention' on GPU). Numerics agree up to
+      float rounding; parameters and checkpoints do not depend on it.
     loss: the contrastive loss the model trains with, 'softmax' (CLIP/CLIPA)
       or 'sigmoid' (SigLIP). It decides the scalar parameters: 'sigmoid' adds
       a learnable ``logit_bias`` beside ``log_temperature``.
