@@ -312,21 +312,12 @@ class ZeroShotClassifier:
   so e.g. a 3-class set reports only ``top1``.
   """
 
-  def __init__(
-      self,
-      name: str,
-      examples_fn: Callable[[], Iterable[Dict[str, Any]]],
-      class_names: Union[Sequence[str], Callable[[], Sequence[str]]],
-      templates: Sequence[str],
-      batch_size: int = 256,
-      text_length: int = 32,
-      text_reduction: str = "truncate",
-      num_examples: Optional[int] = None,
-      ks: Sequence[int] = (1, 5),
-      text_batch_size: Optional[int] = None,
-      factors: Any = None,
-      image_size: Optional[int] = None,
-  ):
+  def __init__(self, name: str, examples_fn: Callable[[], Iterable[Dict[str, Any]]],
+               class_names: Union[Sequence[str], Callable[[], Sequence[str]]],
+               templates: Sequence[str], batch_size: int = 256, text_length: int = 32,
+               text_reduction: str = "truncate", num_examples: Optional[int] = None,
+               ks: Sequence[int] = (1, 5), text_batch_size: Optional[int] = None,
+               factors: Any = None, image_size: Optional[int] = None):
     """Configures the evaluator; nothing is read or encoded until ``evaluate``.
 
     Args:
@@ -338,8 +329,7 @@ class ZeroShotClassifier:
         (resolved at each ``evaluate``, e.g. to read a file written later).
       templates: prompt templates with ``{c}`` (or ``{}``) for the class name.
       batch_size: rows of every ``encode_images`` call (per host).
-      text_length: token length passed to ``tokenize``.
-      text_reduction: text reduction method passed to ``tokenize``.
+      text_length, text_reduction: as ``embed_classes``'s.
       num_examples: evaluate only the first this many examples (all if None).
       ks: the top-k values to report.
       text_batch_size: rows of every ``encode_texts`` call (``batch_size`` if None).
@@ -397,19 +387,14 @@ class ZeroShotClassifier:
                          f"({num_classes}), got shape {v.shape}.")
     return table
 
-  def evaluate(
-      self,
-      encode_images: EncodeFn,
-      encode_texts: EncodeFn,
-      tokenize: Optional[TokenizeFn] = None,
-  ) -> Dict[str, float]:
+  def evaluate(self, encode_images: EncodeFn, encode_texts: EncodeFn,
+               tokenize: Optional[TokenizeFn] = None) -> Dict[str, float]:
     """Computes zero-shot top-k accuracy over all (or ``num_examples``) examples.
 
     Args:
       encode_images: uint8 [batch_size, H, W, 3] -> [batch_size, D].
       encode_texts: int32 [text_batch_size, text_length] -> [text_batch_size, D].
-      tokenize: ``(texts, length, method) -> int32 [N, length]``; defaults to
-        ``clipa_t5x.data.text_reduction.tokenize_texts``.
+      tokenize: as ``embed_classes``'s.
 
     Returns:
       ``{f'{name}/top{k}': accuracy for each reported k,
