@@ -1,14 +1,10 @@
 r"""The inverse-scaling study's numbers, from run.py's rows: points, noise and the tests.
 
-Every function returns data (means, intervals, verdicts); ``plot.py`` turns it
-into ``results.md``'s tables and the figures, and the study's README reads it.
-
-Noise: the seed standard deviation pooled over the points with two or more
-seeds gives a difference of two means a Student-t interval. Seeds of a small
-model can spread far more than a large one's, so each comparison also gets a
-Welch interval (each point's own seed variance), and the headline a rank test
-(seeds that stall or learn form two clusters, which a standard deviation
-describes badly).
+Every function returns data (means, intervals, verdicts); ``plot.py`` writes it as
+``results.md``'s tables and the figures. A difference of two means gets a Student-t
+interval from the seed SD pooled over the points, and a Welch interval from each point's
+own seed variance (a small model's seeds can spread far more than a large one's); the
+headline also a rank test (seeds that stall or learn form two clusters).
 """
 
 import math
@@ -19,13 +15,10 @@ from scipy import stats
 
 Row = Dict[str, Any]
 _METRICS = ("top1", "top5", "pretrain_top1", "pretrain_top5", "wall_seconds", "cpu_seconds")
-# Per-run fields that differ between the seeds of one point.
-_PER_RUN = ("seed", "run_id", "pretrain_seconds", "finetune_seconds")
-# run.py's settings (its AXES), in table order.
-AXES = ("full", "image", "mask", "text", "both", "fullres")
+_PER_RUN = ("seed", "run_id", "pretrain_seconds", "finetune_seconds")  # differ between seeds
+AXES = ("full", "image", "mask", "text", "both", "fullres")  # run.py's settings, table order
 # Verdict words when the interval excludes zero above / below, or includes it.
-_SIZE = ("shrinks", "grows", "no difference")
-_WIN_LOSS = ("win", "loss", "tie")
+_SIZE, _WIN_LOSS = ("shrinks", "grows", "no difference"), ("win", "loss", "tie")
 _MASKING = ("masking", "resizing", "tie")
 
 
@@ -36,14 +29,10 @@ def factor_names(rows: Sequence[Row]) -> List[str]:
 
 
 def aggregate(rows: Sequence[Row]) -> List[Row]:
-  """One row per point (width x token setting) of run.py's rows: metrics over the seeds.
-
-  Sorted by width, setting and descending tokens; with ``seeds``, ``n`` and per
-  metric its mean (``<metric>``), ``_n``, ``_min``, ``_max`` and, with two or
-  more seeds, ``_sd`` and ``_spread`` (max - min).
-  """
+  """One row per point (width x token setting): ``seeds``, ``n`` and per metric its mean
+  over the seeds, ``_n``, ``_min``, ``_max`` and (two or more seeds) ``_sd``, ``_spread``."""
   metrics = _METRICS + tuple(p + name for p in ("factor_", "pretrain_factor_")
-                            for name in factor_names(rows))
+                             for name in factor_names(rows))
   groups: Dict[str, List[Row]] = {}
   for row in rows:
     groups.setdefault(row["point_id"], []).append(row)
@@ -66,11 +55,8 @@ def aggregate(rows: Sequence[Row]) -> List[Row]:
 
 
 def pooled_sd(rows: Sequence[Row], metric: str = "top1") -> Tuple[Optional[float], int]:
-  """Seed standard deviation of ``metric`` pooled over points, and its degrees of freedom.
-
-  Every point with two or more seeds contributes its squared deviations from
-  its own mean; None (0 dof) when no point has two seeds.
-  """
+  """Seed SD of ``metric`` pooled over the points with two or more seeds, and its dof
+  ((None, 0) when there is none)."""
   groups: Dict[str, List[float]] = {}
   for row in rows:
     if row.get(metric) is not None:
@@ -93,18 +79,15 @@ class Noise:
     self.t = t_quantile(self.dof) if self.dof else None
 
   def half_width(self, *counts: int) -> Optional[float]:
-    """Half-width of the interval of a sum/difference of means over ``counts`` seeds each."""
+    """Half-width for a sum/difference of means over ``counts`` seeds each (None: unknown)."""
     if self.sd is None or not all(counts):
       return None
     return self.t * self.sd * math.sqrt(sum(1.0 / n for n in counts))
 
 
 def welch_interval(terms: Sequence[Tuple[float, int]]) -> Optional[Tuple[float, float]]:
-  """95% half-width and Welch-Satterthwaite dof of a sum/difference of independent means.
-
-  ``terms``: per mean, (its variance = seed variance / seeds, its seed dof).
-  None when every seed variance is zero (no spread to judge by).
-  """
+  """95% half-width and Welch-Satterthwaite dof of a sum/difference of independent means;
+  ``terms``: per mean (seed variance / seeds, seed dof). None without any spread."""
   variance = sum(v for v, _ in terms)
   if variance <= 0:
     return None
@@ -113,37 +96,34 @@ def welch_interval(terms: Sequence[Tuple[float, int]]) -> Optional[Tuple[float, 
 
 
 def _welch_terms(points: Sequence[Row], metric: str) -> Optional[List[Tuple[float, int]]]:
-  """``welch_interval``'s terms of aggregated points; None if one has fewer than 2 seeds."""
   if any(f"{metric}_sd" not in p for p in points):
-    return None
+    return None  # a point with one seed has no variance of its own
   return [(p[f"{metric}_sd"] ** 2 / p[f"{metric}_n"], p[f"{metric}_n"] - 1) for p in points]
 
 
 def _verdict(difference: float, ci: Optional[float], words: Sequence[str]) -> Optional[str]:
-  """``words[0]`` / ``words[1]`` when the interval excludes zero above / below, else
-  ``words[2]``; None when the interval is unknown."""
   if ci is None:
     return None
   return words[0] if difference > ci else words[1] if difference < -ci else words[2]
 
 
 def _welch(terms: Optional[Sequence[Tuple[float, int]]], difference: float,
-           words: Sequence[str]) -> Optional[Dict[str, Any]]:
-  """``{'ci', 'dof', 'verdict'}`` of ``difference`` by its Welch interval, or None."""
+           words: Sequence[str]) -> Optional[Row]:
   interval = welch_interval(terms) if terms else None
-  if interval is None:
-    return None
-  return {"ci": interval[0], "dof": interval[1],
-          "verdict": _verdict(difference, interval[0], words)}
+  return None if interval is None else {"ci": interval[0], "dof": interval[1],
+                                        "verdict": _verdict(difference, interval[0], words)}
 
 
-def rank_test(a: Sequence[float], b: Sequence[float]) -> Optional[Dict[str, Any]]:
-  """Two-sided Mann-Whitney test of ``a`` against ``b`` (seeds of two arms).
+def _difference(a: Row, b: Row, noise: Noise, words: Sequence[str]) -> Row:
+  """Top-1 of point ``a`` minus ``b``: 'difference', 'ci' (pooled), 'verdict', 'welch'."""
+  diff, ci = a["top1"] - b["top1"], noise.half_width(a["top1_n"], b["top1_n"])
+  return {"difference": diff, "ci": ci, "verdict": _verdict(diff, ci, words),
+          "welch": _welch(_welch_terms((a, b), "top1"), diff, words)}
 
-  How often a seed of one arm beats a seed of the other, for arms whose seeds
-  stall or learn. ``{'p', 'wins', 'pairs'}`` (p exact without ties; a tie
-  counts half a win), or None with fewer than 2 seeds an arm.
-  """
+
+def rank_test(a: Sequence[float], b: Sequence[float]) -> Optional[Row]:
+  """Two-sided Mann-Whitney test of two arms' seeds: ``{'p', 'wins', 'pairs'}`` (exact p
+  without ties; a tie is half a win), None with fewer than 2 seeds an arm."""
   if len(a) < 2 or len(b) < 2:
     return None
   result = stats.mannwhitneyu(a, b, alternative="two-sided")
@@ -152,13 +132,8 @@ def rank_test(a: Sequence[float], b: Sequence[float]) -> Optional[Dict[str, Any]
 
 # ------------------------------------------------------------ the tests
 def drops(rows: Sequence[Row], metric: str = "top1") -> List[Row]:
-  """Accuracy lost against each width's full-token run, per reduced setting.
-
-  Rows ``{'width', 'axis', 'image_tokens', 'text_tokens', 'drop' (full-token
-  minus this setting's mean), 'ci' (95%, None without seed repeats), 'n',
-  'welch_terms' (for ``welch_interval``), 'compute_ratio'}``; the
-  full-resolution baseline is left out.
-  """
+  """Per reduced setting, ``'drop'``: its width's full-token mean minus its own, with
+  ``'ci'`` (pooled 95%), ``'n'``, ``'welch_terms'`` and ``'compute_ratio'``."""
   agg, noise = aggregate(rows), Noise(rows, metric)
   full = {r["width"]: r for r in agg if r["axis"] == "full" and r[metric] is not None}
   out = []
@@ -176,14 +151,11 @@ def drops(rows: Sequence[Row], metric: str = "top1") -> List[Row]:
 
 
 def trend(by_width: Dict[int, Row], noise: Noise) -> Row:
-  """Does the drop (one reduced setting; width -> ``drops`` row) shrink with width?
+  """Does the drop of one setting (width -> ``drops`` row) shrink from smallest to largest width?
 
-  ``{'verdict', 'difference', 'ci', 'monotone', 'costs', 'welch'}``, smallest
-  against largest width: 'shrinks' / 'grows' beyond the 95% interval, 'no
-  difference', 'no cost' (no width loses beyond its interval: nothing to
-  shrink) or 'unknown' (one width, no seed repeats). ``monotone``: every wider
-  model's drop is below the next narrower one's; ``welch``: the test with each
-  point's own seed variance.
+  ``'verdict'``: 'shrinks' / 'grows' beyond the 95% interval, 'no difference', 'no cost'
+  (no width loses beyond its interval) or 'unknown'; also ``'difference'``, ``'ci'``,
+  ``'costs'``, ``'monotone'`` (every wider model drops less) and ``'welch'``.
   """
   widths = sorted(by_width)
   if len(widths) < 2:
@@ -194,12 +166,7 @@ def trend(by_width: Dict[int, Row], noise: Noise) -> Row:
   ci = noise.half_width(*small["n"], *large["n"])
   values = [by_width[w]["drop"] for w in widths]
   costs = any(d["ci"] is None or d["drop"] > d["ci"] for d in by_width.values())
-  if ci is None:
-    verdict = "unknown"
-  elif not costs:
-    verdict = "no cost"
-  else:
-    verdict = _verdict(difference, ci, _SIZE)
+  verdict = "unknown" if ci is None else _verdict(difference, ci, _SIZE) if costs else "no cost"
   terms = (small["welch_terms"] + large["welch_terms"]
            if small.get("welch_terms") and large.get("welch_terms") else None)
   return {"verdict": verdict, "difference": difference, "ci": ci, "costs": costs,
@@ -208,12 +175,9 @@ def trend(by_width: Dict[int, Row], noise: Noise) -> Row:
 
 
 def size_trends(rows: Sequence[Row], metric: str = "top1") -> List[Row]:
-  """Does the loss from fewer image tokens (resizing) shrink with model size?
-
-  For every reduced image-token count, largest first: the smallest width
-  against the largest (``trend``), then, with three or more widths, each size
-  step; each ``trend`` result with ``'image_tokens'`` and ``'widths'`` added.
-  """
+  """``trend`` of resizing per reduced image-token count (largest first): smallest width
+  against largest, then each size step (three or more widths); with ``'image_tokens'``,
+  ``'widths'``."""
   noise = Noise(rows, metric)
   image = [d for d in drops(rows, metric) if d["axis"] == "image"]
   out = []
@@ -228,11 +192,8 @@ def size_trends(rows: Sequence[Row], metric: str = "top1") -> List[Row]:
 
 
 def masking_pairs(rows: Sequence[Row]) -> List[Row]:
-  """Random masking against resizing at the same image and text tokens, per width.
-
-  ``{'width', 'masked', 'resized', 'difference' (masked - resized top-1), 'ci',
-  'verdict'}``: 'masking' / 'resizing' better beyond the noise, 'tie', or None.
-  """
+  """Random masking against resizing at the same tokens, per width: ``'masked'``,
+  ``'resized'`` and their ``_difference``."""
   agg, noise = aggregate(rows), Noise(rows)
   out = []
   for m in (r for r in agg if r["axis"] == "mask" and r["top1"] is not None):
@@ -240,20 +201,14 @@ def masking_pairs(rows: Sequence[Row]) -> List[Row]:
                and r["image_tokens"] == m["image_tokens"] and r["text_tokens"] == m["text_tokens"]
                and r["top1"] is not None]
     if resized:
-      diff, ci = m["top1"] - resized[0]["top1"], noise.half_width(m["top1_n"], resized[0]["top1_n"])
-      out.append({"width": m["width"], "masked": m, "resized": resized[0], "difference": diff,
-                  "ci": ci, "verdict": _verdict(diff, ci, _MASKING)})
+      out.append({"width": m["width"], "masked": m, "resized": resized[0],
+                  **_difference(m, resized[0], noise, _MASKING)})
   return out
 
 
 def headline_pairs(rows: Sequence[Row]) -> List[Row]:
-  """Per headline width: the CLIPA schedule and its compute-matched full-resolution run.
-
-  ``{'width', 'schedule', 'fullres'`` (``aggregate`` rows), ``'difference'``
-  (schedule minus full-resolution top-1), ``'ci'`` (pooled 95%), ``'verdict'``
-  ('win' / 'loss' / 'tie'; None: unknown noise), ``'welch'`` and ``'rank'``
-  (None with fewer than 2 seeds an arm)``}``.
-  """
+  """Per width, the CLIPA schedule against its compute-matched full-resolution run:
+  ``'schedule'``, ``'fullres'``, their ``_difference`` (win / loss / tie) and ``'rank'``."""
   agg, noise = aggregate(rows), Noise(rows)
   pairs = []
   for base in (r for r in agg if r["axis"] == "fullres" and r["top1"] is not None):
@@ -263,14 +218,10 @@ def headline_pairs(rows: Sequence[Row]) -> List[Row]:
       continue
     # The schedule is the fewest-token run; prefer CLIPA's own recipe (both reduced).
     sched = min(schedule, key=lambda r: (r["axis"] != "both", r["total_flops"]))
-    diff = sched["top1"] - base["top1"]
-    ci = noise.half_width(sched["top1_n"], base["top1_n"])
     seeds = [[r["top1"] for r in rows if r["point_id"] == p["point_id"]
               and r.get("top1") is not None] for p in (sched, base)]
     pairs.append({"width": base["width"], "schedule": sched, "fullres": base,
-                  "difference": diff, "ci": ci, "verdict": _verdict(diff, ci, _WIN_LOSS),
-                  "welch": _welch(_welch_terms((sched, base), "top1"), diff, _WIN_LOSS),
-                  "rank": rank_test(*seeds)})
+                  **_difference(sched, base, noise, _WIN_LOSS), "rank": rank_test(*seeds)})
   return pairs
 
 
@@ -286,9 +237,8 @@ def compute_matched_wins(rows: Sequence[Row]) -> List[Tuple[Row, Row]]:
 
 
 def noise_summary(rows: Sequence[Row], metric: str = "top1") -> Row:
-  """The noise of ``metric``: ``{'sd', 'dof'`` (``pooled_sd``), ``'largest_spread'`` (the
-  widest seed range of a point), ``'eval_images'``, ``'sampling_error'`` (binomial SD of a
-  mean accuracy on that many images)``}``; None where unknown."""
+  """``'sd'``, ``'dof'`` (``pooled_sd``), ``'largest_spread'`` (of a point's seeds),
+  ``'eval_images'`` and ``'sampling_error'`` (binomial SD at the mean); None: unknown."""
   agg = aggregate(rows)
   sd, dof = pooled_sd(rows, metric)
   spreads = [r[f"{metric}_spread"] for r in agg if f"{metric}_spread" in r]

@@ -1,12 +1,9 @@
-r"""Tables and figures of the inverse-scaling study, from run.py's rows.
+r"""Tables and figures of the inverse-scaling study, from compare.py's numbers.
 
-Writes into the study's folder ``results.json`` (settings, command, run.py's
-rows), ``results.md`` (tables of the points and of the tests from
-``compare.py``, every ``±`` a 95% interval, links to the figures) and
-``accuracy_vs_tokens.png`` / ``accuracy_vs_flops.png``. What the numbers mean
-is written by hand in the study's README, next to them.
-
-Redraw from an existing ``results.json``::
+Writes into the study's folder ``results.json`` (settings, command, run.py's rows),
+``results.md`` (the table of points, links to the figures and the tests, every ``±`` a 95%
+interval), ``accuracy_vs_tokens.png`` and ``accuracy_vs_flops.png``; what the numbers mean
+is written by hand in the study's README. Redraw from an existing ``results.json``::
 
   .venv/bin/python experiments/inverse_scaling/plot.py --out runs/inverse_scaling
 """
@@ -15,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,6 +26,10 @@ _AXES = {"full": ("full tokens", "o", "full tokens + fine-tune"),
          "text": ("syntax text", "D", "syntax-masked text + fine-tune"),
          "both": ("CLIPA schedule", "*", "CLIPA schedule (fewest tokens + fine-tune)"),
          "fullres": ("full res, same FLOPs", "P", "full resolution only, same FLOPs as CLIPA")}
+_READINGS = {"top1": "after the fine-tune", "pretrain_top1": "pre-training only"}
+_HEADLINE_HEADER = ("seeds", "CLIPA schedule top-1 %", "full resolution top-1 %",
+                    "schedule minus full resolution", "outcome",
+                    "Welch (each arm's own seed variance)", "rank test: seed pairs won, p")
 
 
 # ------------------------------------------------------------ tables
@@ -58,15 +59,17 @@ def _with_range(r: Row, metric: str) -> str:
 
 
 def _welch_cell(welch: Optional[Row]) -> str:
-  """'± 5.1 (13.7 dof): shrinks' of a Welch check."""
-  if not welch:
-    return "-"
-  return f"± {100 * welch['ci']:.1f} ({welch['dof']:.1f} dof): {welch['verdict']}"
+  return "-" if not welch else (
+      f"± {100 * welch['ci']:.1f} ({welch['dof']:.1f} dof): {welch['verdict']}")
 
 
-def _rank_cell(rank: Optional[Row]) -> str:
-  """'26 of 36, p = 0.24' of a rank test."""
-  return "-" if not rank else f"{rank['wins']:g} of {rank['pairs']}, p = {rank['p']:.3g}"
+def _headline_cells(pair: Row) -> List[str]:
+  """``_HEADLINE_HEADER``'s cells of one ``compare.headline_pairs`` pair."""
+  rank = pair["rank"]
+  return [",".join(map(str, pair["schedule"]["seeds"])), _with_range(pair["schedule"], "top1"),
+          _with_range(pair["fullres"], "top1"), _interval(pair["difference"], pair["ci"]),
+          pair["verdict"] or "unknown", _welch_cell(pair["welch"]),
+          "-" if not rank else f"{rank['wins']:g} of {rank['pairs']}, p = {rank['p']:.3g}"]
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -93,105 +96,57 @@ def format_table(rows: Sequence[Row]) -> str:
   return "\n".join(markdown_table(header, cells))
 
 
-_HEADLINE_HEADER = ("seeds", "CLIPA schedule top-1 %", "full resolution top-1 %",
-                    "schedule minus full resolution", "outcome",
-                    "Welch (each arm's own seed variance)", "rank test: seed pairs won, p")
-_READINGS = {"top1": "after the fine-tune", "pretrain_top1": "pre-training only"}
-
-
-def _headline_cells(pair: Row) -> List[str]:
-  """``_HEADLINE_HEADER``'s cells of one ``headline_pairs`` pair."""
-  return [",".join(map(str, pair["schedule"]["seeds"])), _with_range(pair["schedule"], "top1"),
-          _with_range(pair["fullres"], "top1"), _interval(pair["difference"], pair["ci"]),
-          pair["verdict"] or "unknown", _welch_cell(pair["welch"]), _rank_cell(pair["rank"])]
-
-
-Table = Tuple[str, Sequence[str], List[List[Any]]]  # (title, header, rows) of a section
-
-
-def _changes(rows: Sequence[Row], metrics: Sequence[str]) -> Table:
-  """Each reduced setting's change against its width's full-token run."""
-  changes = {m: {(d["width"], d["axis"], d["image_tokens"], d["text_tokens"]): d
-                 for d in compare.drops(rows, m)} for m in metrics}
-  return ("Change against each width's full-token run",
-          ("width", "setting", "image tokens", "text tokens", "compute vs full",
-           *(f"change {_READINGS[m]}" for m in metrics)),
-          [[k[0], _AXES[k[1]][0], k[2], k[3], f"{d['compute_ratio']:.2f}",
-            *(_interval(-changes[m][k]["drop"], changes[m][k]["ci"]) if k in changes[m] else "-"
-              for m in metrics)] for k, d in changes["top1"].items()])
-
-
-def _trends(rows: Sequence[Row], metrics: Sequence[str]) -> Table:
-  """``compare.size_trends`` of each reading."""
-  return ("Does the loss shrink with model size?",
-          ("top-1", "image tokens", "widths", "difference (pooled 95%)", "verdict",
-           "every step smaller", "Welch (each point's own seed variance)"),
-          [[_READINGS[m], t["image_tokens"], f"{t['widths'][0]} vs {t['widths'][1]}",
-            _interval(t["difference"], t["ci"]), t["verdict"], "yes" if t["monotone"] else "no",
-            _welch_cell(t["welch"])] for m in metrics for t in compare.size_trends(rows, m)])
-
-
-def _masking(rows: Sequence[Row]) -> Table:
-  """``compare.masking_pairs``."""
-  return ("Random masking against resizing, same tokens",
-          ("width", "image tokens", "masked top-1 %", "resized top-1 %", "masked minus resized",
-           "better beyond the noise"),
-          [[p["width"], p["masked"]["image_tokens"],
-            f"{_pct(p['masked']['top1'])} ({100 * p['masked']['mask_ratio']:g}% of "
-            f"{p['masked']['image_size']} px)",
-            f"{_pct(p['resized']['top1'])} ({p['resized']['image_size']} px)",
-            _interval(p["difference"], p["ci"]), p["verdict"] or "unknown"]
-           for p in compare.masking_pairs(rows)])
-
-
-def _headline(rows: Sequence[Row]) -> Table:
-  """``compare.headline_pairs``, with the same width's full-token run for reference."""
-  full = {r["width"]: r for r in compare.aggregate(rows)
-          if r["axis"] == "full" and r["top1"] is not None}
-  cells = []
-  for p in compare.headline_pairs(rows):
-    sched, ref = p["schedule"], full.get(p["width"])
-    cells.append([
-        p["width"], f"{sched['image_tokens']} / {sched['text_tokens']}",
-        f"{p['fullres']['total_flops'] / 1e12:.3g}",
-        f"{sched['pretrain_samples'] + sched['finetune_samples']:,} / "
-        f"{p['fullres']['pretrain_samples']:,}", *_headline_cells(p),
-        "-" if ref is None else
-        f"{_pct(ref['top1'])} ({ref['total_flops'] / sched['total_flops']:.1f}x)"])
-  return ("Headline: the CLIPA schedule against full resolution, same FLOPs",
-          ("width", "schedule tokens (image / text)", "compute (TFLOPs)",
-           "samples: schedule / full res", *_HEADLINE_HEADER, "full tokens top-1 % (compute x)"),
-          cells)
-
-
-def _noise(rows: Sequence[Row]) -> Table:
-  """``compare.noise_summary``."""
-  n = compare.noise_summary(rows)
-  return ("Noise",
-          ("pooled seed SD (points)", "degrees of freedom", "largest seed spread (points)",
-           "eval images", "sampling error at the mean top-1 (points)"),
-          [[_pct(n["sd"]), n["dof"], _pct(n["largest_spread"]), n["eval_images"] or "-",
-            _pct(n["sampling_error"])]])
-
-
-def _wins(rows: Sequence[Row]) -> Table:
-  """The three largest ``compare.compute_matched_wins`` (a 'none' row when there is none)."""
-  return ("Wider and token-reduced against narrower at full tokens, less compute",
-          ("wider run", "top-1 %", "narrower full-token run", "top-1 %", "compute saved"),
-          [[f"width {r['width']}, {r['image_tokens']} / {r['text_tokens']} tokens",
-            _pct(r["top1"]), f"width {small['width']}", _pct(small["top1"]),
-            f"{small['total_flops'] / r['total_flops']:.1f}x"]
-           for r, small in compare.compute_matched_wins(rows)[:3]]
-          or [["none", "-", "-", "-", "-"]])
-
-
 def analysis(rows: Sequence[Row]) -> str:
   """The tests of ``results.md``, one Markdown table each (numbers and verdicts only);
   a test without rows is left out."""
   metrics = ["top1"] + (["pretrain_top1"] if any(r.get("pretrain_top1") is not None
                                                  for r in rows) else [])
-  sections = (_changes(rows, metrics), _trends(rows, metrics), _masking(rows), _headline(rows),
-              _noise(rows), _wins(rows))
+  changes = {m: {(d["width"], d["axis"], d["image_tokens"], d["text_tokens"]): d
+                 for d in compare.drops(rows, m)} for m in metrics}
+  full = {r["width"]: r for r in compare.aggregate(rows)
+          if r["axis"] == "full" and r["top1"] is not None}
+  sections = (  # (title, header, rows)
+      ("Change against each width's full-token run",
+       ("width", "setting", "image tokens", "text tokens", "compute vs full",
+        *(f"change {_READINGS[m]}" for m in metrics)),
+       [[k[0], _AXES[k[1]][0], k[2], k[3], f"{d['compute_ratio']:.2f}",
+         *(_interval(-changes[m][k]["drop"], changes[m][k]["ci"]) if k in changes[m] else "-"
+           for m in metrics)] for k, d in changes["top1"].items()]),
+      ("Does the loss shrink with model size?",
+       ("top-1", "image tokens", "widths", "difference (pooled 95%)", "verdict",
+        "every step smaller", "Welch (each point's own seed variance)"),
+       [[_READINGS[m], t["image_tokens"], f"{t['widths'][0]} vs {t['widths'][1]}",
+         _interval(t["difference"], t["ci"]), t["verdict"], "yes" if t["monotone"] else "no",
+         _welch_cell(t["welch"])] for m in metrics for t in compare.size_trends(rows, m)]),
+      ("Random masking against resizing, same tokens",
+       ("width", "image tokens", "masked top-1 %", "resized top-1 %", "masked minus resized",
+        "better beyond the noise"),
+       [[p["width"], m["image_tokens"],
+         f"{_pct(m['top1'])} ({100 * m['mask_ratio']:g}% of {m['image_size']} px)",
+         f"{_pct(p['resized']['top1'])} ({p['resized']['image_size']} px)",
+         _interval(p["difference"], p["ci"]), p["verdict"] or "unknown"]
+        for p in compare.masking_pairs(rows) for m in [p["masked"]]]),
+      ("Headline: the CLIPA schedule against full resolution, same FLOPs",
+       ("width", "schedule tokens (image / text)", "compute (TFLOPs)",
+        "samples: schedule / full res", *_HEADLINE_HEADER, "full tokens top-1 % (compute x)"),
+       [[p["width"], f"{s['image_tokens']} / {s['text_tokens']}",
+         f"{f['total_flops'] / 1e12:.3g}",
+         f"{s['pretrain_samples'] + s['finetune_samples']:,} / {f['pretrain_samples']:,}",
+         *_headline_cells(p), "-" if (ref := full.get(p["width"])) is None else
+         f"{_pct(ref['top1'])} ({ref['total_flops'] / s['total_flops']:.1f}x)"]
+        for p in compare.headline_pairs(rows) for s, f in [(p["schedule"], p["fullres"])]]),
+      ("Noise",
+       ("pooled seed SD (points)", "degrees of freedom", "largest seed spread (points)",
+        "eval images", "sampling error at the mean top-1 (points)"),
+       [[_pct(n["sd"]), n["dof"], _pct(n["largest_spread"]), n["eval_images"] or "-",
+         _pct(n["sampling_error"])] for n in [compare.noise_summary(rows)]]),
+      ("Wider and token-reduced against narrower at full tokens, less compute",  # top 3
+       ("wider run", "top-1 %", "narrower full-token run", "top-1 %", "compute saved"),
+       [[f"width {r['width']}, {r['image_tokens']} / {r['text_tokens']} tokens",
+         _pct(r["top1"]), f"width {small['width']}", _pct(small["top1"]),
+         f"{small['total_flops'] / r['total_flops']:.1f}x"]
+        for r, small in compare.compute_matched_wins(rows)[:3]]
+       or [["none", "-", "-", "-", "-"]]))
   return "\n".join(line for title, header, cells in sections if cells
                    for line in (f"## {title}", "", *markdown_table(header, cells), ""))
 
@@ -209,13 +164,19 @@ def markdown_report(rows: Sequence[Row], settings: Optional[Row] = None,
       "[accuracy vs training FLOPs](accuracy_vs_flops.png)", "", analysis(rows)])
 
 
-def budget_report(records: Sequence[Row], out_dir: str) -> Dict[str, str]:
-  """The headline pair at several budgets: ``OUT/headline_vs_budget.{md,png}``.
+def _paths(out_dir: str, **names: str) -> Dict[str, str]:
+  os.makedirs(out_dir, exist_ok=True)
+  return {key: os.path.join(out_dir, name) for key, name in names.items()}
 
-  ``records``: ``results.json`` contents of studies that differ in their
-  budget. Returns ``{'markdown', 'png'}``; ValueError when a record has no
-  headline pair.
-  """
+
+def _write(path: str, text: str) -> None:
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def budget_report(records: Sequence[Row], out_dir: str) -> Dict[str, str]:
+  """The headline pair of studies (``results.json`` records) that differ in their budget:
+  ``OUT/headline_vs_budget.{md,png}``; ValueError when a record has no headline pair."""
   budgets = []
   for record in records:
     pairs = compare.headline_pairs(record["runs"])
@@ -230,13 +191,11 @@ def budget_report(records: Sequence[Row], out_dir: str) -> Dict[str, str]:
       ("width", "pre-train + fine-tune steps", "compute (TFLOPs)", *_HEADLINE_HEADER),
       [[b["width"], "?" if None in b["steps"] else f"{b['steps'][0]} + {b['steps'][1]}",
         f"{b['schedule']['total_flops'] / 1e12:.3g}", *_headline_cells(b)] for b in budgets])
-  paths = {"markdown": os.path.join(out_dir, "headline_vs_budget.md"),
-           "png": os.path.join(out_dir, "headline_vs_budget.png")}
-  os.makedirs(out_dir, exist_ok=True)
-  with open(paths["markdown"], "w") as f:
-    f.write("\n".join(["# The headline at several budgets", "", *table, "",
-                       "Figure: [the headline at several budgets](headline_vs_budget.png)", "",
-                       "Commands:", "", *(f"    {b['command']}" for b in budgets), ""]))
+  paths = _paths(out_dir, markdown="headline_vs_budget.md", png="headline_vs_budget.png")
+  _write(paths["markdown"], "\n".join([
+      "# The headline at several budgets", "", *table, "",
+      "Figure: [the headline at several budgets](headline_vs_budget.png)", "",
+      "Commands:", "", *(f"    {b['command']}" for b in budgets), ""]))
   plot_budgets(budgets, paths["png"])
   return paths
 
@@ -253,7 +212,7 @@ def _figure(points: Sequence[Row], **subplots):
   return (*plt.subplots(**subplots), colours)
 
 
-def _errorbar(ax, points: Sequence[Row], x: Callable[[Row], float], metric: str, **style):
+def _errorbar(ax, points: Sequence[Row], x, metric: str, **style):
   """Means of ``metric`` (%) at ``x(point)``, the bars spanning the seeds."""
   ax.errorbar([x(p) for p in points], [100 * p[metric] for p in points], capsize=3,
               yerr=[[100 * (p[metric] - p[f"{metric}_min"]) for p in points],
@@ -286,9 +245,8 @@ def _flops_axis(ax) -> None:
 def plot_tokens(rows: Sequence[Row], path: str, command: str = "") -> str:
   """Accuracy vs pre-training image tokens, one line per model size; returns ``path``.
 
-  Left after the full-resolution fine-tune, right pre-training only (at its
-  own resolution). Lines join the resized runs at full text length; random
-  masking at full resolution is a hollow square at its kept token count.
+  Left after the full-resolution fine-tune, right pre-training only. Lines join the
+  resized runs at full text length; masking is a hollow square at its kept tokens.
   """
   from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
   agg = compare.aggregate(rows)
@@ -336,11 +294,8 @@ def plot_tokens(rows: Sequence[Row], path: str, command: str = "") -> str:
 
 
 def plot_flops(rows: Sequence[Row], path: str, command: str = "") -> str:
-  """Accuracy (after the last stage) vs analytic training FLOPs; returns ``path``.
-
-  One colour per model size, one marker per setting; the headline pair (CLIPA
-  schedule vs full resolution for the same FLOPs) joined by a thick line.
-  """
+  """Accuracy (after the last stage) vs analytic training FLOPs; returns ``path``. One
+  colour per model size, one marker per setting; the headline pair joined by a red line."""
   from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
   agg = [r for r in compare.aggregate(rows) if r["top1"] is not None]
   fig, ax, colours = _figure(agg, figsize=(9, 5.6))
@@ -397,30 +352,22 @@ def plot_budgets(budgets: Sequence[Row], path: str) -> str:
 # ------------------------------------------------------------ entry points
 def write_report(rows: Sequence[Row], out_dir: str, settings: Optional[Row] = None,
                  command: str = "") -> Dict[str, str]:
-  """Writes results.json, results.md and the two PNGs of ``rows`` into ``out_dir``.
-
-  ``settings`` and ``command`` (what made the rows) are recorded in both files
-  and the command on the figures. Returns ``{'json', 'markdown', 'tokens_png',
-  'flops_png'}`` paths.
-  """
+  """Writes results.json, results.md and the two PNGs of ``rows`` into ``out_dir``, the
+  ``settings`` and ``command`` that made them in both files and the command on the
+  figures; returns the paths by 'json', 'markdown', 'tokens_png', 'flops_png'."""
   if not rows:
     raise ValueError("no result rows; run the study (run.py) before writing the report.")
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {key: os.path.join(out_dir, name) for key, name in (
-      ("json", "results.json"), ("markdown", "results.md"),
-      ("tokens_png", "accuracy_vs_tokens.png"), ("flops_png", "accuracy_vs_flops.png"))}
-  with open(paths["json"], "w") as f:
-    json.dump({"settings": settings, "command": command, "runs": list(rows)}, f, indent=1,
-              sort_keys=True)
-  with open(paths["markdown"], "w") as f:
-    f.write(markdown_report(rows, settings, command))
+  paths = _paths(out_dir, json="results.json", markdown="results.md",
+                 tokens_png="accuracy_vs_tokens.png", flops_png="accuracy_vs_flops.png")
+  _write(paths["json"], json.dumps({"settings": settings, "command": command,
+                                    "runs": list(rows)}, indent=1, sort_keys=True))
+  _write(paths["markdown"], markdown_report(rows, settings, command))
   plot_tokens(rows, paths["tokens_png"], command)
   plot_flops(rows, paths["flops_png"], command)
   return paths
 
 
 def _load(folder: str) -> Row:
-  """A study's ``results.json``; ValueError naming the fix when it is missing."""
   path = os.path.join(folder, "results.json")
   if not os.path.exists(path):
     raise ValueError(f"{path} does not exist; run experiments/inverse_scaling/run.py "
