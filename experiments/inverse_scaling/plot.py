@@ -560,8 +560,7 @@ def write_report(rows: Sequence[Row], out_dir: str, settings: Optional[Row] = No
 def _load(folder: str) -> Row:
   path = os.path.join(folder, "results.json")
   if not os.path.exists(path):
-    raise ValueError(f"{path} does not exist; run experiments/inverse_scaling/run.py "
-                     "for it first.")
+    raise ValueError(f"{path} does not exist; run experiments/inverse_scaling/run.py first.")
   with open(path) as f:
     return json.load(f)
 
