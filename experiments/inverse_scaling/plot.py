@@ -156,7 +156,8 @@ def drops(rows: Sequence[Row], metric: str = "top1") -> List[Row]:
 
 
 def trend(by_width: Dict[int, Row], noise: Noise) -> Row:
-  """Does one setting's drop (width -> ``drops`` row) shrink from smallest to largest width?"""
+  """Does one setting's drop (width -> ``drops`` row) shrink from smallest to largest width?
+  'shrinks' / 'grows' / 'no difference', 'no cost' (no width loses beyond noise), 'unknown'."""
   widths = sorted(by_width)
   if len(widths) < 2:
     return {"verdict": "unknown", "difference": None, "ci": None, "monotone": False,
@@ -189,36 +190,32 @@ def size_trends(rows: Sequence[Row], metric: str = "top1") -> List[Row]:
   return out
 
 
+def _pair_up(rows: Sequence[Row], axis: str, others: Sequence[str], pick) -> List[Tuple[Row, Row]]:
+  """(point of ``axis``, ``pick(point, its width's points of ``others``)``), top-1 known."""
+  agg = [r for r in aggregate(rows) if r["top1"] is not None]
+  return [(p, q) for p in agg if p["axis"] == axis for q in [
+      pick(p, [r for r in agg if r["width"] == p["width"] and r["axis"] in others])] if q]
+
+
 def masking_pairs(rows: Sequence[Row]) -> List[Row]:
   """Random masking against resizing at the same tokens, per width (``_difference``)."""
-  agg, noise = aggregate(rows), Noise(rows)
-  out = []
-  for m in (r for r in agg if r["axis"] == "mask" and r["top1"] is not None):
-    resized = [r for r in agg if r["width"] == m["width"] and r["axis"] in ("image", "full")
-               and r["image_tokens"] == m["image_tokens"] and r["text_tokens"] == m["text_tokens"]
-               and r["top1"] is not None]
-    if resized:
-      out.append({"width": m["width"], "masked": m, "resized": resized[0],
-                  **_difference(m, resized[0], noise, _MASKING)})
-  return out
+  noise, tokens = Noise(rows), lambda r: (r["image_tokens"], r["text_tokens"])
+  same = lambda m, found: next((r for r in found if tokens(r) == tokens(m)), None)
+  return [{"width": m["width"], "masked": m, "resized": r, **_difference(m, r, noise, _MASKING)}
+          for m, r in _pair_up(rows, "mask", ("image", "full"), same)]
 
 
 def headline_pairs(rows: Sequence[Row]) -> List[Row]:
   """Per width, the CLIPA schedule against its compute-matched full-resolution run."""
-  agg, noise = aggregate(rows), Noise(rows)
-  pairs = []
-  for base in (r for r in agg if r["axis"] == "fullres" and r["top1"] is not None):
-    schedule = [r for r in agg if r["width"] == base["width"] and r["axis"] in ("both", "image")
-                and r["top1"] is not None]
-    if not schedule:
-      continue
-    # The schedule is the fewest-token run; prefer CLIPA's own recipe (both reduced).
-    sched = min(schedule, key=lambda r: (r["axis"] != "both", r["total_flops"]))
-    seeds = [[r["top1"] for r in rows if r["point_id"] == p["point_id"]
-              and r.get("top1") is not None] for p in (sched, base)]
-    pairs.append({"width": base["width"], "schedule": sched, "fullres": base,
-                  **_difference(sched, base, noise, _WIN_LOSS), "rank": rank_test(*seeds)})
-  return pairs
+  noise = Noise(rows)
+  # The schedule is the fewest-token run; prefer CLIPA's own recipe (both reduced).
+  fewest = lambda _, found: min(found, key=lambda r: (r["axis"] != "both", r["total_flops"]),
+                                default=None)
+  seeds = lambda p: [r["top1"] for r in rows if r["point_id"] == p["point_id"]
+                     and r.get("top1") is not None]
+  return [{"width": base["width"], "schedule": sched, "fullres": base, "rank": rank_test(
+      seeds(sched), seeds(base)), **_difference(sched, base, noise, _WIN_LOSS)}
+          for base, sched in _pair_up(rows, "fullres", ("both", "image"), fewest)]
 
 
 def compute_matched_wins(rows: Sequence[Row]) -> List[Tuple[Row, Row]]:
@@ -465,7 +462,7 @@ def plot_tokens(rows: Sequence[Row], path: str, command: str = "") -> str:
                   color=colour, markersize=7, markeredgecolor="black",
                   label=f"width {width}{params}")
       masked = [r for r in mine if r["axis"] == "mask"]
-      if masked:
+      if masked:  # (an empty errorbar would still move the y limits)
         _errorbar(ax, masked, lambda r: r["image_tokens"] * offset * 1.04, metric, fmt="s",
                   color=colour, markerfacecolor="white", markersize=8, markeredgewidth=2)
     ticks = sorted({r["image_tokens"] for r in agg})
@@ -475,14 +472,13 @@ def plot_tokens(rows: Sequence[Row], path: str, command: str = "") -> str:
     ax.set(xlabel="image tokens in pre-training (patches after resizing / masking)",
            ylabel="zero-shot top-1, held-out demo split (%)", title=title)
     ax.grid(True, alpha=0.3)
-  handles, labels = axes[0].get_legend_handles_labels()
-  if any(r["axis"] == "mask" for r in agg):
-    handles.append(Line2D([], [], ls="", marker="s", markerfacecolor="white", color="grey",
-                          markeredgewidth=2, label="random masking at full resolution"))
-    labels.append(handles[-1].get_label())
+  handles = axes[0].get_legend_handles_labels()[0] + ([
+      Line2D([], [], ls="", marker="s", markerfacecolor="white", color="grey", markeredgewidth=2,
+             label="random masking at full resolution")] if any(r["axis"] == "mask" for r in agg)
+      else [])
   lift = 0.04 if command else 0.0
   if handles:
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False,
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False,
                bbox_to_anchor=(0.5, lift))
   else:  # e.g. an --only subset of the headline pair: no resized or masked run to draw
     fig.text(0.5, 0.5, "no full-token, resized or masked runs among these results",
