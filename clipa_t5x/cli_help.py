@@ -51,21 +51,20 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     return f"{text} (default: {default})"
 
   def _format_action_invocation(self, action: argparse.Action) -> str:
-    hidden = getattr(action, "clipa_deprecated", None)
-    if hidden:
-      action = copy.copy(action)
-      action.option_strings = [s for s in action.option_strings if s not in hidden]
-    return super()._format_action_invocation(action)
+    return super()._format_action_invocation(_shown(action))
 
   def _format_usage(self, usage, actions, groups, prefix):
-    shown = []
-    for action in actions:
-      hidden = getattr(action, "clipa_deprecated", None)
-      if hidden:
-        action = copy.copy(action)
-        action.option_strings = [s for s in action.option_strings if s not in hidden]
-      shown.append(action)
-    return super()._format_usage(usage, shown, groups, prefix)
+    return super()._format_usage(usage, [_shown(a) for a in actions], groups, prefix)
+
+
+def _shown(action: argparse.Action) -> argparse.Action:
+  """``action`` as help shows it: without its deprecated names."""
+  hidden = getattr(action, "clipa_deprecated", None)
+  if not hidden:
+    return action
+  action = copy.copy(action)
+  action.option_strings = [s for s in action.option_strings if s not in hidden]
+  return action
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from clipa_t5x import cli  # absl, gin and jax only: TF and torch stay unimported here
 from clipa_t5x import paths  # TensorFlow (tf.io.gfile) only for gs://... paths
@@ -66,14 +66,19 @@ def to_open_clip(checkpoint: str, out: str, image_size: Optional[int] = None,
     raise ValueError(f"{out} is not empty; pass --overwrite to replace it.")
   params, ref = model_refs.load(ref.path, ref.config)
   text_length = text_length or ref.text_length
+  return _write_to(out, lambda folder: open_clip.export_open_clip(
+      params, ref.config, folder, image_size, text_length, overwrite=overwrite))
+
+
+def _write_to(out: str, write: Callable[[str], str]) -> str:
+  """``write(out)``, the path it returns; a remote ``out`` is written locally, then copied."""
   if not paths.is_remote(out):
-    return open_clip.export_open_clip(params, ref.config, out, image_size, text_length,
-                                      overwrite=overwrite)
-  with tempfile.TemporaryDirectory(prefix="clipa_export_") as tmp:
-    local = open_clip.export_open_clip(params, ref.config, os.path.join(tmp, "export"),
-                                       image_size, text_length)
+    return write(out)
+  with tempfile.TemporaryDirectory(prefix="clipa_convert_") as tmp:
+    local = os.path.join(tmp, "out")
+    written = os.path.relpath(write(local), local)
     paths.upload_tree(local, out)
-  return out
+  return out if written == "." else paths.join(out, written)
 
 
 def to_checkpoint(source: str, out: str, model: Optional[str] = None,
@@ -110,12 +115,7 @@ def to_checkpoint(source: str, out: str, model: Optional[str] = None,
                                  ref.text_length, source=meta)
     return ckpt
 
-  if not paths.is_remote(out):
-    return write(out)
-  with tempfile.TemporaryDirectory(prefix="clipa_import_") as tmp:
-    checkpoint = write(os.path.join(tmp, "import"))
-    paths.upload_tree(os.path.join(tmp, "import"), out)
-  return paths.join(out, os.path.basename(checkpoint))
+  return _write_to(out, write)
 
 
 EXAMPLES = {

@@ -81,12 +81,10 @@ def parse_gin_flags(gin_files: Sequence[str], gin_bindings: Sequence[str],
   for path in reversed(search_paths):
     gin.add_config_file_search_path(path)
   for name in gin_files:
-    if not os.path.isabs(name) and not any(
+    if not os.path.isabs(name) and not os.path.exists(name) and not any(
         os.path.exists(os.path.join(p, name)) for p in search_paths):
-      if not os.path.exists(name):
-        raise FileNotFoundError(
-            f"gin file {name!r} not found in {search_paths}; check the path or add "
-            "--gin_search_paths.")
+      raise FileNotFoundError(f"gin file {name!r} not found in {search_paths}; check the path "
+                              "or add --gin_search_paths.")
   # gin logs an ERROR for every search path an include is *not* found in,
   # before it finds it in the next; silence that noise, real failures raise.
   logging.disable(logging.ERROR)
@@ -190,7 +188,6 @@ def make_path_macros_absolute(*names: str) -> None:
   Orbax refuses relative checkpoint paths; a user types ``runs/demo_cpu/finetune``.
   Unset macros, non-strings and remote paths (``gs://``) are left as they are.
   """
-  from clipa_t5x import paths  # pylint: disable=import-outside-toplevel
   for name in names:
     try:
       value = copy.deepcopy(gin.query_parameter(f"%{name}"))

@@ -208,19 +208,13 @@ def cmd_classify(args: argparse.Namespace) -> None:
   preds = predictor.classify_features(result.features, names, top_k=args.top_k,
                                       class_embeddings=weights)
   k = preds.top_k_indices.shape[1]
-  header = ["key", "top1", "top1_prob"]
-  for j in range(2, k + 1):
-    header += [f"top{j}", f"top{j}_prob"]
-  probs, top_names = preds.top_k_probabilities, preds.top_k_names
-
   table = io.StringIO()
   writer = csv.writer(table)
-  writer.writerow(header)
-  for key, row_names, row_probs in zip(result.keys, top_names, probs):
-    row = [key]
-    for name, p in zip(row_names, row_probs):
-      row += [name, f"{p:.6f}"]
-    writer.writerow(row)
+  writer.writerow(["key"] + [f"top{j}{s}" for j in range(1, k + 1) for s in ("", "_prob")])
+  for key, row_names, row_probs in zip(result.keys, preds.top_k_names,
+                                       preds.top_k_probabilities):
+    writer.writerow([key] + [v for name, p in zip(row_names, row_probs)
+                             for v in (name, f"{p:.6f}")])
   paths.write_text_atomic(args.out, table.getvalue())
   counts = collections.Counter(preds.labels).most_common(10)
   print(f"classified {len(result.keys)} images into {len(names)} classes; predictions in "
@@ -270,24 +264,22 @@ def build_parser() -> cli.ArgumentParser:
       prog="clipa-infer", description="CLIPA inference: embeddings and zero-shot labels.",
       example="\n".join(EXAMPLES.values()))
   sub = parser.add_subparsers(dest="command", required=True)
-  p = sub.add_parser("embed-images", help="image embeddings -> OUT.npy + OUT.keys.txt",
-                     example=EXAMPLES["embed-images"])
-  _add_common(p, images=True)
-  p.set_defaults(fn=cmd_embed_images)
-  p = sub.add_parser("embed-texts", help="caption embeddings -> OUT.npy + OUT.keys.txt",
-                     example=EXAMPLES["embed-texts"])
-  _add_common(p, images=False)
-  p.set_defaults(fn=cmd_embed_texts)
-  p = sub.add_parser("classify", help="zero-shot classification -> predictions.csv",
-                     example=EXAMPLES["classify"])
-  _add_common(p, images=True)
+  for name, fn, what in (("embed-images", cmd_embed_images, "image embeddings -> OUT.npy + "
+                          "OUT.keys.txt"),
+                         ("embed-texts", cmd_embed_texts, "caption embeddings -> OUT.npy + "
+                          "OUT.keys.txt"),
+                         ("classify", cmd_classify, "zero-shot classification -> "
+                          "predictions.csv")):
+    p = sub.add_parser(name, help=what, example=EXAMPLES[name])
+    _add_common(p, images=name != "embed-texts")
+    p.set_defaults(fn=fn)
+  # p is classify's parser (the last): its own options.
   p.add_argument("--class_names", required=True,
                  help="'cat,dog', a file with one name per line, or a set name (imagenet1k).")
   p.add_argument("--templates", default=None,
                  help="a file with one template per line, a set name (imagenet1k) or one "
                       "template with {c} (default: a few generic photo prompts).")
   p.add_argument("--top_k", type=int, default=5, help="best classes per image in the CSV.")
-  p.set_defaults(fn=cmd_classify)
   return parser
 
 

@@ -108,13 +108,9 @@ class _ProgressReporter:
   """Counts processed items into a tqdm bar or a callback."""
 
   def __init__(self, progress: Progress, total: Optional[int], unit: str):
-    self._callback = None
-    self._bar = None
-    self._done = 0
-    self._total = total
-    if callable(progress):
-      self._callback = progress
-    elif progress:
+    self._callback = progress if callable(progress) else None
+    self._bar, self._done, self._total = None, 0, total
+    if progress and not callable(progress):
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       self._bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True)
 
@@ -274,8 +270,7 @@ class ClipaPredictor:
         an image is anything ``image_files.load_image`` takes.
       total: the number of pairs, for the progress bar (default ``len(images)``
         when it has one).
-      image_size: resolution (default ``self.image_size``).
-      progress: True for a tqdm bar on stderr, or a callable ``(done, total)``.
+      image_size, progress: as ``encode_images``.
 
     Returns:
       ``ImageEmbeddings`` (features and keys of the readable images, in input
@@ -488,12 +483,8 @@ class ClipaPredictor:
     """Zero-shot classification of images.
 
     Args:
-      images: as ``encode_images``.
-      class_names: names, or a packaged set such as ``'imagenet1k'``.
-      templates: as ``class_embeddings`` (default: ``zeroshot.DEFAULT_TEMPLATES``).
-      top_k: how many best classes to list (at most C).
-      image_size: resolution (default ``self.image_size``).
-      progress: as ``encode_images``.
+      images, image_size, progress: as ``encode_images``.
+      class_names, templates, top_k: as ``classify_features``.
 
     Returns:
       A ``Classification``: probabilities [N, C] and the top-k classes.
@@ -528,14 +519,10 @@ def load(path: str, *,
     image_size: input resolution; default: the one the checkpoint was trained
       at (``model_config.json``), or 224 when unrecorded. Any multiple of the
       patch size works.
-    text_length: token length; default: the checkpoint's. Another length
-      resizes the text position embedding.
-    batch_size: rows per encoder call (rounded up to a multiple of the devices).
     dtype: compute dtype ('float32', 'bfloat16', 'float16'); default: the
       config's. Parameters stay float32.
-    text_reduction: default reduction of texts ('truncate' or 'syntax').
-    num_workers: image decoding threads.
-    devices: devices to use (default: all local devices).
+    text_length, batch_size, text_reduction, num_workers, devices: as
+      ``ClipaPredictor``'s (default text length: the checkpoint's).
 
   Returns:
     A ``ClipaPredictor``; ``predictor.source`` names the checkpoint read.

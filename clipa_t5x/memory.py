@@ -147,6 +147,10 @@ def param_layout(model_config, mesh: MeshShape, image_size: int = 224,
   return ParamLayout(count=total, per_device=per_device, bad_shardings=tuple(bad))
 
 
+# The parts of a MemoryEstimate that add up to its total.
+_PARTS = ("params", "optimizer", "gradients", "update", "activations", "loss", "batch")
+
+
 @dataclasses.dataclass(frozen=True)
 class MemoryEstimate:
   """Bytes one device needs for one train step of a stage (see the module docstring)."""
@@ -169,8 +173,7 @@ class MemoryEstimate:
 
   @property
   def total(self) -> int:
-    return (self.params + self.optimizer + self.gradients + self.update + self.activations
-            + self.loss + self.batch)
+    return sum(getattr(self, part) for part in _PARTS)
 
   def to_dict(self) -> Dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -268,13 +271,8 @@ def estimate(model_config, *, image_size: int, text_length: int, batch_size: int
   examples = max(1, -(-batch_size // mesh.data))
   micro = max(1, -(-examples // num_microbatches))
   dtype_bytes = _DTYPE_BYTES[model_config.dtype]
-  impl = attention_impl or model_config.attention_impl
-  if impl == "auto":
-    if platform is None:
-      import jax  # pylint: disable=import-outside-toplevel
-      platform = jax.default_backend()
-    impl = {"cpu": "chunked", "gpu": "dot_product_attention", "cuda": "dot_product_attention",
-            "rocm": "dot_product_attention"}.get(platform, "xla")
+  from clipa_t5x.models import layers  # pylint: disable=import-outside-toplevel
+  impl = layers.resolve_attention_impl(attention_impl or model_config.attention_impl, platform)
   image_tokens = flops.image_tokens(image_size, model_config.image.patch_size, mask_ratio) + 1
   splits = _activation_splits(mesh)
   activations = (
@@ -377,11 +375,7 @@ def levers(estimate_: MemoryEstimate, mesh: MeshShape, num_microbatches: int = 1
 
 def breakdown(estimate_: MemoryEstimate) -> str:
   """``params 1.2 GiB + optimizer ... = total`` on one line."""
-  parts = [("params", estimate_.params), ("optimizer", estimate_.optimizer),
-           ("gradients", estimate_.gradients), ("update", estimate_.update),
-           ("activations", estimate_.activations),
-           ("loss", estimate_.loss), ("batch", estimate_.batch)]
-  return (" + ".join(f"{name} {format_bytes(v)}" for name, v in parts)
+  return (" + ".join(f"{part} {format_bytes(getattr(estimate_, part))}" for part in _PARTS)
           + f" = {format_bytes(estimate_.total)}")
 
 

@@ -79,28 +79,22 @@ class StagePlan:
   cost: float
 
 
+def _total(field: str) -> property:
+  """The sum of a ``StagePlan`` field over a ``Plan``'s stages, as a property."""
+  return property(lambda plan: sum(getattr(s, field) for s in plan.stages),
+                  doc=f"The stages' total {field}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """A recipe's stages, totals, and the full-token baseline on the same samples."""
   device: device_profiles.DeviceProfile
   stages: Tuple[StagePlan, ...]
   baseline: StagePlan
-
-  @property
-  def samples(self) -> int:
-    return sum(s.samples for s in self.stages)
-
-  @property
-  def train_flops(self) -> float:
-    return sum(s.train_flops for s in self.stages)
-
-  @property
-  def device_hours(self) -> float:
-    return sum(s.device_hours for s in self.stages)
-
-  @property
-  def cost(self) -> float:
-    return sum(s.cost for s in self.stages)
+  samples = _total("samples")
+  train_flops = _total("train_flops")
+  device_hours = _total("device_hours")
+  cost = _total("cost")
 
   @property
   def speedup(self) -> float:
@@ -124,12 +118,9 @@ def plan_stage(model_config, name: str, image_size: int, text_length: int, sampl
 
   Args:
     model_config: a ``ClipaConfig``.
-    name: stage name.
-    image_size: resolution in px.
+    name, image_size, samples, mask_ratio: as ``StagePlan``'s.
     text_length: caption tokens.
-    samples: examples seen.
     device: the profile (peak FLOP/s, utilisation, price).
-    mask_ratio: fraction of image patches dropped.
     batch_size: global batch; counts the contrastive logits (0 = towers only).
 
   Returns:

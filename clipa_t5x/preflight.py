@@ -20,9 +20,10 @@ Evaluation data is checked where the evaluators are built from gin (before
 ``runner.run`` starts), so it is covered as well.
 """
 
+import contextlib
 import dataclasses
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from clipa_t5x import memory
 from clipa_t5x import text_table
@@ -52,6 +53,15 @@ class StageReport:
 
 def _stage_error(stage, message: str) -> ValueError:
   return ValueError(f"stage {stage.name!r}: {message}")
+
+
+@contextlib.contextmanager
+def _named(stage, prefix: str = "", errors: Tuple[type, ...] = (ValueError,)) -> Iterator[None]:
+  """Re-raises ``errors`` of the block as one ValueError line naming the stage."""
+  try:
+    yield
+  except errors as e:
+    raise _stage_error(stage, f"{prefix}{e}") from None
 
 
 def check_stage_settings(stage, model_config, partitioner) -> None:
@@ -89,21 +99,15 @@ def check_stage_settings(stage, model_config, partitioner) -> None:
     raise _stage_error(stage, f"Stage.batch_size={stage.batch_size} must split into "
                        f"num_microbatches={stage.num_microbatches} pieces, each divisible by "
                        f"the data-parallel size {data}.")
-  try:
+  with _named(stage, "Stage."):
     vit.check_masking(stage.mask_ratio, stage.mask_type)
-  except ValueError as e:
-    raise _stage_error(stage, f"Stage.{e}") from None
   if stage.train_steps <= 0:
     raise _stage_error(stage, f"train_steps must be positive, got {stage.train_steps}.")
-  try:  # warmup vs steps, mu_dtype: the optimizer's own checks
+  with _named(stage, "OptimizerConfig: "):  # warmup vs steps, mu_dtype: the optimizer's checks
     optimizers.make_optimizer(stage.optimizer, stage.batch_size, stage.train_steps)
-  except ValueError as e:
-    raise _stage_error(stage, f"OptimizerConfig: {e}") from None
   from clipa_t5x.data import dataset as dataset_lib  # pylint: disable=import-outside-toplevel
-  try:
+  with _named(stage):
     dataset_lib.get_provider(stage.mixture_or_task_name)
-  except ValueError as e:
-    raise _stage_error(stage, str(e)) from None
 
 
 # ------------------------------------------------------------------ adapters
@@ -143,10 +147,8 @@ def train_data_files(task_or_mixture: str, split: str) -> List[Tuple[str, Any, i
 
 def check_train_data(stage, num_shards: int = 1) -> None:
   """Fails when a Task of the stage finds no train files, or fewer than the hosts reading them."""
-  try:
+  with _named(stage, errors=(ValueError, FileNotFoundError)):
     found = train_data_files(stage.mixture_or_task_name, stage.split)
-  except (ValueError, FileNotFoundError) as e:
-    raise _stage_error(stage, str(e)) from None
   for task, what, count in found:
     if count == 0:
       raise _stage_error(stage, f"task {task!r} finds no {stage.split!r} files in {what}; "
@@ -177,10 +179,8 @@ def init_source(init_from: Any, model_config=None) -> Optional[str]:
 
 def check_init_from(stage, model_config=None) -> None:
   """Fails when the stage's ``init_from`` cannot be read (None: the previous stage, fine)."""
-  try:
+  with _named(stage, errors=(ValueError, FileNotFoundError)):
     init_source(stage.init_from, model_config)
-  except (ValueError, FileNotFoundError) as e:
-    raise _stage_error(stage, str(e)) from None
 
 
 # ------------------------------------------------------------------ memory
@@ -228,10 +228,8 @@ def check_run(stages: Sequence[Any], model_config, partitioner, model_dir: Optio
   for stage in stages:
     check_stage_settings(stage, model_config, partitioner)
     estimate = stage_estimate(stage, model_config, mesh)
-    try:
+    with _named(stage):
       memory.check_shardings(estimate, mesh)
-    except ValueError as e:
-      raise _stage_error(stage, str(e)) from None
     done = model_dir is not None and os.path.exists(
         os.path.join(model_dir, stage.name, model_dir_lib.STAGE_SUMMARY))
     if not done:

@@ -11,6 +11,18 @@ from clipa_t5x.data import text_reduction
 from clipa_t5x.data.sources import select_features
 
 
+# Task name suffix of each text reduction (the convention of every module here).
+TEXT_METHODS = {"truncate": "", "syntax": "_syntax", "random": "_random", "block": "_block"}
+
+
+def task_suffix(text_reduction: str, where: str, methods: Mapping[str, str] = TEXT_METHODS) -> str:
+  """The Task name suffix of ``text_reduction``; a one-line error naming ``where`` otherwise."""
+  if text_reduction not in methods:
+    raise ValueError(f"{where}: text_reduction must be one of {sorted(methods)}, "
+                     f"got {text_reduction!r}.")
+  return methods[text_reduction]
+
+
 def train_preprocessors(method: str,
                         augmentation: Optional[Mapping[str, Any]]) -> List[Callable]:
   """image + caption -> ``{'image': uint8 SxSx3, 'text': int32 L}`` for training.

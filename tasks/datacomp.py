@@ -35,15 +35,8 @@ def task(text_reduction: str = "truncate", train_pattern: Optional[str] = None,
          caption_key: str = "txt", image_key: str = "jpg") -> str:
   """Registers ``datacomp1b`` / ``datacomp1b_syntax`` over the given shards; returns its name.
 
-  Args:
-    text_reduction: ``'truncate'`` (``datacomp1b``) or ``'syntax'``
-      (``datacomp1b_syntax``).
-    train_pattern: glob of the train shards (several: comma-separated); None
-      reads ``$CLIPA_DATACOMP1B_PATTERN`` when a dataset is built.
-    format: ``'webdataset'`` or ``'tfrecord'``; None:
-      ``$CLIPA_DATACOMP1B_FORMAT`` or the pattern's extension.
-    caption_key: caption member extension / feature name.
-    image_key: TFRecord image feature name.
+  Args: as ``laion.task``'s, with ``$CLIPA_DATACOMP1B_PATTERN`` and
+  ``$CLIPA_DATACOMP1B_FORMAT`` read when no pattern or format is given.
   """
   corpus = WebScaleCorpus(NAME, ENV_PREFIX, train_pattern, format, caption_key, image_key,
                           setting=SETTING)

@@ -49,7 +49,7 @@ from clipa_t5x.demo import data as demo_data
 from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
 
 # text reduction -> Task name suffix
-TEXT_METHODS = {"truncate": "", "syntax": "_syntax", "random": "_random", "block": "_block"}
+TEXT_METHODS = common.TEXT_METHODS
 TRAIN_AUGMENTATION = dict(area_range=(0.8, 1.0), colour_jitter=True,
                           jitter_hue=0.02, grayscale_p=0.0)
 # Per scene: the glyph generator already draws position, size, colour and
@@ -77,11 +77,9 @@ def task(text_reduction: str = "truncate", data: Optional[demo_data.DemoData] = 
       ``'random'`` or ``'block'`` (``demo_shapes_<method>``).
     data: where the data lives (None: ``DemoData()``, the default location).
   """
-  if text_reduction not in TEXT_METHODS:
-    raise ValueError(f"demo.task: text_reduction must be one of {sorted(TEXT_METHODS)}, "
-                     f"got {text_reduction!r}.")
+  suffix = common.task_suffix(text_reduction, "demo.task")
   data = data or demo_data.DemoData()
-  name = data.name + TEXT_METHODS[text_reduction]
+  name = data.name + suffix
   augmentation = SCENE_AUGMENTATION[data.scene]
   common.register_task(
       name, source=data.source(with_labels=False),

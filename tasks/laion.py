@@ -41,10 +41,7 @@ TRAIN_AUGMENTATION = dict(area_range=(0.4, 1.0), colour_jitter=True,
 
 def register_corpus_task(corpus: WebScaleCorpus, prefix: str, text_reduction: str) -> str:
   """Registers ``prefix`` + the reduction's suffix over ``corpus``; returns the name."""
-  if text_reduction not in TEXT_METHODS:
-    raise ValueError(f"{prefix}: text_reduction must be one of {sorted(TEXT_METHODS)}, "
-                     f"got {text_reduction!r}.")
-  name = prefix + TEXT_METHODS[text_reduction]
+  name = prefix + common.task_suffix(text_reduction, prefix, TEXT_METHODS)
   common.register_task(name, source=corpus.source(), output_features=output_features(),
                        preprocessors=common.train_preprocessors(text_reduction,
                                                                 TRAIN_AUGMENTATION))

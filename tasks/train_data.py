@@ -29,12 +29,12 @@ Resolution and text length are not part of a Task: they come from the stage's
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from clipa_t5x.data import mixtures
-from . import datacomp  # relative: works as `tasks` and `clipa_t5x.tasks`
+from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
+from . import datacomp
 from . import laion
 from . import user_data
 
-# Task name suffix of each text reduction (the convention of every module here).
-SUFFIXES = user_data.TEXT_METHODS
+SUFFIXES = common.TEXT_METHODS
 # Corpus name -> its Task factory ``(text_reduction, train_pattern=...) -> name``.
 CORPORA: Dict[str, Callable[..., str]] = {laion.NAME: laion.task, datacomp.NAME: datacomp.task}
 
@@ -91,9 +91,7 @@ def task(data: Any,
     A registered Task name (one source) or Mixture name (several). The same
     arguments always give the same names.
   """
-  if text_reduction not in SUFFIXES:
-    raise ValueError(f"train_data.task: text_reduction must be one of {sorted(SUFFIXES)}, "
-                     f"got {text_reduction!r}.")
+  common.task_suffix(text_reduction, "train_data.task")
   entries = mixtures.parse(data, setting)
   in_mixture = len(entries) > 1
   file_options = dict(format=format, caption_key=caption_key, image_key=image_key)

@@ -23,7 +23,7 @@ from clipa_t5x.data.feature_converter import output_features
 from . import common  # relative: works as `tasks` and `clipa_t5x.tasks`
 from . import laion
 
-TEXT_METHODS = {"truncate": "", "syntax": "_syntax", "random": "_random", "block": "_block"}
+TEXT_METHODS = common.TEXT_METHODS
 
 
 def task(data: Union[str, Sequence[str]],
@@ -56,10 +56,7 @@ def task(data: Union[str, Sequence[str]],
   Returns:
     The registered Task's name (re-registering a name replaces it).
   """
-  if text_reduction not in TEXT_METHODS:
-    raise ValueError(f"user_data.task: text_reduction must be one of {sorted(TEXT_METHODS)}, "
-                     f"got {text_reduction!r}.")
-  name = name or "user_data" + TEXT_METHODS[text_reduction]
+  name = name or "user_data" + common.task_suffix(text_reduction, "user_data.task")
   source = user_data_lib.make_source(
       data, split="train", format=format, caption_key=caption_key, image_key=image_key,
       image_root=image_root, setting=setting)

@@ -17,6 +17,7 @@ import sys
 import pytest
 
 import entry_points
+from clipa_t5x import eval as eval_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_KWARGS = dict(num_train=64, num_eval=24, image_size=32, num_train_shards=1)
@@ -35,20 +36,17 @@ def test_help_exits_zero(tmp_path):
   assert "python -m clipa_t5x.eval" in proc.stdout and "CHECKPOINT_PATH" in proc.stdout
 
 
-def _error_line(*args, tmp_path):
-  # In a fresh process: in-process, these two failed in some full-suite worker orders (state
-  # another test file leaves in the worker; not yet found).
-  proc = _cli(*args, tmp_path=tmp_path)
-  return entry_points.error_line((proc.returncode, proc.stdout, proc.stderr))
+def _error_line(*args):
+  return entry_points.error_line(entry_points.run(eval_cli, *args))
 
 
-def test_missing_checkpoint_path_is_one_line(tmp_path):
-  assert "CHECKPOINT_PATH" in _error_line("--gin_file=runs/eval_demo.gin", tmp_path=tmp_path)
+def test_missing_checkpoint_path_is_one_line():
+  assert "CHECKPOINT_PATH" in _error_line("--gin_file=runs/eval_demo.gin")
 
 
 def test_nonexistent_checkpoint_is_one_line(tmp_path):
   line = _error_line("--gin_file=runs/eval_demo.gin",
-                     f"--gin.CHECKPOINT_PATH='{tmp_path / 'nope'}'", tmp_path=tmp_path)
+                     f"--gin.CHECKPOINT_PATH='{tmp_path / 'nope'}'")
   assert "does not exist" in line and "nope" in line
 
 

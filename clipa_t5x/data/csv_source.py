@@ -59,16 +59,13 @@ class CsvSource(ShardedFileSource):
     """Creates the source.
 
     Args:
-      split_to_filepattern: split -> glob pattern(s) of its CSV files, or a
-        zero-argument callable returning them (resolved lazily).
+      split_to_filepattern, num_input_examples, cycle_length,
+        caching_permitted: as ``ShardedFileSource``'s (the files: CSV).
       image_column: header name of the image path column.
       caption_column: header name of the caption column.
       delimiter: one character, ',' for CSV, '\\t' for TSV.
       image_root: directory relative paths are joined to; None leaves them
         relative to the working directory.
-      num_input_examples: optional split -> number of examples.
-      cycle_length: files read concurrently.
-      caching_permitted: whether SeqIO may cache this source.
     """
     if len(delimiter) != 1 or delimiter in '"\n':
       raise ValueError(f"delimiter must be one character other than a quote "
@@ -76,10 +73,8 @@ class CsvSource(ShardedFileSource):
     if image_column == caption_column:
       raise ValueError(f"image_column and caption_column are both "
                        f"{image_column!r}; name two different columns.")
-    super().__init__(split_to_filepattern, file_kind="CSV",
-                     num_input_examples=num_input_examples,
-                     cycle_length=cycle_length,
-                     caching_permitted=caching_permitted)
+    super().__init__(split_to_filepattern, "CSV", num_input_examples, cycle_length,
+                     caching_permitted)
     self._image_column, self._caption_column = image_column, caption_column
     self._delimiter = delimiter
     self._root = image_root.rstrip("/") + "/" if image_root else ""

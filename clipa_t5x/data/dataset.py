@@ -84,10 +84,8 @@ def get_provider(name: str):
     return seqio.MixtureRegistry.get(name)
   if name in seqio.TaskRegistry.names():
     return seqio.TaskRegistry.get(name)
-  known = sorted(set(seqio.TaskRegistry.names()) |
-                 set(seqio.MixtureRegistry.names()))
   raise ValueError(
-      f"No SeqIO Task or Mixture named {name!r}; registered: {known}. Import "
+      f"No SeqIO Task or Mixture named {name!r}; registered: {mixtures.registered_names()}. Import "
       "the module that registers it first (e.g. `import clipa_t5x.tasks`).")
 
 
@@ -139,18 +137,10 @@ def get_dataset(
     converter = feature_converter_cls(
         pack=cfg.pack, passthrough_features={mixtures.SOURCE_ID: FeatureSpec(tf.int32, rank=0)})
   ds = seqio.get_dataset(
-      provider,
-      task_feature_lengths=lengths,
-      feature_converter=converter,
-      dataset_split=cfg.split,
-      use_cached=cfg.use_cached,
-      shuffle=cfg.shuffle,
-      num_epochs=cfg.num_epochs,
-      shard_info=seqio.ShardInfo(index=shard_id, num_shards=num_shards),
-      seed=cfg.seed,
-      batch_size=batch,
-      verbose=False,
-  )
+      provider, task_feature_lengths=lengths, feature_converter=converter,
+      dataset_split=cfg.split, use_cached=cfg.use_cached, shuffle=cfg.shuffle,
+      num_epochs=cfg.num_epochs, shard_info=seqio.ShardInfo(index=shard_id, num_shards=num_shards),
+      seed=cfg.seed, batch_size=batch, verbose=False)
   if tagged:
     ds = mixtures.count_sources(ds, len(mixtures.source_tasks(provider, cfg.split)))
   return ds.prefetch(prefetch)

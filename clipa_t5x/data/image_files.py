@@ -247,7 +247,7 @@ class ImageSource:
     self.skipped: List[Tuple[str, str]] = []
 
   def __len__(self) -> int:
-    raise NotImplementedError
+    return len(self.keys)  # the keys a subclass lists (TarImages: its samples)
 
   def __iter__(self) -> Iterator[Tuple[str, Image]]:
     raise NotImplementedError
@@ -290,9 +290,6 @@ class FolderImages(ImageSource):
         else:
           keys.append(key)
     self.keys = sorted(keys)
-
-  def __len__(self) -> int:
-    return len(self.keys)
 
   def __iter__(self) -> Iterator[Tuple[str, Image]]:
     for key in self.keys:
@@ -390,9 +387,6 @@ class ListImages(ImageSource):
     base = os.path.dirname(os.path.abspath(path))
     self.keys = [line.strip() for line in lines if line.strip()]
     self._paths = [os.path.join(base, os.path.expanduser(k)) for k in self.keys]
-
-  def __len__(self) -> int:
-    return len(self.keys)
 
   def __iter__(self) -> Iterator[Tuple[str, Image]]:
     return iter(zip(self.keys, self._paths))

@@ -263,12 +263,7 @@ def jpeg_inception_crop(image_bytes: tf.Tensor, size: int, seed,
   inverse DCT outside it). The resize never upsamples unless the crop itself
   is smaller than ``size``.
 
-  Args:
-    image_bytes: scalar ``tf.string`` holding a JPEG.
-    size: output side in pixels.
-    seed: stateless seed, int ``[2]``.
-    area: range of the crop's fraction of the image area.
-    aspect: range of the crop's width / height.
+  Args: as ``inception_crop``'s, ``image_bytes`` a scalar ``tf.string`` holding a JPEG.
 
   Returns:
     ``uint8 [size, size, 3]``.

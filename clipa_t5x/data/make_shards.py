@@ -151,18 +151,17 @@ def encode(item: Item, max_side: Optional[int] = None, quality: int = 95) -> Sam
       fmt = img.format
       img.load()  # a full decode: truncated files fail here, not in training
       sample.original_size = sample.size = img.size
-      if max_side and max(img.size) > max_side:
-        scale = max_side / max(img.size)
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.convert("RGB").resize(size, Image.BICUBIC, reducing_gap=3.0)
+      shrink = bool(max_side) and max(img.size) > max_side
+      if not shrink and fmt in _FORMAT_EXTENSIONS:
+        sample.data, sample.ext = raw, _FORMAT_EXTENSIONS[fmt]
+      else:  # shrunk, or BMP, GIF, ...: stored as JPEG, which every reader here takes
+        img = img.convert("RGB")
+        if shrink:
+          scale = max_side / max(img.size)
+          sample.size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+          img = img.resize(sample.size, Image.BICUBIC, reducing_gap=3.0)
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=quality)
-        sample.data, sample.ext, sample.size = buf.getvalue(), "jpg", size
-      elif fmt in _FORMAT_EXTENSIONS:
-        sample.data, sample.ext = raw, _FORMAT_EXTENSIONS[fmt]
-      else:  # BMP, GIF, ...: stored as JPEG, which every reader here takes
-        buf = io.BytesIO()
-        img.convert("RGB").save(buf, "JPEG", quality=quality)
         sample.data, sample.ext = buf.getvalue(), "jpg"
   except Exception as e:  # pylint: disable=broad-except  (one bad file never stops a run)
     sample.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
@@ -173,8 +172,7 @@ def _encoded(items: Sequence[Item], max_side: Optional[int], quality: int,
              workers: int) -> Iterator[Sample]:
   """``encode`` over ``items`` in order, ``workers`` threads (PIL releases the GIL)."""
   if workers <= 1:
-    for item in items:
-      yield encode(item, max_side, quality)
+    yield from (encode(item, max_side, quality) for item in items)
     return
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     for start in range(0, len(items), _CHUNK):

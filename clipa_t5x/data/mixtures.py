@@ -43,8 +43,6 @@ SOURCE_ID = "source_id"
 # reach the device (iterator_state.CheckpointableBatches keeps them in host_values[COUNTS]).
 COUNTS = "examples_per_source"
 SOURCE_COUNTS = iterator_state.HOST_PREFIX + COUNTS
-# File name endings that make a TRAIN_DATA entry a file location rather than a name.
-_FILE_ENDINGS = (".tar", ".tfrecord", ".tfrec", ".tfrecords", ".csv", ".tsv")
 _PATH_CHARS = re.compile(r"[/\\*?\[{]")
 # Task name -> the TRAIN_DATA entry it was registered for (records and messages).
 _ORIGINS: Dict[str, str] = {}
@@ -98,9 +96,8 @@ def normalise(rates: Sequence[float]) -> List[float]:
 
 def is_file_location(source: str) -> bool:
   """Whether a ``TRAIN_DATA`` entry names files (a path, glob or data file) rather than a Task."""
-  if "://" in source or _PATH_CHARS.search(source) or "," in source:
-    return True
-  return source.lower().endswith(_FILE_ENDINGS) or "." in source
+  # A dot: a file name (.tar, .csv, ...); Task and Mixture names have none.
+  return "://" in source or "," in source or "." in source or bool(_PATH_CHARS.search(source))
 
 
 def registered_names() -> List[str]:

@@ -329,17 +329,12 @@ class ShardedFileSource(seqio.DataSource):
   def _read_file(self, path: tf.Tensor, split: str) -> tf.data.Dataset:
     raise NotImplementedError
 
-  def get_dataset(
-      self,
-      split: str = "train",
-      shuffle: bool = True,
-      seed: Optional[int] = None,
-      shard_info: Optional[seqio.ShardInfo] = None,
-      *,
-      sequence_length: Optional[Mapping[str, int]] = None,  # Unused.
-      use_cached: bool = False,  # Unused.
-      num_epochs: Optional[int] = 1,  # Unused.
-  ) -> tf.data.Dataset:
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, *,
+                  sequence_length: Optional[Mapping[str, int]] = None,  # Unused.
+                  use_cached: bool = False,  # Unused.
+                  num_epochs: Optional[int] = 1,  # Unused.
+                  ) -> tf.data.Dataset:
     """Raw examples of ``split`` (one pass; SeqIO repeats).
 
     Args:
@@ -391,22 +386,17 @@ class WebDatasetSource(ShardedFileSource):
                             shard_info=seqio.ShardInfo(index=0, num_shards=8))
   """
 
-  def __init__(
-      self,
-      split_to_filepattern: Mapping[str, FilePatterns],
-      caption_key: str = "txt",
-      image_keys: Optional[Sequence[str]] = WEBDATASET_IMAGE_KEYS,
-      label_key: Optional[str] = "cls",
-      with_labels: Optional[bool] = None,
-      num_input_examples: Optional[Mapping[str, int]] = None,
-      cycle_length: int = 4,
-      caching_permitted: bool = True,
-  ):
+  def __init__(self, split_to_filepattern: Mapping[str, FilePatterns], caption_key: str = "txt",
+               image_keys: Optional[Sequence[str]] = WEBDATASET_IMAGE_KEYS,
+               label_key: Optional[str] = "cls", with_labels: Optional[bool] = None,
+               num_input_examples: Optional[Mapping[str, int]] = None, cycle_length: int = 4,
+               caching_permitted: bool = True):
     """Creates the source.
 
     Args:
-      split_to_filepattern: split name -> glob pattern(s) of its tar files,
-        or a zero-argument callable returning them (resolved lazily).
+      split_to_filepattern, num_input_examples, cycle_length,
+        caching_permitted: as ``ShardedFileSource``'s (the files: tar; each
+        read whole, held in memory while read).
       caption_key: member extension holding the caption (UTF-8 text).
       image_keys: member extensions tried, in order, for the image; None is
         ``WEBDATASET_IMAGE_KEYS``.
@@ -415,9 +405,6 @@ class WebDatasetSource(ShardedFileSource):
         from its first sample (labelled iff it has a ``label_key`` member).
         When labels are on, a sample without a valid one gets label -1
         (counted).
-      num_input_examples: optional split -> number of examples.
-      cycle_length: files read (and held in memory) concurrently.
-      caching_permitted: whether SeqIO may cache this source.
     """
     if not split_to_filepattern:
       raise ValueError("split_to_filepattern is empty; map each split to a "
@@ -427,9 +414,8 @@ class WebDatasetSource(ShardedFileSource):
     if not image_keys:
       raise ValueError("image_keys is empty; give the image extensions, e.g. "
                        "('jpg', 'png').")
-    super().__init__(split_to_filepattern, file_kind="tar",
-                     num_input_examples=num_input_examples,
-                     cycle_length=cycle_length, caching_permitted=caching_permitted)
+    super().__init__(split_to_filepattern, "tar", num_input_examples, cycle_length,
+                     caching_permitted)
     self._caption_key = caption_key.lower()
     self._image_keys = tuple(k.lower() for k in image_keys)
     self._label_key = label_key.lower() if label_key else None
@@ -502,17 +488,11 @@ class WebDatasetSource(ShardedFileSource):
     take = lambda x: tf.boolean_mask(x, ok)
     image, first = take(image), take(first)
     fixed, fix_op = fix_caption(take(all_text), count=self._count)
-    updates = [
-        fix_op,
-        self._count("corrupt_shard",
-                    tf.cast(~members["complete"], tf.int64)),
-        self._count("missing_image",
-                    tf.reduce_sum(tf.cast(~has_image, tf.int64))),
-        self._count("missing_caption", tf.reduce_sum(
-            tf.cast(has_image & ~has_caption, tf.int64))),
-        bad_records.count("incomplete_sample",
-                          tf.reduce_sum(tf.cast(~ok, tf.int64))),
-    ]
+    n = lambda mask: tf.reduce_sum(tf.cast(mask, tf.int64))
+    updates = [fix_op, self._count("corrupt_shard", ~members["complete"]),
+               self._count("missing_image", n(~has_image)),
+               self._count("missing_caption", n(has_image & ~has_caption)),
+               bad_records.count("incomplete_sample", n(~ok))]
     example = {"key": tf.gather(groups["key"], first),
                "image_start": tf.gather(start, image),
                "image_size": tf.gather(size, image), "text": fixed}
@@ -525,22 +505,16 @@ class WebDatasetSource(ShardedFileSource):
       valid = tf.strings.regex_full_match(raw, r"[+-]?[0-9]{1,18}")
       label = tf.where(valid, tf.strings.to_number(
           tf.where(valid, raw, "0"), tf.int64), -1)
-      updates += [
-          self._count("missing_label",
-                      tf.reduce_sum(tf.cast(label_member < 0, tf.int64))),
-          self._count("bad_label", tf.reduce_sum(
-              tf.cast((label_member >= 0) & ~valid, tf.int64))),
-      ]
+      updates += [self._count("missing_label", n(label_member < 0)),
+                  self._count("bad_label", n((label_member >= 0) & ~valid))]
       example["label"] = label
     with tf.control_dependencies(updates):
       example = {k: tf.identity(v) for k, v in example.items()}
 
     @tf.autograph.experimental.do_not_convert
     def slice_image(ex):
-      out = {k: v for k, v in ex.items()
-             if k not in ("image_start", "image_size")}
-      out["image"] = _substr(content, ex["image_start"],
-                                       ex["image_size"])
+      out = {k: v for k, v in ex.items() if k not in ("image_start", "image_size")}
+      out["image"] = _substr(content, ex["image_start"], ex["image_size"])
       return out
 
     return tf.data.Dataset.from_tensor_slices(example).map(slice_image)

@@ -117,21 +117,25 @@ def reduce_batch(word_pieces: tf.RaggedTensor, length: int, method: str,
   Returns:
     int32 ``[B, length]``: ``[CLS]``, kept pieces in caption order, zeros.
   """
-  check_method(method)
-  length = tokenizer_lib.check_length(length)
-  if (not isinstance(word_pieces, tf.RaggedTensor)
-      or word_pieces.shape.rank != 3):
-    raise ValueError("word_pieces must be a RaggedTensor [batch, words, "
-                     "pieces], as WordpieceTokenizer.word_pieces returns for a "
-                     "vector of captions")
+  length = _check_args(word_pieces, length, method, seed, 3, "[batch, words, pieces], as "
+                       "WordpieceTokenizer.word_pieces returns for a vector of captions")
   random = method in RANDOM_METHODS
-  if random and seed is None:
-    raise ValueError(f"method {method!r} is random and needs a seed "
-                     "(int tensor of shape [2])")
   rows = tf.range(word_pieces.nrows(), dtype=tf.int64)
   base = _as_seed(seed) if random else tf.zeros([2], tf.int64)
   seeds = base[None, :] + tf.stack([tf.zeros_like(rows), rows], axis=1)
   return _rows_fn(length, method)(word_pieces, seeds)
+
+
+def _check_args(word_pieces: tf.RaggedTensor, length: int, method: str,
+                seed: Optional[tf.Tensor], rank: int, shape: str) -> int:
+  """The argument checks of ``reduce_batch`` and ``reduce_text``; returns ``length``."""
+  check_method(method)
+  length = tokenizer_lib.check_length(length)
+  if not isinstance(word_pieces, tf.RaggedTensor) or word_pieces.shape.rank != rank:
+    raise ValueError(f"word_pieces must be a RaggedTensor {shape}")
+  if method in RANDOM_METHODS and seed is None:
+    raise ValueError(f"method {method!r} is random and needs a seed (int tensor of shape [2])")
+  return length
 
 
 @functools.lru_cache(maxsize=None)
@@ -163,15 +167,8 @@ def reduce_text(word_pieces: tf.RaggedTensor, length: int, method: str,
   Returns:
     int32 ``[length]``: ``[CLS]``, kept pieces in caption order, zeros.
   """
-  check_method(method)
-  length = tokenizer_lib.check_length(length)
-  if (not isinstance(word_pieces, tf.RaggedTensor)
-      or word_pieces.shape.rank != 2):
-    raise ValueError("word_pieces must be a RaggedTensor [words, pieces] of "
-                     "one caption; use reduce_batch for a batch")
-  if method in RANDOM_METHODS and seed is None:
-    raise ValueError(f"method {method!r} is random and needs a seed "
-                     "(int tensor of shape [2])")
+  length = _check_args(word_pieces, length, method, seed, 2,
+                       "[words, pieces] of one caption; use reduce_batch for a batch")
   # Plain dense ops on one caption: the per-example path of tf.data pipelines
   # (a vectorised ragged version measured about 2x slower per caption there).
   keep = length - 1

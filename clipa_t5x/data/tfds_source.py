@@ -94,17 +94,8 @@ class TfdsSource(seqio.DataSource):
     builder = prepared_builder(self._name, self._data_dir)
     return [str(f) for f in builder.info.splits[split].filenames]
 
-  def get_dataset(
-      self,
-      split: str = "train",
-      shuffle: bool = True,
-      seed: Optional[int] = None,
-      shard_info: Optional[seqio.ShardInfo] = None,
-      *,
-      sequence_length=None,  # Unused.
-      use_cached: bool = False,  # Unused.
-      num_epochs: Optional[int] = 1,  # Unused.
-  ) -> tf.data.Dataset:
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, **unused) -> tf.data.Dataset:
     """Raw examples of ``split`` (one pass; SeqIO repeats).
 
     Args:
@@ -116,7 +107,7 @@ class TfdsSource(seqio.DataSource):
     Returns:
       A dataset of ``{'key', 'image', 'text'}``.
     """
-    del sequence_length, use_cached, num_epochs
+    del unused  # sequence_length, use_cached, num_epochs
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     if split not in self.splits:
       raise ValueError(f"Unknown split {split!r}; this source has splits "

@@ -98,24 +98,20 @@ class TFRecordSource(ShardedFileSource):
     """Creates the source.
 
     Args:
-      split_to_filepattern: split -> glob pattern(s) of its TFRecord files,
-        or a zero-argument callable returning them (resolved lazily).
+      split_to_filepattern, num_input_examples, cycle_length,
+        caching_permitted: as ``ShardedFileSource``'s (the files: TFRecord;
+        each read whole, held in memory while read).
       caption_key: bytes feature holding the caption.
       image_key: bytes feature holding the encoded image.
       key_key: bytes feature holding the sample key; records without one get
         ``FILENAME:INDEX``.
-      num_input_examples: optional split -> number of examples.
-      cycle_length: files read (and held in memory) concurrently.
-      caching_permitted: whether SeqIO may cache this source.
     """
     names = (caption_key, image_key, key_key)
     if not all(names) or len(set(names)) != 3:
       raise ValueError(f"caption_key, image_key and key_key must be distinct "
                        f"feature names, got {names}.")
-    super().__init__(split_to_filepattern, file_kind="TFRecord",
-                     num_input_examples=num_input_examples,
-                     cycle_length=cycle_length,
-                     caching_permitted=caching_permitted)
+    super().__init__(split_to_filepattern, "TFRecord", num_input_examples, cycle_length,
+                     caching_permitted)
     self._caption_key, self._image_key, self._key_key = names
 
   def _read_file(self, path: tf.Tensor, split: str) -> tf.data.Dataset:

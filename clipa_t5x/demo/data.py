@@ -12,6 +12,7 @@ table.
 """
 
 import dataclasses
+import functools
 import os
 import tarfile
 from typing import Callable, Dict, List, Optional, Tuple
@@ -94,9 +95,7 @@ class DemoData:
 
   def pattern(self, split: str) -> Callable[[], str]:
     """``files(split)`` deferred: a callable a source resolves when it lists files."""
-    def resolve() -> str:
-      return self.files(split)
-    return resolve
+    return functools.partial(self.files, split)
 
   def source(self, with_labels: bool) -> WebDatasetSource:
     """A webdataset source over both splits (``with_labels``: keep ``KEY.cls``)."""

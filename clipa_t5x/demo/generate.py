@@ -66,10 +66,9 @@ def _split_counts(total: int, num_shards: int) -> List[int]:
 def _params(num_train: int, num_eval: int, image_size: int,
             num_train_shards: int, num_eval_shards: int,
             seed: int, scene: str = "shapes") -> Dict[str, Any]:
-  params = {"num_train": num_train, "num_eval": num_eval,
-            "image_size": image_size, "num_train_shards": num_train_shards,
-            "num_eval_shards": num_eval_shards, "seed": seed,
-            "generator_version": scenes.get(scene).GENERATOR_VERSION}
+  params = {"num_train": num_train, "num_eval": num_eval, "image_size": image_size,
+            "num_train_shards": num_train_shards, "num_eval_shards": num_eval_shards,
+            "seed": seed, "generator_version": scenes.get(scene).GENERATOR_VERSION}
   if scene != "shapes":  # recorded for other scenes only: shapes caches stay valid
     params["scene"] = scene
   return params
@@ -212,12 +211,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       help="output directory (default: $CLIPA_DEMO_DATA or "
                       "~/.cache/clipa_t5x/demo_shapes; glyphs: $CLIPA_DEMO_GLYPHS_DATA or "
                       "~/.cache/clipa_t5x/demo_glyphs)")
-  parser.add_argument("--num_train", type=int, default=DEFAULTS["num_train"])
-  parser.add_argument("--num_eval", type=int, default=DEFAULTS["num_eval"])
-  parser.add_argument("--image_size", type=int, default=DEFAULTS["image_size"])
-  parser.add_argument("--num_train_shards", type=int, default=DEFAULTS["num_train_shards"])
-  parser.add_argument("--num_eval_shards", type=int, default=DEFAULTS["num_eval_shards"])
-  parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+  for name in ("num_train", "num_eval", "image_size", "num_train_shards", "num_eval_shards",
+               "seed"):
+    parser.add_argument(f"--{name}", type=int, default=DEFAULTS[name])
   parser.add_argument("--scene", default="shapes", choices=tuple(scenes.SCENES),
                       help="shapes (coloured shapes, the demo) or glyphs (letter textures)")
   args = parser.parse_args(argv)

@@ -41,11 +41,26 @@ import numpy as np
 
 from clipa_t5x.data.image_files import IMAGE_EXTENSIONS, has_image_extension
 _WNID = re.compile(r"n\d{8}")
+Examples = Iterator[Dict[str, Any]]
 
 
 def _check_shard(shard_id: int, num_shards: int) -> None:
   if num_shards < 1 or not 0 <= shard_id < num_shards:
     raise ValueError(f"shard_id {shard_id} must lie in [0, num_shards={num_shards}).")
+
+
+class _ImageSource:
+  """What the sources share: ``examples`` checks the shard and reads ``_examples``."""
+
+  def examples(self, image_size: int, text_length: int, shard_id: int = 0,
+               num_shards: int = 1) -> Examples:
+    """This host's examples (see the module docstring)."""
+    del text_length  # images only: captions are raw text
+    _check_shard(shard_id, num_shards)
+    yield from self._examples(image_size, shard_id, num_shards)
+
+  def _examples(self, image_size: int, shard_id: int, num_shards: int) -> Examples:
+    raise NotImplementedError
 
 
 def _map_images(ds, size: int, key: str = "image"):
@@ -104,7 +119,7 @@ class SeqioTask:
     return None
 
   def examples(self, image_size: int, text_length: int, shard_id: int = 0,
-               num_shards: int = 1) -> Iterator[Dict[str, Any]]:
+               num_shards: int = 1) -> Examples:
     """This host's examples (see the module docstring)."""
     from clipa_t5x.data import dataset as dataset_lib
     _check_shard(shard_id, num_shards)
@@ -150,7 +165,7 @@ def _tfds_dataset(builder, split, image_key: str):
 
 
 @dataclasses.dataclass(frozen=True)
-class TfdsClassification:
+class TfdsClassification(_ImageSource):
   """A TFDS image classification set already prepared in ``data_dir``.
 
   Attributes:
@@ -177,10 +192,7 @@ class TfdsClassification:
       return zeroshot.load_classnames("imagenet1k")
     return [canonical_class_name(n) for n in names]
 
-  def examples(self, image_size: int, text_length: int, shard_id: int = 0,
-               num_shards: int = 1) -> Iterator[Dict[str, Any]]:
-    del text_length
-    _check_shard(shard_id, num_shards)
+  def _examples(self, image_size: int, shard_id: int, num_shards: int) -> Examples:
     builder = _tfds_builder(self.name, self.data_dir)
     for key in (self.image_key, self.label_key):
       if key not in builder.info.features:
@@ -189,12 +201,11 @@ class TfdsClassification:
     ds = _tfds_dataset(builder, _tfds_split(builder, self.split, shard_id, num_shards),
                        self.image_key)
     ds = ds.map(lambda ex: {"image": ex[self.image_key], "label": ex[self.label_key]})
-    for ex in _map_images(ds, image_size).as_numpy_iterator():
-      yield ex
+    yield from _map_images(ds, image_size).as_numpy_iterator()
 
 
 @dataclasses.dataclass(frozen=True)
-class TfdsRetrieval:
+class TfdsRetrieval(_ImageSource):
   """TFDS ``coco_captions`` (or any set with an image and a list of captions).
 
   Attributes:
@@ -210,10 +221,7 @@ class TfdsRetrieval:
   image_key: str = "image"
   captions_key: str = "captions/text"
 
-  def examples(self, image_size: int, text_length: int, shard_id: int = 0,
-               num_shards: int = 1) -> Iterator[Dict[str, Any]]:
-    del text_length
-    _check_shard(shard_id, num_shards)
+  def _examples(self, image_size: int, shard_id: int, num_shards: int) -> Examples:
     builder = _tfds_builder(self.name, self.data_dir)
     ds = _tfds_dataset(builder, _tfds_split(builder, self.split, shard_id, num_shards),
                        self.image_key)
@@ -239,7 +247,7 @@ def _list_images(folder: str, extensions: Sequence[str]) -> List[str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageFolder:
+class ImageFolder(_ImageSource):
   """``root/<class folder>/<image files>``; labels follow the sorted folder names.
 
   Attributes:
@@ -285,10 +293,7 @@ class ImageFolder:
                        f"{list(self.extensions)}.")
     return paths, labels
 
-  def examples(self, image_size: int, text_length: int, shard_id: int = 0,
-               num_shards: int = 1) -> Iterator[Dict[str, Any]]:
-    del text_length
-    _check_shard(shard_id, num_shards)
+  def _examples(self, image_size: int, shard_id: int, num_shards: int) -> Examples:
     paths, labels = self.files()
     paths, labels = paths[shard_id::num_shards], labels[shard_id::num_shards]
     if not paths:
@@ -315,7 +320,7 @@ def _webdataset(pattern, caption_key: str, label_key: Optional[str], shard_id: i
 
 
 @dataclasses.dataclass(frozen=True)
-class WebDatasetClassification:
+class WebDatasetClassification(_ImageSource):
   """Webdataset tar shards whose samples carry an integer ``KEY.cls`` label.
 
   Attributes:
@@ -337,10 +342,7 @@ class WebDatasetClassification:
     with open(self.class_names_file) as f:
       return list(json.load(f))
 
-  def examples(self, image_size: int, text_length: int, shard_id: int = 0,
-               num_shards: int = 1) -> Iterator[Dict[str, Any]]:
-    del text_length
-    _check_shard(shard_id, num_shards)
+  def _examples(self, image_size: int, shard_id: int, num_shards: int) -> Examples:
     # The label member doubles as the "caption", so samples need no text.
     ds = _webdataset(self.pattern, self.label_key, self.label_key, shard_id, num_shards,
                      self.image_keys)
@@ -353,7 +355,7 @@ class WebDatasetClassification:
 
 
 @dataclasses.dataclass(frozen=True)
-class WebDatasetRetrieval:
+class WebDatasetRetrieval(_ImageSource):
   """Webdataset shards with one or more captions per image.
 
   Attributes:
@@ -390,10 +392,7 @@ class WebDatasetRetrieval:
       return [c.strip() for c in value if c.strip()]
     return [line.strip() for line in text.splitlines() if line.strip()]
 
-  def examples(self, image_size: int, text_length: int, shard_id: int = 0,
-               num_shards: int = 1) -> Iterator[Dict[str, Any]]:
-    del text_length
-    _check_shard(shard_id, num_shards)
+  def _examples(self, image_size: int, shard_id: int, num_shards: int) -> Examples:
     ds = _webdataset(self.pattern, self.caption_key, None, shard_id, num_shards,
                      self.image_keys)
     ds = ds.map(lambda ex: {"image": ex["image"], "text": ex["text"]})
@@ -403,7 +402,7 @@ class WebDatasetRetrieval:
 
 # ---------------------------------------------------------------------- CSV
 @dataclasses.dataclass(frozen=True)
-class CsvRetrieval:
+class CsvRetrieval(_ImageSource):
   """A CSV of (image path, caption) rows; rows of one image are grouped.
 
   Attributes:
@@ -444,10 +443,7 @@ class CsvRetrieval:
       raise ValueError(f"CSV {self.path!r}: image {empty[0]!r} has no non-empty caption.")
     return list(groups), list(groups.values())
 
-  def examples(self, image_size: int, text_length: int, shard_id: int = 0,
-               num_shards: int = 1) -> Iterator[Dict[str, Any]]:
-    del text_length
-    _check_shard(shard_id, num_shards)
+  def _examples(self, image_size: int, shard_id: int, num_shards: int) -> Examples:
     paths, captions = self.rows()
     index = list(range(shard_id, len(paths), num_shards))
     if not index:

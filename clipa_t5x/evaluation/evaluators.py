@@ -171,17 +171,19 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
   names = [getattr(s, "name", None) for s in specs]
   if len(set(names)) != len(names):
     raise ValueError(f"evaluator names must be unique, got {names}.")
+
+  def reader(src: Any) -> Callable[[], Any]:  # this host's examples of a source
+    return lambda: src.examples(image_size, text_length, shard_id, num_shards)
+
   out = []
   for spec in specs:
     if isinstance(spec, RetrievalEvalConfig):
       if spec.source is None or not hasattr(spec.source, "examples"):
         raise ValueError(f"retrieval eval {spec.name!r}: source must be a retrieval source "
                          f"(e.g. datasets.TfdsRetrieval()), got {spec.source!r}.")
-      batch = _per_host(spec.batch_size, num_shards)
-      examples_fn = (lambda src=spec.source: src.examples(image_size, text_length, shard_id,
-                                                          num_shards))
       out.append(retrieval_lib.RetrievalEvaluator(
-          spec.name, examples_fn, batch_size=batch, text_length=text_length,
+          spec.name, reader(spec.source), batch_size=_per_host(spec.batch_size, num_shards),
+          text_length=text_length,
           text_reduction=text_reduction, num_examples=spec.num_examples, ks=spec.ks,
           block_size=spec.block_size, image_size=image_size))
     elif isinstance(spec, ZeroShotEvalConfig):
@@ -190,13 +192,10 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
                          f"(a SeqIO Task) or source (an evaluation.datasets source).")
       source = spec.source or datasets.SeqioTask(spec.task, spec.split)
       templates = zeroshot.parse_templates(spec.templates, f"eval {spec.name!r}: templates")
-      batch = _per_host(spec.batch_size, num_shards)
-      examples_fn = (lambda src=source: src.examples(image_size, text_length, shard_id,
-                                                     num_shards))
       out.append(zeroshot.ZeroShotClassifier(
-          name=spec.name, examples_fn=examples_fn,
+          name=spec.name, examples_fn=reader(source),
           class_names=_resolve_class_names(spec, source), templates=templates,
-          batch_size=batch, text_length=text_length, text_reduction=text_reduction,
+          batch_size=_per_host(spec.batch_size, num_shards), text_length=text_length, text_reduction=text_reduction,
           num_examples=spec.num_examples, ks=spec.ks, factors=spec.factors,
           image_size=image_size))
     elif isinstance(spec, FewShotEvalConfig):
@@ -206,12 +205,7 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
                            f"source (e.g. datasets.ImageFolder(...)), got "
                            f"{getattr(spec, what)!r}.")
       out.append(fewshot_lib.FewShotEvaluator(
-          spec.name,
-          lambda src=spec.train_source: src.examples(image_size, text_length, shard_id,
-                                                     num_shards),
-          lambda src=spec.test_source: src.examples(image_size, text_length, shard_id,
-                                                    num_shards),
-          shots=spec.shots, num_seeds=spec.num_seeds, l2_reg=spec.l2_reg,
+          spec.name, reader(spec.train_source), reader(spec.test_source), shots=spec.shots, num_seeds=spec.num_seeds, l2_reg=spec.l2_reg,
           features=spec.features, batch_size=_per_host(spec.batch_size, num_shards),
           num_train_examples=spec.num_train_examples,
           num_test_examples=spec.num_test_examples, num_classes=spec.num_classes,
@@ -239,43 +233,34 @@ class Encoders:
   def __init__(self, model, partitioner, param_shardings):
     self._params = None
     self._partitioner = partitioner
-    self._images = partitioner.partition(
-        model.encode_images, in_axis_resources=(param_shardings, partitioner.data_sharding),
-        out_axis_resources=partitioner.data_sharding)
-    self._texts = partitioner.partition(
-        model.encode_texts, in_axis_resources=(param_shardings, partitioner.data_sharding),
-        out_axis_resources=partitioner.data_sharding)
-    self._representations = partitioner.partition(
-        model.image_representations,
-        in_axis_resources=(param_shardings, partitioner.data_sharding),
-        out_axis_resources=partitioner.data_sharding)
+    self._images, self._texts, self._representations = (
+        partitioner.partition(fn, in_axis_resources=(param_shardings, partitioner.data_sharding),
+                              out_axis_resources=partitioner.data_sharding)
+        for fn in (model.encode_images, model.encode_texts, model.image_representations))
 
   def bind(self, params) -> "Encoders":
     """Sets the parameters the encoders use from now on."""
     self._params = params
     return self
 
-  def _check_rows(self, x: np.ndarray, what: str) -> None:
+  def _run(self, fn: Callable, x: np.ndarray, what: str) -> np.ndarray:
     size = self._partitioner.data_parallel_size // jax.process_count() or 1
     if x.shape[0] % size:
       raise ValueError(f"{what}: {x.shape[0]} rows per host is not a multiple of this host's "
                        f"{size} data-parallel devices; use an eval batch_size that is.")
+    return _host_local_rows(fn(self._params, self._partitioner.shard_batch(x)))
 
   def encode_images(self, images: np.ndarray) -> np.ndarray:
     """uint8 [b, H, W, 3] (this host's rows) -> [b, D] features."""
-    self._check_rows(images, "encode_images")
-    return _host_local_rows(self._images(self._params, self._partitioner.shard_batch(images)))
+    return self._run(self._images, images, "encode_images")
 
   def encode_texts(self, tokens: np.ndarray) -> np.ndarray:
     """int32 [b, L] (this host's rows) -> [b, D] features."""
-    self._check_rows(tokens, "encode_texts")
-    return _host_local_rows(self._texts(self._params, self._partitioner.shard_batch(tokens)))
+    return self._run(self._texts, tokens, "encode_texts")
 
   def image_representations(self, images: np.ndarray) -> np.ndarray:
     """uint8 [b, H, W, 3] -> [b, width]: the image tower before its projection."""
-    self._check_rows(images, "image_representations")
-    return _host_local_rows(self._representations(self._params,
-                                                  self._partitioner.shard_batch(images)))
+    return self._run(self._representations, images, "image_representations")
 
 
 def run_evaluators(evaluators: Sequence[Any], encoders: Encoders, params) -> Dict[str, float]:
@@ -292,8 +277,6 @@ def run_evaluators(evaluators: Sequence[Any], encoders: Encoders, params) -> Dic
 
 
 # ------------------------------------------------------- checkpoint evals
-
-
 def format_results_table(results: Dict[str, float]) -> str:
   """``data set  metric  value`` rows from ``{'<data set>/<metric>': value}``."""
   lines = [("data set", "metric", "value")]

@@ -162,18 +162,11 @@ class FewShotEvaluator:
                        f"{features!r}.")
     if not l2_reg > 0:
       raise ValueError(f"few-shot eval {name!r}: l2_reg must be positive, got {l2_reg}.")
-    self.name = name
-    self.train_examples_fn = train_examples_fn
-    self.test_examples_fn = test_examples_fn
-    self.shots = tuple(shots)
-    self.num_seeds = num_seeds
-    self.l2_reg = float(l2_reg)
-    self.features = features
-    self.batch_size = batch_size
-    self.num_train_examples = num_train_examples
-    self.num_test_examples = num_test_examples
-    self.num_classes = num_classes
-    self.image_size = image_size
+    self.name, self.features, self.batch_size = name, features, batch_size
+    self.train_examples_fn, self.test_examples_fn = train_examples_fn, test_examples_fn
+    self.shots, self.num_seeds, self.l2_reg = tuple(shots), num_seeds, float(l2_reg)
+    self.num_train_examples, self.num_test_examples = num_train_examples, num_test_examples
+    self.num_classes, self.image_size = num_classes, image_size
 
   def _encode(self, encode_images: EncodeFn, examples_fn, num_examples
               ) -> Tuple[np.ndarray, np.ndarray]:

@@ -75,9 +75,8 @@ def label_ranks(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
   return ranks
 
 
-def topk_correct(
-    logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)
-) -> Dict[int, np.ndarray]:
+def topk_correct(logits: np.ndarray, labels: np.ndarray,
+                 ks: Sequence[int] = (1, 5)) -> Dict[int, np.ndarray]:
   """Per-example top-k hits (see the module docstring for the tie rule).
 
   Args:
@@ -93,15 +92,13 @@ def topk_correct(
   return {int(k): ranks < k for k in ks}
 
 
-def topk_accuracy(
-    logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)
-) -> Dict[int, float]:
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray,
+                  ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
   """Fraction of examples whose true class is within the top k.
 
   Args:
-    logits: [N, C] scores, higher is better; N must be at least 1.
-    labels: [N] integer class ids in ``[0, C)``.
-    ks: the k values; each must satisfy ``1 <= k <= C`` (ValueError otherwise).
+    logits, labels, ks: as ``topk_correct`` (N at least 1; a k outside
+      ``[1, C]`` raises ValueError).
 
   Returns:
     ``{k: accuracy}`` with accuracies in [0, 1]; ties go to the lower class
@@ -114,9 +111,7 @@ def topk_accuracy(
   return {k: float(np.mean(h)) for k, h in hits.items()}
 
 
-def class_embeddings(
-    text_features: np.ndarray, num_classes: int, num_templates: int
-) -> np.ndarray:
+def class_embeddings(text_features: np.ndarray, num_classes: int, num_templates: int) -> np.ndarray:
   """Zero-shot classifier weights from per-prompt text embeddings.
 
   Each prompt embedding is L2-normalised, the T prompts of a class are averaged,

@@ -163,11 +163,8 @@ def recall_at_k(image_features: np.ndarray, text_features: np.ndarray,
   """Recall@k in both directions (see the module docstring for the protocol).
 
   Args:
-    image_features: [N, D].
-    text_features: [T, D].
-    text_to_image: [T] image index of each caption.
+    image_features, text_features, text_to_image, block_size: as ``retrieval_ranks``.
     ks: the k values (positive ints).
-    block_size: block side of the chunked similarity.
 
   Returns:
     ``{'image_to_text/R@k': ..., 'text_to_image/R@k': ...}`` in [0, 1].
@@ -185,10 +182,8 @@ def _as_captions(value: Any) -> List[str]:
   """A caption list from a string, bytes, or an array/list of them."""
   if isinstance(value, (str, bytes)):
     value = [value]
-  out = []
-  for c in np.asarray(value, dtype=object).reshape(-1):
-    out.append(c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c))
-  return out
+  return [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+          for c in np.asarray(value, dtype=object).reshape(-1)]
 
 
 class RetrievalEvaluator:
@@ -210,36 +205,15 @@ class RetrievalEvaluator:
     """Configures the evaluator; nothing is read until ``evaluate``.
 
     Args:
-      name: metric prefix.
+      name, batch_size, text_length, text_reduction, text_batch_size,
+        image_size: as ``zeroshot.ZeroShotClassifier``'s.
       examples_fn: zero-arg callable returning a fresh iterable of examples.
-      batch_size: rows of every ``encode_images`` call.
-      text_length: token length passed to ``tokenize``.
-      text_reduction: text reduction method passed to ``tokenize``.
       num_examples: use only the first this many images (all if None).
       ks: recall cut-offs.
-      text_batch_size: rows of every ``encode_texts`` call (``batch_size`` if None).
       block_size: block side of the chunked similarity.
-      image_size: image side of the dummy batch a host feeds while other
-        hosts still have data (multi-host only).
     """
-    if not name or not isinstance(name, str):
-      raise ValueError(f"name must be a non-empty string, got {name!r}.")
-    if not callable(examples_fn):
-      raise ValueError("examples_fn must be a zero-arg callable returning examples.")
-    text_batch_size = batch_size if text_batch_size is None else text_batch_size
-    batching.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
-                         text_length=text_length, block_size=block_size)
-    zeroshot.check_ks(ks)
-    self.name = name
-    self.examples_fn = examples_fn
-    self.batch_size = int(batch_size)
-    self.text_batch_size = int(text_batch_size)
-    self.text_length = int(text_length)
-    self.text_reduction = text_reduction
-    self.num_examples = num_examples
-    self.ks = tuple(int(k) for k in ks)
-    self.block_size = int(block_size)
-    self.image_size = image_size
+    zeroshot.set_settings(self, name, examples_fn, batch_size, text_batch_size, text_length,
+                          text_reduction, num_examples, ks, image_size, block_size=block_size)
 
   def image_batches(self) -> Iterator[Tuple[np.ndarray, List[List[str]]]]:
     """Yields ``(images [b, H, W, 3], captions per image)``, b <= batch_size, unpadded."""

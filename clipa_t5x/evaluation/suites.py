@@ -118,8 +118,7 @@ def imagenet_zeroshot(data: Optional[str], name: str = "imagenet", batch_size: i
       validation images: 1,000 folders named by WordNet id (``n01440764/``...),
       whose sorted order is CLIP's label order.
     name: metric prefix.
-    batch_size: images per encoder call over all hosts.
-    num_examples: evaluate only this many per host (all if None).
+    batch_size, num_examples: as ``ZeroShotEvalConfig``'s.
     templates: package-data key or a list.
     tfds_name: TFDS name looked for in ``data``.
     split: TFDS split.
@@ -168,8 +167,7 @@ def zeroshot_suite(data: Optional[Union[str, Sequence[str]]],
       ``classification_source``: TFDS data_dirs and/or roots of ImageFolders
       named by list (``DATA/pets/<class>/*.jpg``).
     names: the lists to look for (default: every shipped one).
-    batch_size: images per encoder call over all hosts.
-    num_examples: evaluate only this many per host (all if None).
+    batch_size, num_examples: as ``ZeroShotEvalConfig``'s.
     tfds_names: overrides of ``TFDS_NAMES`` (list -> (TFDS name, split)).
     setting: the name of ``data`` in messages (the gin macro).
 
@@ -237,8 +235,7 @@ def user_data_evaluators(data: Optional[Union[str, Sequence[str]]],
       (``clipa_t5x.data.user_data.make_source``).
     label_key: tar member holding the class id.
     templates: zero-shot prompt templates (package-data key or list).
-    batch_size: images per encoder call over all hosts.
-    num_examples: evaluate only this many per host.
+    batch_size, num_examples: as ``ZeroShotEvalConfig``'s.
     name: metric prefix (``user_data/top1``, ``user_data_retrieval/...``).
     setting: the name of ``data`` in messages.
 

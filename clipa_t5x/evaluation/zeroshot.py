@@ -276,6 +276,30 @@ def check_ks(ks: Sequence[int]) -> None:
     raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
 
 
+def set_settings(evaluator: Any, name: str, examples_fn: Callable[[], Iterable[Any]],
+                 batch_size: int, text_batch_size: Optional[int], text_length: int,
+                 text_reduction: str, num_examples: Optional[int], ks: Sequence[int],
+                 image_size: Optional[int], hint: str = "", **sizes: int) -> None:
+  """Checks and sets on ``evaluator`` the settings that ``ZeroShotClassifier`` and
+  ``retrieval.RetrievalEvaluator`` share (see their ``__init__``); ``sizes``: more
+  positive ints to check and set."""
+  if not name or not isinstance(name, str):
+    raise ValueError(f"name must be a non-empty string, got {name!r}.")
+  if not callable(examples_fn):
+    raise ValueError(f"examples_fn must be a zero-arg callable returning examples{hint}.")
+  text_batch_size = batch_size if text_batch_size is None else text_batch_size
+  batching.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
+                       text_length=text_length, **sizes)
+  check_ks(ks)
+  evaluator.name, evaluator.examples_fn = name, examples_fn
+  evaluator.batch_size, evaluator.text_batch_size = int(batch_size), int(text_batch_size)
+  evaluator.text_length, evaluator.text_reduction = int(text_length), text_reduction
+  evaluator.num_examples, evaluator.ks = num_examples, tuple(int(k) for k in ks)
+  evaluator.image_size = image_size
+  for key, value in sizes.items():
+    setattr(evaluator, key, int(value))
+
+
 class ZeroShotClassifier:
   """Zero-shot top-k accuracy of an image-text model on one labelled image set.
 
@@ -288,21 +312,12 @@ class ZeroShotClassifier:
   so e.g. a 3-class set reports only ``top1``.
   """
 
-  def __init__(
-      self,
-      name: str,
-      examples_fn: Callable[[], Iterable[Dict[str, Any]]],
-      class_names: Union[Sequence[str], Callable[[], Sequence[str]]],
-      templates: Sequence[str],
-      batch_size: int = 256,
-      text_length: int = 32,
-      text_reduction: str = "truncate",
-      num_examples: Optional[int] = None,
-      ks: Sequence[int] = (1, 5),
-      text_batch_size: Optional[int] = None,
-      factors: Any = None,
-      image_size: Optional[int] = None,
-  ):
+  def __init__(self, name: str, examples_fn: Callable[[], Iterable[Dict[str, Any]]],
+               class_names: Union[Sequence[str], Callable[[], Sequence[str]]],
+               templates: Sequence[str], batch_size: int = 256, text_length: int = 32,
+               text_reduction: str = "truncate", num_examples: Optional[int] = None,
+               ks: Sequence[int] = (1, 5), text_batch_size: Optional[int] = None,
+               factors: Any = None, image_size: Optional[int] = None):
     """Configures the evaluator; nothing is read or encoded until ``evaluate``.
 
     Args:
@@ -314,8 +329,7 @@ class ZeroShotClassifier:
         (resolved at each ``evaluate``, e.g. to read a file written later).
       templates: prompt templates with ``{c}`` (or ``{}``) for the class name.
       batch_size: rows of every ``encode_images`` call (per host).
-      text_length: token length passed to ``tokenize``.
-      text_reduction: text reduction method passed to ``tokenize``.
+      text_length, text_reduction: as ``embed_classes``'s.
       num_examples: evaluate only the first this many examples (all if None).
       ks: the top-k values to report.
       text_batch_size: rows of every ``encode_texts`` call (``batch_size`` if None).
@@ -326,34 +340,18 @@ class ZeroShotClassifier:
       image_size: image side of the dummy batch a host feeds while other
         hosts still have data (multi-host only).
     """
-    if not name or not isinstance(name, str):
-      raise ValueError(f"name must be a non-empty string, got {name!r}.")
-    if not callable(examples_fn):
-      raise ValueError(
-          "examples_fn must be a zero-arg callable returning examples; wrap a tf.data "
-          "dataset with examples_from_tf_dataset().")
+    set_settings(self, name, examples_fn, batch_size, text_batch_size, text_length,
+                 text_reduction, num_examples, ks, image_size,
+                 hint="; wrap a tf.data dataset with examples_from_tf_dataset()")
     if isinstance(templates, str) or not templates:
       raise ValueError(f"templates must be a non-empty list of strings, got {templates!r}.")
     for template in templates:
       fill_template(template, "x")  # fail now on a template without placeholder
     if not callable(class_names):
       self._check_class_names(class_names)
-    text_batch_size = batch_size if text_batch_size is None else text_batch_size
-    batching.check_sizes(num_examples, batch_size=batch_size, text_batch_size=text_batch_size,
-                         text_length=text_length)
-    check_ks(ks)
-    self.name = name
-    self.examples_fn = examples_fn
     self.class_names = class_names
     self.templates = list(templates)
-    self.batch_size = int(batch_size)
-    self.text_batch_size = int(text_batch_size)
-    self.text_length = int(text_length)
-    self.text_reduction = text_reduction
-    self.num_examples = num_examples
-    self.ks = tuple(int(k) for k in ks)
     self.factors = factors
-    self.image_size = image_size
 
   @staticmethod
   def _check_class_names(class_names: Any) -> List[str]:
@@ -389,19 +387,14 @@ class ZeroShotClassifier:
                          f"({num_classes}), got shape {v.shape}.")
     return table
 
-  def evaluate(
-      self,
-      encode_images: EncodeFn,
-      encode_texts: EncodeFn,
-      tokenize: Optional[TokenizeFn] = None,
-  ) -> Dict[str, float]:
+  def evaluate(self, encode_images: EncodeFn, encode_texts: EncodeFn,
+               tokenize: Optional[TokenizeFn] = None) -> Dict[str, float]:
     """Computes zero-shot top-k accuracy over all (or ``num_examples``) examples.
 
     Args:
       encode_images: uint8 [batch_size, H, W, 3] -> [batch_size, D].
       encode_texts: int32 [text_batch_size, text_length] -> [text_batch_size, D].
-      tokenize: ``(texts, length, method) -> int32 [N, length]``; defaults to
-        ``clipa_t5x.data.text_reduction.tokenize_texts``.
+      tokenize: as ``embed_classes``'s.
 
     Returns:
       ``{f'{name}/top{k}': accuracy for each reported k,

@@ -100,11 +100,9 @@ def _tower(shapes: Shapes, tower: str) -> TowerConfig:
   try:
     width, heads, _ = shapes[block + "MultiHeadDotProductAttention_0/query/kernel"]
     mlp = shapes[block + "MlpBlock_0/Dense_0/kernel"][1]
-    if tower == "img":
-      return TowerConfig(width=width, depth=len(blocks), heads=heads, mlp_dim=mlp,
-                         patch_size=shapes["img/embedding/kernel"][0])
-    return TowerConfig(width=width, depth=len(blocks), heads=heads, mlp_dim=mlp,
-                       vocab_size=shapes["txt/Embed_0/embedding"][0])
+    extra = ({"patch_size": shapes["img/embedding/kernel"][0]} if tower == "img"
+             else {"vocab_size": shapes["txt/Embed_0/embedding"][0]})
+    return TowerConfig(width=width, depth=len(blocks), heads=heads, mlp_dim=mlp, **extra)
   except KeyError as e:
     raise ValueError(f"array {e.args[0]!r} is missing.") from None
   except ValueError as e:  # a wrong rank in the unpacking
@@ -151,17 +149,11 @@ def load(path: str) -> Tuple[Dict[str, Any], ClipaConfig, int]:
     the architecture read off the shapes, and the text position length.
   """
   config, text_length = config_from_shapes(read_shapes(path))
-  params: Dict[str, Any] = {}
   with np.load(path, allow_pickle=False) as data:
     _, picked = _strip_prefix(data.files)
-    for name, stored in picked.items():
-      value = np.asarray(data[stored], np.float32)
-      node = params
-      parts = to_ours(name).split("/")
-      for part in parts[:-1]:
-        node = node.setdefault(part, {})
-      node[parts[-1]] = value.reshape(()) if name == "t" else value
-  return params, config, text_length
+    flat = {to_ours(name): np.asarray(data[stored], np.float32) for name, stored in picked.items()}
+  flat["log_temperature"] = flat["log_temperature"].reshape(())  # t is [1]
+  return open_clip._nest(flat), config, text_length  # pylint: disable=protected-access
 
 
 def save(params: Mapping[str, Any], path: str) -> str:

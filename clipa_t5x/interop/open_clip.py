@@ -335,6 +335,36 @@ def _set(tree: Dict[str, Any], path: str, value: Any) -> None:
   node[parts[-1]] = value
 
 
+# Parameters open_clip holds as ours are, or transposed (True): (ours, theirs, transposed);
+# _BLOCK_PLAIN's paths are within one encoder block.
+_PLAIN = (("img/encoder_norm/scale", "visual.ln_post.weight", False),
+          ("img/encoder_norm/bias", "visual.ln_post.bias", False),
+          ("img/head/kernel", "visual.proj", False),
+          ("txt/embedding/embedding", "token_embedding.weight", False),
+          ("txt/encoder_norm/scale", "ln_final.weight", False),
+          ("txt/encoder_norm/bias", "ln_final.bias", False),
+          ("txt/head/kernel", "text_projection", False))
+_BLOCK_PLAIN = (("norm_attn/scale", "ln_1.weight", False), ("norm_attn/bias", "ln_1.bias", False),
+                ("attention/out/bias", "attn.out_proj.bias", False),
+                ("norm_mlp/scale", "ln_2.weight", False), ("norm_mlp/bias", "ln_2.bias", False),
+                ("mlp/fc_in/kernel", "mlp.c_fc.weight", True),
+                ("mlp/fc_in/bias", "mlp.c_fc.bias", False),
+                ("mlp/fc_out/kernel", "mlp.c_proj.weight", True),
+                ("mlp/fc_out/bias", "mlp.c_proj.bias", False))
+
+
+def _plain_to_torch(p: Mapping[str, Any], table, ours: str = "",
+                    theirs: str = "") -> Dict[str, Any]:
+  return {theirs + t: _get(p, ours + o).T if transposed else _get(p, ours + o)
+          for o, t, transposed in table}
+
+
+def _plain_from_torch(sd: Mapping[str, Any], table, out: Dict[str, Any], ours: str = "",
+                      theirs: str = "") -> None:
+  for o, t, transposed in table:
+    _set(out, ours + o, sd[theirs + t].T if transposed else sd[theirs + t])
+
+
 def _block_to_torch(p: Mapping[str, Any], tower: TowerConfig, i: int, ours: str,
                     theirs: str) -> Dict[str, Any]:
   w = tower.width
@@ -342,20 +372,12 @@ def _block_to_torch(p: Mapping[str, Any], tower: TowerConfig, i: int, ours: str,
   t = f"{theirs}transformer.resblocks.{i}."
   qkv = ("query", "key", "value")
   return {
-      t + "ln_1.weight": _get(p, a + "norm_attn/scale"),
-      t + "ln_1.bias": _get(p, a + "norm_attn/bias"),
       t + "attn.in_proj_weight": np.concatenate(
           [_get(p, a + f"attention/{n}/kernel").reshape(w, w).T for n in qkv], axis=0),
       t + "attn.in_proj_bias": np.concatenate(
           [_get(p, a + f"attention/{n}/bias").reshape(w) for n in qkv], axis=0),
       t + "attn.out_proj.weight": _get(p, a + "attention/out/kernel").reshape(w, w).T,
-      t + "attn.out_proj.bias": _get(p, a + "attention/out/bias"),
-      t + "ln_2.weight": _get(p, a + "norm_mlp/scale"),
-      t + "ln_2.bias": _get(p, a + "norm_mlp/bias"),
-      t + "mlp.c_fc.weight": _get(p, a + "mlp/fc_in/kernel").T,
-      t + "mlp.c_fc.bias": _get(p, a + "mlp/fc_in/bias"),
-      t + "mlp.c_proj.weight": _get(p, a + "mlp/fc_out/kernel").T,
-      t + "mlp.c_proj.bias": _get(p, a + "mlp/fc_out/bias"),
+      **_plain_to_torch(p, _BLOCK_PLAIN, a, t),
   }
 
 
@@ -369,15 +391,7 @@ def _block_from_torch(sd: Mapping[str, Any], tower: TowerConfig, i: int, ours: s
     _set(out, a + f"attention/{name}/kernel", in_w[j * w:(j + 1) * w].T.reshape(w, h, d))
     _set(out, a + f"attention/{name}/bias", in_b[j * w:(j + 1) * w].reshape(h, d))
   _set(out, a + "attention/out/kernel", sd[t + "attn.out_proj.weight"].T.reshape(h, d, w))
-  _set(out, a + "attention/out/bias", sd[t + "attn.out_proj.bias"])
-  _set(out, a + "norm_attn/scale", sd[t + "ln_1.weight"])
-  _set(out, a + "norm_attn/bias", sd[t + "ln_1.bias"])
-  _set(out, a + "norm_mlp/scale", sd[t + "ln_2.weight"])
-  _set(out, a + "norm_mlp/bias", sd[t + "ln_2.bias"])
-  _set(out, a + "mlp/fc_in/kernel", sd[t + "mlp.c_fc.weight"].T)
-  _set(out, a + "mlp/fc_in/bias", sd[t + "mlp.c_fc.bias"])
-  _set(out, a + "mlp/fc_out/kernel", sd[t + "mlp.c_proj.weight"].T)
-  _set(out, a + "mlp/fc_out/bias", sd[t + "mlp.c_proj.bias"])
+  _plain_from_torch(sd, _BLOCK_PLAIN, out, a, t)
 
 
 def image_position_embedding(config: ClipaConfig, image_size: int) -> np.ndarray:
@@ -395,15 +409,9 @@ def _to_torch_layout(params: Mapping[str, Any], config: ClipaConfig,
       "logit_scale": _get(params, "log_temperature").reshape(()),
       "visual.class_embedding": _get(params, "img/cls").reshape(img.width),
       "visual.positional_embedding": image_position_embedding(config, image_size),
-      "visual.proj": _get(params, "img/head/kernel"),
       "visual.conv1.weight": _get(params, "img/embedding/kernel").transpose(3, 2, 0, 1),
-      "visual.ln_post.weight": _get(params, "img/encoder_norm/scale"),
-      "visual.ln_post.bias": _get(params, "img/encoder_norm/bias"),
-      "token_embedding.weight": _get(params, "txt/embedding/embedding"),
       "positional_embedding": _get(params, "txt/pos_embedding")[0],
-      "ln_final.weight": _get(params, "txt/encoder_norm/scale"),
-      "ln_final.bias": _get(params, "txt/encoder_norm/bias"),
-      "text_projection": _get(params, "txt/head/kernel"),
+      **_plain_to_torch(params, _PLAIN),
   }
   if config.loss == "sigmoid":
     sd["logit_bias"] = _get(params, "logit_bias").reshape(())
@@ -423,14 +431,8 @@ def _from_torch_layout(sd: Mapping[str, Any], config: ClipaConfig) -> NestedArra
     _set(out, "logit_bias", sd["logit_bias"].reshape(()))
   _set(out, "img/cls", sd["visual.class_embedding"].reshape(1, 1, img.width))
   _set(out, "img/embedding/kernel", sd["visual.conv1.weight"].transpose(2, 3, 1, 0))
-  _set(out, "img/encoder_norm/scale", sd["visual.ln_post.weight"])
-  _set(out, "img/encoder_norm/bias", sd["visual.ln_post.bias"])
-  _set(out, "img/head/kernel", sd["visual.proj"])
-  _set(out, "txt/embedding/embedding", sd["token_embedding.weight"])
   _set(out, "txt/pos_embedding", sd["positional_embedding"][None])
-  _set(out, "txt/encoder_norm/scale", sd["ln_final.weight"])
-  _set(out, "txt/encoder_norm/bias", sd["ln_final.bias"])
-  _set(out, "txt/head/kernel", sd["text_projection"])
+  _plain_from_torch(sd, _PLAIN, out)
   for i in range(img.depth):
     _block_from_torch(sd, img, i, "img", "visual.", out)
   for i in range(txt.depth):

@@ -79,13 +79,10 @@ class ClipaConfig:
     dtype: compute dtype name ('float32', 'bfloat16' or 'float16'); parameters
       are always float32.
     remat_policy: per-block rematerialisation: 'none', 'full' or 'dots_saveable'.
-    attention_impl: how both towers compute attention: 'auto' (per platform
-      at trace time: 'chunked' on CPU, 'dot_product_attention' on GPU),
-      'xla' (plain einsums), 'chunked' (batch chunks under jax.checkpoint,
-      fastest on CPU), 'dot_product_attention' (jax.nn.dot_product_attention,
-      cuDNN flash attention on GPU for bf16/fp16, else its XLA form) or
-      'cudnn' (cuDNN only, no fallback). Numerics agree up to float rounding;
-      parameters and checkpoints do not depend on it.
+    attention_impl: how both towers compute attention, one of
+      ``ATTENTION_IMPLS`` (each described at ``layers.attention_core``; 'auto':
+      'chunked' on CPU, 'dot_product_attention' on GPU). Numerics agree up to
+      float rounding; parameters and checkpoints do not depend on it.
     loss: the contrastive loss the model trains with, 'softmax' (CLIP/CLIPA)
       or 'sigmoid' (SigLIP). It decides the scalar parameters: 'sigmoid' adds
       a learnable ``logit_bias`` beside ``log_temperature``.
@@ -119,49 +116,31 @@ class ClipaConfig:
       raise ValueError("ClipaConfig.text must be a TowerConfig with a vocab_size.")
     if not isinstance(self.embed_dim, int) or self.embed_dim < 1:
       raise ValueError(f"ClipaConfig.embed_dim must be a positive int, got {self.embed_dim!r}.")
-    if self.dtype not in DTYPES:
-      raise ValueError(f"ClipaConfig.dtype={self.dtype!r} is not one of {DTYPES}.")
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(
-          f"ClipaConfig.remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}.")
-    if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f"ClipaConfig.attention_impl={self.attention_impl!r} is not one of "
-                       f"{ATTENTION_IMPLS}.")
-    if self.loss not in LOSSES:
-      raise ValueError(f"ClipaConfig.loss={self.loss!r} is not one of {LOSSES}; set LOSS in "
-                       "the run's gin file, e.g. --gin.LOSS=\"'sigmoid'\".")
-    if self.norm_impl not in NORM_IMPLS:
-      raise ValueError(f"ClipaConfig.norm_impl={self.norm_impl!r} is not one of {NORM_IMPLS}.")
-    if self.mlp_impl not in MLP_IMPLS:
-      raise ValueError(f"ClipaConfig.mlp_impl={self.mlp_impl!r} is not one of {MLP_IMPLS}.")
+    for name, choices in (("dtype", DTYPES), ("remat_policy", REMAT_POLICIES),
+                          ("attention_impl", ATTENTION_IMPLS), ("loss", LOSSES),
+                          ("norm_impl", NORM_IMPLS), ("mlp_impl", MLP_IMPLS)):
+      value = getattr(self, name)
+      if value not in choices:
+        hint = ("; set LOSS in the run's gin file, e.g. --gin.LOSS=\"'sigmoid'\""
+                if name == "loss" else "")
+        raise ValueError(f"ClipaConfig.{name}={value!r} is not one of {choices}{hint}.")
 
 
-def _tower(width: int, depth: int, mlp_dim: int, heads: int, **kw: Any) -> TowerConfig:
-  return TowerConfig(width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, **kw)
-
-
-def _variant(image: TowerConfig, text: TowerConfig, embed_dim: int) -> ClipaConfig:
-  return ClipaConfig(image=image, text=text, embed_dim=embed_dim)
-
-
-_V = TEXT_VOCAB_SIZE
-# Sizes as width/depth/mlp/heads (reference §3).
-VARIANTS: Dict[str, ClipaConfig] = {
-    "Ti/8": _variant(_tower(64, 2, 256, 4, patch_size=8),
-                     _tower(64, 2, 256, 4, vocab_size=_V), 64),
-    "Mu/8": _variant(_tower(128, 4, 512, 4, patch_size=8),
-                     _tower(128, 4, 512, 4, vocab_size=_V), 128),
-    "S/16": _variant(_tower(384, 12, 1536, 6, patch_size=16),
-                     _tower(384, 12, 1536, 6, vocab_size=_V), 384),
-    "B/16": _variant(_tower(768, 12, 3072, 12, patch_size=16),
-                     _tower(512, 12, 2048, 8, vocab_size=_V), 512),
-    "L/14": _variant(_tower(1024, 24, 4096, 16, patch_size=14),
-                     _tower(768, 12, 3072, 12, vocab_size=_V), 768),
-    "H/14": _variant(_tower(1280, 32, 5120, 16, patch_size=14),
-                     _tower(1024, 24, 4096, 16, vocab_size=_V), 1024),
-    "bigG/14": _variant(_tower(1664, 48, 8192, 16, patch_size=14),
-                        _tower(1280, 32, 5120, 20, vocab_size=_V), 1280),
+# name: (patch size, image tower, text tower as width/depth/mlp/heads, embed_dim) (reference §3).
+_SIZES = {
+    "Ti/8": (8, (64, 2, 256, 4), (64, 2, 256, 4), 64),
+    "Mu/8": (8, (128, 4, 512, 4), (128, 4, 512, 4), 128),
+    "S/16": (16, (384, 12, 1536, 6), (384, 12, 1536, 6), 384),
+    "B/16": (16, (768, 12, 3072, 12), (512, 12, 2048, 8), 512),
+    "L/14": (14, (1024, 24, 4096, 16), (768, 12, 3072, 12), 768),
+    "H/14": (14, (1280, 32, 5120, 16), (1024, 24, 4096, 16), 1024),
+    "bigG/14": (14, (1664, 48, 8192, 16), (1280, 32, 5120, 20), 1280),
 }
+VARIANTS: Dict[str, ClipaConfig] = {
+    name: ClipaConfig(image=TowerConfig(w, d, h, m, patch_size=patch),
+                      text=TowerConfig(tw, td, th, tm, vocab_size=TEXT_VOCAB_SIZE),
+                      embed_dim=embed)
+    for name, (patch, (w, d, m, h), (tw, td, tm, th), embed) in _SIZES.items()}
 
 
 def _merge_tower(base: TowerConfig, value: Any, field: str) -> TowerConfig:

@@ -10,6 +10,7 @@ Numerics: parameters are float32; matmuls run in the module ``dtype``; the
 attention softmax and LayerNorm statistics are always float32.
 """
 
+import dataclasses
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -367,6 +368,20 @@ class MultiHeadAttention(nn.Module):
     )(y)
 
 
+def _named_dense(features: int, names: Tuple[str, str], kernel_init: Initializer, dtype: Dtype,
+                 name: str) -> nn.Dense:
+  # A Dense with float32 params, its kernel named ``names`` and its bias ``names[1]``.
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name,
+                  kernel_init=boxed(kernel_init, names),
+                  bias_init=boxed(nn.initializers.zeros, names[1:]))
+
+
+def projection_head(out_dim: int, width: int, dtype: Dtype, name: Optional[str] = None) -> nn.Dense:
+  """A tower's bias-free projection ``embed`` → ``proj``, kernel init N(0, width^-1/2)."""
+  return nn.Dense(out_dim, use_bias=False, dtype=dtype, param_dtype=jnp.float32, name=name,
+                  kernel_init=boxed(nn.initializers.normal(stddev=width**-0.5), ("embed", "proj")))
+
+
 class MlpBlock(nn.Module):
   """Dense → GELU (tanh approximation) → Dense.
 
@@ -386,29 +401,15 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the MLP to ``x`` [B, L, W] → [B, L, W]."""
-    width = x.shape[-1]
-    h = nn.Dense(
-        self.mlp_dim,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=boxed(self.in_kernel_init, ("embed", "mlp")),
-        bias_init=boxed(nn.initializers.zeros, ("mlp",)),
-        name="fc_in",
-    )(x)
+    h = _named_dense(self.mlp_dim, ("embed", "mlp"), self.in_kernel_init, self.dtype, "fc_in")(x)
     if resolve_kernel_option("mlp_impl", self.mlp_impl) == "fused_gelu":
       from clipa_t5x.kernels import gelu  # pylint: disable=import-outside-toplevel
       h = gelu.gelu(h)
     else:
       h = nn.gelu(h, approximate=True)
     h = constrain(h, MLP_HIDDEN_AXES)
-    return nn.Dense(
-        width,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=boxed(self.out_kernel_init, ("mlp", "embed")),
-        bias_init=boxed(nn.initializers.zeros, ("embed",)),
-        name="fc_out",
-    )(h)
+    return _named_dense(x.shape[-1], ("mlp", "embed"), self.out_kernel_init, self.dtype,
+                        "fc_out")(h)
 
 
 class PallasLayerNorm(nn.Module):
@@ -432,13 +433,8 @@ class PallasLayerNorm(nn.Module):
     return pallas_ln.add_layer_norm(x, y, scale, bias, self.epsilon, dtype)
 
 
-class EncoderBlock(nn.Module):
-  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)). No dropout.
-
-  ``norm_impl='pallas'`` runs both LayerNorms as Pallas kernels, the first
-  residual add fused into the second; ``mlp_impl`` picks the MLP's GELU.
-  Parameters are the same whatever the options.
-  """
+class BlockSettings(nn.Module):
+  """The attributes of ``EncoderBlock``, which an ``Encoder`` passes to each of its blocks."""
   heads: int
   mlp_dim: int
   dtype: Dtype = jnp.float32
@@ -449,6 +445,15 @@ class EncoderBlock(nn.Module):
   attention_impl: str = "auto"
   norm_impl: str = "xla"
   mlp_impl: str = "xla"
+
+
+class EncoderBlock(BlockSettings):
+  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)). No dropout.
+
+  ``norm_impl='pallas'`` runs both LayerNorms as Pallas kernels, the first
+  residual add fused into the second; ``mlp_impl`` picks the MLP's GELU.
+  Parameters are the same whatever the options.
+  """
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -504,46 +509,61 @@ def remat_block_class(remat_policy: str) -> type:
   raise ValueError(f"Unknown remat_policy {remat_policy!r}; use one of {REMAT_POLICIES}.")
 
 
-class Encoder(nn.Module):
+class Encoder(BlockSettings, kw_only=True):
   """A stack of ``depth`` pre-LN blocks (a plain Python loop, no scan).
 
   Attributes:
-    depth, heads, mlp_dim: tower size.
-    dtype: compute dtype.
+    depth: number of blocks.
     remat_policy: see ``remat_block_class``.
-    *_kernel_init: kernel initialisers passed to every block.
-    attention_impl: see ``attention_core``.
-    norm_impl, mlp_impl: see ``EncoderBlock``.
+    the rest: ``BlockSettings``, passed to every block (the ``*_kernel_init``
+      kernel initialisers; ``attention_impl``: see ``attention_core``;
+      ``norm_impl``, ``mlp_impl``: see ``EncoderBlock``).
   """
   depth: int
-  heads: int
-  mlp_dim: int
-  dtype: Dtype = jnp.float32
   remat_policy: str = "none"
-  qkv_kernel_init: Initializer = nn.initializers.xavier_uniform()
-  attn_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
-  mlp_in_kernel_init: Initializer = nn.initializers.xavier_uniform()
-  mlp_out_kernel_init: Initializer = nn.initializers.xavier_uniform()
-  attention_impl: str = "auto"
-  norm_impl: str = "xla"
-  mlp_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Runs the blocks on ``x`` [B, L, W] (no final LayerNorm)."""
     block_cls = remat_block_class(self.remat_policy)
     for i in range(self.depth):
-      x = block_cls(
-          heads=self.heads,
-          mlp_dim=self.mlp_dim,
-          dtype=self.dtype,
-          qkv_kernel_init=self.qkv_kernel_init,
-          attn_out_kernel_init=self.attn_out_kernel_init,
-          mlp_in_kernel_init=self.mlp_in_kernel_init,
-          mlp_out_kernel_init=self.mlp_out_kernel_init,
-          attention_impl=self.attention_impl,
-          norm_impl=self.norm_impl,
-          mlp_impl=self.mlp_impl,
-          name=f"encoderblock_{i}",
-      )(x)
+      x = block_cls(**{f: getattr(self, f) for f in _BLOCK_FIELDS}, name=f"encoderblock_{i}")(x)
     return x
+
+
+_BLOCK_FIELDS = tuple(f.name for f in dataclasses.fields(BlockSettings)
+                      if f.name not in ("parent", "name"))
+# What a tower passes to its Encoder.
+_TOWER_FIELDS = ("depth", "heads", "mlp_dim", "dtype", "remat_policy", "attention_impl",
+                 "norm_impl", "mlp_impl")
+
+
+class Tower(nn.Module):
+  """The attributes the image and the text tower share.
+
+  Attributes:
+    width, depth, heads, mlp_dim: tower size.
+    out_dim: output dimension of the projection head.
+    dtype: compute dtype (params are float32).
+    remat_policy: 'none', 'full' or 'dots_saveable'.
+    attention_impl: see ``attention_core``.
+    norm_impl, mlp_impl: see ``EncoderBlock``.
+  """
+  width: int
+  depth: int
+  heads: int
+  mlp_dim: int
+  out_dim: int
+  dtype: Any = jnp.float32
+  remat_policy: str = "none"
+  attention_impl: str = "auto"
+  norm_impl: str = "auto"
+  mlp_impl: str = "auto"
+
+
+def tower_encoder(tower: Tower, qkv: Initializer, attn_out: Initializer, mlp_in: Initializer,
+                  mlp_out: Initializer, name: Optional[str] = None) -> Encoder:
+  """The ``Encoder`` of a tower: its sizes and options, these kernel initialisers."""
+  return Encoder(**{f: getattr(tower, f) for f in _TOWER_FIELDS}, qkv_kernel_init=qkv,
+                 attn_out_kernel_init=attn_out, mlp_in_kernel_init=mlp_in,
+                 mlp_out_kernel_init=mlp_out, name=name)

@@ -8,8 +8,6 @@ attended), a final LayerNorm on all tokens, pooling at the **last position**
 ``x[:, -1]`` and a bias-free projection head.
 """
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,29 +20,12 @@ INIT_DEPTH = 12
 POS_EMBEDDING = "pos_embedding"
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(layers.Tower, kw_only=True):
   """CLIPA text encoder → [B, out_dim] (not L2-normalised).
 
-  Attributes:
-    width, depth, heads, mlp_dim: tower size.
-    vocab_size: rows of the token table.
-    out_dim: output dimension of the projection head.
-    dtype: compute dtype (params are float32).
-    remat_policy: 'none', 'full' or 'dots_saveable'.
-    attention_impl: see ``layers.attention_core``.
-    norm_impl, mlp_impl: see ``layers.EncoderBlock``.
+  Attributes: ``layers.Tower``'s, and ``vocab_size``: rows of the token table.
   """
-  width: int
-  depth: int
-  heads: int
-  mlp_dim: int
   vocab_size: int
-  out_dim: int
-  dtype: Any = jnp.float32
-  remat_policy: str = "none"
-  attention_impl: str = "auto"
-  norm_impl: str = "auto"
-  mlp_impl: str = "auto"
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -84,29 +65,9 @@ class TextTransformer(nn.Module):
     pos = self.param(POS_EMBEDDING, layers.boxed(normal(stddev=0.01), (None, "length", "embed")),
                      (1, length, w), jnp.float32)
     x = layers.constrain(x + pos.astype(self.dtype), layers.RESIDUAL_AXES)
-    x = layers.Encoder(
-        depth=self.depth,
-        heads=self.heads,
-        mlp_dim=self.mlp_dim,
-        dtype=self.dtype,
-        remat_policy=self.remat_policy,
-        qkv_kernel_init=normal(stddev=attn_std),
-        attn_out_kernel_init=normal(stddev=proj_std),
-        mlp_in_kernel_init=normal(stddev=fc_std),
-        mlp_out_kernel_init=normal(stddev=proj_std),
-        attention_impl=self.attention_impl,
-        norm_impl=self.norm_impl,
-        mlp_impl=self.mlp_impl,
-        name="encoder",
-    )(x)
+    x = layers.tower_encoder(self, normal(stddev=attn_std), normal(stddev=proj_std),
+                             normal(stddev=fc_std), normal(stddev=proj_std), name="encoder")(x)
     x = layers.layer_norm(self.dtype, name="encoder_norm")(x)
     pooled = layers.constrain(x[:, -1], ("batch", "embed"))
-    out = nn.Dense(
-        self.out_dim,
-        use_bias=False,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=layers.boxed(normal(stddev=w**-0.5), ("embed", "proj")),
-        name="head",
-    )(pooled)
+    out = layers.projection_head(self.out_dim, w, self.dtype, name="head")(pooled)
     return layers.constrain(out, ("batch", "proj"))

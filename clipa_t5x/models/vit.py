@@ -107,8 +107,7 @@ def grid_keep_indices(rng: jax.Array, batch: int, grid_h: int, grid_w: int) -> j
   """Keeps one patch per 2×2 window, at one random offset per sample (ratio 0.75).
 
   Args:
-    rng: PRNG key.
-    batch: number of samples.
+    rng, batch: as ``random_keep_indices``.
     grid_h, grid_w: patch grid; both must be even.
 
   Returns:
@@ -145,8 +144,7 @@ def block_keep_indices(rng: jax.Array, batch: int, grid_h: int, grid_w: int,
   """Keeps one contiguous block of ``num_kept`` patches at a random position.
 
   Args:
-    rng: PRNG key.
-    batch: number of samples.
+    rng, batch: as ``random_keep_indices``.
     grid_h, grid_w: patch grid.
     mask_ratio: fraction dropped; K = floor(N·(1−ratio)) patches are kept, laid
       out as in ``block_shape``.
@@ -193,10 +191,7 @@ def mask_patches(tokens: jax.Array, rng: jax.Array, *, grid_hw: Tuple[int, int],
 
   Args:
     tokens: patch tokens, position embedding already added, row-major.
-    rng: PRNG key; each sample draws its own mask.
-    grid_hw: (rows, columns) of the patch grid, rows·columns = N.
-    mask_ratio: fraction dropped; 'grid' requires 0.75.
-    mask_type: 'random', 'grid' or 'block'.
+    rng, grid_hw, mask_ratio, mask_type: as ``keep_indices`` (rows·columns = N).
 
   Returns:
     The kept tokens.
@@ -244,29 +239,12 @@ class PatchEmbedding(nn.Module):
     return jnp.einsum("bkd,dw->bkw", patches.astype(self.dtype), kernel)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(layers.Tower, kw_only=True):
   """CLIPA ViT image encoder → [B, out_dim] (not L2-normalised).
 
-  Attributes:
-    width, depth, heads, mlp_dim: tower size.
-    patch_size: square patch size.
-    out_dim: output dimension of the projection head.
-    dtype: compute dtype (params are float32).
-    remat_policy: 'none', 'full' or 'dots_saveable'.
-    attention_impl: see ``layers.attention_core``.
-    norm_impl, mlp_impl: see ``layers.EncoderBlock``.
+  Attributes: ``layers.Tower``'s, and ``patch_size``: square patch size.
   """
-  width: int
-  depth: int
-  heads: int
-  mlp_dim: int
   patch_size: int
-  out_dim: int
-  dtype: Any = jnp.float32
-  remat_policy: str = "none"
-  attention_impl: str = "auto"
-  norm_impl: str = "auto"
-  mlp_impl: str = "auto"
 
   def setup(self):
     xavier = nn.initializers.xavier_uniform()
@@ -275,29 +253,9 @@ class VisionTransformer(nn.Module):
     self.cls = self.param(
         "cls", layers.boxed(nn.initializers.zeros, (None, None, "embed")),
         (1, 1, self.width), jnp.float32)
-    self.encoder = layers.Encoder(
-        depth=self.depth,
-        heads=self.heads,
-        mlp_dim=self.mlp_dim,
-        dtype=self.dtype,
-        remat_policy=self.remat_policy,
-        qkv_kernel_init=xavier,
-        attn_out_kernel_init=xavier,
-        mlp_in_kernel_init=xavier,
-        mlp_out_kernel_init=xavier,
-        attention_impl=self.attention_impl,
-    norm_impl=self.norm_impl,
-    mlp_impl=self.mlp_impl,
-    )
+    self.encoder = layers.tower_encoder(self, xavier, xavier, xavier, xavier)
     self.encoder_norm = layers.layer_norm(self.dtype)
-    self.head = nn.Dense(
-        self.out_dim,
-        use_bias=False,
-        dtype=self.dtype,
-        param_dtype=jnp.float32,
-        kernel_init=layers.boxed(nn.initializers.normal(stddev=self.width**-0.5),
-                                 ("embed", "proj")),
-    )
+    self.head = layers.projection_head(self.out_dim, self.width, self.dtype)
 
   def _check_images(self, images: jax.Array) -> Tuple[int, int]:
     if images.ndim != 4 or images.shape[-1] != 3:

@@ -142,7 +142,7 @@ def interval95(values: Sequence[float]) -> Optional[Tuple[float, float]]:
   v = np.asarray(values, dtype=float)
   if len(v) < 2:
     return None
-  t95 = _inverse_scaling_module("compare").t_quantile(len(v) - 1)
+  t95 = _inverse_scaling_module("plot").t_quantile(len(v) - 1)
   half = t95 * v.std(ddof=1) / np.sqrt(len(v))
   return float(v.mean() - half), float(v.mean() + half)
 

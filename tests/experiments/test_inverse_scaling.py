@@ -26,7 +26,6 @@ def _load_run():
 
 run = _load_run()
 plot = run._sibling("plot")  # pylint: disable=protected-access  (run.py's own loader)
-compare = plot.compare
 
 # The settings these tests pin numbers on (a study shaped like the default, but
 # fixed here so that retuning SETTINGS does not rewrite every expectation).
@@ -314,14 +313,14 @@ def _fake_rows(drop64, drop128, drop192, noise=0.01, seeds=(0, 1), mask_gap=0.03
 
 def test_aggregate_averages_seeds_and_reports_spread():
   rows = _fake_rows(0.10, 0.05, 0.02, noise=0.02)
-  agg = compare.aggregate(rows)
+  agg = plot.aggregate(rows)
   assert len(agg) == 3 * 5 + 2
   full64 = next(r for r in agg if r["width"] == 64 and r["axis"] == "full")
   assert full64["seeds"] == [0, 1] and full64["n"] == 2
   assert full64["top1"] == pytest.approx(0.364 + 0.01)
   assert full64["top1_spread"] == pytest.approx(0.02)
   assert (full64["top1_min"], full64["top1_max"]) == pytest.approx((0.364, 0.384))
-  noise = compare.noise_summary(rows)
+  noise = plot.noise_summary(rows)
   assert noise["largest_spread"] == pytest.approx(0.02) and noise["eval_images"] == 1000
   assert noise["dof"] == 17 and noise["sd"] == pytest.approx(0.02 / 2 ** 0.5)
   mean = sum(r["top1"] for r in agg) / len(agg)
@@ -332,20 +331,20 @@ def test_aggregate_averages_seeds_and_reports_spread():
 
 def test_pooled_noise_and_intervals():
   rows = _fake_rows(0.10, 0.05, 0.02, noise=0.02)
-  sd, dof = compare.pooled_sd(rows)
+  sd, dof = plot.pooled_sd(rows)
   assert dof == 17 and sd == pytest.approx(0.02 / 2 ** 0.5)
-  noise = compare.Noise(rows)
+  noise = plot.Noise(rows)
   assert noise.t == pytest.approx(2.1098, abs=1e-3)  # Student t, 17 dof, 95%
   assert noise.half_width(2, 2) == pytest.approx(noise.t * sd)
   one_seed = [r for r in rows if r["seed"] == 0]
-  assert compare.pooled_sd(one_seed) == (None, 0)
-  assert compare.Noise(one_seed).half_width(1, 1) is None
-  assert compare.t_quantile(1000) == pytest.approx(1.962, abs=1e-3)
+  assert plot.pooled_sd(one_seed) == (None, 0)
+  assert plot.Noise(one_seed).half_width(1, 1) is None
+  assert plot.t_quantile(1000) == pytest.approx(1.962, abs=1e-3)
 
 
 def test_drops_against_each_widths_full_run():
   d = {(x["width"], x["axis"], x["image_tokens"], x["text_tokens"]): x
-       for x in compare.drops(_fake_rows(0.10, 0.05, 0.02, noise=0.0))}
+       for x in plot.drops(_fake_rows(0.10, 0.05, 0.02, noise=0.0))}
   assert d[(64, "image", 16, 32)]["drop"] == pytest.approx(0.10)
   assert d[(192, "image", 16, 32)]["drop"] == pytest.approx(0.02)
   assert d[(128, "image", 36, 32)]["drop"] == pytest.approx(0.025)
@@ -356,8 +355,8 @@ def test_drops_against_each_widths_full_run():
 
 
 def _trends(rows, metric="top1"):
-  """``{(image tokens, (width a, width b)): trend}`` of ``compare.size_trends``."""
-  return {(t["image_tokens"], t["widths"]): t for t in compare.size_trends(rows, metric)}
+  """``{(image tokens, (width a, width b)): trend}`` of ``plot.size_trends``."""
+  return {(t["image_tokens"], t["widths"]): t for t in plot.size_trends(rows, metric)}
 
 
 def test_size_trends_say_larger_models_lose_less_when_they_do():
@@ -424,12 +423,12 @@ def test_welch_interval_matches_scipy_and_is_given_beside_the_pooled_one():
   from scipy import stats
   a, b = [0.80, 0.85, 0.71, 0.88], [0.981, 0.983]
   terms = [(np.var(x, ddof=1) / len(x), len(x) - 1) for x in (a, b)]
-  half, dof = compare.welch_interval(terms)
+  half, dof = plot.welch_interval(terms)
   ref = stats.ttest_ind(a, b, equal_var=False)
   assert dof == pytest.approx(ref.df)
   se = abs(np.mean(a) - np.mean(b)) / abs(ref.statistic)
   assert half == pytest.approx(stats.t.ppf(0.975, ref.df) * se)
-  assert compare.welch_interval([(0.0, 1), (0.0, 1)]) is None
+  assert plot.welch_interval([(0.0, 1), (0.0, 1)]) is None
   assert _trends(_fake_rows(0.10, 0.05, 0.02, noise=0.01))[(16, (64, 192))]["welch"][
       "verdict"] == "shrinks"
   # The smallest width's seeds spread 10x the largest's: pooled and Welch disagree.
@@ -441,20 +440,20 @@ def test_welch_interval_matches_scipy_and_is_given_beside_the_pooled_one():
 
 
 def test_trend_verdicts():
-  noise = compare.Noise(_fake_rows(0.1, 0.05, 0.02, noise=0.01))
+  noise = plot.Noise(_fake_rows(0.1, 0.05, 0.02, noise=0.01))
   def drops_of(*values):
     return {w: {"drop": v, "ci": 0.01, "n": (2, 2)} for w, v in zip((64, 128, 192), values)}
-  assert compare.trend(drops_of(0.10, 0.05, 0.02), noise)["verdict"] == "shrinks"
-  assert compare.trend(drops_of(0.10, 0.01, 0.02), noise)["monotone"] is False
-  assert compare.trend(drops_of(0.02, 0.05, 0.10), noise)["verdict"] == "grows"
-  assert compare.trend(drops_of(0.05, 0.05, 0.05), noise)["verdict"] == "no difference"
-  assert compare.trend(drops_of(0.005, 0.0, -0.01), noise)["verdict"] == "no cost"
-  assert compare.trend(drops_of(0.1), noise)["verdict"] == "unknown"
+  assert plot.trend(drops_of(0.10, 0.05, 0.02), noise)["verdict"] == "shrinks"
+  assert plot.trend(drops_of(0.10, 0.01, 0.02), noise)["monotone"] is False
+  assert plot.trend(drops_of(0.02, 0.05, 0.10), noise)["verdict"] == "grows"
+  assert plot.trend(drops_of(0.05, 0.05, 0.05), noise)["verdict"] == "no difference"
+  assert plot.trend(drops_of(0.005, 0.0, -0.01), noise)["verdict"] == "no cost"
+  assert plot.trend(drops_of(0.1), noise)["verdict"] == "unknown"
 
 
 @pytest.mark.parametrize("gap, verdict", [(0.05, "resizing"), (-0.05, "masking"), (0.0, "tie")])
 def test_masking_is_compared_with_resizing_at_equal_tokens(gap, verdict):
-  pairs = compare.masking_pairs(_fake_rows(0.10, 0.05, 0.02, noise=0.01, mask_gap=gap))
+  pairs = plot.masking_pairs(_fake_rows(0.10, 0.05, 0.02, noise=0.01, mask_gap=gap))
   assert [p["width"] for p in pairs] == [64, 128, 192]
   for p in pairs:
     assert p["masked"]["image_tokens"] == p["resized"]["image_tokens"] == 16
@@ -465,18 +464,18 @@ def test_masking_is_compared_with_resizing_at_equal_tokens(gap, verdict):
 @pytest.mark.parametrize("gain, verdict", [(0.05, "win"), (-0.05, "loss"), (0.0, "tie")])
 def test_the_headline_either_way(gain, verdict):
   rows = _fake_rows(0.10, 0.05, 0.02, noise=0.01, headline_gain=gain)
-  (pair,) = compare.headline_pairs(rows)
+  (pair,) = plot.headline_pairs(rows)
   assert pair["width"] == 192 and pair["verdict"] == verdict
   assert (pair["difference"], pair["ci"]) == pytest.approx((gain, 0.015), abs=5e-4)
   assert f"| {100 * gain:+.1f} ± 1.5 | {verdict} |" in plot.analysis(rows)
   no_headline = [r for r in rows if r["axis"] not in ("fullres", "both")]
-  assert compare.headline_pairs(no_headline) == []
+  assert plot.headline_pairs(no_headline) == []
   assert "## Headline" not in plot.analysis(no_headline)
 
 
 def test_headline_is_checked_with_each_arms_own_seed_variance_and_ranks():
   rows = _fake_rows(0.10, 0.05, 0.02, headline_gain=0.04)
-  pair = compare.headline_pairs(rows)[0]
+  pair = plot.headline_pairs(rows)[0]
   assert pair["welch"]["verdict"] == "win"
   # Six seeds; the full-resolution arm stalls on half of them, the schedule never does
   # (the width-160 pair of the study's README): pooled says win, Welch says tie.
@@ -486,19 +485,19 @@ def test_headline_is_checked_with_each_arms_own_seed_variance_and_ranks():
     rows += [dict(r, seed=seed, run_id=f"{r['point_id']}_s{seed}",
                   top1=sched if r["axis"] == "both" else full)
              for r in _fake_rows(0.1, 0.05, 0.02, seeds=(0,)) if r["axis"] in ("both", "fullres")]
-  pair = compare.headline_pairs(rows)[0]
+  pair = plot.headline_pairs(rows)[0]
   assert pair["verdict"] == "win"
   assert pair["welch"]["verdict"] == "tie" and pair["welch"]["dof"] == pytest.approx(5.0, abs=0.1)
   # Every schedule seed beats every full-resolution seed: the exact rank test says so.
   assert pair["rank"] == {"p": pytest.approx(2 / 924), "wins": 36.0, "pairs": 36}
   assert "| win | ± 27.7 (5.0 dof): tie | 36 of 36, p = 0.00216 |" in plot.analysis(rows)
-  assert compare.rank_test([0.5, 0.6, 0.7], [0.55, 0.65, 0.75])["p"] == pytest.approx(0.7)
-  assert compare.rank_test([0.9], [0.1, 0.2]) is None
+  assert plot.rank_test([0.5, 0.6, 0.7], [0.55, 0.65, 0.75])["p"] == pytest.approx(0.7)
+  assert plot.rank_test([0.9], [0.1, 0.2]) is None
 
 
 def test_compute_matched_wins():
   rows = [r for r in _fake_rows(0.10, 0.05, 0.02) if r["axis"] not in ("both", "fullres")]
-  assert compare.compute_matched_wins(rows) == []
+  assert plot.compute_matched_wins(rows) == []
   assert "| none | - | - | - | - |" in plot.analysis(rows)
   # Make width 192's token-reduced runs cheaper and better than width 128's full run.
   full128 = [r for r in rows if r["width"] == 128 and r["axis"] == "full"]
@@ -507,7 +506,7 @@ def test_compute_matched_wins():
     if r["width"] == 192 and r["axis"] != "full":
       r["top1"] = full128_top1 + 0.05 + 0.01 * r["seed"]
       r["total_flops"] = full128[0]["total_flops"] / 2
-  wider, narrower = compare.compute_matched_wins(rows)[0]
+  wider, narrower = plot.compute_matched_wins(rows)[0]
   assert (wider["width"], narrower["width"]) == (192, 128)
   assert "| width 128 |" in plot.analysis(rows) and "| 2.0x |" in plot.analysis(rows)
 
@@ -565,10 +564,10 @@ def test_factor_columns_follow_the_data():
   assert "| pair % |" in table and "colour %" not in table
   shapes = [{**{k: v for k, v in r.items() if k != "factor_pair"},
              "factor_colour": 0.9, "factor_shape": r["top1"]} for r in rows]  # demo_shapes rows
-  assert compare.factor_names(shapes) == ["colour", "shape"]
+  assert plot.factor_names(shapes) == ["colour", "shape"]
   table = plot.format_table(shapes)
   assert "| colour % | shape % |" in table and "| 90.0 |" in table
-  agg = compare.aggregate(shapes)
+  agg = plot.aggregate(shapes)
   assert all(r["factor_colour"] == pytest.approx(0.9) for r in agg)
 
 
@@ -584,21 +583,21 @@ def _committed(study):
 def test_the_declared_tests_read_from_the_committed_rows():
   # The study README's confirmatory test at 9 tokens: width 32's drop minus width 96's.
   rows = _committed("glyphs_confirm9")["runs"]
-  (after,) = compare.size_trends(rows)
+  (after,) = plot.size_trends(rows)
   assert (after["image_tokens"], after["widths"], after["verdict"]) == (9, (32, 96), "shrinks")
   assert (after["difference"], after["ci"]) == pytest.approx((0.116, 0.071), abs=5e-4)
   assert after["welch"]["verdict"] == "shrinks"
   assert (after["welch"]["ci"], after["welch"]["dof"]) == pytest.approx((0.051, 13.7), abs=0.05)
-  (before,) = compare.size_trends(rows, "pretrain_top1")
+  (before,) = plot.size_trends(rows, "pretrain_top1")
   assert (before["difference"], before["ci"]) == pytest.approx((0.121, 0.070), abs=5e-4)
   # The fresh width-160 headline test: the rank test at p < 0.05 fails (26 of 36 pairs).
   rows = _committed("glyphs_w160_budget500_fresh")["runs"]
-  (pair,) = compare.headline_pairs(rows)
+  (pair,) = plot.headline_pairs(rows)
   assert (pair["rank"]["wins"], pair["rank"]["pairs"]) == (26, 36)
   assert pair["rank"]["p"] == pytest.approx(0.240, abs=5e-4) and pair["verdict"] == "tie"
   # Its first look (seeds 0-5): pooled says win, Welch says tie.
   rows = _committed("glyphs_w160_budget500")["runs"]
-  (pair,) = compare.headline_pairs(rows)
+  (pair,) = plot.headline_pairs(rows)
   assert (pair["verdict"], pair["welch"]["verdict"]) == ("win", "tie")
   assert (pair["difference"], pair["ci"]) == pytest.approx((0.262, 0.241), abs=5e-4)
 

@@ -1,6 +1,7 @@
 """Tests for the demo SeqIO Tasks (tasks/demo.py, installed as clipa_t5x.tasks.demo)."""
 
 import importlib
+import importlib.util
 import json
 import os
 import warnings
@@ -28,13 +29,36 @@ def data_dir(tmp_path_factory):
   demo.register()  # back to the default location
 
 
-def test_tasks_registered_and_reimport_is_idempotent():
+def _import_again(module):
+  """Runs ``module``'s code once more, as a second import under another name would.
+
+  Into a new module object: ``importlib.reload`` would replace the functions of the one in
+  ``sys.modules``, and gin, which registered the old ``demo.eval_task`` when a gin file
+  named it, refuses the new one ("A different configurable ... already exists") in every
+  later test of the process that parses a demo gin file.
+  """
+  spec = importlib.util.spec_from_file_location(module.__name__, module.__file__)
+  spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+_GIN_NAMING_THE_EVAL_TASK = """
+from __gin__ import dynamic_registration
+from clipa_t5x.tasks import demo
+demo.eval_task.data = None
+"""
+
+
+def test_tasks_registered_and_reimport_is_idempotent(clean_gin):
+  import gin  # pylint: disable=import-outside-toplevel
   names = ["demo_shapes", "demo_shapes_syntax", "demo_shapes_random",
            "demo_shapes_block", "demo_shapes_eval"]
   for name in names:
     assert name in seqio.TaskRegistry.names()
   assert "demo_shapes_mix" in seqio.MixtureRegistry.names()
-  importlib.reload(demo)  # raises "duplicate provider" if not idempotent
+  gin.parse_config(_GIN_NAMING_THE_EVAL_TASK)  # gin registers demo.eval_task
+  _import_again(demo)  # raises "duplicate provider" if not idempotent
+  gin.clear_config()
+  gin.parse_config(_GIN_NAMING_THE_EVAL_TASK)  # the process's demo module is unchanged
   demo.register()
   mix = seqio.get_mixture_or_task("demo_shapes_mix")
   assert sorted(t.name for t in mix.tasks) == ["demo_shapes",
