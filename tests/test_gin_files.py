@@ -27,7 +27,7 @@ def test_demo_cpu_wires_two_stages(captured, tmp_path):
   stages = [c[0] for c in captured]
   assert [s.name for s in stages] == ["pretrain", "finetune"]
   assert dict(stages[0].task_feature_lengths) == {"image": 32, "text": 8}
-  assert dict(stages[1].task_feature_lengths)["text"] == 32
+  assert dict(stages[1].task_feature_lengths) == {"image": 48, "text": 16}  # larger, whole captions
   assert stages[1].mask_ratio > 0
   assert captured[1][1] == os.path.join(str(tmp_path), "pretrain")  # hand-off from pretrain
   kwargs = captured[0][2]

@@ -206,8 +206,8 @@ def test_check_prints_the_plan_and_memory_and_exits_zero(tmp_path):
   assert not os.path.exists(tmp_path / "run")
   bad = _train("--check", "--gin_file=gin/runs/demo_cpu.gin",
                f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
-               "--gin.finetune/optimizers.OptimizerConfig.warmup_steps=300", tmp_path=tmp_path)
-  assert "stage 'finetune': OptimizerConfig: warmup_steps=300" in _last_error(bad)
+               "--gin.finetune/optimizers.OptimizerConfig.warmup_steps=600", tmp_path=tmp_path)
+  assert "stage 'finetune': OptimizerConfig: warmup_steps=600" in _last_error(bad)
 
 
 @pytest.mark.slow

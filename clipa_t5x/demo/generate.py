@@ -20,11 +20,13 @@ Command line: ``python -m clipa_t5x.demo.generate --out DIR [--scene glyphs]``.
 """
 
 import argparse
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,14 +43,22 @@ DEFAULTS = {"num_train": 20000, "num_eval": 1000, "image_size": 48, "num_train_s
 DATA_DIR_VARIABLES = {"shapes": "CLIPA_DEMO_DATA", "glyphs": "CLIPA_DEMO_GLYPHS_DATA"}
 
 
-def _write_shard(writer: ShardWriter, split_id: int, seed: int, first_index: int, count: int,
-                 image_size: int, balanced_classes: bool, scene: str = "shapes") -> None:
-  """Renders examples ``first_index ..`` of one split into ``writer``'s next shard."""
+def _render_shard(scene: str, split_id: int, seed: int, first_index: int, count: int,
+                  image_size: int, balanced_classes: bool) -> List[Tuple[bytes, Dict[str, Any]]]:
+  """``(jpeg, attributes)`` of examples ``first_index ..`` of one split (a worker's job)."""
   module = scenes.get(scene)
+  examples = []
   for index in range(first_index, first_index + count):
     rng = np.random.default_rng((seed, split_id, index))
     label = index % len(module.CLASS_NAMES) if balanced_classes else None
-    jpeg, attrs = module.render_example(rng, image_size, label)
+    examples.append(module.render_example(rng, image_size, label))
+  return examples
+
+
+def _write_shard(writer: ShardWriter, examples: Sequence[Tuple[bytes, Dict[str, Any]]],
+                 image_size: int) -> None:
+  """Writes rendered examples into ``writer``'s next shard."""
+  for jpeg, attrs in examples:
     meta = {"key": writer.next_key, "status": "success", "error_message": None,
             "width": image_size, "height": image_size,
             "original_width": image_size, "original_height": image_size, **attrs}
@@ -120,18 +130,24 @@ def generate(out_dir: str, num_train: int = 20000, num_eval: int = 1000,
   if os.listdir(out_dir):
     raise ValueError(f"generate() needs an empty directory, but {out_dir} has "
                      "files; use ensure_demo_data() or pick a new directory.")
-  files = {}
+  jobs = []  # (split, its writer, the rendering of one shard)
   for split, n, shards in (("train", num_train, num_train_shards),
                            ("eval", num_eval, num_eval_shards)):
     counts = _split_counts(n, shards)
     writer = ShardWriter(out_dir, max(counts), prefix=f"{split}-", key_digits=_KEY_DIGITS,
                          mtime=0)
-    first = 0
-    for count in counts:
-      _write_shard(writer, _SPLIT_IDS[split], seed, first, count, image_size,
-                   balanced_classes=split == "eval", scene=scene)
-      first += count
-    files[split] = [os.path.basename(p) for p in writer.shards]
+    starts = np.cumsum([0] + counts[:-1])
+    jobs += [(split, writer, (scene, _SPLIT_IDS[split], seed, int(first), count, image_size,
+                              split == "eval")) for first, count in zip(starts, counts)]
+  # Shards render in parallel (a spawned worker per core: this process may hold TF and JAX
+  # threads, which fork would copy) and are written here in order: the bytes do not change.
+  workers = min(len(jobs), os.cpu_count() or 1)
+  with concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    rendered = pool.map(_render_shard, *zip(*(job for _, _, job in jobs)))
+    for (_, writer, _), examples in zip(jobs, rendered):
+      _write_shard(writer, examples, image_size)
+  files = {split: [os.path.basename(p) for p in writer.shards] for split, writer, _ in jobs}
   with open(os.path.join(out_dir, "classes.json"), "w") as f:
     json.dump(list(class_names), f, indent=1)
   manifest = {"params": params, "files": files,

@@ -22,13 +22,16 @@ TABLE = "resolution_table.json"
 
 
 def measure(stage_dirs: Mapping[str, str], data: demo_data.DemoData,
-            num_images: int = 1000) -> List[Dict[str, Any]]:
+            num_images: int = 1000,
+            own: Optional[Mapping[str, Mapping[str, float]]] = None) -> List[Dict[str, Any]]:
   """Zero-shot top-1 of each stage's model at each stage's resolution.
 
   Args:
     stage_dirs: ``{stage name: stage folder}`` in run order.
     data: the demo data (its held-out split, scene class names and factors).
     num_images: held-out images to classify (the first, every class in turn).
+    own: ``{stage: {'top1': .., '<factor>_top1': ..}}`` already measured at the
+      stage's own resolution on the same images (the run's evaluation): reused.
 
   Returns:
     One row per (stage, resolution): ``{'stage', 'image_size', 'trained_at',
@@ -41,19 +44,37 @@ def measure(stage_dirs: Mapping[str, str], data: demo_data.DemoData,
   names, factors = data.class_names(), data.class_factors()
   sizes = sorted({m.image_size for m in models.values()})
   rows = []
+  own = own or {}
   for name, model in models.items():
     classes = model.class_embeddings(names, demo_data.templates())
     for size in sizes:
+      row = {"stage": name, "image_size": size, "trained_at": model.image_size}
+      if size == model.image_size and name in own:
+        rows.append({**row, **own[name]})
+        continue
       features = model.encode_images(jpegs, image_size=size)
       predicted = model.classify_features(features, names, top_k=1,
                                           class_embeddings=classes).top_k_indices[:, 0]
-      row = {"stage": name, "image_size": size, "trained_at": model.image_size,
-             "top1": float(np.mean(predicted == labels))}
+      row["top1"] = float(np.mean(predicted == labels))
       for factor, ids in factors.items():
         ids = np.asarray(ids)
         row[f"{factor}_top1"] = float(np.mean(ids[predicted] == ids[labels]))
       rows.append(row)
   return rows
+
+
+def _own_resolution_results(rows: Sequence[Mapping[str, Any]],
+                            num_images: int) -> Dict[str, Dict[str, float]]:
+  """The run's own zero-shot results per stage, where they cover exactly ``num_images``."""
+  own = {}
+  for row in rows:
+    top1_keys = [k for k in row.get("eval", {}) if k.endswith("/top1")]
+    if not top1_keys or row.get("zeroshot_top1") is None:
+      continue
+    if row["eval"].get(top1_keys[0][:-len("top1")] + "num_examples") == num_images:
+      own[row["stage"]] = {"top1": row["zeroshot_top1"], **{
+          f"{f}_top1": v for f, v in row.get("zeroshot_factor_top1", {}).items()}}
+  return own
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -80,7 +101,8 @@ def write_resolution_table(model_dir: str, rows: Optional[Sequence[Mapping[str, 
 
   Args:
     model_dir: the run's MODEL_DIR.
-    rows: the run's summary rows (their ``stage`` names, in run order).
+    rows: the run's summary rows (their ``stage`` names, in run order; a stage's
+      own zero-shot result over the same ``num_images`` images is reused).
     data: the demo data the run evaluated on (None: the default location).
     num_images: held-out images to classify.
 
@@ -92,7 +114,8 @@ def write_resolution_table(model_dir: str, rows: Optional[Sequence[Mapping[str, 
     return None
   stage_dirs = {row["stage"]: os.path.join(model_dir, row["stage"]) for row in rows}
   try:
-    table = measure(stage_dirs, data or demo_data.DemoData(), num_images)
+    table = measure(stage_dirs, data or demo_data.DemoData(), num_images,
+                    own=_own_resolution_results(rows, num_images))
   except ValueError as e:  # a stage without a checkpoint (e.g. stubbed out): no table
     print(f"resolution table not made: {e}", flush=True)
     return None

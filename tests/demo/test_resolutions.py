@@ -61,3 +61,20 @@ def test_a_stage_without_checkpoint_makes_no_table(tmp_path, capsys):
   assert resolutions.write_resolution_table(str(tmp_path), [{"stage": "pretrain"}]) is None
   assert "resolution table not made" in capsys.readouterr().out
   assert not os.path.exists(os.path.join(str(tmp_path), resolutions.TABLE))
+
+
+def test_own_resolution_cells_come_from_the_runs_evaluation(tmp_path, monkeypatch):
+  data = demo_data.DemoData(str(tmp_path / "shapes"), num_train=4, num_eval=40, image_size=32,
+                            num_train_shards=1)
+  models = {"pre": _FakeModel(32, {32: 30, 48: 10}), "ft": _FakeModel(48, {32: 20, 48: 36})}
+  monkeypatch.setattr(resolutions.inference, "load",
+                      lambda path, **kw: models[os.path.basename(path)])
+  evaluated = {"zeroshot_top1": 0.5, "zeroshot_factor_top1": {"colour": 1.0, "shape": 0.5}}
+  rows = [{"stage": "pre", "eval": {"x/top1": 0.5, "x/num_examples": 40}, **evaluated},
+          # Another number of images: measured again.
+          {"stage": "ft", "eval": {"x/top1": 0.5, "x/num_examples": 1000}, **evaluated}]
+  path = resolutions.write_resolution_table(str(tmp_path), rows, data=data, num_images=40)
+  with open(path) as f:
+    table = {(r["stage"], r["image_size"]): r for r in json.load(f)}
+  assert table["pre", 32]["top1"] == 0.5 and table["pre", 32]["colour_top1"] == 1.0
+  assert table["pre", 48]["top1"] == 0.25 and table["ft", 48]["top1"] == 0.9
