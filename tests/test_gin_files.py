@@ -237,7 +237,7 @@ def test_demo_sigmoid_is_the_demo_with_the_sigmoid_loss_and_a_warmer_start(captu
   _run(["gin/runs/demo_cpu.gin"], [], tmp_path)
   model = demo[0][2]["model_config"]
   assert (model.loss, model.init_logit_bias) == ("sigmoid", -10.0)
-  assert math.isclose(model.init_log_temperature, math.log(30.0))
+  assert math.isclose(model.init_log_temperature, math.log(20.0))
   # Everything else is the softmax demo's: stages, optimizers, evaluators.
   assert [c[0] for c in demo] == [c[0] for c in captured]
   assert demo[0][2]["evaluators"] == captured[0][2]["evaluators"]
