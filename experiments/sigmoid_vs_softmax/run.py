@@ -30,21 +30,20 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 LOSSES = ("softmax", "sigmoid")
 
 
-def _inverse_scaling_module(name: str):
-  """A module of the inverse-scaling study (``experiments/inverse_scaling/<name>.py``)."""
-  key = f"inverse_scaling_{name}"
+def _inverse_scaling():
+  """The inverse-scaling study's runner: its glyph settings, stages and model config.
+
+  Loaded under the key its own ``_sibling`` uses, so ``_inverse_scaling()._sibling("plot")``
+  gives that study's plotting module.
+  """
+  key = "inverse_scaling_run"
   if key not in sys.modules:
-    path = os.path.join(os.path.dirname(_HERE), "inverse_scaling", f"{name}.py")
+    path = os.path.join(os.path.dirname(_HERE), "inverse_scaling", "run.py")
     spec = importlib.util.spec_from_file_location(key, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[key] = module
     spec.loader.exec_module(module)
   return sys.modules[key]
-
-
-def _inverse_scaling():
-  """The inverse-scaling study's runner: its glyph settings, stages and model config."""
-  return _inverse_scaling_module("run")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +141,7 @@ def interval95(values: Sequence[float]) -> Optional[Tuple[float, float]]:
   v = np.asarray(values, dtype=float)
   if len(v) < 2:
     return None
-  t95 = _inverse_scaling_module("plot").t_quantile(len(v) - 1)
+  t95 = _inverse_scaling()._sibling("plot").t_quantile(len(v) - 1)
   half = t95 * v.std(ddof=1) / np.sqrt(len(v))
   return float(v.mean() - half), float(v.mean() + half)
 
@@ -172,7 +171,7 @@ def paired_differences(rows: Sequence[Dict[str, Any]], batch_size: int,
 
 def tables(rows: Sequence[Dict[str, Any]], comparison: Comparison) -> str:
   """results.md's tables: every (batch, loss) point per seed, and the paired differences."""
-  markdown_table = _inverse_scaling_module("plot").markdown_table
+  markdown_table = _inverse_scaling()._sibling("plot").markdown_table
   points = []
   for b in comparison.batch_sizes:
     for loss in LOSSES:
