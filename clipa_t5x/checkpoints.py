@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from clipa_t5x import model_dir as model_dir_lib
+from clipa_t5x import model_info
 from clipa_t5x.model_dir import STEP_PREFIX  # re-exported: the folder prefix Orbax writes
 from clipa_t5x.train_state import TrainState
 
@@ -178,10 +179,6 @@ class Checkpointer:
     self._manager.close()
 
 
-def _path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def resize_text_pos_embedding(pos_embedding: jax.Array, length: int) -> jax.Array:
   """Bilinear resize of a (1, L_old, W) position embedding to (1, length, W)."""
   _, _, width = pos_embedding.shape
@@ -208,14 +205,14 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
   directory, step = _directory_and_step(config)
   manager = _manager(directory, read_only=True)
   saved_meta = manager.item_metadata(step)["params"].tree
-  saved_flat = {_path_str(p): m for p, m in
+  saved_flat = {model_info.path_name(p): m for p, m in
                 jax.tree_util.tree_flatten_with_path(saved_meta)[0]}
   new_flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
   fresh_flat = jax.tree.leaves(fresh_params)
 
   sources = {}
   for path, _ in new_flat:
-    name = _path_str(path)
+    name = model_info.path_name(path)
     source = name
     for pattern, old in config.assignment_map:
       if re.fullmatch(pattern, name):
@@ -233,11 +230,11 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
   # new sharding, the rest (renamed away, to be resized) replicated.
   any_sharding = new_flat[0][1].sharding
   replicated = jax.sharding.NamedSharding(any_sharding.mesh, jax.sharding.PartitionSpec())
-  target_of_source = {sources[_path_str(p)]: t for p, t in new_flat
-                      if sources[_path_str(p)] is not None}
+  target_of_source = {sources[model_info.path_name(p)]: t for p, t in new_flat
+                      if sources[model_info.path_name(p)] is not None}
 
   def restore_target(path, meta):
-    target = target_of_source.get(_path_str(path))
+    target = target_of_source.get(model_info.path_name(path))
     sharding = (target.sharding if target is not None and tuple(meta.shape) == target.shape
                 else replicated)
     return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=sharding)
@@ -246,12 +243,12 @@ def restore_params(config: RestoreCheckpointConfig, abstract_params: Any,
   restored = manager.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(target_tree)))["params"]
   manager.close()
-  restored_flat = {_path_str(p): v for p, v in
+  restored_flat = {model_info.path_name(p): v for p, v in
                    jax.tree_util.tree_flatten_with_path(restored)[0]}
 
   leaves = []
   for ((path, target), fresh) in zip(new_flat, fresh_flat):
-    name = _path_str(path)
+    name = model_info.path_name(path)
     source = sources[name]
     if source is None:
       leaves.append(fresh)

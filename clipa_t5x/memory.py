@@ -111,6 +111,7 @@ def _logical_params(model_config, image_size: int, text_length: int):
   """``[(name, shape, logical_axes)]`` of the model's parameters, from ``eval_shape``."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
+  from clipa_t5x import model_info  # pylint: disable=import-outside-toplevel
   from clipa_t5x.models import clip  # pylint: disable=import-outside-toplevel
   model = clip.ClipaModel(model_config)
   boxed = jax.eval_shape(
@@ -120,11 +121,9 @@ def _logical_params(model_config, image_size: int, text_length: int):
   shapes = nn.meta.unbox(boxed)
   flat_shapes = jax.tree_util.tree_flatten_with_path(shapes)[0]
   flat_specs = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-  out = []
-  for (path, leaf), spec in zip(flat_shapes, flat_specs):
-    name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-    out.append((name, tuple(leaf.shape), tuple(spec) if spec else (None,) * len(leaf.shape)))
-  return tuple(out)
+  return tuple((model_info.path_name(path), tuple(leaf.shape),
+                tuple(spec) if spec else (None,) * len(leaf.shape))
+               for (path, leaf), spec in zip(flat_shapes, flat_specs))
 
 
 def param_layout(model_config, mesh: MeshShape, image_size: int = 224,

@@ -18,7 +18,9 @@ from jax.sharding import NamedSharding
 from clipa_t5x.train_state import TrainState
 
 
-def _path(path) -> str:
+def path_name(path) -> str:
+  """A pytree key path as ``'img/encoderblock_0/mlp/fc_in/kernel'`` (dict keys, attribute
+  names and list indices joined by ``/``): the parameter names the project prints and matches."""
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
@@ -42,9 +44,9 @@ def format_model_info(abstract: TrainState, logical_specs: TrainState, shardings
   flat = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
   specs = jax.tree.leaves(logical_specs.params, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
   mesh_specs = jax.tree.leaves(shardings.params)
-  width = max(len(_path(p)) for p, _ in flat)
+  width = max(len(path_name(p)) for p, _ in flat)
   for (path, leaf), logical, sharding in zip(flat, specs, mesh_specs):
-    lines.append(f"  {_path(path):<{width}}  {str(tuple(leaf.shape)):<22} "
+    lines.append(f"  {path_name(path):<{width}}  {str(tuple(leaf.shape)):<22} "
                  f"{str(tuple(logical)):<36} {tuple(sharding.spec)}")
   count = sum(math.prod(leaf.shape) for _, leaf in flat)
   mesh = mesh_specs[0].mesh

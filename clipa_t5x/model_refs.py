@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from clipa_t5x import model_dir as model_dir_lib
+from clipa_t5x import model_info
 from clipa_t5x import paths
 from clipa_t5x.models import configs as configs_lib
 
@@ -258,7 +259,7 @@ def model_config(ref: str, model: Model = None, dtype: Optional[str] = None,
 
 # --------------------------------------------------------------------- load
 def _flat(tree: Any) -> Dict[str, Any]:
-  return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
+  return {model_info.path_name(path): leaf
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -355,7 +356,7 @@ def restore_params(source: Any, abstract_params: Any, fresh_params: Any = None,
   flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
   leaves = []
   for key_path, target in flat:
-    name = "/".join(str(getattr(k, "key", k)) for k in key_path)
+    name = model_info.path_name(key_path)
     value = np.asarray(host[name], target.dtype)
     if value.shape != tuple(target.shape) and name == "txt/pos_embedding":
       value = np.asarray(checkpoints.resize_text_pos_embedding(value, target.shape[1]))
