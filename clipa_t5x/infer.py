@@ -264,16 +264,15 @@ def build_parser() -> cli.ArgumentParser:
       prog="clipa-infer", description="CLIPA inference: embeddings and zero-shot labels.",
       example="\n".join(EXAMPLES.values()))
   sub = parser.add_subparsers(dest="command", required=True)
-  for name, fn, what in (("embed-images", cmd_embed_images, "image embeddings -> OUT.npy + "
-                          "OUT.keys.txt"),
-                         ("embed-texts", cmd_embed_texts, "caption embeddings -> OUT.npy + "
-                          "OUT.keys.txt"),
-                         ("classify", cmd_classify, "zero-shot classification -> "
-                          "predictions.csv")):
-    p = sub.add_parser(name, help=what, example=EXAMPLES[name])
-    _add_common(p, images=name != "embed-texts")
-    p.set_defaults(fn=fn)
-  # p is classify's parser (the last): its own options.
+  parsers = {}
+  for name, fn, what in (
+      ("embed-images", cmd_embed_images, "image embeddings -> OUT.npy + OUT.keys.txt"),
+      ("embed-texts", cmd_embed_texts, "caption embeddings -> OUT.npy + OUT.keys.txt"),
+      ("classify", cmd_classify, "zero-shot classification -> predictions.csv")):
+    parsers[name] = sub.add_parser(name, help=what, example=EXAMPLES[name])
+    _add_common(parsers[name], images=name != "embed-texts")
+    parsers[name].set_defaults(fn=fn)
+  p = parsers["classify"]  # its own options
   p.add_argument("--class_names", required=True,
                  help="'cat,dog', a file with one name per line, or a set name (imagenet1k).")
   p.add_argument("--templates", default=None,

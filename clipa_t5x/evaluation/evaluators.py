@@ -183,8 +183,8 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
                          f"(e.g. datasets.TfdsRetrieval()), got {spec.source!r}.")
       out.append(retrieval_lib.RetrievalEvaluator(
           spec.name, reader(spec.source), batch_size=_per_host(spec.batch_size, num_shards),
-          text_length=text_length,
-          text_reduction=text_reduction, num_examples=spec.num_examples, ks=spec.ks,
+          text_length=text_length, text_reduction=text_reduction,
+          num_examples=spec.num_examples, ks=spec.ks,
           block_size=spec.block_size, image_size=image_size))
     elif isinstance(spec, ZeroShotEvalConfig):
       if (spec.task is None) == (spec.source is None):
@@ -195,7 +195,8 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
       out.append(zeroshot.ZeroShotClassifier(
           name=spec.name, examples_fn=reader(source),
           class_names=_resolve_class_names(spec, source), templates=templates,
-          batch_size=_per_host(spec.batch_size, num_shards), text_length=text_length, text_reduction=text_reduction,
+          batch_size=_per_host(spec.batch_size, num_shards), text_length=text_length,
+          text_reduction=text_reduction,
           num_examples=spec.num_examples, ks=spec.ks, factors=spec.factors,
           image_size=image_size))
     elif isinstance(spec, FewShotEvalConfig):
@@ -205,7 +206,8 @@ def build_evaluators(specs: Sequence[Any], image_size: int, text_length: int,
                            f"source (e.g. datasets.ImageFolder(...)), got "
                            f"{getattr(spec, what)!r}.")
       out.append(fewshot_lib.FewShotEvaluator(
-          spec.name, reader(spec.train_source), reader(spec.test_source), shots=spec.shots, num_seeds=spec.num_seeds, l2_reg=spec.l2_reg,
+          spec.name, reader(spec.train_source), reader(spec.test_source), shots=spec.shots,
+          num_seeds=spec.num_seeds, l2_reg=spec.l2_reg,
           features=spec.features, batch_size=_per_host(spec.batch_size, num_shards),
           num_train_examples=spec.num_train_examples,
           num_test_examples=spec.num_test_examples, num_classes=spec.num_classes,
@@ -277,6 +279,8 @@ def run_evaluators(evaluators: Sequence[Any], encoders: Encoders, params) -> Dic
 
 
 # ------------------------------------------------------- checkpoint evals
+
+
 def format_results_table(results: Dict[str, float]) -> str:
   """``data set  metric  value`` rows from ``{'<data set>/<metric>': value}``."""
   lines = [("data set", "metric", "value")]
