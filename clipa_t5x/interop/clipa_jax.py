@@ -153,13 +153,13 @@ def load(path: str) -> Tuple[Dict[str, Any], ClipaConfig, int]:
     _, picked = _strip_prefix(data.files)
     flat = {to_ours(name): np.asarray(data[stored], np.float32) for name, stored in picked.items()}
   flat["log_temperature"] = flat["log_temperature"].reshape(())  # t is [1]
-  return open_clip._nest(flat), config, text_length  # pylint: disable=protected-access
+  return open_clip.nest_paths(flat), config, text_length
 
 
 def save(params: Mapping[str, Any], path: str) -> str:
   """Writes our parameters as an official-layout ``.npz`` (bare tree); returns ``path``."""
   flat = {}
-  for key, value in open_clip._leaf_paths(open_clip._unbox(params)).items():  # pylint: disable=protected-access
+  for key, value in open_clip.leaf_paths(open_clip.unbox(params)).items():
     value = np.asarray(value, np.float32)
     flat[to_official(key)] = value.reshape(1) if key == "log_temperature" else value
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -440,12 +440,13 @@ def _from_torch_layout(sd: Mapping[str, Any], config: ClipaConfig) -> NestedArra
   return out
 
 
-def _leaf_paths(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def leaf_paths(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+  """``{"img/head/kernel": array, ...}`` from nested parameter dicts (``nest_paths`` undoes it)."""
   flat = {}
   for key, value in tree.items():
     path = f"{prefix}{key}"
     if isinstance(value, Mapping):
-      flat.update(_leaf_paths(value, path + "/"))
+      flat.update(leaf_paths(value, path + "/"))
     else:
       flat[path] = value
   return flat
@@ -462,10 +463,10 @@ def clipa_param_shapes(config: ClipaConfig, text_length: int) -> Dict[str, Tuple
   abstract = {k: jax.ShapeDtypeStruct(s, np.float32)
               for k, s in open_clip_state_dict_shapes(config, patch, text_length).items()}
   tree = jax.eval_shape(lambda sd: _from_torch_layout(sd, config), abstract)
-  return {path: tuple(x.shape) for path, x in _leaf_paths(tree).items()}
+  return {path: tuple(x.shape) for path, x in leaf_paths(tree).items()}
 
 
-def _unbox(params: Any) -> Any:
+def unbox(params: Any) -> Any:
   """Plain arrays from boxed (``nn.LogicallyPartitioned``) leaves; a no-op otherwise."""
   from flax import linen as nn  # pylint: disable=import-outside-toplevel
   return nn.meta.unbox(params)
@@ -496,8 +497,8 @@ def to_open_clip_state_dict(params: Mapping[str, Any], config: ClipaConfig,
   if int(image_size) < patch or int(image_size) % patch:
     raise ValueError(f"image_size {image_size} is not a positive multiple of the patch size "
                      f"{patch}.")
-  params = _unbox(params)
-  ours = {k: np.asarray(v) for k, v in _leaf_paths(params).items()}
+  params = unbox(params)
+  ours = {k: np.asarray(v) for k, v in leaf_paths(params).items()}
   pos = ours.get("txt/pos_embedding")
   text_length = int(pos.shape[1]) if pos is not None and pos.ndim == 3 else 1
   wanted = clipa_param_shapes(config, text_length)
@@ -513,7 +514,7 @@ def to_open_clip_state_dict(params: Mapping[str, Any], config: ClipaConfig,
     if ours[key].shape != shape:
       raise ValueError(f"parameter {key!r} has shape {ours[key].shape} but the model config "
                        f"needs {shape}: the params belong to another config.")
-  sd = _to_torch_layout(_nest(ours), config, int(image_size))
+  sd = _to_torch_layout(nest_paths(ours), config, int(image_size))
   expected = open_clip_state_dict_shapes(config, int(image_size), text_length)
   out = {}
   for key, shape in expected.items():
@@ -527,7 +528,8 @@ def to_open_clip_state_dict(params: Mapping[str, Any], config: ClipaConfig,
   return out
 
 
-def _nest(flat: Mapping[str, Any]) -> Dict[str, Any]:
+def nest_paths(flat: Mapping[str, Any]) -> Dict[str, Any]:
+  """The nested dict of ``{'a/b/c': value}`` (the inverse of ``leaf_paths``)."""
   tree: Dict[str, Any] = {}
   for path, value in flat.items():
     _set(tree, path, value)
@@ -575,7 +577,7 @@ def export_open_clip(params: Mapping[str, Any], config: ClipaConfig, out_dir: st
       that do not match ``config``.
   """
   import safetensors.numpy  # pylint: disable=import-outside-toplevel
-  params = _unbox(params)
+  params = unbox(params)
   pos = _get(params, "txt/pos_embedding")
   stored = int(np.shape(pos)[1])
   if text_length is None:
@@ -587,7 +589,7 @@ def export_open_clip(params: Mapping[str, Any], config: ClipaConfig, out_dir: st
     from clipa_t5x import checkpoints  # pylint: disable=import-outside-toplevel
     logger.warning("Resizing txt/pos_embedding from length %d to %d (bilinear) for export.",
                    stored, text_length)
-    params = _nest({**_leaf_paths(params), "txt/pos_embedding": np.asarray(
+    params = nest_paths({**leaf_paths(params), "txt/pos_embedding": np.asarray(
         checkpoints.resize_text_pos_embedding(np.asarray(pos), text_length))})
   state_dict = to_open_clip_state_dict(params, config, image_size)
   record = {
