@@ -23,6 +23,7 @@ from PIL import Image
 import clipa_t5x.tasks  # noqa: F401  (registers the demo Tasks)
 from clipa_t5x import checkpoints
 from clipa_t5x import model_dir as model_dir_lib
+from clipa_t5x import model_info
 from clipa_t5x import flops
 from clipa_t5x import optimizers
 from clipa_t5x import partitioning
@@ -258,7 +259,7 @@ def _restore_params(stage_dir: str, step: int):
   finally:
     manager.close()
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {checkpoints._path_str(p): np.asarray(v) for p, v in flat}
+  return {model_info.path_name(p): np.asarray(v) for p, v in flat}
 
 
 def _checkpoint_steps(stage_dir: str):
